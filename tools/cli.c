@@ -1,0 +1,115 @@
+/* Option parsing for subcommands (see cli.h). */
+#include "tools/cli.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/fileutil.h"
+
+void tsr_cli_print_help(const char *usage, const char *description, const tsr_opt *opts) {
+    printf("usage: %s\n", usage);
+    if (description) printf("\n%s\n", description);
+    printf("\noptions:\n");
+    for (const tsr_opt *o = opts; o && o->name; o++) {
+        char left[64];
+        if (o->kind == TSR_OPT_FLAG) snprintf(left, sizeof left, "%s", o->name);
+        else snprintf(left, sizeof left, "%s %s", o->name, o->metavar ? o->metavar : "X");
+        printf("  %-28s %s\n", left, o->help ? o->help : "");
+    }
+    printf("  %-28s %s\n", "-h, --help", "show this help");
+}
+
+static int tsr__cli_set(const tsr_opt *o, const char *val) {
+    char *end = NULL;
+    errno = 0;
+    switch (o->kind) {
+    case TSR_OPT_FLAG: *(bool *)o->dst = true; return 0;
+    case TSR_OPT_STR: *(const char **)o->dst = val; return 0;
+    case TSR_OPT_STR_LIST: {
+        tsr_str_list *l = o->dst;
+        const char **items = realloc((void *)l->items, sizeof(char *) * (size_t)(l->n + 1));
+        if (!items) return -1;
+        items[l->n++] = val;
+        l->items = items;
+        return 0;
+    }
+    case TSR_OPT_INT: {
+        long long v = strtoll(val, &end, 10);
+        if (errno || !end || *end || end == val) return -1;
+        *(int64_t *)o->dst = v;
+        return 0;
+    }
+    case TSR_OPT_FLOAT: {
+        double v = strtod(val, &end);
+        if (errno || !end || *end || end == val) return -1;
+        *(double *)o->dst = v;
+        return 0;
+    }
+    }
+    return -1;
+}
+
+int tsr_cli_parse(const char *usage, const char *description, const tsr_opt *opts, int argc,
+                  char **argv, const char **pos, int max_pos, int *n_pos) {
+    int np = 0;
+    bool only_pos = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!only_pos && (!strcmp(a, "-h") || !strcmp(a, "--help"))) {
+            tsr_cli_print_help(usage, description, opts);
+            return TSR_CLI_HELP;
+        }
+        if (!only_pos && !strcmp(a, "--")) { only_pos = true; continue; }
+        if (!only_pos && a[0] == '-' && a[1] == '-') {
+            const char *eq = strchr(a, '=');
+            size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+            const tsr_opt *o = opts;
+            for (; o && o->name; o++)
+                if (strlen(o->name) == nl && !strncmp(o->name, a, nl)) break;
+            if (!o || !o->name) {
+                fprintf(stderr, "tessera %s: unknown option '%.*s' (see --help)\n", argv[0], (int)nl, a);
+                return TSR_CLI_ERROR;
+            }
+            const char *val = NULL;
+            if (o->kind == TSR_OPT_FLAG) {
+                if (eq) { fprintf(stderr, "tessera %s: %s takes no value\n", argv[0], o->name); return TSR_CLI_ERROR; }
+            } else if (eq) {
+                val = eq + 1;
+            } else if (i + 1 < argc) {
+                val = argv[++i];
+            } else {
+                fprintf(stderr, "tessera %s: %s needs a value\n", argv[0], o->name);
+                return TSR_CLI_ERROR;
+            }
+            if (tsr__cli_set(o, val) != 0) {
+                fprintf(stderr, "tessera %s: bad value '%s' for %s\n", argv[0], val ? val : "", o->name);
+                return TSR_CLI_ERROR;
+            }
+            continue;
+        }
+        if (np >= max_pos) {
+            fprintf(stderr, "tessera %s: unexpected argument '%s' (see --help)\n", argv[0], a);
+            return TSR_CLI_ERROR;
+        }
+        pos[np++] = a;
+    }
+    if (n_pos) *n_pos = np;
+    return TSR_CLI_OK;
+}
+
+const char *tsr_cli_model_or_default(const char *given) {
+    if (given) return given;
+    static char *def;
+    if (!def) def = tsr_default_model_path();
+    if (!tsr_path_exists(def)) {
+        fprintf(stderr,
+                "tessera: no model named and the default model is missing (%s).\n"
+                "Fetch it with: bash ci/fetch-model.sh   (or name a model: a .gguf file, an HF "
+                "directory or a workspace)\n",
+                def);
+        return NULL;
+    }
+    return def;
+}

@@ -1,0 +1,9 @@
+/* Subcommand entry points; main.c dispatches `tessera SUB ...` to tsr_cmd_SUB(argc, argv)
+ * with argv[0] == "SUB".  Each returns the process exit code. */
+#ifndef TSR_COMMANDS_H
+#define TSR_COMMANDS_H
+
+int tsr_cmd_env(int argc, char **argv);
+int tsr_cmd_tokenize(int argc, char **argv);
+
+#endif

@@ -1,0 +1,42 @@
+/* `tessera`: one binary, subcommands.  Started plainly it is an MPI singleton (a group of
+ * one); under mpirun every rank runs the same subcommand and rank 0 coordinates. */
+#include <stdio.h>
+#include <string.h>
+
+#include "tools/commands.h"
+
+typedef struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} tsr_command;
+
+static const tsr_command tsr__commands[] = {
+    {NULL, NULL, NULL},
+};
+
+static void tsr__usage(FILE *f) {
+    fprintf(f, "usage: tessera <command> [options]   (tessera <command> --help for its options)\n\n"
+               "Tessera serves large language models from one GPU to many nodes.\n\ncommands:\n");
+    for (const tsr_command *c = tsr__commands; c->name; c++) fprintf(f, "  %-12s %s\n", c->name, c->help);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        tsr__usage(stderr);
+        return 1;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        tsr__usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("tessera %s\n", TSR_VERSION);
+        return 0;
+    }
+    for (const tsr_command *c = tsr__commands; c->name; c++)
+        if (!strcmp(argv[1], c->name)) return c->fn(argc - 1, argv + 1);
+    fprintf(stderr, "tessera: unknown command '%s'\n\n", argv[1]);
+    tsr__usage(stderr);
+    return 1;
+}
