@@ -59,9 +59,14 @@ typedef struct tsr_gguf_tensor {
 typedef struct tsr_gguf tsr_gguf;
 
 tsr_status tsr_gguf_open(const char *path, tsr_gguf **out);
+/* The same over a caller-owned buffer that must outlive the reader (fuzzing, tests); name
+ * stands for the path in error messages. */
+tsr_status tsr_gguf_open_memory(const void *data, size_t size, const char *name, tsr_gguf **out);
 void tsr_gguf_close(tsr_gguf *g);
 const char *tsr_gguf_path(const tsr_gguf *g);
 uint32_t tsr_gguf_version(const tsr_gguf *g);
+uint64_t tsr_gguf_alignment(const tsr_gguf *g);   /* general.alignment, default 32 */
+uint64_t tsr_gguf_data_offset(const tsr_gguf *g); /* file offset of the data section */
 
 int64_t tsr_gguf_n_kv(const tsr_gguf *g);
 const tsr_gguf_kv *tsr_gguf_kv_at(const tsr_gguf *g, int64_t i);
@@ -72,10 +77,16 @@ bool tsr_gguf_get_f64(const tsr_gguf *g, const char *key, double *out);
 bool tsr_gguf_get_bool(const tsr_gguf *g, const char *key, bool *out);
 /* malloc'd NUL-terminated copy, or NULL. */
 char *tsr_gguf_get_str(const tsr_gguf *g, const char *key);
+/* Element i of a numeric array (arr_data is unaligned; use these): false when out of range or
+ * of an incompatible type (integers and bools widen to i64; anything numeric to f64). */
+bool tsr_gguf_arr_get_i64(const tsr_gguf_kv *kv, uint64_t i, int64_t *out);
+bool tsr_gguf_arr_get_f64(const tsr_gguf_kv *kv, uint64_t i, double *out);
+const char *tsr_gguf_vtype_name(tsr_gguf_vtype t);
 
 int64_t tsr_gguf_n_tensors(const tsr_gguf *g);
 const tsr_gguf_tensor *tsr_gguf_tensor_at(const tsr_gguf *g, int64_t i);
 const tsr_gguf_tensor *tsr_gguf_find_tensor(const tsr_gguf *g, const char *name);
+int64_t tsr_gguf_tensor_numel(const tsr_gguf_tensor *t);
 
 const char *tsr_ggml_type_name(tsr_ggml_type t);
 /* Elements per block and bytes per block; 0 for an unknown type. */

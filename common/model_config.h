@@ -52,6 +52,7 @@ typedef struct tsr_model_config {
 } tsr_model_config;
 
 const char *tsr_arch_name(tsr_arch a);
+const char *tsr_rope_type_name(tsr_rope_type t);
 /* From an HF config.json path. */
 tsr_status tsr_model_config_from_hf(const char *config_json_path, tsr_model_config *cfg);
 /* From GGUF metadata (general.architecture = llama; keys llama.*). */

@@ -12,6 +12,7 @@ typedef struct {
 } tsr_command;
 
 static const tsr_command tsr__commands[] = {
+    {"inspect", tsr_cmd_inspect, "print a model file's kind, config and tensors; dump a tensor as f32"},
     {NULL, NULL, NULL},
 };
 
