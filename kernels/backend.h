@@ -1,0 +1,144 @@
+/* The backend op table (ggml's backend interface, DESIGN.md "Backends as op tables"): a struct
+ * of function pointers plus a context.  worker/forward.c is written once against it; the CPU
+ * backend (kernels/cpu) is the reference and the oracle every later backend (kernels/cuda) is
+ * tested against.
+ *
+ * Conventions shared by every op:
+ *  - All tensor pointers are DEVICE pointers returned by ops->alloc (host pointers for the CPU
+ *    backend).  Activations and weights are of the backend's compute type be->dtype (f32 on
+ *    the CPU); index arrays are int32.
+ *  - Row-major, innermost dimension last.  Weights keep the HF layout [out, in].
+ *  - "ld" arguments are row strides in elements, so an op can read the q, k or v columns of
+ *    one fused qkv activation [n_tok][ld] without copying.
+ *  - Ops are enqueued in order on the backend's one stream; download() and synchronize()
+ *    wait.  Ops never fail for valid shapes (invariants are TSR_ASSERTed); only alloc can
+ *    fail (NULL = out of memory).
+ *  - The cross-rank all-reduce is not a backend op: it belongs to the communicator
+ *    (worker/comm.h), which is handed device pointers on the same stream. */
+#ifndef TSR_BACKEND_H
+#define TSR_BACKEND_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/model_config.h"
+#include "common/status.h"
+#include "common/tensor.h"
+
+/* One step's varlen batch as attention, RoPE and the KV writer see it.  The new tokens of all
+ * sequences are flattened: sequence s owns rows [q_start[s], q_start[s+1]) of every activation,
+ * its new tokens sit at positions ctx_len[s] - n_new .. ctx_len[s] - 1, and its KV lives in
+ * the blocks block_tables[s][0 .. ceil(ctx_len[s] / block_len)). */
+typedef struct tsr_attn_batch {
+    int64_t n_seq;
+    int64_t n_tok;                /* q_start[n_seq]: rows of every activation this step */
+    int64_t max_ctx;              /* max over s of ctx_len[s] (host-known: scratch, grids) */
+    int64_t max_blocks;           /* row stride of block_tables */
+    const int32_t *q_start;       /* device [n_seq + 1] */
+    const int32_t *ctx_len;       /* device [n_seq]: cached + new tokens after this step */
+    const int32_t *positions;     /* device [n_tok]: absolute position of each new token */
+    const int32_t *block_tables;  /* device [n_seq][max_blocks] */
+} tsr_attn_batch;
+
+/* Paged KV layout of ONE layer on one rank.  K and V each are
+ *   [n_blocks][n_kv_head][block_len][head_dim]
+ * so a block holds block_len consecutive tokens of every local KV head; token t of a sequence
+ * lives in block block_table[t / block_len], slot t % block_len. */
+typedef struct tsr_kv_layout {
+    int64_t block_len;   /* cache_block_seq_len */
+    int64_t n_kv_head;   /* KV heads on this rank */
+    int64_t head_dim;
+} tsr_kv_layout;
+
+/* RoPE, HF style (rotate_half / GPT-NeoX: dimension i pairs with i + rot_dim/2).
+ * inv_freq[i] = theta^(-2i/rot_dim), then per type:
+ *   DEFAULT  angle = pos * inv_freq
+ *   LINEAR   angle = pos / factor * inv_freq
+ *   LLAMA3   inv_freq smoothed by wavelength (low/high_freq_factor, original_max_pos)
+ *   DYNAMIC  NTK: for a sequence of L = ctx_len tokens with L > max_pos, theta is replaced by
+ *            theta * (factor * L / max_pos - (factor - 1)) ^ (rot_dim / (rot_dim - 2))
+ *            (HF's dynamic rope with L = max position + 1 of the sequence in this step)
+ * use_logn_attn (Qwen): q at position p is also scaled by log(p + 1) / log(max_pos) when
+ * p + 1 > max_pos. */
+typedef struct tsr_rope_params {
+    tsr_rope_type type;
+    float theta;
+    float factor;
+    float low_freq_factor, high_freq_factor;
+    int64_t original_max_pos;   /* llama3 */
+    int64_t max_pos;            /* max_position_embeddings (dynamic NTK, logn) */
+    int64_t rot_dim;            /* rotated dims per head (== head_dim for every model here) */
+    bool use_logn_attn;
+} tsr_rope_params;
+
+typedef struct tsr_backend tsr_backend;
+
+typedef struct tsr_backend_ops {
+    const char *name;
+    void (*free)(tsr_backend *be);
+
+    /* ---- memory ---- */
+    void *(*alloc)(tsr_backend *be, size_t nbytes);          /* NULL when out of memory */
+    void (*dfree)(tsr_backend *be, void *p);                  /* NULL is fine */
+    void (*upload)(tsr_backend *be, void *dst, const void *src_host, size_t nbytes);
+    void (*download)(tsr_backend *be, void *dst_host, const void *src, size_t nbytes);
+    void (*memset0)(tsr_backend *be, void *dst, size_t nbytes);
+    void (*synchronize)(tsr_backend *be);
+
+    /* ---- ops ---- */
+    /* out[i][:] = table[rows[i]][:]              out [n][d], table [*][d], rows device [n]
+     * (embedding lookup, and gathering the last token of each sequence) */
+    void (*get_rows)(tsr_backend *be, void *out, const void *table, const int32_t *rows,
+                     int64_t n, int64_t d);
+    /* out = x / sqrt(mean(x^2) + eps) * w        x, out [n_tok][d], w [d] (out may be x) */
+    void (*rmsnorm)(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok,
+                    int64_t d, float eps);
+    /* residual += x, then out = rmsnorm(residual) * w     residual, x, out [n_tok][d] */
+    void (*add_rmsnorm)(tsr_backend *be, void *residual, const void *x, void *out, const void *w,
+                        int64_t n_tok, int64_t d, float eps);
+    /* out = x @ w^T          x [n_tok][k], w [n][k] (HF [out, in]), out [n_tok][n] */
+    void (*matmul)(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok,
+                   int64_t n, int64_t k);
+    /* x[t][j] += b[j]         x [n_tok][ld], b [n], first n columns of each row */
+    void (*add_bias)(tsr_backend *be, void *x, const void *b, int64_t n_tok, int64_t n, int64_t ld);
+    /* x += y                  x, y [n] */
+    void (*add)(tsr_backend *be, void *x, const void *y, int64_t n);
+    /* In place on q [n_tok][ld] (n_head heads of head_dim from column 0) and k [n_tok][ld]
+     * (n_kv_head heads); positions and per-sequence lengths from the batch. */
+    void (*rope)(tsr_backend *be, void *q, void *k, int64_t ld, int64_t n_head, int64_t n_kv_head,
+                 int64_t head_dim, const tsr_attn_batch *b, const tsr_rope_params *p);
+    /* out[t][j] = silu(gu[t][j]) * gu[t][n_ff + j]     gu [n_tok][2 n_ff] (gate | up),
+     * out [n_tok][n_ff] */
+    void (*silu_mul)(tsr_backend *be, void *out, const void *gate_up, int64_t n_tok, int64_t n_ff);
+    /* Stores k, v [n_tok][ld] (n_kv_head heads each) of the new tokens into the layer's paged
+     * cache at their positions. */
+    void (*kv_write)(tsr_backend *be, void *k_cache, void *v_cache, const tsr_kv_layout *kv,
+                     const void *k, const void *v, int64_t ld, const tsr_attn_batch *b);
+    /* Paged attention, varlen: for each new token t of sequence s at position p and query head
+     * h, with kv head g = h / (n_head / n_kv_head) (GQA/MQA: a KV head serves its whole query
+     * group, nothing copied):
+     *   out[t][h] = sum_{j <= p} softmax_j(scale * q[t][h] . K_s[j][g]) V_s[j][g]
+     * i.e. causal over the new tokens and the cached prefix alike.  q [n_tok][ld_q], out
+     * [n_tok][n_head * head_dim].  The new tokens' K/V must already be written. */
+    void (*attention)(tsr_backend *be, void *out, const void *q, int64_t ld_q,
+                      const void *k_cache, const void *v_cache, const tsr_kv_layout *kv,
+                      int64_t n_head, const tsr_attn_batch *b, float scale);
+} tsr_backend_ops;
+
+struct tsr_backend {
+    const tsr_backend_ops *ops;
+    tsr_dtype dtype;      /* compute / weight type of activations */
+    void *ctx;            /* the implementation's state */
+};
+
+/* The CPU backend: f32, GEMMs through OpenBLAS (kept single-threaded), everything else
+ * threaded on a small pool of n_threads (0: one per online core, or $TESSERA_THREADS). */
+tsr_backend *tsr_backend_cpu_init(int n_threads);
+int tsr_backend_cpu_n_threads(const tsr_backend *be);
+
+static inline void tsr_backend_free(tsr_backend *be) {
+    if (be) be->ops->free(be);
+}
+
+#endif

@@ -1,0 +1,461 @@
+/* The CPU backend: f32 reference implementation of every op in kernels/backend.h.  These are
+ * the oracles of the CUDA kernels to come, so each is the plain formula from backend.h,
+ * threaded over an obvious independent axis (tokens, output rows, (token, head) pairs) on
+ * one pool.  OpenBLAS is pinned to one thread and called per slice from the pool, so only one
+ * set of threads ever competes for the cores. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/threadpool.h"
+
+typedef struct tsr__cpu_ctx {
+    tsr_cpu_pool *pool;
+    float *scratch;          /* [n_threads][scratch_per_thread] for attention scores */
+    int64_t scratch_per_thread;
+} tsr__cpu_ctx;
+
+static tsr__cpu_ctx *tsr__ctx(tsr_backend *be) { return be->ctx; }
+
+/* Below this many multiply-adds an op runs on the calling thread: waking the pool would cost
+ * more than the work. */
+#define TSR__SERIAL_WORK 16384
+
+/* ---------------- memory ---------------- */
+
+static void *tsr__cpu_alloc(tsr_backend *be, size_t nbytes) {
+    (void)be;
+    void *p = NULL;
+    /* 64-byte alignment: whole cache lines and full AVX-512 vectors. */
+    if (posix_memalign(&p, 64, nbytes ? (nbytes + 63) / 64 * 64 : 64) != 0) return NULL;
+    return p;
+}
+static void tsr__cpu_dfree(tsr_backend *be, void *p) { (void)be; free(p); }
+static void tsr__cpu_upload(tsr_backend *be, void *dst, const void *src, size_t n) {
+    (void)be;
+    if (n) memcpy(dst, src, n);
+}
+static void tsr__cpu_download(tsr_backend *be, void *dst, const void *src, size_t n) {
+    (void)be;
+    if (n) memcpy(dst, src, n);
+}
+static void tsr__cpu_memset0(tsr_backend *be, void *dst, size_t n) {
+    (void)be;
+    if (n) memset(dst, 0, n);
+}
+static void tsr__cpu_sync(tsr_backend *be) { (void)be; }
+
+/* ---------------- helpers ---------------- */
+
+/* Dot product with 16 independent partial sums, which the compiler vectorizes without
+ * -ffast-math (a single running sum would be a serial dependency it must keep). */
+static inline float tsr__dot(const float *a, const float *b, int64_t n) {
+    float acc[16] = {0};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
+    float s = 0;
+    for (; i < n; i++) s += a[i] * b[i];
+    for (int j = 0; j < 16; j++) s += acc[j];
+    return s;
+}
+
+/* The sequence a flat token row belongs to (q_start is sorted). */
+static inline int64_t tsr__seq_of(const tsr_attn_batch *b, int64_t t) {
+    int64_t lo = 0, hi = b->n_seq - 1;
+    while (lo < hi) {
+        int64_t mid = (lo + hi + 1) / 2;
+        if (b->q_start[mid] <= t) lo = mid;
+        else hi = mid - 1;
+    }
+    return lo;
+}
+
+/* ---------------- get_rows ---------------- */
+
+static void tsr__cpu_get_rows(tsr_backend *be, void *out, const void *table, const int32_t *rows,
+                              int64_t n, int64_t d) {
+    (void)be;
+    for (int64_t i = 0; i < n; i++)
+        memcpy((float *)out + i * d, (const float *)table + (int64_t)rows[i] * d, sizeof(float) * (size_t)d);
+}
+
+/* ---------------- rmsnorm ---------------- */
+
+typedef struct {
+    float *residual;
+    const float *x;
+    float *out;
+    const float *w;
+    int64_t d;
+    float eps;
+} tsr__norm_job;
+
+static void tsr__norm_rows(void *ctx, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
+    const tsr__norm_job *j = ctx;
+    for (int64_t t = i0; t < i1; t++) {
+        const float *xr = j->x + t * j->d;
+        float *orow = j->out + t * j->d;
+        const float *src = xr;
+        if (j->residual) {
+            float *r = j->residual + t * j->d;
+            for (int64_t i = 0; i < j->d; i++) r[i] += xr[i];
+            src = r;
+        }
+        double ss = 0;
+        for (int64_t i = 0; i < j->d; i++) ss += (double)src[i] * src[i];
+        float inv = (float)(1.0 / sqrt(ss / (double)j->d + (double)j->eps));
+        for (int64_t i = 0; i < j->d; i++) orow[i] = j->w[i] * (src[i] * inv);
+    }
+}
+
+static void tsr__cpu_rmsnorm(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok,
+                             int64_t d, float eps) {
+    tsr__norm_job j = {NULL, x, out, w, d, eps};
+    if (n_tok * d < TSR__SERIAL_WORK) tsr__norm_rows(&j, 0, n_tok, 0);
+    else tsr_cpu_pool_run(tsr__ctx(be)->pool, n_tok, 0, tsr__norm_rows, &j);
+}
+
+static void tsr__cpu_add_rmsnorm(tsr_backend *be, void *residual, const void *x, void *out,
+                                 const void *w, int64_t n_tok, int64_t d, float eps) {
+    tsr__norm_job j = {residual, x, out, w, d, eps};
+    if (n_tok * d < TSR__SERIAL_WORK) tsr__norm_rows(&j, 0, n_tok, 0);
+    else tsr_cpu_pool_run(tsr__ctx(be)->pool, n_tok, 0, tsr__norm_rows, &j);
+}
+
+/* ---------------- matmul ---------------- */
+
+typedef struct {
+    float *out;
+    const float *x, *w;
+    int64_t n_tok, n, k;
+} tsr__mm_job;
+
+/* Each thread owns a slice of output columns == a slice of weight rows, so the weight is read
+ * once in total (what decode is bound by) and no reduction between threads is needed. */
+static void tsr__mm_cols(void *ctx, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
+    const tsr__mm_job *j = ctx;
+    /* Work in whole 16-row blocks so slices do not split a cache line of `out` for decode. */
+    int64_t n0 = i0 * 16, n1 = i1 * 16 < j->n ? i1 * 16 : j->n;
+    if (n1 <= n0) return;
+    const float *w = j->w + n0 * j->k;
+    if (j->n_tok == 1) {
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (blasint)(n1 - n0), (blasint)j->k, 1.0f, w,
+                    (blasint)j->k, j->x, 1, 0.0f, j->out + n0, 1);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)j->n_tok, (blasint)(n1 - n0),
+                    (blasint)j->k, 1.0f, j->x, (blasint)j->k, w, (blasint)j->k, 0.0f, j->out + n0,
+                    (blasint)j->n);
+    }
+}
+
+static void tsr__cpu_matmul(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok,
+                            int64_t n, int64_t k) {
+    TSR_ASSERT(n_tok >= 0 && n > 0 && k > 0);
+    if (n_tok == 0) return;
+    tsr__mm_job j = {out, x, w, n_tok, n, k};
+    int64_t blocks = (n + 15) / 16;
+    if (n_tok * n * k < TSR__SERIAL_WORK) tsr__mm_cols(&j, 0, blocks, 0);
+    else tsr_cpu_pool_run(tsr__ctx(be)->pool, blocks, 0, tsr__mm_cols, &j);
+}
+
+/* ---------------- elementwise ---------------- */
+
+static void tsr__cpu_add_bias(tsr_backend *be, void *x, const void *b, int64_t n_tok, int64_t n,
+                              int64_t ld) {
+    (void)be;
+    float *xf = x;
+    const float *bf = b;
+    for (int64_t t = 0; t < n_tok; t++)
+        for (int64_t i = 0; i < n; i++) xf[t * ld + i] += bf[i];
+}
+
+static void tsr__cpu_add(tsr_backend *be, void *x, const void *y, int64_t n) {
+    (void)be;
+    float *xf = x;
+    const float *yf = y;
+    for (int64_t i = 0; i < n; i++) xf[i] += yf[i];
+}
+
+typedef struct {
+    float *out;
+    const float *gu;
+    int64_t n_ff;
+} tsr__silu_job;
+
+static void tsr__silu_rows(void *ctx, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
+    const tsr__silu_job *j = ctx;
+    for (int64_t t = i0; t < i1; t++) {
+        const float *g = j->gu + t * 2 * j->n_ff, *u = g + j->n_ff;
+        float *o = j->out + t * j->n_ff;
+        for (int64_t i = 0; i < j->n_ff; i++) o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    }
+}
+
+static void tsr__cpu_silu_mul(tsr_backend *be, void *out, const void *gate_up, int64_t n_tok,
+                              int64_t n_ff) {
+    tsr__silu_job j = {out, gate_up, n_ff};
+    if (n_tok * n_ff < TSR__SERIAL_WORK) tsr__silu_rows(&j, 0, n_tok, 0);
+    else tsr_cpu_pool_run(tsr__ctx(be)->pool, n_tok, 0, tsr__silu_rows, &j);
+}
+
+/* ---------------- rope ---------------- */
+
+/* inv_freq[i] for i < rot_dim / 2, computed in f32 the way HF transformers computes it so the
+ * rounding of long-context angles matches the golden logits. */
+static void tsr__rope_inv_freq(const tsr_rope_params *p, int64_t seq_len, float *inv) {
+    int64_t dim = p->rot_dim;
+    float theta = p->theta;
+    if (p->type == TSR_ROPE_DYNAMIC && p->max_pos > 0 && seq_len > p->max_pos) {
+        float f = p->factor;
+        float ratio = f * (float)seq_len / (float)p->max_pos - (f - 1.0f);
+        theta = theta * powf(ratio, (float)dim / (float)(dim - 2));
+    }
+    for (int64_t i = 0; i < dim / 2; i++) {
+        float e = (float)(2 * i) / (float)dim;
+        inv[i] = 1.0f / powf(theta, e);
+    }
+    if (p->type == TSR_ROPE_LINEAR && p->factor > 0) {
+        for (int64_t i = 0; i < dim / 2; i++) inv[i] /= p->factor;
+    } else if (p->type == TSR_ROPE_LLAMA3) {
+        const float pi = 3.14159265358979323846f;
+        float old_ctx = (float)p->original_max_pos;
+        float low_wl = old_ctx / p->low_freq_factor, high_wl = old_ctx / p->high_freq_factor;
+        for (int64_t i = 0; i < dim / 2; i++) {
+            float wl = 2.0f * pi / inv[i];
+            if (wl < high_wl) continue;                   /* high frequency: kept */
+            if (wl > low_wl) { inv[i] /= p->factor; continue; } /* low frequency: scaled */
+            float smooth = (old_ctx / wl - p->low_freq_factor) / (p->high_freq_factor - p->low_freq_factor);
+            inv[i] = (1.0f - smooth) * inv[i] / p->factor + smooth * inv[i];
+        }
+    }
+}
+
+typedef struct {
+    float *q, *k;
+    int64_t ld, n_head, n_kv_head, head_dim;
+    const tsr_attn_batch *b;
+    const tsr_rope_params *p;
+    const float *inv_static;   /* NULL for dynamic NTK (depends on the sequence) */
+} tsr__rope_job;
+
+static inline void tsr__rope_head(float *x, const float *cs, const float *sn, int64_t half) {
+    for (int64_t i = 0; i < half; i++) {
+        float a = x[i], c = x[i + half];
+        x[i] = a * cs[i] - c * sn[i];
+        x[i + half] = c * cs[i] + a * sn[i];
+    }
+}
+
+static void tsr__rope_rows(void *ctx, int64_t i0, int64_t i1, int tid) {
+    (void)tid;
+    const tsr__rope_job *j = ctx;
+    const tsr_rope_params *p = j->p;
+    int64_t half = p->rot_dim / 2;
+    float inv_buf[512], cs[512], sn[512];
+    TSR_ASSERT(half <= 512);
+    for (int64_t t = i0; t < i1; t++) {
+        int64_t pos = j->b->positions[t];
+        const float *inv = j->inv_static;
+        if (!inv) {
+            int64_t s = tsr__seq_of(j->b, t);
+            tsr__rope_inv_freq(p, j->b->ctx_len[s], inv_buf);
+            inv = inv_buf;
+        }
+        for (int64_t i = 0; i < half; i++) {
+            float ang = (float)pos * inv[i];
+            cs[i] = cosf(ang);
+            sn[i] = sinf(ang);
+        }
+        float *qt = j->q + t * j->ld, *kt = j->k + t * j->ld;
+        for (int64_t h = 0; h < j->n_head; h++) tsr__rope_head(qt + h * j->head_dim, cs, sn, half);
+        for (int64_t h = 0; h < j->n_kv_head; h++) tsr__rope_head(kt + h * j->head_dim, cs, sn, half);
+        if (p->use_logn_attn && p->max_pos > 1 && pos + 1 > p->max_pos) {
+            float sc = (float)(log((double)(pos + 1)) / log((double)p->max_pos));
+            for (int64_t i = 0; i < j->n_head * j->head_dim; i++) qt[i] *= sc;
+        }
+    }
+}
+
+static void tsr__cpu_rope(tsr_backend *be, void *q, void *k, int64_t ld, int64_t n_head,
+                          int64_t n_kv_head, int64_t head_dim, const tsr_attn_batch *b,
+                          const tsr_rope_params *p) {
+    TSR_ASSERT(p->rot_dim > 0 && p->rot_dim <= head_dim && p->rot_dim % 2 == 0);
+    float inv[512];
+    tsr__rope_job j = {q, k, ld, n_head, n_kv_head, head_dim, b, p, NULL};
+    if (p->type != TSR_ROPE_DYNAMIC) {
+        tsr__rope_inv_freq(p, 0, inv);
+        j.inv_static = inv;
+    }
+    if (b->n_tok * (n_head + n_kv_head) * head_dim < TSR__SERIAL_WORK) tsr__rope_rows(&j, 0, b->n_tok, 0);
+    else tsr_cpu_pool_run(tsr__ctx(be)->pool, b->n_tok, 0, tsr__rope_rows, &j);
+}
+
+/* ---------------- paged KV ---------------- */
+
+static inline int64_t tsr__kv_offset(const tsr_kv_layout *kv, int64_t block, int64_t head, int64_t slot) {
+    return ((block * kv->n_kv_head + head) * kv->block_len + slot) * kv->head_dim;
+}
+
+static void tsr__cpu_kv_write(tsr_backend *be, void *k_cache, void *v_cache, const tsr_kv_layout *kv,
+                              const void *k, const void *v, int64_t ld, const tsr_attn_batch *b) {
+    (void)be;
+    size_t row = sizeof(float) * (size_t)kv->head_dim;
+    for (int64_t s = 0; s < b->n_seq; s++) {
+        const int32_t *bt = b->block_tables + s * b->max_blocks;
+        for (int64_t t = b->q_start[s]; t < b->q_start[s + 1]; t++) {
+            int64_t pos = b->positions[t];
+            TSR_ASSERT(pos >= 0 && pos / kv->block_len < b->max_blocks);
+            int64_t blk = bt[pos / kv->block_len], slot = pos % kv->block_len;
+            TSR_ASSERT(blk >= 0);
+            for (int64_t g = 0; g < kv->n_kv_head; g++) {
+                int64_t off = tsr__kv_offset(kv, blk, g, slot);
+                memcpy((float *)k_cache + off, (const float *)k + t * ld + g * kv->head_dim, row);
+                memcpy((float *)v_cache + off, (const float *)v + t * ld + g * kv->head_dim, row);
+            }
+        }
+    }
+}
+
+typedef struct {
+    float *out;
+    const float *q;
+    int64_t ld_q;
+    const float *kc, *vc;
+    const tsr_kv_layout *kv;
+    int64_t n_head;
+    const tsr_attn_batch *b;
+    float scale;
+    float *scratch;
+    int64_t scratch_per_thread;
+} tsr__attn_job;
+
+/* One item = (new token t, query head h).  Two passes over the visible keys: scores with their
+ * max, then the softmax-weighted sum of values. */
+static void tsr__attn_items(void *ctx, int64_t i0, int64_t i1, int tid) {
+    const tsr__attn_job *j = ctx;
+    const tsr_kv_layout *kv = j->kv;
+    int64_t hd = kv->head_dim, bl = kv->block_len, group = j->n_head / kv->n_kv_head;
+    float *sc = j->scratch + tid * j->scratch_per_thread;
+    for (int64_t it = i0; it < i1; it++) {
+        int64_t t = it / j->n_head, h = it % j->n_head, g = h / group;
+        int64_t s = tsr__seq_of(j->b, t);
+        const int32_t *bt = j->b->block_tables + s * j->b->max_blocks;
+        int64_t n_vis = (int64_t)j->b->positions[t] + 1;
+        TSR_ASSERT(n_vis <= j->b->ctx_len[s] && n_vis <= j->scratch_per_thread);
+        const float *qv = j->q + t * j->ld_q + h * hd;
+        float mx = -INFINITY;
+        for (int64_t p = 0; p < n_vis; p++) {
+            const float *kr = j->kc + tsr__kv_offset(kv, bt[p / bl], g, p % bl);
+            float v = tsr__dot(qv, kr, hd) * j->scale;
+            sc[p] = v;
+            if (v > mx) mx = v;
+        }
+        double sum = 0;
+        for (int64_t p = 0; p < n_vis; p++) {
+            sc[p] = expf(sc[p] - mx);
+            sum += sc[p];
+        }
+        float inv = (float)(1.0 / sum);
+        float *o = j->out + t * j->n_head * hd + h * hd;
+        for (int64_t i = 0; i < hd; i++) o[i] = 0;
+        for (int64_t p = 0; p < n_vis; p++) {
+            const float *vr = j->vc + tsr__kv_offset(kv, bt[p / bl], g, p % bl);
+            float wgt = sc[p] * inv;
+            for (int64_t i = 0; i < hd; i++) o[i] += wgt * vr[i];
+        }
+    }
+}
+
+static void tsr__cpu_attention(tsr_backend *be, void *out, const void *q, int64_t ld_q,
+                               const void *k_cache, const void *v_cache, const tsr_kv_layout *kv,
+                               int64_t n_head, const tsr_attn_batch *b, float scale) {
+    tsr__cpu_ctx *c = tsr__ctx(be);
+    TSR_ASSERT(n_head % kv->n_kv_head == 0);
+    int nt = tsr_cpu_pool_size(c->pool);
+    if (b->max_ctx > c->scratch_per_thread) {
+        int64_t per = (b->max_ctx + 255) / 256 * 256;
+        float *s = realloc(c->scratch, sizeof(float) * (size_t)(per * nt));
+        TSR_ASSERT(s);
+        c->scratch = s;
+        c->scratch_per_thread = per;
+    }
+    tsr__attn_job j = {out, q, ld_q, k_cache, v_cache, kv, n_head, b, scale, c->scratch, c->scratch_per_thread};
+    int64_t items = b->n_tok * n_head;
+    /* Causal rows differ in length, so hand out small ranges dynamically. */
+    int64_t grain = items / (nt * 8) > 0 ? items / (nt * 8) : 1;
+    if (items * b->max_ctx * kv->head_dim < TSR__SERIAL_WORK) tsr__attn_items(&j, 0, items, 0);
+    else tsr_cpu_pool_run(c->pool, items, grain, tsr__attn_items, &j);
+}
+
+/* ---------------- the table ---------------- */
+
+static void tsr__cpu_free(tsr_backend *be) {
+    tsr__cpu_ctx *c = tsr__ctx(be);
+    tsr_cpu_pool_free(c->pool);
+    free(c->scratch);
+    free(c);
+    free(be);
+}
+
+static const tsr_backend_ops tsr__cpu_ops = {
+    .name = "cpu",
+    .free = tsr__cpu_free,
+    .alloc = tsr__cpu_alloc,
+    .dfree = tsr__cpu_dfree,
+    .upload = tsr__cpu_upload,
+    .download = tsr__cpu_download,
+    .memset0 = tsr__cpu_memset0,
+    .synchronize = tsr__cpu_sync,
+    .get_rows = tsr__cpu_get_rows,
+    .rmsnorm = tsr__cpu_rmsnorm,
+    .add_rmsnorm = tsr__cpu_add_rmsnorm,
+    .matmul = tsr__cpu_matmul,
+    .add_bias = tsr__cpu_add_bias,
+    .add = tsr__cpu_add,
+    .rope = tsr__cpu_rope,
+    .silu_mul = tsr__cpu_silu_mul,
+    .kv_write = tsr__cpu_kv_write,
+    .attention = tsr__cpu_attention,
+};
+
+tsr_backend *tsr_backend_cpu_init(int n_threads) {
+    if (n_threads <= 0) {
+        const char *env = getenv("TESSERA_THREADS");
+        if (env && atoi(env) > 0) n_threads = atoi(env);
+    }
+    if (n_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n > 0 ? (int)n : 1;
+    }
+    /* Our pool splits the GEMMs; a second pool of OpenBLAS threads would only fight it. */
+    openblas_set_num_threads(1);
+    tsr_backend *be = calloc(1, sizeof *be);
+    tsr__cpu_ctx *c = calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        return NULL;
+    }
+    c->pool = tsr_cpu_pool_init(n_threads);
+    if (!c->pool) {
+        free(be);
+        free(c);
+        return NULL;
+    }
+    be->ops = &tsr__cpu_ops;
+    be->dtype = TSR_F32;
+    be->ctx = c;
+    return be;
+}
+
+int tsr_backend_cpu_n_threads(const tsr_backend *be) {
+    return tsr_cpu_pool_size(((const tsr__cpu_ctx *)be->ctx)->pool);
+}

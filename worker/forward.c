@@ -1,0 +1,289 @@
+/* The layer loop (see forward.h): the only place that knows the order of the ops, written
+ * against the backend table and the communicator so TP = 1 and TP = N, CPU and GPU, run the
+ * same code. */
+#include "worker/forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+static inline void *tsr__at(void *p, int64_t elems, size_t es) { return (char *)p + (size_t)elems * es; }
+
+static int64_t tsr__qkv_dim(const tsr_model *m) {
+    return (m->shard.n_head + 2 * m->shard.n_kv_head) * m->cfg.head_dim;
+}
+
+tsr_status tsr_forward_state_init(tsr_model *m, tsr_comm *comm, tsr_forward_state **out) {
+    *out = NULL;
+    tsr_forward_state *st = calloc(1, sizeof *st);
+    if (!st) return tsr_errorf(TSR_ERR_OOM, "out of memory");
+    st->model = m;
+    if (!comm) {
+        comm = tsr_comm_single_init();
+        if (!comm) {
+            free(st);
+            return tsr_errorf(TSR_ERR_OOM, "out of memory");
+        }
+        st->own_comm = true;
+    }
+    if (comm->size != m->shard.size || comm->rank != m->shard.rank) {
+        if (st->own_comm) tsr_comm_free(comm);
+        free(st);
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "communicator is rank %d of %d but the model was loaded for rank %d of %d",
+                          comm->rank, comm->size, m->shard.rank, m->shard.size);
+    }
+    st->comm = comm;
+    *out = st;
+    return TSR_OK;
+}
+
+static void tsr__free_acts(tsr_forward_state *st) {
+    tsr_backend *be = st->model->be;
+    void **bufs[] = {&st->h, &st->xn, &st->qkv, &st->attn, &st->proj, &st->gu, &st->act};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        be->ops->dfree(be, *bufs[i]);
+        *bufs[i] = NULL;
+    }
+    st->cap_tok = 0;
+}
+
+static void tsr__free_outs(tsr_forward_state *st) {
+    tsr_backend *be = st->model->be;
+    be->ops->dfree(be, st->rows_out);
+    be->ops->dfree(be, st->logits);
+    be->ops->dfree(be, st->gather);
+    st->rows_out = st->logits = NULL;
+    st->gather = NULL;
+    st->cap_out = 0;
+}
+
+void tsr_forward_state_free(tsr_forward_state *st) {
+    if (!st) return;
+    tsr__free_acts(st);
+    tsr__free_outs(st);
+    st->model->be->ops->dfree(st->model->be, st->ints);
+    free(st->ints_host);
+    if (st->own_comm) tsr_comm_free(st->comm);
+    free(st);
+}
+
+static tsr_status tsr__alloc(tsr_backend *be, void **p, int64_t elems, size_t es) {
+    *p = be->ops->alloc(be, (size_t)elems * es);
+    if (!*p)
+        return tsr_errorf(TSR_ERR_OOM, "out of %s memory for activations (%lld elements)", be->ops->name,
+                          (long long)elems);
+    return TSR_OK;
+}
+
+/* Grows the activation buffers to n_tok rows and the output buffers to n_out rows. */
+static tsr_status tsr__ensure(tsr_forward_state *st, int64_t n_tok, int64_t n_out) {
+    tsr_model *m = st->model;
+    tsr_backend *be = m->be;
+    size_t es = tsr_dtype_size(be->dtype);
+    int64_t d = m->cfg.d_model;
+    if (n_tok > st->cap_tok) {
+        tsr__free_acts(st);
+        int64_t cap = n_tok < 16 ? 16 : n_tok;
+        tsr_status s = TSR_OK;
+        if (s == TSR_OK) s = tsr__alloc(be, &st->h, cap * d, es);
+        if (s == TSR_OK) s = tsr__alloc(be, &st->xn, cap * d, es);
+        if (s == TSR_OK) s = tsr__alloc(be, &st->qkv, cap * tsr__qkv_dim(m), es);
+        if (s == TSR_OK) s = tsr__alloc(be, &st->attn, cap * m->shard.n_head * m->cfg.head_dim, es);
+        if (s == TSR_OK) s = tsr__alloc(be, &st->proj, cap * d, es);
+        if (s == TSR_OK) s = tsr__alloc(be, &st->gu, cap * 2 * m->shard.d_ff, es);
+        if (s == TSR_OK) s = tsr__alloc(be, &st->act, cap * m->shard.d_ff, es);
+        if (s != TSR_OK) {
+            tsr__free_acts(st);
+            return s;
+        }
+        st->cap_tok = cap;
+    }
+    if (n_out > st->cap_out) {
+        tsr__free_outs(st);
+        int64_t cap = n_out < 4 ? 4 : n_out;
+        tsr_status s = tsr__alloc(be, &st->rows_out, cap * d, es);
+        if (s == TSR_OK) s = tsr__alloc(be, &st->logits, cap * m->shard.vocab, es);
+        if (s == TSR_OK && m->shard.size > 1)
+            s = tsr__alloc(be, (void **)&st->gather, cap * m->shard.vocab * m->shard.size, es);
+        if (s != TSR_OK) {
+            tsr__free_outs(st);
+            return s;
+        }
+        st->cap_out = cap;
+    }
+    return TSR_OK;
+}
+
+static tsr_status tsr__ensure_ints(tsr_forward_state *st, int64_t n) {
+    if (n <= st->ints_cap) return TSR_OK;
+    tsr_backend *be = st->model->be;
+    be->ops->dfree(be, st->ints);
+    free(st->ints_host);
+    st->ints = NULL;
+    st->ints_cap = 0;
+    int64_t cap = n < 1024 ? 1024 : n * 2;
+    st->ints_host = malloc(sizeof(int32_t) * (size_t)cap);
+    st->ints = be->ops->alloc(be, sizeof(int32_t) * (size_t)cap);
+    if (!st->ints_host || !st->ints) return tsr_errorf(TSR_ERR_OOM, "out of memory for the step's index arrays");
+    st->ints_cap = cap;
+    return TSR_OK;
+}
+
+/* Everything a user-facing plan can get wrong is checked before any state changes. */
+static tsr_status tsr__validate(const tsr_forward_state *st, const tsr_kv_pool *kv, const tsr_step *step) {
+    const tsr_model *m = st->model;
+    if (!step || step->n_seq < 1) return tsr_errorf(TSR_ERR_INVALID_ARG, "forward: a step needs at least one sequence");
+    if (kv->layout.n_kv_head != m->shard.n_kv_head || kv->layout.head_dim != m->cfg.head_dim ||
+        kv->n_layer != m->cfg.n_layer)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "forward: the KV pool was not made for this model");
+    for (int64_t s = 0; s < step->n_seq; s++) {
+        const tsr_seq_step *q = &step->seqs[s];
+        if (q->n_new < 1 || q->n_past < 0 || !q->tokens)
+            return tsr_errorf(TSR_ERR_INVALID_ARG, "forward: sequence %lld has %lld new tokens after %lld", (long long)s,
+                              (long long)q->n_new, (long long)q->n_past);
+        int64_t ctx = q->n_past + q->n_new;
+        if (ctx > INT32_MAX) return tsr_errorf(TSR_ERR_INVALID_ARG, "forward: sequence %lld is too long", (long long)s);
+        int64_t need = (ctx + kv->layout.block_len - 1) / kv->layout.block_len;
+        if (q->n_blocks < need || !q->block_table)
+            return tsr_errorf(TSR_ERR_INVALID_ARG, "forward: sequence %lld needs %lld KV blocks for %lld tokens, has %lld",
+                              (long long)s, (long long)need, (long long)ctx, (long long)q->n_blocks);
+        for (int64_t b = 0; b < need; b++)
+            if (q->block_table[b] < 0 || q->block_table[b] >= kv->n_blocks)
+                return tsr_errorf(TSR_ERR_INVALID_ARG, "forward: sequence %lld: block id %d out of range [0, %lld)",
+                                  (long long)s, q->block_table[b], (long long)kv->n_blocks);
+        for (int64_t i = 0; i < q->n_new; i++)
+            if (q->tokens[i] < 0 || q->tokens[i] >= m->cfg.vocab_size)
+                return tsr_errorf(TSR_ERR_INVALID_ARG, "forward: token id %d out of range [0, %lld)", q->tokens[i],
+                                  (long long)m->cfg.vocab_size);
+    }
+    return TSR_OK;
+}
+
+tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step, float *logits) {
+    TSR_TRY(tsr__validate(st, kv, step));
+    tsr_model *m = st->model;
+    const tsr_model_config *c = &m->cfg;
+    tsr_backend *be = m->be;
+    const tsr_backend_ops *ops = be->ops;
+    size_t es = tsr_dtype_size(be->dtype);
+
+    /* ---- the step's index arrays ---- */
+    int64_t n_seq = step->n_seq, n_tok = 0, max_ctx = 0, max_blocks = 1;
+    for (int64_t s = 0; s < n_seq; s++) {
+        const tsr_seq_step *q = &step->seqs[s];
+        int64_t ctx = q->n_past + q->n_new, nb = (ctx + kv->layout.block_len - 1) / kv->layout.block_len;
+        n_tok += q->n_new;
+        if (ctx > max_ctx) max_ctx = ctx;
+        if (nb > max_blocks) max_blocks = nb;
+    }
+    int64_t n_out = step->all_logits ? n_tok : n_seq;
+    int64_t n_ints = 2 * n_tok + 2 * n_seq + 1 + n_out + n_seq * max_blocks;
+    TSR_TRY(tsr__ensure_ints(st, n_ints));
+    TSR_TRY(tsr__ensure(st, n_tok, logits ? n_out : 0));
+    int32_t *hi = st->ints_host;
+    int32_t *h_tok = hi, *h_pos = h_tok + n_tok, *h_qs = h_pos + n_tok, *h_ctx = h_qs + n_seq + 1,
+            *h_out = h_ctx + n_seq, *h_bt = h_out + n_out;
+    int64_t t = 0;
+    for (int64_t s = 0; s < n_seq; s++) {
+        const tsr_seq_step *q = &step->seqs[s];
+        h_qs[s] = (int32_t)t;
+        h_ctx[s] = (int32_t)(q->n_past + q->n_new);
+        for (int64_t i = 0; i < q->n_new; i++, t++) {
+            h_tok[t] = q->tokens[i];
+            h_pos[t] = (int32_t)(q->n_past + i);
+        }
+        int64_t nb = (h_ctx[s] + kv->layout.block_len - 1) / kv->layout.block_len;
+        for (int64_t b = 0; b < max_blocks; b++) h_bt[s * max_blocks + b] = b < nb ? q->block_table[b] : 0;
+    }
+    h_qs[n_seq] = (int32_t)n_tok;
+    if (step->all_logits)
+        for (int64_t i = 0; i < n_tok; i++) h_out[i] = (int32_t)i;
+    else
+        for (int64_t s = 0; s < n_seq; s++) h_out[s] = h_qs[s + 1] - 1;
+    ops->upload(be, st->ints, hi, sizeof(int32_t) * (size_t)n_ints);
+    const int32_t *d_tok = st->ints, *d_out = st->ints + (h_out - hi);
+    tsr_attn_batch b = {
+        .n_seq = n_seq,
+        .n_tok = n_tok,
+        .max_ctx = max_ctx,
+        .max_blocks = max_blocks,
+        .q_start = st->ints + (h_qs - hi),
+        .ctx_len = st->ints + (h_ctx - hi),
+        .positions = st->ints + (h_pos - hi),
+        .block_tables = st->ints + (h_bt - hi),
+    };
+
+    /* ---- the layers ---- */
+    const int64_t d = c->d_model, hd = c->head_dim, nq = m->shard.n_head, nkv = m->shard.n_kv_head;
+    const int64_t qkv_dim = tsr__qkv_dim(m), ff = m->shard.d_ff;
+    const float eps = c->norm_eps, scale = 1.0f / sqrtf((float)hd);
+    const tsr_rope_params rope = tsr_model_rope_params(c);
+    void *q = st->qkv, *k = tsr__at(st->qkv, nq * hd, es), *v = tsr__at(st->qkv, (nq + nkv) * hd, es);
+
+    ops->get_rows(be, st->h, m->w.tok_embd, d_tok, n_tok, d);
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        const tsr_layer_weights *w = &m->w.layers[l];
+        if (l == 0) ops->rmsnorm(be, st->xn, st->h, w->attn_norm, n_tok, d, eps);
+        else ops->add_rmsnorm(be, st->h, st->proj, st->xn, w->attn_norm, n_tok, d, eps);
+
+        ops->matmul(be, st->qkv, st->xn, w->wqkv, n_tok, qkv_dim, d);
+        if (w->bqkv) ops->add_bias(be, st->qkv, w->bqkv, n_tok, qkv_dim, qkv_dim);
+        ops->rope(be, q, k, qkv_dim, nq, nkv, hd, &b, &rope);
+        void *kc = tsr_kv_pool_k(kv, l), *vc = tsr_kv_pool_v(kv, l);
+        ops->kv_write(be, kc, vc, &kv->layout, k, v, qkv_dim, &b);
+        ops->attention(be, st->attn, q, qkv_dim, kc, vc, &kv->layout, nq, &b, scale);
+        ops->matmul(be, st->proj, st->attn, w->wo, n_tok, d, nq * hd);
+        TSR_TRY(st->comm->ops->allreduce_sum(st->comm, st->proj, n_tok * d, be->dtype));
+        if (w->bo) ops->add_bias(be, st->proj, w->bo, n_tok, d, d);
+
+        ops->add_rmsnorm(be, st->h, st->proj, st->xn, w->ffn_norm, n_tok, d, eps);
+        ops->matmul(be, st->gu, st->xn, w->w_gate_up, n_tok, 2 * ff, d);
+        ops->silu_mul(be, st->act, st->gu, n_tok, ff);
+        ops->matmul(be, st->proj, st->act, w->w_down, n_tok, d, ff);
+        TSR_TRY(st->comm->ops->allreduce_sum(st->comm, st->proj, n_tok * d, be->dtype));
+    }
+    if (!logits) {
+        ops->synchronize(be);
+        return TSR_OK;
+    }
+
+    /* ---- the LM head on the wanted rows ---- */
+    ops->add_rmsnorm(be, st->h, st->proj, st->xn, m->w.out_norm, n_tok, d, eps);
+    ops->get_rows(be, st->rows_out, st->xn, d_out, n_out, d);
+    int64_t vl = m->shard.vocab;
+    ops->matmul(be, st->logits, st->rows_out, m->w.lm_head, n_out, vl, d);
+    TSR_ASSERT(be->dtype == TSR_F32); /* a half-precision backend converts the logits here */
+    if (m->shard.size == 1) {
+        ops->download(be, logits, st->logits, sizeof(float) * (size_t)(n_out * vl));
+        return TSR_OK;
+    }
+    /* vocab-parallel: gather [tp][n_out][vocab_l], then interleave into [n_out][vocab] */
+    TSR_TRY(st->comm->ops->allgather(st->comm, st->logits, st->gather, n_out * vl, be->dtype));
+    for (int r = 0; r < m->shard.size; r++)
+        for (int64_t i = 0; i < n_out; i++)
+            ops->download(be, logits + i * c->vocab_size + r * vl, (float *)st->gather + (r * n_out + i) * vl,
+                          sizeof(float) * (size_t)vl);
+    return TSR_OK;
+}
+
+tsr_status tsr_forward_seq(tsr_forward_state *st, tsr_kv_pool *kv, tsr_kv_seq *seq, const int32_t *tokens,
+                           int64_t n, bool all_logits, int64_t max_chunk, float *logits) {
+    if (n < 1) return tsr_errorf(TSR_ERR_INVALID_ARG, "forward: no tokens to feed");
+    if (max_chunk <= 0) max_chunk = 512;
+    TSR_TRY(tsr_kv_seq_reserve(kv, seq, seq->n_tokens + n));
+    int64_t vocab = st->model->cfg.vocab_size;
+    for (int64_t off = 0; off < n; off += max_chunk) {
+        int64_t c = n - off < max_chunk ? n - off : max_chunk;
+        bool last = off + c == n;
+        tsr_seq_step q = {tokens + off, c, seq->n_tokens, seq->blocks, seq->n_blocks};
+        tsr_step step = {&q, 1, all_logits};
+        float *out = NULL;
+        if (logits && all_logits) out = logits + off * vocab;
+        else if (logits && last) out = logits;
+        TSR_TRY(tsr_forward(st, kv, &step, out));
+        seq->n_tokens += c;
+    }
+    return TSR_OK;
+}

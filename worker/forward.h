@@ -1,0 +1,79 @@
+/* The forward pass: one batched step for prefill and decode alike, written once against the
+ * backend op table (DESIGN.md "The forward pass and tensor parallelism").  The new tokens of all
+ * sequences are flattened into one varlen batch; attention reads each sequence's paged KV
+ * through its block table; after the row-parallel o_proj and down_proj the communicator sums
+ * the partial results (a no-op for a group of one).
+ *
+ * Per layer, with h the residual stream:
+ *   xn = rmsnorm(h) * attn_norm                  (fused with the previous layer's h += mlp)
+ *   qkv = xn @ wqkv^T (+ bqkv); rope(q, k); write k, v into the cache
+ *   a = paged_attention(q, cache); o = a @ wo^T; all-reduce(o) (+ bo)
+ *   h += o; xn = rmsnorm(h) * ffn_norm
+ *   m = silu(xn @ w_gate^T) * (xn @ w_up^T); d = m @ w_down^T; all-reduce(d)
+ * then h += d, out_norm, and the LM head on the rows whose logits are wanted. */
+#ifndef TSR_FORWARD_H
+#define TSR_FORWARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "worker/comm.h"
+#include "worker/kv_pool.h"
+#include "worker/model.h"
+
+/* One sequence's share of a step. */
+typedef struct tsr_seq_step {
+    const int32_t *tokens;        /* [n_new] the new tokens */
+    int64_t n_new;                /* >= 1 */
+    int64_t n_past;               /* tokens already in the cache; new ones get positions n_past.. */
+    const int32_t *block_table;   /* [n_blocks] ids covering n_past + n_new tokens */
+    int64_t n_blocks;
+} tsr_seq_step;
+
+typedef struct tsr_step {
+    const tsr_seq_step *seqs;     /* [n_seq] */
+    int64_t n_seq;
+    bool all_logits;              /* logits of every new token, not only each sequence's last */
+} tsr_step;
+
+/* Mutable run state (llama2.c's RunState): activations sized for cap_tok rows, grown on demand.
+ * Local sizes: qkv_dim = (n_head_l + 2 n_kv_head_l) * head_dim. */
+typedef struct tsr_forward_state {
+    tsr_model *model;             /* not owned */
+    tsr_comm *comm;               /* owned when created by init with comm == NULL */
+    bool own_comm;
+    int64_t cap_tok, cap_out, cap_seq, cap_bt;
+    void *h;                      // [cap_tok][d_model]  residual stream
+    void *xn;                     // [cap_tok][d_model]  normed input of the current sublayer
+    void *qkv;                    // [cap_tok][qkv_dim]
+    void *attn;                   // [cap_tok][n_head_l * head_dim]
+    void *proj;                   // [cap_tok][d_model]  o_proj / down_proj out (summed in place)
+    void *gu;                     // [cap_tok][2 d_ff_l] gate | up
+    void *act;                    // [cap_tok][d_ff_l]
+    void *rows_out;               // [cap_out][d_model]  final-normed rows whose logits are wanted
+    void *logits;                 // [cap_out][vocab_l]
+    float *gather;                // host [tp][cap_out][vocab_l] when tp > 1
+    int32_t *ints_host;           /* host staging of the step's index arrays */
+    int32_t *ints;                /* device copy: tokens, positions, q_start, ctx_len, out rows, tables */
+    int64_t ints_cap;
+} tsr_forward_state;
+
+/* comm NULL: a group of one (tsr_comm_single). */
+tsr_status tsr_forward_state_init(tsr_model *m, tsr_comm *comm, tsr_forward_state **out);
+void tsr_forward_state_free(tsr_forward_state *st);
+
+/* Runs one step.  logits (host) receives [n_out][vocab] f32 in the order of the sequences (and
+ * of their tokens when all_logits): n_out = n_seq, or the total of n_new when all_logits.  With
+ * TP every rank gets the full rows.  Bad steps (token ids, block tables too short, ...) are
+ * TSR_ERR_INVALID_ARG and change nothing. */
+tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step, float *logits);
+
+/* Convenience for one sequence in a single process: reserves blocks, feeds `tokens` after the
+ * seq->n_tokens already cached (in chunks of at most max_chunk tokens; <= 0: 512), advances
+ * seq->n_tokens.  logits: [n][vocab] when all_logits, else [vocab] of the last token; may be
+ * NULL.  On TSR_ERR_KV_FULL nothing is fed. */
+tsr_status tsr_forward_seq(tsr_forward_state *st, tsr_kv_pool *kv, tsr_kv_seq *seq, const int32_t *tokens,
+                           int64_t n, bool all_logits, int64_t max_chunk, float *logits);
+
+#endif

@@ -1,0 +1,69 @@
+/* A loaded model on one rank (llama2.c's split: the immutable config, the weights, and -- in
+ * worker/forward.h -- the mutable run state, each its own struct).  Every weight is a backend
+ * (device) buffer holding THIS RANK's share, in the HF layout [out, in]; the shapes below use
+ * the local sizes of tsr_shard (n_head_l = n_head / tp, and so on).
+ *
+ * Typical use (single process, TP = 1):
+ *
+ *   tsr_backend *be = tsr_backend_cpu_init(0);
+ *   tsr_model *m;
+ *   TSR_TRY(tsr_model_load(path, be, NULL, &m));          // worker/weights.h
+ *   tsr_kv_pool kv;
+ *   TSR_TRY(tsr_kv_pool_init_for_model(&kv, m, 64, n_blocks));   // worker/kv_pool.h
+ *   tsr_forward_state *fs;
+ *   TSR_TRY(tsr_forward_state_init(m, NULL, &fs));       // worker/forward.h
+ *   tsr_kv_seq seq = {0};
+ *   TSR_TRY(tsr_forward_seq(fs, &kv, &seq, ids, n, false, logits));  // logits [vocab]
+ *   ... (append one token at a time the same way; tsr_kv_seq_release at the end) */
+#ifndef TSR_MODEL_H
+#define TSR_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/model_config.h"
+#include "kernels/backend.h"
+
+/* What this rank holds of a TP group of `size` (worker/weights.c tsr_shard_plan computes it
+ * from the one shard-rule table). */
+typedef struct tsr_shard {
+    int rank, size;
+    int64_t n_head, head0;         /* local query heads and the first one's global index */
+    int64_t n_kv_head, kv_head0;   /* local KV heads (replicated when n_kv_head < tp size) */
+    int64_t d_ff, ff0;             /* local slice of the MLP's intermediate dimension */
+    int64_t vocab, vocab0;         /* local slice of the LM head (vocab-parallel) */
+} tsr_shard;
+
+typedef struct tsr_layer_weights {
+    void *attn_norm;   // [d_model]
+    void *wqkv;        // [(n_head_l + 2 n_kv_head_l) * head_dim][d_model]: q rows | k rows | v rows
+    void *bqkv;        // [(n_head_l + 2 n_kv_head_l) * head_dim] or NULL (Qwen2 has them)
+    void *wo;          // [d_model][n_head_l * head_dim]   (row-parallel: partial sums)
+    void *bo;          // [d_model] or NULL: added once, after the all-reduce
+    void *ffn_norm;    // [d_model]
+    void *w_gate_up;   // [2 d_ff_l][d_model]: gate rows | up rows
+    void *w_down;      // [d_model][d_ff_l]                (row-parallel: partial sums)
+} tsr_layer_weights;
+
+typedef struct tsr_model_weights {
+    void *tok_embd;              // [vocab][d_model] (replicated)
+    void *out_norm;              // [d_model]
+    void *lm_head;               // [vocab_l][d_model]; may alias tok_embd (tied, TP = 1)
+    bool lm_head_aliases_embd;   // then lm_head is not freed separately
+    tsr_layer_weights *layers;   // [n_layer]
+} tsr_model_weights;
+
+typedef struct tsr_model {
+    tsr_model_config cfg;        /* the global (unsplit) model */
+    tsr_shard shard;
+    tsr_model_weights w;
+    tsr_backend *be;             /* not owned */
+    size_t weight_bytes;         /* device bytes of this rank's weights */
+    char source[16];             /* "gguf", "safetensors" or "dummy" */
+} tsr_model;
+
+/* RoPE parameters of a config, as the backend's rope op takes them. */
+tsr_rope_params tsr_model_rope_params(const tsr_model_config *cfg);
+
+#endif
