@@ -6,5 +6,6 @@
 int tsr_cmd_env(int argc, char **argv);
 int tsr_cmd_tokenize(int argc, char **argv);
 int tsr_cmd_inspect(int argc, char **argv);
+int tsr_cmd_logits(int argc, char **argv);
 
 #endif

@@ -1,0 +1,168 @@
+/* `tessera logits [MODEL] --ids 1,2,3 [--all] [--out FILE]`: runs the forward pass on given
+ * token ids (no tokenizer, no sampling) and prints the top logits per position, or writes the
+ * raw little-endian f32 logits [n_positions][vocab].  It is what the golden tests compare
+ * against HF transformers, and a debugging aid: --chunk feeds the ids in several steps through
+ * the KV cache, --block-len changes the cache paging, so any difference between them is a bug. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/status.h"
+#include "kernels/backend.h"
+#include "tools/cli.h"
+#include "tools/commands.h"
+#include "worker/forward.h"
+#include "worker/kv_pool.h"
+#include "worker/weights.h"
+
+static int tsr__parse_ids(const char *s, int32_t **out, int64_t *n) {
+    int64_t cap = 16, k = 0;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
+    if (!ids) return -1;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(p, &end, 10);
+        if (end == p || errno || v < 0 || v > INT32_MAX) {
+            free(ids);
+            return -1;
+        }
+        if (k == cap) {
+            cap *= 2;
+            int32_t *r = realloc(ids, sizeof(int32_t) * (size_t)cap);
+            if (!r) {
+                free(ids);
+                return -1;
+            }
+            ids = r;
+        }
+        ids[k++] = (int32_t)v;
+        p = end;
+        while (*p == ',' || *p == ' ') p++;
+    }
+    if (k == 0) {
+        free(ids);
+        return -1;
+    }
+    *out = ids;
+    *n = k;
+    return 0;
+}
+
+static void tsr__print_top(const float *row, int64_t vocab, int top) {
+    int best[32];
+    int nb = 0;
+    for (int64_t v = 0; v < vocab; v++) {
+        /* insertion into a tiny sorted list: ties keep the smaller id first */
+        int at = nb;
+        while (at > 0 && row[best[at - 1]] < row[v]) at--;
+        if (at >= top) continue;
+        if (nb < top) nb++;
+        for (int i = nb - 1; i > at; i--) best[i] = best[i - 1];
+        best[at] = (int)v;
+    }
+    for (int i = 0; i < nb; i++) printf("  %d (%.5f)", best[i], (double)row[best[i]]);
+    printf("\n");
+}
+
+int tsr_cmd_logits(int argc, char **argv) {
+    const char *ids_s = NULL, *out_path = NULL;
+    bool all = false;
+    int64_t top = 5, threads = 0, block_len = TSR_KV_DEFAULT_BLOCK_LEN, chunk = 512;
+    const tsr_opt opts[] = {
+        {"--ids", TSR_OPT_STR, &ids_s, "LIST", "token ids, comma-separated (required)"},
+        {"--all", TSR_OPT_FLAG, &all, NULL, "logits of every position (default: the last only)"},
+        {"--out", TSR_OPT_STR, &out_path, "FILE", "write raw little-endian f32 logits [positions][vocab] to FILE"},
+        {"--top", TSR_OPT_INT, &top, "N", "how many top logits to print per position (default 5, max 32)"},
+        {"--threads", TSR_OPT_INT, &threads, "N", "CPU threads (default: $TESSERA_THREADS or all cores)"},
+        {"--block-len", TSR_OPT_INT, &block_len, "N", "KV cache block length in tokens (default 64)"},
+        {"--chunk", TSR_OPT_INT, &chunk, "N", "feed the ids in steps of at most N tokens (default 512)"},
+        {NULL, 0, NULL, NULL, NULL},
+    };
+    const char *pos[1];
+    int n_pos = 0;
+    int rc = tsr_cli_parse("tessera logits [MODEL] --ids 1,2,3 [--all] [--out FILE]",
+                           "Runs the model on token ids and prints the top logits per position, or writes the raw "
+                           "f32 logits.  MODEL: an HF directory or a GGUF file (default: the default model).",
+                           opts, argc, argv, pos, 1, &n_pos);
+    if (rc == TSR_CLI_HELP) return 0;
+    if (rc != TSR_CLI_OK) return 1;
+    if (!ids_s) {
+        fprintf(stderr, "tessera logits: --ids is required (e.g. --ids 1,2,3)\n");
+        return 1;
+    }
+    if (top < 1 || top > 32 || block_len < 1 || chunk < 1 || threads < 0) {
+        fprintf(stderr, "tessera logits: --top must be 1..32, --block-len and --chunk positive\n");
+        return 1;
+    }
+    int32_t *ids;
+    int64_t n;
+    if (tsr__parse_ids(ids_s, &ids, &n) != 0) {
+        fprintf(stderr, "tessera logits: --ids must be non-negative integers separated by commas\n");
+        return 1;
+    }
+    const char *model_path = tsr_cli_model_or_default(n_pos ? pos[0] : NULL);
+    if (!model_path) {
+        free(ids);
+        return 1;
+    }
+
+    int status = 1;
+    tsr_backend *be = tsr_backend_cpu_init((int)threads);
+    tsr_model *m = NULL;
+    tsr_kv_pool kv = {0};
+    tsr_forward_state *fs = NULL;
+    tsr_kv_seq seq = {0};
+    float *logits = NULL;
+    tsr_load_opts lo = {0, 1, true};
+    if (!be) {
+        fprintf(stderr, "tessera logits: cannot start the CPU backend\n");
+        goto done;
+    }
+    if (tsr_model_load(model_path, be, &lo, &m) != TSR_OK) goto fail;
+    int64_t vocab = m->cfg.vocab_size, n_out = all ? n : 1;
+    if (tsr_kv_pool_init_for_model(&kv, m, block_len, (n + block_len - 1) / block_len) != TSR_OK) goto fail;
+    if (tsr_forward_state_init(m, NULL, &fs) != TSR_OK) goto fail;
+    logits = malloc(sizeof(float) * (size_t)(n_out * vocab));
+    if (!logits) {
+        fprintf(stderr, "tessera logits: out of memory for %lld x %lld logits\n", (long long)n_out, (long long)vocab);
+        goto done;
+    }
+    double t0 = tsr_now();
+    if (tsr_forward_seq(fs, &kv, &seq, ids, n, all, chunk, logits) != TSR_OK) goto fail;
+    TSR_LOGI("%lld tokens in %.3f s (%.1f tok/s)", (long long)n, tsr_now() - t0, (double)n / (tsr_now() - t0));
+    if (out_path) {
+        FILE *f = fopen(out_path, "wb");
+        if (!f || fwrite(logits, sizeof(float), (size_t)(n_out * vocab), f) != (size_t)(n_out * vocab)) {
+            fprintf(stderr, "tessera logits: cannot write %s: %s\n", out_path, strerror(errno));
+            if (f) fclose(f);
+            goto done;
+        }
+        if (fclose(f) != 0) {
+            fprintf(stderr, "tessera logits: cannot write %s: %s\n", out_path, strerror(errno));
+            goto done;
+        }
+    } else {
+        for (int64_t i = 0; i < n_out; i++) {
+            int64_t p = all ? i : n - 1;
+            printf("pos %lld (id %d):", (long long)p, ids[p]);
+            tsr__print_top(logits + i * vocab, vocab, (int)top);
+        }
+    }
+    status = 0;
+    goto done;
+fail:
+    fprintf(stderr, "tessera logits: %s\n", tsr_last_error());
+done:
+    if (m && kv.be) tsr_kv_seq_release(&kv, &seq);
+    free(logits);
+    tsr_forward_state_free(fs);
+    tsr_kv_pool_free(&kv);
+    tsr_model_free(m);
+    tsr_backend_free(be);
+    free(ids);
+    return status;
+}
