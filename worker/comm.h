@@ -33,6 +33,8 @@ struct tsr_comm {
 
 /* A group of one: rank 0 of size 1; allreduce is a no-op, allgather a copy. */
 tsr_comm *tsr_comm_single_init(void);
+/* The MPI group (MPI_COMM_WORLD, duplicated): host all-reduce for the CPU backend. */
+tsr_comm *tsr_comm_mpi_init(void);
 
 static inline void tsr_comm_free(tsr_comm *c) {
     if (c) c->ops->free(c);

@@ -1,0 +1,172 @@
+/* Step plans: encode on rank 0, broadcast, decode and replay on every worker (see executor.h). */
+#include "worker/executor.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+#define TSR__PLAN_MAGIC 0x4e4c5054u /* "TPLN" */
+
+enum { TSR__OP_STEP = 1, TSR__OP_STOP = 2 };
+
+typedef struct {
+    uint32_t magic, op;
+    int64_t n_seq, n_tok, n_bt, flags;
+    uint64_t body_bytes;
+} tsr__plan_header;
+
+void tsr_exec_init(tsr_exec *e, const tsr_group *g, tsr_forward_state *fs, tsr_kv_pool *kv) {
+    memset(e, 0, sizeof *e);
+    e->group = g;
+    e->fs = fs;
+    e->kv = kv;
+}
+
+void tsr_exec_free(tsr_exec *e) {
+    free(e->buf);
+    memset(e, 0, sizeof *e);
+}
+
+static void *tsr__grow(uint8_t **buf, size_t *cap, size_t need) {
+    if (need <= *cap) return *buf;
+    size_t c = *cap ? *cap : 4096;
+    while (c < need) c *= 2;
+    uint8_t *nb = realloc(*buf, c);
+    TSR_ASSERT(nb);
+    *buf = nb;
+    *cap = c;
+    return nb;
+}
+
+size_t tsr_plan_encode(const tsr_step *step, uint8_t **buf, size_t *cap) {
+    int64_t n_tok = 0, n_bt = 0;
+    for (int64_t i = 0; i < step->n_seq; i++) {
+        n_tok += step->seqs[i].n_new;
+        n_bt += step->seqs[i].n_blocks;
+    }
+    size_t body = (size_t)step->n_seq * 3 * sizeof(int64_t) + (size_t)(n_tok + n_bt) * sizeof(int32_t);
+    size_t total = sizeof(tsr__plan_header) + body;
+    uint8_t *p = tsr__grow(buf, cap, total);
+    tsr__plan_header h = {TSR__PLAN_MAGIC, TSR__OP_STEP, step->n_seq, n_tok, n_bt, step->all_logits ? 1 : 0, body};
+    memcpy(p, &h, sizeof h);
+    uint8_t *q = p + sizeof h;
+    for (int64_t i = 0; i < step->n_seq; i++) {
+        int64_t v[3] = {step->seqs[i].n_new, step->seqs[i].n_past, step->seqs[i].n_blocks};
+        memcpy(q, v, sizeof v);
+        q += sizeof v;
+    }
+    for (int64_t i = 0; i < step->n_seq; i++) {
+        memcpy(q, step->seqs[i].tokens, (size_t)step->seqs[i].n_new * sizeof(int32_t));
+        q += (size_t)step->seqs[i].n_new * sizeof(int32_t);
+    }
+    for (int64_t i = 0; i < step->n_seq; i++) {
+        memcpy(q, step->seqs[i].block_table, (size_t)step->seqs[i].n_blocks * sizeof(int32_t));
+        q += (size_t)step->seqs[i].n_blocks * sizeof(int32_t);
+    }
+    TSR_ASSERT((size_t)(q - p) == total);
+    return total;
+}
+
+tsr_status tsr_plan_decode(const uint8_t *buf, size_t len, tsr_step *step, tsr_seq_step **seqs_out) {
+    tsr__plan_header h;
+    if (len < sizeof h) return tsr_errorf(TSR_ERR_COMM, "step plan: %zu bytes is shorter than its header", len);
+    memcpy(&h, buf, sizeof h);
+    if (h.magic != TSR__PLAN_MAGIC || h.op != TSR__OP_STEP || h.n_seq < 0 || h.n_tok < 0 || h.n_bt < 0 ||
+        h.n_seq > (1 << 24) || h.n_tok > (1LL << 32) || h.n_bt > (1LL << 32))
+        return tsr_errorf(TSR_ERR_COMM, "step plan: bad header");
+    size_t body = (size_t)h.n_seq * 3 * sizeof(int64_t) + (size_t)(h.n_tok + h.n_bt) * sizeof(int32_t);
+    if (h.body_bytes != body || len != sizeof h + body) return tsr_errorf(TSR_ERR_COMM, "step plan: size mismatch");
+    tsr_seq_step *seqs = realloc(*seqs_out, sizeof *seqs * (size_t)(h.n_seq ? h.n_seq : 1));
+    TSR_ASSERT(seqs);
+    *seqs_out = seqs;
+    const uint8_t *q = buf + sizeof h;
+    int64_t tok_sum = 0, bt_sum = 0;
+    for (int64_t i = 0; i < h.n_seq; i++) {
+        int64_t v[3];
+        memcpy(v, q, sizeof v);
+        q += sizeof v;
+        if (v[0] < 0 || v[2] < 0 || v[1] < 0) return tsr_errorf(TSR_ERR_COMM, "step plan: negative sizes");
+        seqs[i] = (tsr_seq_step){.n_new = v[0], .n_past = v[1], .n_blocks = v[2]};
+        tok_sum += v[0];
+        bt_sum += v[2];
+    }
+    if (tok_sum != h.n_tok || bt_sum != h.n_bt) return tsr_errorf(TSR_ERR_COMM, "step plan: counts disagree");
+    const int32_t *toks = (const int32_t *)q;   /* body offsets are multiples of 8 then 4 */
+    const int32_t *blocks = toks + h.n_tok;
+    for (int64_t i = 0; i < h.n_seq; i++) {
+        seqs[i].tokens = toks;
+        toks += seqs[i].n_new;
+        seqs[i].block_table = blocks;
+        blocks += seqs[i].n_blocks;
+    }
+    step->seqs = seqs;
+    step->n_seq = h.n_seq;
+    step->all_logits = h.flags & 1;
+    return TSR_OK;
+}
+
+static tsr_status tsr__bcast_plan(tsr_exec *e, const uint8_t *data, size_t len, uint32_t op) {
+    tsr__plan_header h = {TSR__PLAN_MAGIC, op, 0, 0, 0, 0, 0};
+    if (data) memcpy(&h, data, sizeof h);
+    TSR_TRY(tsr_group_bcast(e->group, &h, sizeof h, 0));
+    if (data && len > sizeof h) TSR_TRY(tsr_group_bcast(e->group, (void *)(data + sizeof h), len - sizeof h, 0));
+    return TSR_OK;
+}
+
+tsr_status tsr_exec_step(tsr_exec *e, const tsr_step *step, float *logits) {
+    if (e->group->size > 1) {
+        size_t len = tsr_plan_encode(step, &e->buf, &e->buf_cap);
+        TSR_TRY(tsr__bcast_plan(e, e->buf, len, TSR__OP_STEP));
+    }
+    e->n_steps++;
+    return tsr_forward(e->fs, e->kv, step, logits);
+}
+
+void tsr_exec_stop(tsr_exec *e) {
+    if (e->group->size <= 1 || e->group->rank != 0) return;
+    tsr__bcast_plan(e, NULL, 0, TSR__OP_STOP);
+}
+
+tsr_status tsr_exec_worker_loop(tsr_exec *e) {
+    TSR_ASSERT(e->group->rank != 0);
+    tsr_seq_step *seqs = NULL;
+    float *logits = NULL;
+    size_t logits_cap = 0;
+    tsr_status st = TSR_OK;
+    const int64_t vocab = e->fs->model->cfg.vocab_size;
+    for (;;) {
+        tsr__plan_header h;
+        st = tsr_group_bcast(e->group, &h, sizeof h, 0);
+        if (st != TSR_OK) break;
+        if (h.magic != TSR__PLAN_MAGIC) { st = tsr_errorf(TSR_ERR_COMM, "step plan: bad magic"); break; }
+        if (h.op == TSR__OP_STOP) break;
+        size_t len = sizeof h + h.body_bytes;
+        tsr__grow(&e->buf, &e->buf_cap, len);
+        memcpy(e->buf, &h, sizeof h);
+        if (h.body_bytes) {
+            st = tsr_group_bcast(e->group, e->buf + sizeof h, h.body_bytes, 0);
+            if (st != TSR_OK) break;
+        }
+        tsr_step step;
+        st = tsr_plan_decode(e->buf, len, &step, &seqs);
+        if (st != TSR_OK) break;
+        size_t n_out = (size_t)(step.all_logits ? h.n_tok : h.n_seq);
+        if (n_out * (size_t)vocab > logits_cap) {
+            logits_cap = n_out * (size_t)vocab;
+            float *nl = realloc(logits, logits_cap * sizeof(float));
+            TSR_ASSERT(nl);
+            logits = nl;
+        }
+        st = tsr_forward(e->fs, e->kv, &step, logits);
+        if (st != TSR_OK) break;
+        e->n_steps++;
+    }
+    free(seqs);
+    free(logits);
+    if (st != TSR_OK) {
+        TSR_LOGE("worker step failed: %s", tsr_last_error());
+        tsr_group_abort(e->group, 1);
+    }
+    return st;
+}

@@ -1,0 +1,168 @@
+/* Bring-up of one rank of the group (see runtime.h). */
+#define _GNU_SOURCE
+#include "worker/runtime.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sched.h>
+#include <strings.h>
+
+#include "common/log.h"
+#include "kernels/devices.h"
+#include "worker/topology.h"
+#include "worker/weights.h"
+
+void tsr_runtime_opts_default(tsr_runtime_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->backend = "auto";
+    o->cache_max_entry_count = 0.5;
+    o->progress = true;
+    o->bind = true;
+}
+
+/* MemAvailable from /proc/meminfo, in bytes (0 if unknown). */
+static size_t tsr__mem_available(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    size_t kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %zu kB", &kb) == 1) break;
+    fclose(f);
+    return kb * 1024;
+}
+
+static tsr_status tsr__bind(tsr_runtime *rt, int gpu_index) {
+    tsr_topology *topo = NULL;
+    TSR_TRY(tsr_topology_init(&topo));
+    tsr_cpuset set;
+    tsr_status st = tsr_topology_cpuset_for_rank(topo, rt->group.local_rank, rt->group.local_size, gpu_index, &set);
+    if (st == TSR_OK) {
+        st = tsr_topology_bind(topo, &set);
+        tsr_cpuset_free(&set);
+    }
+    tsr_topology_current_binding(topo, rt->binding, sizeof rt->binding);
+    tsr_topology_free(topo);
+    return st;
+}
+
+/* Cores this process may run on (after binding). */
+static int tsr__allowed_cpus(void) {
+    cpu_set_t s;
+    if (sched_getaffinity(0, sizeof s, &s) != 0) return 1;
+    int n = CPU_COUNT(&s);
+    return n > 0 ? n : 1;
+}
+
+static tsr_status tsr__open_local(tsr_runtime *rt, const tsr_runtime_opts *o) {
+    /* backend */
+    const char *why = NULL;
+    int n_gpu = tsr_cuda_device_count(&why);
+    bool want_cuda = !strcasecmp(o->backend, "cuda") || (!strcasecmp(o->backend, "auto") && n_gpu > 0);
+    if (strcasecmp(o->backend, "auto") && strcasecmp(o->backend, "cpu") && strcasecmp(o->backend, "cuda"))
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "unknown backend '%s' (auto, cpu or cuda)", o->backend);
+    if (want_cuda) {
+        if (n_gpu <= 0) return tsr_errorf(TSR_ERR_UNSUPPORTED, "--backend cuda: no GPU (%s)", why ? why : "none");
+        return tsr_errorf(TSR_ERR_UNSUPPORTED, "the CUDA backend is not built into this runtime yet; use --backend cpu");
+    }
+    if (o->bind && rt->group.size > 1) {
+        if (tsr__bind(rt, -1) != TSR_OK) TSR_LOGW("could not bind rank %d: %s", rt->group.rank, tsr_last_error());
+    }
+    int threads = o->threads > 0 ? (int)o->threads : (rt->group.size > 1 ? tsr__allowed_cpus() : 0);
+    rt->be = tsr_backend_cpu_init(threads);
+    if (!rt->be) return tsr_errorf(TSR_ERR_OOM, "cannot start the CPU backend");
+
+    /* this rank's shard */
+    tsr_load_opts lo = {.tp_rank = rt->group.rank, .tp_size = rt->group.size,
+                        .progress = o->progress && rt->group.rank == 0};
+    double t0 = tsr_now();
+    TSR_TRY(tsr_model_load(o->model_path, rt->be, &lo, &rt->model));
+    rt->load_seconds = tsr_now() - t0;
+    return TSR_OK;
+}
+
+tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o, int *argc, char ***argv) {
+    memset(rt, 0, sizeof *rt);
+    TSR_TRY(tsr_group_init(argc, argv, &rt->group));
+    if (o->tp > 0 && o->tp != rt->group.size) {
+        tsr_status st = tsr_errorf(TSR_ERR_INVALID_ARG,
+                                   "--tp %lld asks for %lld ranks but this group has %d: start it with "
+                                   "`mpirun -np %lld tessera ...`",
+                                   (long long)o->tp, (long long)o->tp, rt->group.size, (long long)o->tp);
+        return st;
+    }
+    tsr_status st = tsr__open_local(rt, o);
+    st = tsr_group_agree(&rt->group, st);
+    if (st != TSR_OK) {
+        tsr_error_wrap(st, "starting the model");
+        tsr_runtime_close(rt);
+        return st;
+    }
+
+    /* KV pool: the same number of blocks on every rank, so block ids mean the same everywhere */
+    int64_t block_len = o->block_len > 0 ? o->block_len : TSR_KV_DEFAULT_BLOCK_LEN;
+    size_t block_bytes = tsr_kv_block_bytes(rt->model, block_len);
+    int64_t n_blocks;
+    if (o->cache_max_entry_count >= 1) {
+        n_blocks = (int64_t)o->cache_max_entry_count;
+    } else {
+        size_t avail = tsr__mem_available();
+        /* CPU ranks on one host share its memory */
+        avail /= (size_t)(rt->group.local_size > 0 ? rt->group.local_size : 1);
+        size_t budget = (size_t)((double)avail * (o->cache_max_entry_count > 0 ? o->cache_max_entry_count : 0.5));
+        const size_t cap = (size_t)4 << 30;
+        if (budget > cap) budget = cap;
+        n_blocks = block_bytes ? (int64_t)(budget / block_bytes) : 0;
+    }
+    n_blocks = tsr_group_min_i64(&rt->group, n_blocks);
+    st = n_blocks > 0 ? TSR_OK : tsr_errorf(TSR_ERR_OOM, "no memory left for even one KV block of %zu bytes", block_bytes);
+    if (st == TSR_OK) st = tsr_kv_pool_init_for_model(&rt->kv, rt->model, block_len, n_blocks);
+    if (st == TSR_OK) {
+        rt->comm = rt->group.size > 1 ? tsr_comm_mpi_init() : tsr_comm_single_init();
+        if (!rt->comm) st = tsr_errorf(TSR_ERR_OOM, "cannot create the communicator");
+    }
+    if (st == TSR_OK) st = tsr_forward_state_init(rt->model, rt->comm, &rt->fs);
+    st = tsr_group_agree(&rt->group, st);
+    if (st != TSR_OK) {
+        tsr_error_wrap(st, "starting the model");
+        tsr_runtime_close(rt);
+        return st;
+    }
+    rt->session_len = o->session_len > 0 ? o->session_len : rt->model->cfg.max_position_embeddings;
+    tsr_exec_init(&rt->exec, &rt->group, rt->fs, &rt->kv);
+    rt->is_open = true;
+    return TSR_OK;
+}
+
+int tsr_runtime_worker_main(tsr_runtime *rt) {
+    tsr_status st = tsr_exec_worker_loop(&rt->exec);
+    tsr_runtime_close(rt);
+    return st == TSR_OK ? 0 : 1;
+}
+
+void tsr_runtime_close(tsr_runtime *rt) {
+    if (rt->is_open && rt->group.rank == 0) tsr_exec_stop(&rt->exec);
+    tsr_exec_free(&rt->exec);
+    if (rt->fs) tsr_forward_state_free(rt->fs);
+    rt->fs = NULL;
+    if (rt->kv.data || rt->kv.free_ids) tsr_kv_pool_free(&rt->kv);
+    if (rt->comm) tsr_comm_free(rt->comm);
+    rt->comm = NULL;
+    if (rt->model) tsr_model_free(rt->model);
+    rt->model = NULL;
+    tsr_backend_free(rt->be);
+    rt->be = NULL;
+    rt->is_open = false;
+    tsr_group_finalize(&rt->group);
+}
+
+int64_t tsr_runtime_kv_tokens(const tsr_runtime *rt) { return rt->kv.n_blocks * rt->kv.layout.block_len; }
+
+void tsr_runtime_describe(const tsr_runtime *rt, char *buf, size_t cap) {
+    size_t kvb = tsr_kv_block_bytes(rt->model, rt->kv.layout.block_len) * (size_t)rt->kv.n_blocks;
+    snprintf(buf, cap, "%s backend, tp %d, weights %.1f MiB/rank (%s), KV %lld blocks x %lld = %lld tokens (%.1f MiB/rank), loaded in %.2f s",
+             rt->be->ops->name, rt->group.size, (double)rt->model->weight_bytes / (1 << 20), rt->model->source,
+             (long long)rt->kv.n_blocks, (long long)rt->kv.layout.block_len, (long long)tsr_runtime_kv_tokens(rt),
+             (double)kvb / (1 << 20), rt->load_seconds);
+}

@@ -1,0 +1,70 @@
+/* The runtime every model-running command starts the same way (generate, chat, logits, serve,
+ * bench): join the rank group (MPI; a singleton without mpirun), bind this rank's threads near
+ * its device (hwloc), pick the backend, load this rank's shard, agree that every rank loaded,
+ * size the KV pool as the minimum all ranks can hold, and set up the forward state with the
+ * group's communicator.  Then rank 0 drives steps through rt->exec (worker/executor.h) and
+ * the other ranks call tsr_runtime_worker_main.
+ *
+ *   tsr_runtime rt;
+ *   if (tsr_runtime_open(&rt, &opts, &argc, &argv) != TSR_OK) -> message, exit 1 (every rank)
+ *   if (rt.group.rank != 0) return tsr_runtime_worker_main(&rt);
+ *   ... tsr_exec_step(&rt.exec, &step, logits) ...
+ *   tsr_runtime_close(&rt);    // rank 0: stops the workers too
+ */
+#ifndef TSR_RUNTIME_H
+#define TSR_RUNTIME_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "kernels/backend.h"
+#include "worker/comm.h"
+#include "worker/executor.h"
+#include "worker/forward.h"
+#include "worker/group.h"
+#include "worker/kv_pool.h"
+#include "worker/model.h"
+
+typedef struct tsr_runtime_opts {
+    const char *model_path;
+    const char *backend;            /* "auto" (GPU when there is one), "cpu", "cuda" */
+    int64_t tp;                     /* expected group size; 0: whatever mpirun gave */
+    int64_t threads;                /* CPU backend threads per rank; 0: the rank's bound cores */
+    int64_t block_len;              /* cache_block_seq_len; 0: 64 */
+    double cache_max_entry_count;   /* < 1: fraction of free memory after weights; >= 1: blocks */
+    int64_t session_len;            /* 0: the model's max_position_embeddings */
+    bool progress;                  /* loading progress on rank 0 */
+    bool bind;                      /* hwloc binding (default on under mpirun) */
+} tsr_runtime_opts;
+
+/* Defaults: auto backend, cache_max_entry_count 0.5 (CPU: of MemAvailable, capped at 4 GiB
+ * worth of blocks), block_len 64, progress on. */
+void tsr_runtime_opts_default(tsr_runtime_opts *o);
+
+typedef struct tsr_runtime {
+    tsr_group group;
+    tsr_backend *be;
+    tsr_model *model;
+    tsr_comm *comm;
+    tsr_kv_pool kv;
+    tsr_forward_state *fs;
+    tsr_exec exec;
+    int64_t session_len;
+    double load_seconds;
+    char binding[128];              /* this rank's cpuset, as a list */
+    bool is_open;
+} tsr_runtime;
+
+/* On failure every rank returns the same status and message (naming the failing rank). */
+tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o, int *argc, char ***argv);
+/* Ranks > 0: replay step plans until rank 0 closes; returns the process exit code. */
+int tsr_runtime_worker_main(tsr_runtime *rt);
+void tsr_runtime_close(tsr_runtime *rt);
+
+/* Tokens the pool holds (n_blocks * block_len). */
+int64_t tsr_runtime_kv_tokens(const tsr_runtime *rt);
+/* One line: "weights 513.2 MiB/rank, KV 1024 blocks x 64 = 65536 tokens (2.9 GiB)". */
+void tsr_runtime_describe(const tsr_runtime *rt, char *buf, size_t cap);
+
+#endif
