@@ -172,7 +172,7 @@ static tsr_status tsr__read_kv(tsr__rd *r, tsr_gguf_kv *kv) {
     if (at == TSR_GGUF_STRING) {
         /* every string takes at least its 8-byte length: bound n before allocating */
         if (n > left / 8)
-            return tsr_errorf(TSR_ERR_FORMAT, "%s: metadata key '%s' claims %llu strings, more than the %llu bytes left can hold",
+            return tsr_errorf(TSR_ERR_FORMAT, "%s: metadata key '%s' claims %llu strings, more than the %llu bytes left can hold (truncated or corrupt file)",
                               r->path, tsr__printable(kv->key, kb), (unsigned long long)n, (unsigned long long)left);
         kv->arr_str = malloc((n ? n : 1) * sizeof *kv->arr_str);
         if (!kv->arr_str) return tsr_errorf(TSR_ERR_OOM, "%s: out of memory reading '%s'", r->path, tsr__printable(kv->key, kb));
@@ -181,7 +181,7 @@ static tsr_status tsr__read_kv(tsr__rd *r, tsr_gguf_kv *kv) {
     }
     size_t es = tsr__vtype_size(at);
     if (n > left / es)
-        return tsr_errorf(TSR_ERR_FORMAT, "%s: metadata key '%s' claims %llu %s elements, more than the %llu bytes left hold",
+        return tsr_errorf(TSR_ERR_FORMAT, "%s: metadata key '%s' claims %llu %s elements, more than the %llu bytes left hold (truncated or corrupt file)",
                           r->path, tsr__printable(kv->key, kb), (unsigned long long)n, tsr__vtype_name(at),
                           (unsigned long long)left);
     kv->arr_data = r->p + r->pos;
@@ -275,10 +275,10 @@ static tsr_status tsr__parse(tsr_gguf *g) {
      * 8 + 4 + 8 + 4 + 8: bound the counts by what the file can hold before allocating */
     uint64_t left = r.size - r.pos;
     if (n_kv > left / 13)
-        return tsr_errorf(TSR_ERR_FORMAT, "%s: metadata count %llu is more than a file of %llu bytes can hold", g->path,
+        return tsr_errorf(TSR_ERR_FORMAT, "%s: metadata count %llu is more than a file of %llu bytes can hold (truncated or corrupt file)", g->path,
                           (unsigned long long)n_kv, (unsigned long long)r.size);
     if (n_tensors > left / 32)
-        return tsr_errorf(TSR_ERR_FORMAT, "%s: tensor count %llu is more than a file of %llu bytes can hold", g->path,
+        return tsr_errorf(TSR_ERR_FORMAT, "%s: tensor count %llu is more than a file of %llu bytes can hold (truncated or corrupt file)", g->path,
                           (unsigned long long)n_tensors, (unsigned long long)r.size);
     g->kv = calloc(n_kv ? n_kv : 1, sizeof *g->kv);
     g->tensors = calloc(n_tensors ? n_tensors : 1, sizeof *g->tensors);

@@ -40,10 +40,15 @@ static void tsr__print_config(const char *source, tsr_status rc, const tsr_model
 static void tsr__print_gguf_value(const tsr_gguf_kv *kv) {
     switch (kv->type) {
     case TSR_GGUF_STRING: {
-        uint64_t n = kv->v.str.len;
-        printf("\"%.*s\"%s", (int)(n > 120 ? 120 : n), kv->v.str.ptr, n > 120 ? "..." : "");
-        for (uint64_t i = 0; i < (n > 120 ? 120 : n); i++)
-            if (kv->v.str.ptr[i] == '\n') { printf(" (%llu bytes)", (unsigned long long)n); break; }
+        uint64_t n = kv->v.str.len, shown = n > 120 ? 120 : n;
+        putchar('"');
+        for (uint64_t i = 0; i < shown; i++) {
+            char c = kv->v.str.ptr[i];
+            if (c == '\n') fputs("\\n", stdout);
+            else putchar((unsigned char)c < 32 ? '?' : c);
+        }
+        printf("\"%s", n > shown ? "..." : "");
+        if (n > shown) printf(" (%llu bytes)", (unsigned long long)n);
         break;
     }
     case TSR_GGUF_BOOL: printf("%s", kv->v.b ? "true" : "false"); break;
@@ -77,7 +82,58 @@ static int tsr__dump(const char *file, const float *x, int64_t n) {
     return 0;
 }
 
-static int tsr__inspect_gguf(const char *path, bool show_meta, bool quiet, const char *tname, const char *dump) {
+/* GGUF -> safetensors: every tensor dequantized to F32, shape outermost first, names kept. */
+static int tsr__gguf_to_st(const tsr_gguf *g, const char *out) {
+    int64_t n = tsr_gguf_n_tensors(g);
+    tsr_st_write_tensor *w = calloc((size_t)(n ? n : 1), sizeof *w);
+    int ret = w ? 0 : 1;
+    for (int64_t i = 0; i < n && !ret; i++) {
+        const tsr_gguf_tensor *t = tsr_gguf_tensor_at(g, i);
+        int64_t ne = tsr_gguf_tensor_numel(t);
+        float *x = malloc((size_t)(ne ? ne : 1) * sizeof *x);
+        if (!x || tsr_gguf_tensor_to_f32(t, x) != TSR_OK) {
+            fprintf(stderr, "tessera inspect: %s\n", x ? tsr_last_error() : "out of memory");
+            free(x);
+            ret = 1;
+            break;
+        }
+        w[i] = (tsr_st_write_tensor){.name = t->cname, .dtype = TSR_F32, .n_dims = (int)t->n_dims, .data = x};
+        for (uint32_t d = 0; d < t->n_dims; d++) w[i].shape[d] = t->ne[t->n_dims - 1 - d];
+    }
+    const char *meta[] = {"format", "pt", "source", tsr_gguf_path(g), NULL};
+    if (!ret && tsr_safetensors_write(out, w, n, meta) != TSR_OK) {
+        fprintf(stderr, "tessera inspect: %s\n", tsr_last_error());
+        ret = 1;
+    }
+    for (int64_t i = 0; w && i < n; i++) free((void *)w[i].data);
+    free(w);
+    return ret;
+}
+
+/* safetensors -> safetensors: the same tensors, dtypes and metadata, through our writer. */
+static int tsr__st_to_st(const tsr_safetensors *st, const char *out) {
+    int64_t n = tsr_safetensors_count(st), nm = tsr_safetensors_n_metadata(st);
+    tsr_st_write_tensor *w = calloc((size_t)(n ? n : 1), sizeof *w);
+    const char **meta = calloc((size_t)(2 * nm + 1), sizeof *meta);
+    int ret = 0;
+    if (!w || !meta) ret = 1;
+    for (int64_t i = 0; i < n && !ret; i++) {
+        const tsr_st_tensor *t = tsr_safetensors_at(st, i);
+        w[i] = (tsr_st_write_tensor){.name = t->name, .dtype = t->dtype, .n_dims = t->n_dims, .data = t->data};
+        memcpy(w[i].shape, t->shape, sizeof t->shape);
+    }
+    for (int64_t i = 0; meta && i < nm; i++) tsr_safetensors_metadata_at(st, i, &meta[2 * i], &meta[2 * i + 1]);
+    if (!ret && tsr_safetensors_write(out, w, n, meta) != TSR_OK) {
+        fprintf(stderr, "tessera inspect: %s\n", tsr_last_error());
+        ret = 1;
+    }
+    free(w);
+    free(meta);
+    return ret;
+}
+
+static int tsr__inspect_gguf(const char *path, bool show_meta, bool quiet, const char *tname, const char *dump,
+                             const char *to_st) {
     double t0 = tsr_now();
     tsr_gguf *g;
     if (tsr_gguf_open(path, &g) != TSR_OK) {
@@ -133,11 +189,13 @@ static int tsr__inspect_gguf(const char *path, bool show_meta, bool quiet, const
             free(x);
         }
     }
+    if (!ret && to_st) ret = tsr__gguf_to_st(g, to_st);
     tsr_gguf_close(g);
     return ret;
 }
 
-static int tsr__inspect_st(const char *path, bool show_meta, bool quiet, const char *tname, const char *dump) {
+static int tsr__inspect_st(const char *path, bool show_meta, bool quiet, const char *tname, const char *dump,
+                           const char *to_st) {
     double t0 = tsr_now();
     tsr_safetensors *st;
     if (tsr_safetensors_open(path, &st) != TSR_OK) {
@@ -214,18 +272,21 @@ static int tsr__inspect_st(const char *path, bool show_meta, bool quiet, const c
             }
         }
     }
+    if (!ret && to_st) ret = tsr__st_to_st(st, to_st);
     tsr_safetensors_close(st);
     return ret;
 }
 
 int tsr_cmd_inspect(int argc, char **argv) {
-    const char *tname = NULL, *dump = NULL;
+    const char *tname = NULL, *dump = NULL, *to_st = NULL;
     bool show_meta = false, quiet = false;
     const tsr_opt opts[] = {
         {"--tensor", TSR_OPT_STR, &tname, "NAME", "dequantize this tensor (with --dump: write it as raw little-endian f32)"},
         {"--dump", TSR_OPT_STR, &dump, "FILE", "where --tensor's values go"},
         {"--metadata", TSR_OPT_FLAG, &show_meta, NULL, "also print the metadata (GGUF keys / safetensors __metadata__)"},
         {"--no-tensors", TSR_OPT_FLAG, &quiet, NULL, "leave out the tensor list"},
+        {"--to-safetensors", TSR_OPT_STR, &to_st, "FILE",
+         "write every tensor to a safetensors file (GGUF: dequantized to F32; safetensors: as stored)"},
         {NULL, 0, NULL, NULL, NULL},
     };
     const char *pos[1];
@@ -258,6 +319,6 @@ int tsr_cmd_inspect(int argc, char **argv) {
         size_t l = strlen(model);
         if (!is_gguf && l > 5 && !strcmp(model + l - 5, ".gguf")) is_gguf = true; /* let the reader say what is wrong */
     }
-    return is_gguf ? tsr__inspect_gguf(model, show_meta, quiet, tname, dump)
-                   : tsr__inspect_st(model, show_meta, quiet, tname, dump);
+    return is_gguf ? tsr__inspect_gguf(model, show_meta, quiet, tname, dump, to_st)
+                   : tsr__inspect_st(model, show_meta, quiet, tname, dump, to_st);
 }
