@@ -434,7 +434,10 @@ def make_tiny(spec, vers):
                 ok = False
                 print(f"  {name}: attempt {attempt}: {sname} greedy margin {mm:.2e} too small, next seed")
                 break
-            rec.append(dict(name=sname, ids=ids, logits_file=f"logits_{sname}.npy",
+            # One forward over prompt + greedy tokens reproduces step-by-step greedy unless
+            # the rotary base depends on the sequence length (dynamic NTK past the trained length).
+            tf_ok = not (dynamic and len(ids) + N_GREEDY > cfgd["max_position_embeddings"])
+            rec.append(dict(name=sname, ids=ids, logits_file=f"logits_{sname}.npy", teacher_forcing_valid=tf_ok,
                             logits_shape=list(lg.shape), max_abs_logit=float(lg.abs().max()),
                             greedy_cached=ca, greedy_cached_margins=[round(x, 6) for x in cam],
                             greedy_nocache=nc, greedy_nocache_margins=[round(x, 6) for x in ncm],
