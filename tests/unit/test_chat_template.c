@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/fileutil.h"
+#include "common/gguf.h"
 #include "coordinator/chat_template.h"
 #include "tests/test_util.h"
 
@@ -110,6 +111,35 @@ int main(void) {
         const char *const *sw = tsr_chat_template_stop_words(t);
         CHECK(sw && sw[0] && !strcmp(sw[0], "<|im_end|>") && !sw[1]);
         tsr_chat_template_free(t);
+    }
+
+    /* The default model's own GGUF, read by Tessera's reader: the same Jinja as the fixture,
+     * detected as chatml with SmolLM2's default system message. */
+    {
+        char *model = tsr_default_model_path();
+        tsr_gguf *g = NULL;
+        if (!tsr_path_exists(model)) {
+            fprintf(stderr, "note: %s absent; GGUF detection check skipped\n", model);
+        } else if (tsr_gguf_open(model, &g) != TSR_OK) {
+            CHECK_MSG(false, "%s", tsr_last_error());
+        } else {
+            char *jinja = tsr_gguf_get_str(g, "tokenizer.chat_template");
+            char *gname = tsr_gguf_get_str(g, "general.name");
+            CHECK(jinja != NULL);
+            const cJSON *tpl = fixture_by_name(templates, "smollm2");
+            CHECK(jinja && tpl && !strcmp(jinja, cJSON_GetObjectItem(tpl, "jinja")->valuestring));
+            tsr_chat_template *t = NULL;
+            CHECK(tsr_chat_template_detect(jinja, gname, &t) == TSR_OK);
+            CHECK(!strcmp(tsr_chat_template_name(t), "chatml"));
+            const char *ds = tsr_chat_template_default_system(t);
+            CHECK(ds && !strcmp(ds, "You are a helpful AI assistant named SmolLM, trained by Hugging Face"));
+            if (tpl) check_all_cases(t, "smollm2 (from the GGUF)", tpl);
+            tsr_chat_template_free(t);
+            free(jinja);
+            free(gname);
+            tsr_gguf_close(g);
+        }
+        free(model);
     }
 
     /* 2. Built-ins by name, and detect() from a model name alone (no Jinja), render the same. */
