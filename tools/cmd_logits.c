@@ -15,7 +15,7 @@
 #include "tools/commands.h"
 #include "worker/forward.h"
 #include "worker/kv_pool.h"
-#include "worker/weights.h"
+#include "worker/runtime.h"
 
 static int tsr__parse_ids(const char *s, int32_t **out, int64_t *n) {
     int64_t cap = 16, k = 0;
@@ -71,7 +71,8 @@ static void tsr__print_top(const float *row, int64_t vocab, int top) {
 int tsr_cmd_logits(int argc, char **argv) {
     const char *ids_s = NULL, *out_path = NULL;
     bool all = false;
-    int64_t top = 5, threads = 0, block_len = TSR_KV_DEFAULT_BLOCK_LEN, chunk = 512;
+    int64_t top = 5, threads = 0, block_len = TSR_KV_DEFAULT_BLOCK_LEN, chunk = 512, tp = 0;
+    const char *backend = "auto";
     const tsr_opt opts[] = {
         {"--ids", TSR_OPT_STR, &ids_s, "LIST", "token ids, comma-separated (required)"},
         {"--all", TSR_OPT_FLAG, &all, NULL, "logits of every position (default: the last only)"},
@@ -80,6 +81,8 @@ int tsr_cmd_logits(int argc, char **argv) {
         {"--threads", TSR_OPT_INT, &threads, "N", "CPU threads (default: $TESSERA_THREADS or all cores)"},
         {"--block-len", TSR_OPT_INT, &block_len, "N", "KV cache block length in tokens (default 64)"},
         {"--chunk", TSR_OPT_INT, &chunk, "N", "feed the ids in steps of at most N tokens (default 512)"},
+        {"--backend", TSR_OPT_STR, &backend, "NAME", "auto (GPU when there is one), cpu or cuda"},
+        {"--tp", TSR_OPT_INT, &tp, "N", "expected tensor-parallel size (the mpirun -np N group)"},
         {NULL, 0, NULL, NULL, NULL},
     };
     const char *pos[1];
@@ -111,28 +114,37 @@ int tsr_cmd_logits(int argc, char **argv) {
     }
 
     int status = 1;
-    tsr_backend *be = tsr_backend_cpu_init((int)threads);
-    tsr_model *m = NULL;
-    tsr_kv_pool kv = {0};
-    tsr_forward_state *fs = NULL;
+    tsr_runtime rt;
     tsr_kv_seq seq = {0};
     float *logits = NULL;
-    tsr_load_opts lo = {0, 1, true};
-    if (!be) {
-        fprintf(stderr, "tessera logits: cannot start the CPU backend\n");
-        goto done;
+    tsr_runtime_opts ro;
+    tsr_runtime_opts_default(&ro);
+    ro.model_path = model_path;
+    ro.backend = backend;
+    ro.tp = tp;
+    ro.threads = threads;
+    ro.block_len = block_len;
+    ro.cache_max_entry_count = (double)((n + block_len - 1) / block_len);
+    if (tsr_runtime_open(&rt, &ro, &argc, &argv) != TSR_OK) {
+        if (rt.group.rank == 0) fprintf(stderr, "tessera logits: %s\n", tsr_last_error());
+        free(ids);
+        return 1;
     }
-    if (tsr_model_load(model_path, be, &lo, &m) != TSR_OK) goto fail;
+    if (rt.group.rank != 0) {
+        free(ids);
+        return tsr_runtime_worker_main(&rt);
+    }
+    tsr_model *m = rt.model;
+    tsr_kv_pool *kv = &rt.kv;
+    tsr_forward_state *fs = rt.fs;
     int64_t vocab = m->cfg.vocab_size, n_out = all ? n : 1;
-    if (tsr_kv_pool_init_for_model(&kv, m, block_len, (n + block_len - 1) / block_len) != TSR_OK) goto fail;
-    if (tsr_forward_state_init(m, NULL, &fs) != TSR_OK) goto fail;
     logits = malloc(sizeof(float) * (size_t)(n_out * vocab));
     if (!logits) {
         fprintf(stderr, "tessera logits: out of memory for %lld x %lld logits\n", (long long)n_out, (long long)vocab);
         goto done;
     }
     double t0 = tsr_now();
-    if (tsr_forward_seq(fs, &kv, &seq, ids, n, all, chunk, logits) != TSR_OK) goto fail;
+    if (tsr_forward_seq(fs, kv, &seq, ids, n, all, chunk, logits) != TSR_OK) goto fail;
     TSR_LOGI("%lld tokens in %.3f s (%.1f tok/s)", (long long)n, tsr_now() - t0, (double)n / (tsr_now() - t0));
     if (out_path) {
         FILE *f = fopen(out_path, "wb");
@@ -157,12 +169,9 @@ int tsr_cmd_logits(int argc, char **argv) {
 fail:
     fprintf(stderr, "tessera logits: %s\n", tsr_last_error());
 done:
-    if (m && kv.be) tsr_kv_seq_release(&kv, &seq);
+    tsr_kv_seq_release(kv, &seq);
     free(logits);
-    tsr_forward_state_free(fs);
-    tsr_kv_pool_free(&kv);
-    tsr_model_free(m);
-    tsr_backend_free(be);
+    tsr_runtime_close(&rt);
     free(ids);
     return status;
 }

@@ -16,14 +16,22 @@ typedef struct {
     uint64_t body_bytes;
 } tsr__plan_header;
 
+static tsr_status tsr__exec_on_step(void *ctx, const tsr_step *step, bool want_logits);
+static tsr_status tsr__bcast_plan(tsr_exec *e, const uint8_t *data, size_t len, uint32_t op);
+
 void tsr_exec_init(tsr_exec *e, const tsr_group *g, tsr_forward_state *fs, tsr_kv_pool *kv) {
     memset(e, 0, sizeof *e);
     e->group = g;
     e->fs = fs;
     e->kv = kv;
+    if (g->rank == 0 && g->size > 1) {
+        fs->on_step = tsr__exec_on_step;
+        fs->on_step_ctx = e;
+    }
 }
 
 void tsr_exec_free(tsr_exec *e) {
+    if (e->fs && e->fs->on_step == tsr__exec_on_step) e->fs->on_step = NULL;
     free(e->buf);
     memset(e, 0, sizeof *e);
 }
@@ -39,7 +47,7 @@ static void *tsr__grow(uint8_t **buf, size_t *cap, size_t need) {
     return nb;
 }
 
-size_t tsr_plan_encode(const tsr_step *step, uint8_t **buf, size_t *cap) {
+size_t tsr_plan_encode(const tsr_step *step, bool want_logits, uint8_t **buf, size_t *cap) {
     int64_t n_tok = 0, n_bt = 0;
     for (int64_t i = 0; i < step->n_seq; i++) {
         n_tok += step->seqs[i].n_new;
@@ -48,7 +56,7 @@ size_t tsr_plan_encode(const tsr_step *step, uint8_t **buf, size_t *cap) {
     size_t body = (size_t)step->n_seq * 3 * sizeof(int64_t) + (size_t)(n_tok + n_bt) * sizeof(int32_t);
     size_t total = sizeof(tsr__plan_header) + body;
     uint8_t *p = tsr__grow(buf, cap, total);
-    tsr__plan_header h = {TSR__PLAN_MAGIC, TSR__OP_STEP, step->n_seq, n_tok, n_bt, step->all_logits ? 1 : 0, body};
+    tsr__plan_header h = {TSR__PLAN_MAGIC, TSR__OP_STEP, step->n_seq, n_tok, n_bt, (step->all_logits ? 1 : 0) | (want_logits ? 2 : 0), body};
     memcpy(p, &h, sizeof h);
     uint8_t *q = p + sizeof h;
     for (int64_t i = 0; i < step->n_seq; i++) {
@@ -68,7 +76,8 @@ size_t tsr_plan_encode(const tsr_step *step, uint8_t **buf, size_t *cap) {
     return total;
 }
 
-tsr_status tsr_plan_decode(const uint8_t *buf, size_t len, tsr_step *step, tsr_seq_step **seqs_out) {
+tsr_status tsr_plan_decode(const uint8_t *buf, size_t len, tsr_step *step, bool *want_logits,
+                           tsr_seq_step **seqs_out) {
     tsr__plan_header h;
     if (len < sizeof h) return tsr_errorf(TSR_ERR_COMM, "step plan: %zu bytes is shorter than its header", len);
     memcpy(&h, buf, sizeof h);
@@ -103,6 +112,7 @@ tsr_status tsr_plan_decode(const uint8_t *buf, size_t len, tsr_step *step, tsr_s
     step->seqs = seqs;
     step->n_seq = h.n_seq;
     step->all_logits = h.flags & 1;
+    *want_logits = (h.flags & 2) != 0;
     return TSR_OK;
 }
 
@@ -114,13 +124,12 @@ static tsr_status tsr__bcast_plan(tsr_exec *e, const uint8_t *data, size_t len, 
     return TSR_OK;
 }
 
-tsr_status tsr_exec_step(tsr_exec *e, const tsr_step *step, float *logits) {
-    if (e->group->size > 1) {
-        size_t len = tsr_plan_encode(step, &e->buf, &e->buf_cap);
-        TSR_TRY(tsr__bcast_plan(e, e->buf, len, TSR__OP_STEP));
-    }
+/* The forward state's on_step hook on rank 0: every step it is about to run goes out first. */
+static tsr_status tsr__exec_on_step(void *ctx, const tsr_step *step, bool want_logits) {
+    tsr_exec *e = ctx;
+    size_t len = tsr_plan_encode(step, want_logits, &e->buf, &e->buf_cap);
     e->n_steps++;
-    return tsr_forward(e->fs, e->kv, step, logits);
+    return tsr__bcast_plan(e, e->buf, len, TSR__OP_STEP);
 }
 
 void tsr_exec_stop(tsr_exec *e) {
@@ -149,7 +158,8 @@ tsr_status tsr_exec_worker_loop(tsr_exec *e) {
             if (st != TSR_OK) break;
         }
         tsr_step step;
-        st = tsr_plan_decode(e->buf, len, &step, &seqs);
+        bool want_logits = false;
+        st = tsr_plan_decode(e->buf, len, &step, &want_logits, &seqs);
         if (st != TSR_OK) break;
         size_t n_out = (size_t)(step.all_logits ? h.n_tok : h.n_seq);
         if (n_out * (size_t)vocab > logits_cap) {
@@ -158,7 +168,7 @@ tsr_status tsr_exec_worker_loop(tsr_exec *e) {
             TSR_ASSERT(nl);
             logits = nl;
         }
-        st = tsr_forward(e->fs, e->kv, &step, logits);
+        st = tsr_forward(e->fs, e->kv, &step, want_logits ? logits : NULL);
         if (st != TSR_OK) break;
         e->n_steps++;
     }

@@ -1,7 +1,9 @@
 /* One rank decides, every rank replays (DESIGN.md): the executor turns a step (worker/forward.h)
- * into a step plan that rank 0 broadcasts over MPI, and runs it on this rank's shard.  Rank 0
- * calls tsr_exec_step for every step and tsr_exec_stop at the end; the other ranks sit in
- * tsr_exec_worker_loop, which returns when rank 0 stops the group.  Workers keep no scheduling
+ * into a step plan that rank 0 broadcasts over MPI, and runs it on this rank's shard.  On rank
+ * 0, tsr_exec_init installs a hook in the forward state, so every tsr_forward (and
+ * tsr_forward_seq) there broadcasts its plan first: callers above need not know about TP.
+ * Rank 0 calls tsr_exec_stop at the end; the other ranks sit in tsr_exec_worker_loop, which
+ * returns when rank 0 stops the group.  Workers keep no scheduling
  * state: a plan carries everything a step needs (tokens, positions, block tables).
  *
  * Wire format of a plan (host memory, little-endian, one MPI_Bcast of a fixed header then one
@@ -32,8 +34,6 @@ typedef struct tsr_exec {
 void tsr_exec_init(tsr_exec *e, const tsr_group *g, tsr_forward_state *fs, tsr_kv_pool *kv);
 void tsr_exec_free(tsr_exec *e);
 
-/* Rank 0: broadcast the plan, then run it here too.  logits as in tsr_forward. */
-tsr_status tsr_exec_step(tsr_exec *e, const tsr_step *step, float *logits);
 /* Rank 0: tell the workers to leave their loop (idempotent; a no-op for a group of one). */
 void tsr_exec_stop(tsr_exec *e);
 /* Ranks > 0: receive and run plans until rank 0 stops.  A failing step aborts the group with
@@ -42,8 +42,9 @@ void tsr_exec_stop(tsr_exec *e);
 tsr_status tsr_exec_worker_loop(tsr_exec *e);
 
 /* Serialization, exposed for tests. */
-size_t tsr_plan_encode(const tsr_step *step, uint8_t **buf, size_t *cap);
+size_t tsr_plan_encode(const tsr_step *step, bool want_logits, uint8_t **buf, size_t *cap);
 /* Decodes into caller storage that lives as long as buf: seqs [n_seq] allocated in *seqs. */
-tsr_status tsr_plan_decode(const uint8_t *buf, size_t len, tsr_step *step, tsr_seq_step **seqs);
+tsr_status tsr_plan_decode(const uint8_t *buf, size_t len, tsr_step *step, bool *want_logits,
+                           tsr_seq_step **seqs);
 
 #endif

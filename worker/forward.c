@@ -163,6 +163,7 @@ static tsr_status tsr__validate(const tsr_forward_state *st, const tsr_kv_pool *
 
 tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step, float *logits) {
     TSR_TRY(tsr__validate(st, kv, step));
+    if (st->on_step) TSR_TRY(st->on_step(st->on_step_ctx, step, logits != NULL));
     tsr_model *m = st->model;
     const tsr_model_config *c = &m->cfg;
     tsr_backend *be = m->be;

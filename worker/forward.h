@@ -57,6 +57,11 @@ typedef struct tsr_forward_state {
     int32_t *ints_host;           /* host staging of the step's index arrays */
     int32_t *ints;                /* device copy: tokens, positions, q_start, ctx_len, out rows, tables */
     int64_t ints_cap;
+    /* Rank 0 of a TP group: called with every valid step before it runs, so the executor
+     * (worker/executor.c) broadcasts the plan and the workers replay it; NULL elsewhere.
+     * want_logits tells the workers whether to join the logits gather. */
+    tsr_status (*on_step)(void *ctx, const tsr_step *step, bool want_logits);
+    void *on_step_ctx;
 } tsr_forward_state;
 
 /* comm NULL: a group of one (tsr_comm_single). */

@@ -15,13 +15,14 @@ int main(void) {
     tsr_step step = {.seqs = seqs, .n_seq = 2, .all_logits = true};
     uint8_t *buf = NULL;
     size_t cap = 0;
-    size_t len = tsr_plan_encode(&step, &buf, &cap);
+    size_t len = tsr_plan_encode(&step, true, &buf, &cap);
     CHECK(len > 0 && cap >= len);
 
     tsr_step out;
+    bool wl = false;
     tsr_seq_step *dseqs = NULL;
-    CHECK(tsr_plan_decode(buf, len, &out, &dseqs) == TSR_OK);
-    CHECK(out.n_seq == 2 && out.all_logits);
+    CHECK(tsr_plan_decode(buf, len, &out, &wl, &dseqs) == TSR_OK);
+    CHECK(out.n_seq == 2 && out.all_logits && wl);
     for (int i = 0; i < 2; i++) {
         CHECK(out.seqs[i].n_new == seqs[i].n_new);
         CHECK(out.seqs[i].n_past == seqs[i].n_past);
@@ -31,21 +32,21 @@ int main(void) {
     }
 
     /* truncated, and a header whose counts disagree with the body */
-    CHECK(tsr_plan_decode(buf, len - 1, &out, &dseqs) != TSR_OK);
-    CHECK(tsr_plan_decode(buf, 8, &out, &dseqs) != TSR_OK);
+    CHECK(tsr_plan_decode(buf, len - 1, &out, &wl, &dseqs) != TSR_OK);
+    CHECK(tsr_plan_decode(buf, 8, &out, &wl, &dseqs) != TSR_OK);
     uint8_t *bad = malloc(len);
     memcpy(bad, buf, len);
     bad[0] ^= 0xff; /* magic */
-    CHECK(tsr_plan_decode(bad, len, &out, &dseqs) != TSR_OK);
+    CHECK(tsr_plan_decode(bad, len, &out, &wl, &dseqs) != TSR_OK);
     memcpy(bad, buf, len);
     int64_t huge = -5;
     memcpy(bad + 8, &huge, sizeof huge); /* n_seq */
-    CHECK(tsr_plan_decode(bad, len, &out, &dseqs) != TSR_OK);
+    CHECK(tsr_plan_decode(bad, len, &out, &wl, &dseqs) != TSR_OK);
 
     /* an empty step (no sequences) is legal */
     tsr_step empty = {.seqs = NULL, .n_seq = 0};
-    len = tsr_plan_encode(&empty, &buf, &cap);
-    CHECK(tsr_plan_decode(buf, len, &out, &dseqs) == TSR_OK && out.n_seq == 0);
+    len = tsr_plan_encode(&empty, false, &buf, &cap);
+    CHECK(tsr_plan_decode(buf, len, &out, &wl, &dseqs) == TSR_OK && out.n_seq == 0 && !wl);
 
     free(bad);
     free(buf);
