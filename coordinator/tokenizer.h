@@ -26,6 +26,9 @@ void tsr_tokenizer_free(tsr_tokenizer *t);
  * *ids is malloc'd; caller frees. */
 tsr_status tsr_tokenizer_encode(const tsr_tokenizer *t, const char *text, size_t len,
                                 bool add_special, bool parse_special, int32_t **ids, int64_t *n_ids);
+/* The word cache (on by default) speeds up encoding; `tessera bench tokenizer` measures with
+ * and without it.  Not thread-safe against concurrent encodes: call before sharing t. */
+void tsr_tokenizer_set_cache(tsr_tokenizer *t, bool enabled);
 /* Decode to malloc'd UTF-8 (NUL-terminated). skip_special drops special tokens. */
 tsr_status tsr_tokenizer_decode(const tsr_tokenizer *t, const int32_t *ids, int64_t n_ids,
                                 bool skip_special, char **text, size_t *len);
@@ -49,6 +52,9 @@ typedef struct tsr_detok {
     int64_t n_pushed;
     char pending[64];     /* bytes of an incomplete UTF-8 sequence */
     int n_pending;
+    int64_t n_decoded;    /* tokens that reached the decoder (skipped specials do not) */
+    int strip_left;       /* leading characters still to strip (Strip decoder), -1 before start */
+    bool emitted;         /* some character has been output */
 } tsr_detok;
 
 void tsr_detok_init(tsr_detok *d, const tsr_tokenizer *t, bool skip_special);

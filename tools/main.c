@@ -13,6 +13,8 @@ typedef struct {
 
 static const tsr_command tsr__commands[] = {
     {"env", tsr_cmd_env, "print versions of Tessera and its libraries, devices seen, CPU/NUMA/GPU topology"},
+    {"tokenize", tsr_cmd_tokenize, "encode text to token ids with the model's tokenizer (--decode: ids to text)"},
+    {"bench", tsr_cmd_bench, "benchmarks: tokenizer (encode MB/s), ... (tessera bench --help)"},
     {"inspect", tsr_cmd_inspect, "print a model file's kind, config and tensors; dump a tensor as f32"},
     {"logits", tsr_cmd_logits, "run the model on token ids; print top logits per position or write raw f32"},
     {NULL, NULL, NULL},
