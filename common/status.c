@@ -32,13 +32,25 @@ tsr_status tsr_errorf(tsr_status code, const char *fmt, ...) {
 }
 
 tsr_status tsr_error_wrap(tsr_status code, const char *fmt, ...) {
-    char prefix[512], old[sizeof tsr__errbuf];
+    char msg[sizeof tsr__errbuf];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    memcpy(old, tsr__errbuf, sizeof old);
-    snprintf(tsr__errbuf, sizeof tsr__errbuf, "%s: %s", prefix, old[0] ? old : tsr_status_str(code));
+    if (n < 0) n = 0;
+    size_t len = (size_t)n < sizeof msg - 1 ? (size_t)n : sizeof msg - 1;
+    const char *old = tsr__errbuf[0] ? tsr__errbuf : tsr_status_str(code);
+    /* "prefix: old", truncated to the buffer; the old text is read before it is overwritten */
+    if (len + 2 < sizeof msg) {
+        msg[len++] = ':';
+        msg[len++] = ' ';
+        size_t ol = strlen(old), room = sizeof msg - 1 - len;
+        if (ol > room) ol = room;
+        memcpy(msg + len, old, ol);
+        len += ol;
+    }
+    msg[len] = 0;
+    memcpy(tsr__errbuf, msg, len + 1);
     return code;
 }
 
