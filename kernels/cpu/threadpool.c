@@ -1,4 +1,11 @@
-/* Fork-join pool behind every threaded CPU op (see threadpool.h for why it spins first). */
+/* Fork-join pool behind every threaded CPU op (see threadpool.h for why it spins first).
+ *
+ * Work is handed out in ranges from a shared counter and the caller waits for the ITEMS to be
+ * done, not for every worker to check in: on a shared, oversubscribed machine a descheduled
+ * worker then costs at most the one range it holds, instead of stalling every op until the
+ * scheduler runs it again.  Jobs live in two slots used alternately; a worker pins a slot with
+ * a reference count and re-checks the generation, so a late worker never runs a stale job and
+ * a slot is never rewritten while a worker still reads it. */
 #include "kernels/cpu/threadpool.h"
 
 #include <pthread.h>
@@ -9,23 +16,27 @@
 
 #include "common/status.h"
 
-/* ~0.2-1 ms of spinning before a worker sleeps: long enough to bridge the gaps between the
- * ops of one forward step, short enough not to steal a shared core for long. */
+/* ~0.5 ms of spinning before a worker sleeps: long enough to bridge the gaps between the ops
+ * of one forward step, short enough not to hold a shared core for long. */
 #define TSR__SPIN_ITERS 20000
+
+typedef struct {
+    tsr_cpu_task_fn fn;
+    void *ctx;
+    int64_t n_items, grain;
+    atomic_llong next;      /* first item not yet handed out */
+    atomic_llong done;      /* items finished */
+    atomic_int refs;        /* workers reading this slot */
+} tsr__job;
 
 struct tsr_cpu_pool {
     int n;
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    atomic_uint gen;        /* bumped once per job */
-    atomic_int pending;     /* workers still running the current job */
+    atomic_uint gen;        /* job generation; job g lives in slot g & 1 */
     atomic_bool stop;
-    /* the current job */
-    tsr_cpu_task_fn fn;
-    void *ctx;
-    int64_t n_items, grain;
-    atomic_llong next;      /* dynamic scheduling counter */
+    tsr__job jobs[2];
 };
 
 typedef struct {
@@ -39,19 +50,13 @@ static inline void tsr__cpu_relax(void) {
 #endif
 }
 
-static void tsr__run_share(tsr_cpu_pool *p, int tid) {
-    if (p->grain == 0) {
-        int64_t n = p->n_items, per = n / p->n, rem = n % p->n;
-        int64_t i0 = tid * per + (tid < rem ? tid : rem);
-        int64_t i1 = i0 + per + (tid < rem ? 1 : 0);
-        if (i1 > i0) p->fn(p->ctx, i0, i1, tid);
-        return;
-    }
+static void tsr__work(tsr__job *j, int tid) {
     for (;;) {
-        int64_t i0 = atomic_fetch_add(&p->next, p->grain);
-        if (i0 >= p->n_items) break;
-        int64_t i1 = i0 + p->grain < p->n_items ? i0 + p->grain : p->n_items;
-        p->fn(p->ctx, i0, i1, tid);
+        int64_t i0 = atomic_fetch_add_explicit(&j->next, j->grain, memory_order_relaxed);
+        if (i0 >= j->n_items) break;
+        int64_t i1 = i0 + j->grain < j->n_items ? i0 + j->grain : j->n_items;
+        j->fn(j->ctx, i0, i1, tid);
+        atomic_fetch_add_explicit(&j->done, i1 - i0, memory_order_release);
     }
 }
 
@@ -73,12 +78,13 @@ static void *tsr__worker(void *arg) {
             while (atomic_load(&p->gen) == seen && !atomic_load(&p->stop)) pthread_cond_wait(&p->cv, &p->mu);
             pthread_mutex_unlock(&p->mu);
             spins = 0;
-            if (atomic_load(&p->stop)) return NULL;
         }
         seen = g;
         if (atomic_load(&p->stop)) return NULL;
-        tsr__run_share(p, tid);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_release);
+        tsr__job *j = &p->jobs[g & 1];
+        atomic_fetch_add(&j->refs, 1);
+        if (atomic_load(&p->gen) == g) tsr__work(j, tid); /* else: a newer job; this one is done */
+        atomic_fetch_sub(&j->refs, 1);
     }
 }
 
@@ -120,23 +126,27 @@ int tsr_cpu_pool_size(const tsr_cpu_pool *p) { return p->n; }
 
 void tsr_cpu_pool_run(tsr_cpu_pool *p, int64_t n, int64_t grain, tsr_cpu_task_fn fn, void *ctx) {
     if (n <= 0) return;
-    if (p->n == 1 || (grain == 0 && n == 1) || (grain > 0 && n <= grain)) {
+    if (grain <= 0) grain = (n + p->n - 1) / p->n; /* one range per thread */
+    if (p->n == 1 || n <= grain) {
         fn(ctx, 0, n, 0);
         return;
     }
-    p->fn = fn;
-    p->ctx = ctx;
-    p->n_items = n;
-    p->grain = grain;
-    atomic_store(&p->next, 0);
-    atomic_store(&p->pending, p->n - 1);
+    unsigned g = atomic_load(&p->gen) + 1;
+    tsr__job *j = &p->jobs[g & 1];
+    while (atomic_load(&j->refs) > 0) tsr__cpu_relax(); /* a late worker backing out of job g-2 */
+    j->fn = fn;
+    j->ctx = ctx;
+    j->n_items = n;
+    j->grain = grain;
+    atomic_store(&j->next, 0);
+    atomic_store(&j->done, 0);
     pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    atomic_store_explicit(&p->gen, g, memory_order_release);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    tsr__run_share(p, 0);
+    tsr__work(j, 0);
     int spins = 0;
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) {
+    while (atomic_load_explicit(&j->done, memory_order_acquire) < n) {
         if (++spins < TSR__SPIN_ITERS) tsr__cpu_relax();
         else sched_yield();
     }

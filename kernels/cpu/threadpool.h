@@ -16,9 +16,9 @@ tsr_cpu_pool *tsr_cpu_pool_init(int n_threads);
 void tsr_cpu_pool_free(tsr_cpu_pool *p);
 int tsr_cpu_pool_size(const tsr_cpu_pool *p);
 
-/* grain == 0: one contiguous range per thread (equal work per item).
- * grain > 0: threads take ranges of `grain` items from a shared counter (uneven items, e.g.
- * causal attention rows).  Returns when every range is done. */
+/* Threads take ranges of `grain` items from a shared counter (grain == 0: n / n_threads, one
+ * range per thread when all are running).  Returns when every item is done.  tid (0 = the
+ * caller) is unique among the threads running concurrently: index per-thread scratch by it. */
 void tsr_cpu_pool_run(tsr_cpu_pool *p, int64_t n, int64_t grain, tsr_cpu_task_fn fn, void *ctx);
 
 #endif
