@@ -311,6 +311,29 @@ static void test_tp(const tsr_model_config *cfg, int size, const char *what) {
     free(tok);
 }
 
+/* Whatever split the plan chooses (even, or balanced uneven), the shards must partition the
+ * query heads, d_ff and the vocabulary, and each rank's query heads must use only its own KV
+ * heads; a group that cannot be split is an error that names the dimension. */
+static void check_plan_partitions(const tsr_model_config *c, int size) {
+    int64_t next_head = 0, next_ff = 0, next_vocab = 0, group = c->n_head / c->n_kv_head;
+    for (int r = 0; r < size; r++) {
+        tsr_shard sh;
+        tsr_status st = tsr_shard_plan(c, r, size, &sh);
+        CHECK_MSG(st == TSR_OK, "plan %lld heads / %lld kv, tp=%d rank %d: %s", (long long)c->n_head,
+                  (long long)c->n_kv_head, size, r, tsr_last_error());
+        if (st != TSR_OK) return;
+        CHECK(sh.head0 == next_head && sh.n_head >= 1);
+        CHECK(sh.ff0 == next_ff && sh.d_ff >= 1);
+        CHECK(sh.vocab0 == next_vocab && sh.vocab >= 1);
+        next_head += sh.n_head, next_ff += sh.d_ff, next_vocab += sh.vocab;
+        /* GQA within the rank: local head i uses local KV head i / (n_head_l / n_kv_l) */
+        CHECK(sh.n_kv_head >= 1 && sh.n_head % sh.n_kv_head == 0);
+        for (int64_t i = 0; i < sh.n_head; i++)
+            CHECK((sh.head0 + i) / group == sh.kv_head0 + i / (sh.n_head / sh.n_kv_head));
+    }
+    CHECK(next_head == c->n_head && next_ff == c->d_ff && next_vocab == c->vocab_size);
+}
+
 static void test_shard_plan(void) {
     tsr_model_config c = tiny_cfg(9, 3, 64);
     c.d_model = 576, c.d_ff = 1536, c.vocab_size = 49152;
@@ -318,15 +341,20 @@ static void test_shard_plan(void) {
     CHECK(tsr_shard_plan(&c, 0, 1, &sh) == TSR_OK && sh.n_head == 9 && sh.n_kv_head == 3);
     CHECK(tsr_shard_plan(&c, 2, 3, &sh) == TSR_OK && sh.n_head == 3 && sh.head0 == 6 && sh.n_kv_head == 1 &&
           sh.kv_head0 == 2 && sh.d_ff == 512 && sh.vocab0 == 2 * 16384);
-    CHECK(tsr_shard_plan(&c, 0, 2, &sh) == TSR_ERR_INVALID_ARG);
-    CHECK(strstr(tsr_last_error(), "n_head") != NULL);
+    check_plan_partitions(&c, 3);
+    for (int size = 2; size <= 9; size++)
+        if (tsr_shard_plan(&c, 0, size, &sh) == TSR_OK) check_plan_partitions(&c, size);
+        else CHECK_MSG(strstr(tsr_last_error(), "tp") || strstr(tsr_last_error(), "tensor parallel"),
+                       "tp=%d error does not say why: %s", size, tsr_last_error());
+    /* more ranks than heads can never work */
+    CHECK(tsr_shard_plan(&c, 0, 10, &sh) == TSR_ERR_INVALID_ARG && strstr(tsr_last_error(), "n_head"));
     c = tiny_cfg(8, 2, 8);
     c.d_ff = 64;
     /* KV heads replicated: 4 ranks share 2 KV heads */
     CHECK(tsr_shard_plan(&c, 1, 4, &sh) == TSR_OK && sh.n_kv_head == 1 && sh.kv_head0 == 0 && sh.head0 == 2);
     CHECK(tsr_shard_plan(&c, 2, 4, &sh) == TSR_OK && sh.kv_head0 == 1);
-    c.d_ff = 66;
-    CHECK(tsr_shard_plan(&c, 0, 4, &sh) == TSR_ERR_INVALID_ARG && strstr(tsr_last_error(), "d_ff"));
+    check_plan_partitions(&c, 4);
+    check_plan_partitions(&c, 8);
     /* the table: o_proj and down_proj are row-parallel, q/k/v/gate/up/lm_head column-parallel */
     CHECK(tsr_shard_rule_of(TSR_W_O)->split == TSR_SPLIT_IN && tsr_shard_rule_of(TSR_W_DOWN)->split == TSR_SPLIT_IN);
     CHECK(tsr_shard_rule_of(TSR_W_K)->unit == TSR_UNIT_KV_HEAD && tsr_shard_rule_of(TSR_W_LM_HEAD)->unit == TSR_UNIT_VOCAB);
@@ -365,5 +393,10 @@ int main(void) {
     c = tiny_cfg(6, 3, 8);
     c.d_ff = 63;
     test_tp(&c, 3, "GQA 6/3 tp=3");
+    /* SmolLM2's head layout (9 heads, 3 KV heads) on 2 ranks, where the plan splits unevenly */
+    c = tiny_cfg(9, 3, 8);
+    c.d_ff = 64, c.vocab_size = 97;
+    tsr_shard sh;
+    if (tsr_shard_plan(&c, 0, 2, &sh) == TSR_OK) test_tp(&c, 2, "GQA 9/3 tp=2 (uneven)");
     return tsr_test_finish();
 }
