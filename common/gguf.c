@@ -192,6 +192,9 @@ static tsr_status tsr__read_kv(tsr__rd *r, tsr_gguf_kv *kv) {
 static tsr_status tsr__read_tensor_info(tsr__rd *r, tsr_gguf_tensor *t, int64_t idx) {
     char nb[72];
     TSR_TRY(tsr__str(r, &t->name, "tensor name"));
+    if (memchr(t->name.ptr, 0, t->name.len)) /* names are looked up as C strings */
+        return tsr_errorf(TSR_ERR_FORMAT, "%s: tensor %lld's name '%s' contains a NUL byte", r->path, (long long)idx,
+                          tsr__printable(t->name, nb));
     TSR_TRY(tsr__u32(r, &t->n_dims, "tensor n_dims"));
     if (t->n_dims < 1 || t->n_dims > TSR_GGUF_MAX_DIMS)
         return tsr_errorf(TSR_ERR_FORMAT, "%s: tensor %lld '%s' has n_dims %u (must be 1..%d)", r->path,

@@ -369,6 +369,15 @@ static void test_mutations(const buf *b, const layout *L) {
         CHECK(strstr(tsr_last_error(), "twice") != NULL);
         free(m.p);
     }
+    /* a NUL inside a tensor name (found by fuzzing: the name could not be looked up) */
+    {
+        buf m = {0};
+        put(&m, b->p, b->n);
+        m.p[L->t_name_len[1] + 8 + 1] = 0;
+        expect_format_error_or_sane(&m, "NUL in a tensor name", true);
+        CHECK(strstr(tsr_last_error(), "NUL") != NULL);
+        free(m.p);
+    }
     /* duplicate key: rename "t.i8" to "t.u8" */
     {
         buf m = {0};
