@@ -2,6 +2,7 @@
  * against the backend table and the communicator so TP = 1 and TP = N, CPU and GPU, run the
  * same code. */
 #include "worker/forward.h"
+#include "worker/weights.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -104,9 +105,9 @@ static tsr_status tsr__ensure(tsr_forward_state *st, int64_t n_tok, int64_t n_ou
         tsr__free_outs(st);
         int64_t cap = n_out < 4 ? 4 : n_out;
         tsr_status s = tsr__alloc(be, &st->rows_out, cap * d, es);
-        if (s == TSR_OK) s = tsr__alloc(be, &st->logits, cap * m->shard.vocab, es);
+        if (s == TSR_OK) s = tsr__alloc(be, &st->logits, cap * m->shard.vocab_pad, es);
         if (s == TSR_OK && m->shard.size > 1)
-            s = tsr__alloc(be, (void **)&st->gather, cap * m->shard.vocab * m->shard.size, es);
+            s = tsr__alloc(be, (void **)&st->gather, cap * m->shard.vocab_pad * m->shard.size, es);
         if (s != TSR_OK) {
             tsr__free_outs(st);
             return s;
@@ -260,12 +261,16 @@ tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *s
         ops->download(be, logits, st->logits, sizeof(float) * (size_t)(n_out * vl));
         return TSR_OK;
     }
-    /* vocab-parallel: gather [tp][n_out][vocab_l], then interleave into [n_out][vocab] */
-    TSR_TRY(st->comm->ops->allgather(st->comm, st->logits, st->gather, n_out * vl, be->dtype));
-    for (int r = 0; r < m->shard.size; r++)
+    /* vocab-parallel: gather [tp][n_out * vocab_pad] (rank r's rows packed [n_out][vocab_r]
+     * at the front of its part), then interleave into [n_out][vocab] */
+    TSR_TRY(st->comm->ops->allgather(st->comm, st->logits, st->gather, n_out * m->shard.vocab_pad, be->dtype));
+    for (int r = 0; r < m->shard.size; r++) {
+        int64_t v0, vr;
+        tsr_shard_split(c->vocab_size, r, m->shard.size, &v0, &vr);
         for (int64_t i = 0; i < n_out; i++)
-            ops->download(be, logits + i * c->vocab_size + r * vl, (float *)st->gather + (r * n_out + i) * vl,
-                          sizeof(float) * (size_t)vl);
+            ops->download(be, logits + i * c->vocab_size + v0,
+                          (float *)st->gather + r * n_out * m->shard.vocab_pad + i * vr, sizeof(float) * (size_t)vr);
+    }
     return TSR_OK;
 }
 

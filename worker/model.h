@@ -33,6 +33,7 @@ typedef struct tsr_shard {
     int64_t n_kv_head, kv_head0;   /* local KV heads (replicated when n_kv_head < tp size) */
     int64_t d_ff, ff0;             /* local slice of the MLP's intermediate dimension */
     int64_t vocab, vocab0;         /* local slice of the LM head (vocab-parallel) */
+    int64_t vocab_pad;             /* the largest local vocab of any rank: the gather's stride */
 } tsr_shard;
 
 typedef struct tsr_layer_weights {

@@ -47,51 +47,66 @@ const tsr_shard_rule *tsr_shard_rule_of(tsr_wkind kind) {
     return &tsr__rules[kind];
 }
 
+void tsr_shard_split(int64_t n, int rank, int size, int64_t *first, int64_t *count) {
+    int64_t base = n / size, extra = n % size;
+    *count = base + (rank < extra ? 1 : 0);
+    *first = rank * base + (rank < extra ? rank : extra);
+}
+
+/* Splits need not be even: ranks get balanced, contiguous shares (SmolLM2's 9 heads run on 2
+ * or 4 ranks).  Attention keeps whole KV groups together so a rank's query heads always map
+ * onto its own KV heads with the same group ratio the kernels assume:
+ *  - tp <= n_kv_head: the KV heads are split in balanced contiguous runs and each rank takes
+ *    the query heads of its KV heads;
+ *  - tp > n_kv_head: the ranks are split among the KV groups (balanced), every rank keeps the
+ *    one KV head of its group (replicated) and a balanced share of that group's query heads. */
 tsr_status tsr_shard_plan(const tsr_model_config *cfg, int rank, int size, tsr_shard *out) {
     if (size < 1 || rank < 0 || rank >= size)
         return tsr_errorf(TSR_ERR_INVALID_ARG, "bad tensor-parallel rank %d of %d", rank, size);
     memset(out, 0, sizeof *out);
     out->rank = rank;
     out->size = size;
-    if (cfg->n_head % size)
+    if (cfg->n_kv_head < 1 || cfg->n_head % cfg->n_kv_head)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "n_head %lld is not a multiple of n_kv_head %lld",
+                          (long long)cfg->n_head, (long long)cfg->n_kv_head);
+    const int64_t group = cfg->n_head / cfg->n_kv_head;
+    if (size > cfg->n_head)
         return tsr_errorf(TSR_ERR_INVALID_ARG,
-                          "tensor parallelism: n_head (attention heads) %lld is not divisible by tp_size %d",
-                          (long long)cfg->n_head, size);
-    out->n_head = cfg->n_head / size;
-    out->head0 = rank * out->n_head;
-    if (cfg->n_kv_head >= size) {
-        if (cfg->n_kv_head % size)
-            return tsr_errorf(TSR_ERR_INVALID_ARG,
-                              "tensor parallelism: n_kv_head (KV heads) %lld is not divisible by tp_size %d",
-                              (long long)cfg->n_kv_head, size);
-        out->n_kv_head = cfg->n_kv_head / size;
-        out->kv_head0 = rank * out->n_kv_head;
+                          "tensor parallelism: tp_size %d is larger than n_head (attention heads) %lld: every rank "
+                          "needs at least one whole head",
+                          size, (long long)cfg->n_head);
+    if (size <= cfg->n_kv_head) {
+        tsr_shard_split(cfg->n_kv_head, rank, size, &out->kv_head0, &out->n_kv_head);
+        out->head0 = out->kv_head0 * group;
+        out->n_head = out->n_kv_head * group;
     } else {
-        /* Fewer KV heads than ranks: each rank keeps the one KV head its query heads use. */
-        if (size % cfg->n_kv_head)
+        /* rank -> KV group: the inverse of splitting `size` ranks over n_kv_head groups */
+        int64_t g = 0, r0 = 0, nr = 0;
+        for (g = 0; g < cfg->n_kv_head; g++) {
+            tsr_shard_split(size, (int)g, (int)cfg->n_kv_head, &r0, &nr);
+            if (rank < r0 + nr) break;
+        }
+        if (nr > group)
             return tsr_errorf(TSR_ERR_INVALID_ARG,
-                              "tensor parallelism: tp_size %d is not a multiple of n_kv_head (KV heads) %lld, "
-                              "so KV heads cannot be replicated evenly",
-                              size, (long long)cfg->n_kv_head);
+                              "tensor parallelism: tp_size %d puts %lld ranks on a KV group of only %lld query heads "
+                              "(n_head %lld, n_kv_head %lld)",
+                              size, (long long)nr, (long long)group, (long long)cfg->n_head, (long long)cfg->n_kv_head);
+        out->kv_head0 = g;
         out->n_kv_head = 1;
-        out->kv_head0 = rank / (size / cfg->n_kv_head);
+        int64_t q0, nq;
+        tsr_shard_split(group, (int)(rank - r0), (int)nr, &q0, &nq);
+        out->head0 = g * group + q0;
+        out->n_head = nq;
     }
-    int64_t group = cfg->n_head / cfg->n_kv_head;
-    TSR_ASSERT(out->head0 / group == out->kv_head0 &&
-               (out->head0 + out->n_head - 1) / group == out->kv_head0 + out->n_kv_head - 1);
-    if (cfg->d_ff % size)
-        return tsr_errorf(TSR_ERR_INVALID_ARG,
-                          "tensor parallelism: d_ff (intermediate_size) %lld is not divisible by tp_size %d",
-                          (long long)cfg->d_ff, size);
-    out->d_ff = cfg->d_ff / size;
-    out->ff0 = rank * out->d_ff;
-    if (cfg->vocab_size % size)
-        return tsr_errorf(TSR_ERR_INVALID_ARG,
-                          "tensor parallelism: vocab_size %lld is not divisible by tp_size %d (the LM head is "
-                          "split by vocabulary)",
-                          (long long)cfg->vocab_size, size);
-    out->vocab = cfg->vocab_size / size;
-    out->vocab0 = rank * out->vocab;
+    if (size > cfg->d_ff)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "tensor parallelism: tp_size %d is larger than d_ff (intermediate_size) %lld",
+                          size, (long long)cfg->d_ff);
+    tsr_shard_split(cfg->d_ff, rank, size, &out->ff0, &out->d_ff);
+    if (size > cfg->vocab_size)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "tensor parallelism: tp_size %d is larger than vocab_size %lld", size,
+                          (long long)cfg->vocab_size);
+    tsr_shard_split(cfg->vocab_size, rank, size, &out->vocab0, &out->vocab);
+    out->vocab_pad = (cfg->vocab_size + size - 1) / size;
     return TSR_OK;
 }
 

@@ -63,6 +63,10 @@ typedef struct tsr_shard_rule {
 /* The shard-rule table, indexed by tsr_wkind. */
 const tsr_shard_rule *tsr_shard_rule_of(tsr_wkind kind);
 
+/* Balanced contiguous split of n items over size ranks: rank gets [*first, *first + *count);
+ * the first n % size ranks get one more. */
+void tsr_shard_split(int64_t n, int rank, int size, int64_t *first, int64_t *count);
+
 /* This rank's share of a model in a group of tp_size; TSR_ERR_INVALID_ARG naming the
  * dimension when tp_size cannot split it (e.g. "n_head 9 is not divisible by tp_size 2"). */
 tsr_status tsr_shard_plan(const tsr_model_config *cfg, int tp_rank, int tp_size, tsr_shard *out);
