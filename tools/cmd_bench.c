@@ -20,6 +20,7 @@ typedef struct {
 
 static const tsr__bench tsr__benches[] = {
     {"tokenizer", tsr_bench_tokenizer, "encode/decode throughput of the model's tokenizer on one core (MB/s)"},
+    {"generate", tsr_bench_generate, "prefill and decode tok/s of one sequence (--backend cpu)"},
     {NULL, NULL, NULL},
 };
 

@@ -17,6 +17,8 @@ static const tsr_command tsr__commands[] = {
     {"bench", tsr_cmd_bench, "benchmarks: tokenizer (encode MB/s), ... (tessera bench --help)"},
     {"inspect", tsr_cmd_inspect, "print a model file's kind, config and tensors; dump a tensor as f32"},
     {"logits", tsr_cmd_logits, "run the model on token ids; print top logits per position or write raw f32"},
+    {"generate", tsr_cmd_generate, "generate a completion for a prompt, streamed to stdout (timing on stderr)"},
+    {"chat", tsr_cmd_chat, "chat interactively with a model; each turn reuses the KV of the earlier ones"},
     {NULL, NULL, NULL},
 };
 
