@@ -88,7 +88,8 @@ typedef struct tsr_backend_ops {
 
     /* ---- ops ---- */
     /* out[i][:] = table[rows[i]][:]              out [n][d], table [*][d], rows device [n]
-     * (embedding lookup, and gathering the last token of each sequence) */
+     * (embedding lookup, and gathering the last token of each sequence); a negative row id
+     * gives a row of zeros (a vocab-parallel embedding's tokens owned by another rank) */
     void (*get_rows)(tsr_backend *be, void *out, const void *table, const int32_t *rows,
                      int64_t n, int64_t d);
     /* out = x / sqrt(mean(x^2) + eps) * w        x, out [n_tok][d], w [d] (out may be x) */
@@ -124,6 +125,27 @@ typedef struct tsr_backend_ops {
     void (*attention)(tsr_backend *be, void *out, const void *q, int64_t ld_q,
                       const void *k_cache, const void *v_cache, const tsr_kv_layout *kv,
                       int64_t n_head, const tsr_attn_batch *b, float scale);
+
+    /* ---- optional (NULL where the backend has no faster way; callers fall back) ---- */
+    /* dst_host [n] f32 = src [n] of be->dtype, converted on the device (logits of a half
+     * precision backend).  Fallback for an f32 backend: download(). */
+    void (*download_f32)(tsr_backend *be, float *dst_host, const void *src, int64_t n);
+    /* Dummy weights made on the device: dst [n_rows][n_cols] (row-major, of be->dtype) with
+     *   dst[i][j] = offset + scale * tsr_hash_uniform(key, first + i * row_stride + j)
+     * (the formula of worker/weights.c's host generator, so both make the same values).
+     * Fallback: generate on the host and upload. */
+    void (*fill_hash)(tsr_backend *be, void *dst, int64_t n_rows, int64_t n_cols, uint64_t key,
+                      int64_t first, int64_t row_stride, float scale, float offset);
+    /* Free and total device memory in bytes (for sizing the KV pool).  Fallback: host memory. */
+    void (*mem_info)(tsr_backend *be, size_t *free_bytes, size_t *total_bytes);
+    /* Graph capture of a whole step (CUDA graphs): begin() starts recording the ops that follow
+     * instead of running them, end() stops and replays them once; replay() reruns the last
+     * recording of slot `key` and returns false when there is none.  The forward pass uses it
+     * only for steps whose shapes match a recording (decode), so recorded kernels must read
+     * every per-step value (positions, lengths, tables) from device memory. */
+    bool (*graph_begin)(tsr_backend *be, int64_t key);
+    void (*graph_end)(tsr_backend *be, int64_t key);
+    bool (*graph_replay)(tsr_backend *be, int64_t key);
 } tsr_backend_ops;
 
 struct tsr_backend {
@@ -136,6 +158,25 @@ struct tsr_backend {
  * threaded on a small pool of n_threads (0: one per online core, or $TESSERA_THREADS). */
 tsr_backend *tsr_backend_cpu_init(int n_threads);
 int tsr_backend_cpu_n_threads(const tsr_backend *be);
+
+/* The CUDA backend (kernels/cuda): one device, one stream, compute type bf16 or f16 with f32
+ * accumulation, GEMMs through cuBLAS.  NULL (with tsr_last_error set) when the device cannot
+ * be opened or the build has no CUDA. */
+tsr_backend *tsr_backend_cuda_init(int device, tsr_dtype dtype);
+/* The backend's cudaStream_t (for the NCCL communicator), as void *. */
+void *tsr_backend_cuda_stream(tsr_backend *be);
+
+/* The uniform value in [-1, 1) behind dummy weights (splitmix64 of key ^ index, 53 bits). */
+static inline uint64_t tsr_hash_mix(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+static inline float tsr_hash_uniform(uint64_t key, uint64_t index) {
+    uint64_t h = tsr_hash_mix(key ^ index);
+    return (float)((double)(h >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
 
 static inline void tsr_backend_free(tsr_backend *be) {
     if (be) be->ops->free(be);

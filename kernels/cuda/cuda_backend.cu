@@ -1,0 +1,573 @@
+// The CUDA backend (kernels/backend.h's op table on one NVIDIA GPU): activations, weights and
+// the KV cache in bf16 or f16 (f32 also works, for debugging), every kernel accumulating in f32,
+// GEMMs through cuBLAS, attention in attention.cu.  Everything is enqueued on one stream;
+// upload/download/synchronize wait.  Each kernel's CPU twin in kernels/cpu/cpu_backend.c is its
+// oracle (tests/kernel/test_cuda_ops.c).  Where a half-precision framework rounds an
+// intermediate (HF transformers: the normed activation before the weight multiply, SiLU before
+// the up multiply, cos/sin before RoPE), these kernels round at the same place, so golden
+// comparisons see the same function.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cuda/common.cuh"
+
+// ------------------------------------------------------------------------------------------
+// memory
+
+static void *tsr__cu_alloc(tsr_backend *be, size_t nbytes) {
+    (void)be;
+    void *p = NULL;
+    if (cudaMalloc(&p, nbytes ? nbytes : 256) != cudaSuccess) {
+        cudaGetLastError();  // out of memory is not sticky: clear it, report NULL
+        return NULL;
+    }
+    return p;
+}
+
+static void tsr__cu_dfree(tsr_backend *be, void *p) {
+    (void)be;
+    if (p) CUDA_CHECK(cudaFree(p));
+}
+
+static void tsr__cu_upload(tsr_backend *be, void *dst, const void *src, size_t n) {
+    if (!n) return;
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->stream));
+    // the caller may reuse its host buffer at once
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
+
+static void tsr__cu_download(tsr_backend *be, void *dst, const void *src, size_t n) {
+    if (!n) return;
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, c->stream));
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+}
+
+static void tsr__cu_memset0(tsr_backend *be, void *dst, size_t n) {
+    if (n) CUDA_CHECK(cudaMemsetAsync(dst, 0, n, tsr__cuda(be)->stream));
+}
+
+static void tsr__cu_sync(tsr_backend *be) { CUDA_CHECK(cudaStreamSynchronize(tsr__cuda(be)->stream)); }
+
+// ------------------------------------------------------------------------------------------
+// get_rows
+
+__global__ void tsr_k_get_rows_vec(uint4 *out, const uint4 *table, const int32_t *rows, int64_t nvec) {
+    int64_t i = blockIdx.x;
+    uint4 *dst = out + i * nvec;
+    if (rows[i] < 0) {  // vocab-parallel embedding: another rank owns this token
+        for (int64_t j = threadIdx.x; j < nvec; j += blockDim.x) dst[j] = make_uint4(0, 0, 0, 0);
+        return;
+    }
+    const uint4 *src = table + (int64_t)rows[i] * nvec;
+    for (int64_t j = threadIdx.x; j < nvec; j += blockDim.x) dst[j] = src[j];
+}
+
+template <typename T>
+__global__ void tsr_k_get_rows(T *out, const T *table, const int32_t *rows, int64_t d) {
+    int64_t i = blockIdx.x;
+    if (rows[i] < 0) {
+        for (int64_t j = threadIdx.x; j < d; j += blockDim.x) out[i * d + j] = T(0.0f);
+        return;
+    }
+    const T *src = table + (int64_t)rows[i] * d;
+    for (int64_t j = threadIdx.x; j < d; j += blockDim.x) out[i * d + j] = src[j];
+}
+
+static void tsr__cu_get_rows(tsr_backend *be, void *out, const void *table, const int32_t *rows, int64_t n,
+                             int64_t d) {
+    if (n <= 0) return;
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    size_t es = tsr_dtype_size(be->dtype), row = (size_t)d * es;
+    if (row % 16 == 0 && ((uintptr_t)out | (uintptr_t)table) % 16 == 0) {
+        int64_t nvec = (int64_t)(row / 16);
+        int th = nvec >= 256 ? 256 : (int)((nvec + 31) / 32 * 32);
+        tsr_k_get_rows_vec<<<(unsigned)n, th, 0, c->stream>>>((uint4 *)out, (const uint4 *)table, rows, nvec);
+    } else {
+        TSR_DISPATCH(be->dtype, tsr_k_get_rows<T><<<(unsigned)n, 128, 0, c->stream>>>((T *)out, (const T *)table, rows, d));
+    }
+    TSR_LAUNCH_CHECK();
+}
+
+// ------------------------------------------------------------------------------------------
+// rmsnorm, add + rmsnorm
+
+// One block per row.  With residual: r = T(r + x) is stored and normed; out may alias x.
+// HF order: y = T(x * rsqrt(mean(x^2) + eps)), out = T(w * y).
+template <typename T>
+__global__ void tsr_k_rmsnorm(T *out, T *residual, const T *x, const T *w, int64_t d, float eps) {
+    int64_t row = blockIdx.x;
+    const T *xr = x + row * d;
+    T *rr = residual ? residual + row * d : NULL;
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+        float v = tsr_tof(xr[i]);
+        if (rr) {
+            T s = tsr_fromf<T>(tsr_tof(rr[i]) + v);
+            rr[i] = s;
+            v = tsr_tof(s);
+        }
+        ss += v * v;
+    }
+    ss = tsr_block_sum(ss);
+    float inv = rsqrtf(ss / (float)d + eps);
+    const T *src = rr ? rr : xr;
+    T *o = out + row * d;
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) {
+        float y = tsr_round<T>(tsr_tof(src[i]) * inv);
+        o[i] = tsr_fromf<T>(tsr_tof(w[i]) * y);
+    }
+}
+
+static int tsr__norm_threads(int64_t d) {
+    int64_t t = (d + 7) / 8;  // ~8 elements per thread
+    t = (t + 31) / 32 * 32;
+    return t < 64 ? 64 : t > 1024 ? 1024 : (int)t;
+}
+
+static void tsr__cu_rmsnorm(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t d,
+                            float eps) {
+    if (n_tok <= 0) return;
+    TSR_DISPATCH(be->dtype, tsr_k_rmsnorm<T><<<(unsigned)n_tok, tsr__norm_threads(d), 0, tsr__cuda(be)->stream>>>(
+                                (T *)out, (T *)NULL, (const T *)x, (const T *)w, d, eps));
+    TSR_LAUNCH_CHECK();
+}
+
+static void tsr__cu_add_rmsnorm(tsr_backend *be, void *residual, const void *x, void *out, const void *w,
+                                int64_t n_tok, int64_t d, float eps) {
+    if (n_tok <= 0) return;
+    TSR_DISPATCH(be->dtype, tsr_k_rmsnorm<T><<<(unsigned)n_tok, tsr__norm_threads(d), 0, tsr__cuda(be)->stream>>>(
+                                (T *)out, (T *)residual, (const T *)x, (const T *)w, d, eps));
+    TSR_LAUNCH_CHECK();
+}
+
+// ------------------------------------------------------------------------------------------
+// matmul: out [n_tok][n] = x [n_tok][k] @ w[n][k]^T.  Column-major, that is
+// out^T (n x n_tok) = W (op T of the k x n column-major view) * x^T (k x n_tok).
+
+static cudaDataType_t tsr__cuda_type(tsr_dtype t) {
+    return t == TSR_BF16 ? CUDA_R_16BF : t == TSR_F16 ? CUDA_R_16F : CUDA_R_32F;
+}
+
+static void tsr__cu_matmul(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t n,
+                           int64_t k) {
+    TSR_ASSERT(n_tok >= 0 && n > 0 && k > 0);
+    if (n_tok == 0) return;
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    cudaDataType_t dt = tsr__cuda_type(be->dtype);
+    const float alpha = 1.0f, beta = 0.0f;
+    CUBLAS_CHECK(cublasGemmEx(c->cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)n, (int)n_tok, (int)k, &alpha, w, dt, (int)k,
+                              x, dt, (int)k, &beta, out, dt, (int)n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+// ------------------------------------------------------------------------------------------
+// elementwise
+
+template <typename T> __global__ void tsr_k_add_bias(T *x, const T *b, int64_t n_tok, int64_t n, int64_t ld) {
+    int64_t total = n_tok * n;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t t = i / n, j = i % n;
+        x[t * ld + j] = tsr_fromf<T>(tsr_tof(x[t * ld + j]) + tsr_tof(b[j]));
+    }
+}
+
+template <typename T> __global__ void tsr_k_add(T *x, const T *y, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        x[i] = tsr_fromf<T>(tsr_tof(x[i]) + tsr_tof(y[i]));
+}
+
+template <typename T> __global__ void tsr_k_silu_mul(T *out, const T *gu, int64_t n_tok, int64_t n_ff) {
+    int64_t total = n_tok * n_ff;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t t = i / n_ff, j = i % n_ff;
+        float g = tsr_tof(gu[t * 2 * n_ff + j]), u = tsr_tof(gu[t * 2 * n_ff + n_ff + j]);
+        float s = tsr_round<T>(g / (1.0f + expf(-g)));
+        out[i] = tsr_fromf<T>(s * u);
+    }
+}
+
+static unsigned tsr__ew_blocks(tsr_cuda_ctx *c, int64_t n) {
+    int64_t b = (n + 255) / 256, cap = (int64_t)c->prop.multiProcessorCount * 16;
+    return (unsigned)(b < 1 ? 1 : b > cap ? cap : b);
+}
+
+static void tsr__cu_add_bias(tsr_backend *be, void *x, const void *b, int64_t n_tok, int64_t n, int64_t ld) {
+    if (n_tok <= 0) return;
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    TSR_DISPATCH(be->dtype, tsr_k_add_bias<T><<<tsr__ew_blocks(c, n_tok * n), 256, 0, c->stream>>>((T *)x, (const T *)b,
+                                                                                                  n_tok, n, ld));
+    TSR_LAUNCH_CHECK();
+}
+
+static void tsr__cu_add(tsr_backend *be, void *x, const void *y, int64_t n) {
+    if (n <= 0) return;
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    TSR_DISPATCH(be->dtype, tsr_k_add<T><<<tsr__ew_blocks(c, n), 256, 0, c->stream>>>((T *)x, (const T *)y, n));
+    TSR_LAUNCH_CHECK();
+}
+
+static void tsr__cu_silu_mul(tsr_backend *be, void *out, const void *gate_up, int64_t n_tok, int64_t n_ff) {
+    if (n_tok <= 0) return;
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    TSR_DISPATCH(be->dtype, tsr_k_silu_mul<T><<<tsr__ew_blocks(c, n_tok * n_ff), 256, 0, c->stream>>>(
+                                (T *)out, (const T *)gate_up, n_tok, n_ff));
+    TSR_LAUNCH_CHECK();
+}
+
+// ------------------------------------------------------------------------------------------
+// RoPE (rotate_half pairing, backend.h's variants)
+
+// inv_freq on the host in f32, the formula of backend.h (and HF), for the static variants.
+static void tsr__inv_freq_host(const tsr_rope_params *p, float *inv) {
+    int64_t dim = p->rot_dim;
+    for (int64_t i = 0; i < dim / 2; i++) inv[i] = 1.0f / powf(p->theta, (float)(2 * i) / (float)dim);
+    if (p->type == TSR_ROPE_LINEAR && p->factor > 0) {
+        for (int64_t i = 0; i < dim / 2; i++) inv[i] /= p->factor;
+    } else if (p->type == TSR_ROPE_LLAMA3) {
+        const float pi = 3.14159265358979323846f;
+        float old_ctx = (float)p->original_max_pos;
+        float low_wl = old_ctx / p->low_freq_factor, high_wl = old_ctx / p->high_freq_factor;
+        for (int64_t i = 0; i < dim / 2; i++) {
+            float wl = 2.0f * pi / inv[i];
+            if (wl < high_wl) continue;
+            if (wl > low_wl) {
+                inv[i] /= p->factor;
+                continue;
+            }
+            float smooth = (old_ctx / wl - p->low_freq_factor) / (p->high_freq_factor - p->low_freq_factor);
+            inv[i] = (1.0f - smooth) * inv[i] / p->factor + smooth * inv[i];
+        }
+    }
+}
+
+// One block per token; threads over (head, i < rot_dim/2) pairs of q then k heads.
+// inv_static NULL: dynamic NTK, base from the token's sequence length.
+template <typename T>
+__global__ void tsr_k_rope(T *q, T *k, int64_t ld, int n_head, int n_kv_head, int head_dim, int rot_dim,
+                           const int32_t *positions, const int32_t *q_start, const int32_t *ctx_len, int n_seq,
+                           const float *inv_static, float theta, float factor, int64_t max_pos, int logn) {
+    int t = blockIdx.x;
+    int half = rot_dim / 2;
+    int pos = positions[t];
+    float dyn_theta = theta;
+    if (!inv_static) {
+        int s = tsr_seq_of(q_start, n_seq, t);
+        int64_t L = ctx_len[s];
+        if (max_pos > 0 && L > max_pos) {
+            float ratio = factor * (float)L / (float)max_pos - (factor - 1.0f);
+            dyn_theta = theta * powf(ratio, (float)rot_dim / (float)(rot_dim - 2));
+        }
+    }
+    float qscale = 1.0f;
+    if (logn && max_pos > 1 && pos + 1 > max_pos) qscale = (float)(log((double)(pos + 1)) / log((double)max_pos));
+    int n_pairs = (n_head + n_kv_head) * half;
+    for (int it = threadIdx.x; it < n_pairs; it += blockDim.x) {
+        int h = it / half, i = it % half;
+        float inv = inv_static ? inv_static[i] : 1.0f / powf(dyn_theta, (float)(2 * i) / (float)rot_dim);
+        float sn, cs;
+        sincosf((float)pos * inv, &sn, &cs);
+        cs = tsr_round<T>(cs);
+        sn = tsr_round<T>(sn);
+        T *x = h < n_head ? q + (int64_t)t * ld + (int64_t)h * head_dim : k + (int64_t)t * ld + (int64_t)(h - n_head) * head_dim;
+        float a = tsr_tof(x[i]), b = tsr_tof(x[i + half]);
+        float ra = a * cs - b * sn, rb = b * cs + a * sn;
+        if (h < n_head && qscale != 1.0f) {
+            ra *= qscale;
+            rb *= qscale;
+        }
+        x[i] = tsr_fromf<T>(ra);
+        x[i + half] = tsr_fromf<T>(rb);
+        // logn also scales the unrotated tail of q heads (rot_dim < head_dim)
+        if (h < n_head && qscale != 1.0f && i == 0)
+            for (int j = rot_dim; j < head_dim; j++) x[j] = tsr_fromf<T>(tsr_tof(x[j]) * qscale);
+    }
+}
+
+static void tsr__cu_rope(tsr_backend *be, void *q, void *k, int64_t ld, int64_t n_head, int64_t n_kv_head,
+                         int64_t head_dim, const tsr_attn_batch *b, const tsr_rope_params *p) {
+    TSR_ASSERT(p->rot_dim > 0 && p->rot_dim <= head_dim && p->rot_dim % 2 == 0 && p->rot_dim <= 1024);
+    if (b->n_tok <= 0) return;
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    const float *inv = NULL;
+    if (p->type != TSR_ROPE_DYNAMIC) {
+        if (!c->inv_valid || memcmp(&c->inv_params, p, sizeof *p) != 0) {
+            // a new parameter set (once per model): not legal while recording a graph
+            TSR_ASSERT(!c->capturing);
+            float h[512];
+            tsr__inv_freq_host(p, h);
+            CUDA_CHECK(cudaMemcpyAsync(c->inv_freq, h, sizeof(float) * (size_t)(p->rot_dim / 2), cudaMemcpyHostToDevice,
+                                       c->stream));
+            CUDA_CHECK(cudaStreamSynchronize(c->stream));
+            c->inv_params = *p;
+            c->inv_valid = true;
+            tsr__cuda_graphs_invalidate(c);  // recordings read the old table
+        }
+        inv = c->inv_freq;
+    }
+    int64_t pairs = (n_head + n_kv_head) * (p->rot_dim / 2);
+    int th = pairs >= 256 ? 256 : (int)((pairs + 31) / 32 * 32);
+    TSR_DISPATCH(be->dtype,
+                 tsr_k_rope<T><<<(unsigned)b->n_tok, th, 0, c->stream>>>(
+                     (T *)q, (T *)k, ld, (int)n_head, (int)n_kv_head, (int)head_dim, (int)p->rot_dim, b->positions,
+                     b->q_start, b->ctx_len, (int)b->n_seq, inv, p->theta, p->factor, p->max_pos, p->use_logn_attn ? 1 : 0));
+    TSR_LAUNCH_CHECK();
+}
+
+// ------------------------------------------------------------------------------------------
+// kv_write
+
+template <typename T>
+__global__ void tsr_k_kv_write(T *kc, T *vc, int64_t block_len, int n_kv_head, int head_dim, const T *k, const T *v,
+                               int64_t ld, const int32_t *positions, const int32_t *q_start, int n_seq,
+                               const int32_t *block_tables, int64_t max_blocks) {
+    int t = blockIdx.x;
+    int s = tsr_seq_of(q_start, n_seq, t);
+    int64_t pos = positions[t];
+    int64_t blk = block_tables[(int64_t)s * max_blocks + pos / block_len], slot = pos % block_len;
+    int n = n_kv_head * head_dim;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        int g = i / head_dim, j = i % head_dim;
+        int64_t off = ((blk * n_kv_head + g) * block_len + slot) * head_dim + j;
+        kc[off] = k[(int64_t)t * ld + i];
+        vc[off] = v[(int64_t)t * ld + i];
+    }
+}
+
+static void tsr__cu_kv_write(tsr_backend *be, void *k_cache, void *v_cache, const tsr_kv_layout *kv, const void *k,
+                             const void *v, int64_t ld, const tsr_attn_batch *b) {
+    if (b->n_tok <= 0) return;
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    int64_t n = kv->n_kv_head * kv->head_dim;
+    int th = n >= 256 ? 256 : (int)((n + 31) / 32 * 32);
+    TSR_DISPATCH(be->dtype, tsr_k_kv_write<T><<<(unsigned)b->n_tok, th, 0, c->stream>>>(
+                                (T *)k_cache, (T *)v_cache, kv->block_len, (int)kv->n_kv_head, (int)kv->head_dim,
+                                (const T *)k, (const T *)v, ld, b->positions, b->q_start, (int)b->n_seq,
+                                b->block_tables, b->max_blocks));
+    TSR_LAUNCH_CHECK();
+}
+
+// ------------------------------------------------------------------------------------------
+// optional ops
+
+template <typename T> __global__ void tsr_k_to_f32(float *out, const T *in, int64_t n) {
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        out[i] = tsr_tof(in[i]);
+}
+
+static void tsr__grow(void **p, size_t *cap, size_t need, bool host) {
+    if (need <= *cap) return;
+    size_t n = need + need / 4;
+    if (host) {
+        if (*p) CUDA_CHECK(cudaFreeHost(*p));
+        CUDA_CHECK(cudaMallocHost(p, n));
+    } else {
+        if (*p) CUDA_CHECK(cudaFree(*p));
+        CUDA_CHECK(cudaMalloc(p, n));
+    }
+    *cap = n;
+}
+
+static void tsr__cu_download_f32(tsr_backend *be, float *dst, const void *src, int64_t n) {
+    if (n <= 0) return;
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    TSR_ASSERT(!c->capturing);
+    size_t bytes = sizeof(float) * (size_t)n;
+    tsr__grow((void **)&c->h_stage, &c->h_stage_bytes, bytes, true);
+    const float *from = (const float *)src;
+    if (be->dtype != TSR_F32) {
+        tsr__grow((void **)&c->f32_stage, &c->f32_stage_bytes, bytes, false);
+        TSR_DISPATCH(be->dtype, tsr_k_to_f32<T><<<tsr__ew_blocks(c, n), 256, 0, c->stream>>>(c->f32_stage, (const T *)src, n));
+        TSR_LAUNCH_CHECK();
+        from = c->f32_stage;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(c->h_stage, from, bytes, cudaMemcpyDeviceToHost, c->stream));
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    memcpy(dst, c->h_stage, bytes);
+}
+
+__device__ __forceinline__ uint64_t tsr_d_mix(uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+template <typename T>
+__global__ void tsr_k_fill_hash(T *dst, int64_t n_rows, int64_t n_cols, uint64_t key, int64_t first, int64_t stride,
+                                float scale, float offset) {
+    int64_t total = n_rows * n_cols;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t r = i / n_cols, j = i % n_cols;
+        uint64_t h = tsr_d_mix(key ^ (uint64_t)(first + r * stride + j));
+        float u = (float)((double)(h >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+        dst[i] = tsr_fromf<T>(offset + scale * u);
+    }
+}
+
+static void tsr__cu_fill_hash(tsr_backend *be, void *dst, int64_t n_rows, int64_t n_cols, uint64_t key, int64_t first,
+                              int64_t row_stride, float scale, float offset) {
+    if (n_rows <= 0 || n_cols <= 0) return;
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    TSR_DISPATCH(be->dtype, tsr_k_fill_hash<T><<<tsr__ew_blocks(c, n_rows * n_cols), 256, 0, c->stream>>>(
+                                (T *)dst, n_rows, n_cols, key, first, row_stride, scale, offset));
+    TSR_LAUNCH_CHECK();
+}
+
+static void tsr__cu_mem_info(tsr_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    (void)be;
+    CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+}
+
+// ------------------------------------------------------------------------------------------
+// graphs: a few recorded steps keyed by the caller (least recently made is replaced)
+
+static tsr_cuda_graph_slot *tsr__graph_find(tsr_cuda_ctx *c, int64_t key) {
+    for (int i = 0; i < c->n_graphs; i++)
+        if (c->graphs[i].key == key) return &c->graphs[i];
+    return NULL;
+}
+
+void tsr__cuda_graphs_invalidate(tsr_cuda_ctx *c) {
+    TSR_ASSERT(!c->capturing);
+    for (int i = 0; i < c->n_graphs; i++) CUDA_CHECK(cudaGraphExecDestroy(c->graphs[i].exec));
+    c->n_graphs = 0;
+    c->n_seen = 0;
+}
+
+// The first step of a key runs eagerly (it grows scratch buffers, sets RoPE tables and lets
+// cuBLAS pick its kernels, none of which may happen while recording); the second records.
+static bool tsr__cu_graph_begin(tsr_backend *be, int64_t key) {
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    if (c->capturing || getenv("TESSERA_NO_GRAPHS")) return false;
+    bool seen = false;
+    for (int i = 0; i < c->n_seen; i++) seen |= c->seen[i] == key;
+    if (!seen) {
+        if (c->n_seen == 2 * TSR_CUDA_GRAPH_SLOTS) {
+            memmove(&c->seen[0], &c->seen[1], sizeof c->seen[0] * (c->n_seen - 1));
+            c->n_seen--;
+        }
+        c->seen[c->n_seen++] = key;
+        return false;
+    }
+    CUDA_CHECK(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
+    c->capturing = true;
+    return true;
+}
+
+static void tsr__cu_graph_end(tsr_backend *be, int64_t key) {
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    TSR_ASSERT(c->capturing);
+    cudaGraph_t g;
+    CUDA_CHECK(cudaStreamEndCapture(c->stream, &g));
+    c->capturing = false;
+    cudaGraphExec_t exec;
+    CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+    CUDA_CHECK(cudaGraphDestroy(g));
+    tsr_cuda_graph_slot *s = tsr__graph_find(c, key);
+    if (s) {
+        CUDA_CHECK(cudaGraphExecDestroy(s->exec));
+    } else if (c->n_graphs < TSR_CUDA_GRAPH_SLOTS) {
+        s = &c->graphs[c->n_graphs++];
+    } else {
+        CUDA_CHECK(cudaGraphExecDestroy(c->graphs[0].exec));
+        memmove(&c->graphs[0], &c->graphs[1], sizeof c->graphs[0] * (TSR_CUDA_GRAPH_SLOTS - 1));
+        s = &c->graphs[TSR_CUDA_GRAPH_SLOTS - 1];
+    }
+    s->key = key;
+    s->exec = exec;
+    CUDA_CHECK(cudaGraphLaunch(exec, c->stream));
+}
+
+static bool tsr__cu_graph_replay(tsr_backend *be, int64_t key) {
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    tsr_cuda_graph_slot *s = tsr__graph_find(c, key);
+    if (!s || getenv("TESSERA_NO_GRAPHS")) return false;
+    CUDA_CHECK(cudaGraphLaunch(s->exec, c->stream));
+    return true;
+}
+
+// ------------------------------------------------------------------------------------------
+// the table
+
+static void tsr__cu_free(tsr_backend *be) {
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    cudaStreamSynchronize(c->stream);
+    for (int i = 0; i < c->n_graphs; i++) cudaGraphExecDestroy(c->graphs[i].exec);
+    cublasDestroy(c->cublas);
+    cudaFree(c->cublas_ws);
+    cudaFree(c->part);
+    cudaFree(c->f32_stage);
+    cudaFree(c->inv_freq);
+    if (c->h_stage) cudaFreeHost(c->h_stage);
+    cudaStreamDestroy(c->stream);
+    free(c);
+    free(be);
+}
+
+static const tsr_backend_ops tsr__cuda_ops = {
+    /* name */ "cuda",
+    /* free */ tsr__cu_free,
+    /* alloc */ tsr__cu_alloc,
+    /* dfree */ tsr__cu_dfree,
+    /* upload */ tsr__cu_upload,
+    /* download */ tsr__cu_download,
+    /* memset0 */ tsr__cu_memset0,
+    /* synchronize */ tsr__cu_sync,
+    /* get_rows */ tsr__cu_get_rows,
+    /* rmsnorm */ tsr__cu_rmsnorm,
+    /* add_rmsnorm */ tsr__cu_add_rmsnorm,
+    /* matmul */ tsr__cu_matmul,
+    /* add_bias */ tsr__cu_add_bias,
+    /* add */ tsr__cu_add,
+    /* rope */ tsr__cu_rope,
+    /* silu_mul */ tsr__cu_silu_mul,
+    /* kv_write */ tsr__cu_kv_write,
+    /* attention */ tsr__cuda_attention,
+    /* download_f32 */ tsr__cu_download_f32,
+    /* fill_hash */ tsr__cu_fill_hash,
+    /* mem_info */ tsr__cu_mem_info,
+    /* graph_begin */ tsr__cu_graph_begin,
+    /* graph_end */ tsr__cu_graph_end,
+    /* graph_replay */ tsr__cu_graph_replay,
+};
+
+extern "C" tsr_backend *tsr_backend_cuda_init(int device, tsr_dtype dtype) {
+    if (dtype != TSR_BF16 && dtype != TSR_F16 && dtype != TSR_F32) {
+        tsr_errorf(TSR_ERR_INVALID_ARG, "the CUDA backend computes in bf16, f16 or f32, not %s", tsr_dtype_name(dtype));
+        return NULL;
+    }
+    cudaError_t e = cudaSetDevice(device);
+    if (e != cudaSuccess) {
+        tsr_errorf(TSR_ERR_UNSUPPORTED, "cannot open CUDA device %d: %s", device, cudaGetErrorString(e));
+        cudaGetLastError();
+        return NULL;
+    }
+    tsr_backend *be = (tsr_backend *)calloc(1, sizeof *be);
+    tsr_cuda_ctx *c = (tsr_cuda_ctx *)calloc(1, sizeof *c);
+    if (!be || !c) {
+        free(be);
+        free(c);
+        tsr_errorf(TSR_ERR_OOM, "out of memory");
+        return NULL;
+    }
+    c->device = device;
+    CUDA_CHECK(cudaGetDeviceProperties(&c->prop, device));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
+    CUBLAS_CHECK(cublasCreate(&c->cublas));
+    CUBLAS_CHECK(cublasSetStream(c->cublas, c->stream));
+    // an explicit workspace: cuBLAS then allocates nothing itself, so steps can be recorded
+    c->cublas_ws_bytes = (size_t)32 << 20;
+    CUDA_CHECK(cudaMalloc(&c->cublas_ws, c->cublas_ws_bytes));
+    CUBLAS_CHECK(cublasSetWorkspace(c->cublas, c->cublas_ws, c->cublas_ws_bytes));
+    CUBLAS_CHECK(cublasSetMathMode(c->cublas, CUBLAS_DEFAULT_MATH));
+    CUDA_CHECK(cudaMalloc(&c->inv_freq, sizeof(float) * 512));
+    be->ops = &tsr__cuda_ops;
+    be->dtype = dtype;
+    be->ctx = c;
+    return be;
+}
+
+extern "C" void *tsr_backend_cuda_stream(tsr_backend *be) { return (void *)tsr__cuda(be)->stream; }
