@@ -1972,9 +1972,19 @@ static tsr_status tsr__load_gguf(tsr_tokenizer *t, const tsr_gguf *g) {
     /* control tokens are special added tokens, user-defined ones plain added tokens */
     t->added = calloc((size_t)n, sizeof(tsr__added));
     if (!t->added) return tsr_errorf(TSR_ERR_OOM, "tokenizer: out of memory");
-    for (int64_t i = 0; types && i < n; i++) {
+    /* transformers also registers the bos/eos/unk/pad tokens it is given as special tokens */
+    int64_t named[4] = {-1, -1, -1, -1};
+    tsr_gguf_get_i64(g, "tokenizer.ggml.bos_token_id", &named[0]);
+    tsr_gguf_get_i64(g, "tokenizer.ggml.eos_token_id", &named[1]);
+    tsr_gguf_get_i64(g, "tokenizer.ggml.unknown_token_id", &named[2]);
+    tsr_gguf_get_i64(g, "tokenizer.ggml.padding_token_id", &named[3]);
+    for (int64_t i = 0; i < n; i++) {
         int64_t ty = 0;
-        if (!tsr_gguf_arr_get_i64(types, (uint64_t)i, &ty) || (ty != 3 && ty != 4)) continue;
+        if (types && !tsr_gguf_arr_get_i64(types, (uint64_t)i, &ty)) ty = 0;
+        if (ty == 2) ty = 3; /* UNKNOWN: special like the control tokens */
+        for (int k = 0; k < 4; k++)
+            if (named[k] == i && ty != 4) ty = 3;
+        if (ty != 3 && ty != 4) continue;
         if (ty == 3 && gpt2) {
             char *tmp = malloc(t->piece_len[i] + 1);
             size_t rn;
