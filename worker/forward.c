@@ -193,7 +193,9 @@ tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *s
         h_qs[s] = (int32_t)t;
         h_ctx[s] = (int32_t)(q->n_past + q->n_new);
         for (int64_t i = 0; i < q->n_new; i++, t++) {
-            h_tok[t] = q->tokens[i];
+            /* vocab-parallel embedding: this rank's row, or -1 (zeros) for another rank's token */
+            int32_t tk = q->tokens[i];
+            h_tok[t] = tk >= m->shard.vocab0 && tk < m->shard.vocab0 + m->shard.vocab ? tk - (int32_t)m->shard.vocab0 : -1;
             h_pos[t] = (int32_t)(q->n_past + i);
         }
         int64_t nb = (h_ctx[s] + kv->layout.block_len - 1) / kv->layout.block_len;
@@ -223,8 +225,31 @@ tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *s
     const float eps = c->norm_eps, scale = 1.0f / sqrtf((float)hd);
     const tsr_rope_params rope = tsr_model_rope_params(c);
     void *q = st->qkv, *k = tsr__at(st->qkv, nq * hd, es), *v = tsr__at(st->qkv, (nq + nkv) * hd, es);
+    const int64_t vl = m->shard.vocab;
 
+    /* A decode step (one new token per sequence) is recorded once as a CUDA graph and replayed
+     * (backend.h graph_*): every kernel reads the step's values from st->ints, so a recording
+     * stays valid while the shapes and buffers it baked in are the same -- the key says which. */
+    int64_t gkey = 0;
+    bool replayed = false, recording = false;
+    if (ops->graph_replay && n_tok == n_seq) {
+        uint64_t h = 1469598103934665603ull;
+        const uint64_t parts[] = {(uint64_t)n_seq, (uint64_t)max_blocks, (uint64_t)(logits != NULL),
+                                  (uint64_t)(uintptr_t)m, (uint64_t)(uintptr_t)kv->data, (uint64_t)(uintptr_t)st->ints,
+                                  (uint64_t)(uintptr_t)st->h, (uint64_t)(uintptr_t)st->xn,
+                                  (uint64_t)(uintptr_t)st->qkv, (uint64_t)(uintptr_t)st->attn,
+                                  (uint64_t)(uintptr_t)st->proj, (uint64_t)(uintptr_t)st->gu,
+                                  (uint64_t)(uintptr_t)st->act, (uint64_t)(uintptr_t)st->rows_out,
+                                  (uint64_t)(uintptr_t)st->logits, (uint64_t)(uintptr_t)st->comm};
+        for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) h = (h ^ parts[i]) * 1099511628211ull;
+        gkey = (int64_t)(h >> 1);
+        replayed = ops->graph_replay(be, gkey);
+        if (!replayed) recording = ops->graph_begin(be, gkey);
+    }
+
+    if (!replayed) {
     ops->get_rows(be, st->h, m->w.tok_embd, d_tok, n_tok, d);
+    if (m->shard.size > 1) TSR_TRY(st->comm->ops->allreduce_sum(st->comm, st->h, n_tok * d, be->dtype));
     for (int64_t l = 0; l < c->n_layer; l++) {
         const tsr_layer_weights *w = &m->w.layers[l];
         if (l == 0) ops->rmsnorm(be, st->xn, st->h, w->attn_norm, n_tok, d, eps);
@@ -246,21 +271,43 @@ tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *s
         ops->matmul(be, st->proj, st->act, w->w_down, n_tok, d, ff);
         TSR_TRY(st->comm->ops->allreduce_sum(st->comm, st->proj, n_tok * d, be->dtype));
     }
+    if (logits) {
+        /* ---- the LM head on the wanted rows ---- */
+        ops->add_rmsnorm(be, st->h, st->proj, st->xn, m->w.out_norm, n_tok, d, eps);
+        ops->get_rows(be, st->rows_out, st->xn, d_out, n_out, d);
+        ops->matmul(be, st->logits, st->rows_out, m->w.lm_head, n_out, vl, d);
+    }
+    if (recording) ops->graph_end(be, gkey);
+    }
     if (!logits) {
         ops->synchronize(be);
         return TSR_OK;
     }
 
-    /* ---- the LM head on the wanted rows ---- */
-    ops->add_rmsnorm(be, st->h, st->proj, st->xn, m->w.out_norm, n_tok, d, eps);
-    ops->get_rows(be, st->rows_out, st->xn, d_out, n_out, d);
-    int64_t vl = m->shard.vocab;
-    ops->matmul(be, st->logits, st->rows_out, m->w.lm_head, n_out, vl, d);
-    TSR_ASSERT(be->dtype == TSR_F32); /* a half-precision backend converts the logits here */
+    /* logits to the host as f32 (a half-precision backend converts on the device) */
     if (m->shard.size == 1) {
-        ops->download(be, logits, st->logits, sizeof(float) * (size_t)(n_out * vl));
+        if (ops->download_f32) ops->download_f32(be, logits, st->logits, n_out * vl);
+        else ops->download(be, logits, st->logits, sizeof(float) * (size_t)(n_out * vl));
         return TSR_OK;
     }
+    if (ops->download_f32) {
+        /* device gather: one conversion + copy of the whole [tp][n_out * vocab_pad], then the
+         * interleave on the host */
+        int64_t per = n_out * m->shard.vocab_pad;
+        TSR_TRY(st->comm->ops->allgather(st->comm, st->logits, st->gather, per, be->dtype));
+        float *all = malloc(sizeof(float) * (size_t)(per * m->shard.size));
+        if (!all) return tsr_errorf(TSR_ERR_OOM, "out of memory gathering logits");
+        ops->download_f32(be, all, st->gather, per * m->shard.size);
+        for (int r = 0; r < m->shard.size; r++) {
+            int64_t v0, vr;
+            tsr_shard_split(c->vocab_size, r, m->shard.size, &v0, &vr);
+            for (int64_t i = 0; i < n_out; i++)
+                memcpy(logits + i * c->vocab_size + v0, all + r * per + i * vr, sizeof(float) * (size_t)vr);
+        }
+        free(all);
+        return TSR_OK;
+    }
+    TSR_ASSERT(be->dtype == TSR_F32);
     /* vocab-parallel: gather [tp][n_out * vocab_pad] (rank r's rows packed [n_out][vocab_r]
      * at the front of its part), then interleave into [n_out][vocab] */
     TSR_TRY(st->comm->ops->allgather(st->comm, st->logits, st->gather, n_out * m->shard.vocab_pad, be->dtype));

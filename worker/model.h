@@ -48,9 +48,9 @@ typedef struct tsr_layer_weights {
 } tsr_layer_weights;
 
 typedef struct tsr_model_weights {
-    void *tok_embd;              // [vocab][d_model] (replicated)
+    void *tok_embd;              // [vocab_l][d_model] (vocab-parallel: rows vocab0..; see forward.c)
     void *out_norm;              // [d_model]
-    void *lm_head;               // [vocab_l][d_model]; may alias tok_embd (tied, TP = 1)
+    void *lm_head;               // [vocab_l][d_model]; aliases tok_embd when tied
     bool lm_head_aliases_embd;   // then lm_head is not freed separately
     tsr_layer_weights *layers;   // [n_layer]
 } tsr_model_weights;

@@ -23,7 +23,7 @@
 /* the shard-rule table                                                                        */
 
 static const tsr_shard_rule tsr__rules[TSR_W_COUNT] = {
-    [TSR_W_TOK_EMBD] = {TSR_W_TOK_EMBD, "token embedding", false, false, TSR_SPLIT_NONE, TSR_UNIT_NONE},
+    [TSR_W_TOK_EMBD] = {TSR_W_TOK_EMBD, "token embedding", false, false, TSR_SPLIT_OUT, TSR_UNIT_VOCAB},
     [TSR_W_ATTN_NORM] = {TSR_W_ATTN_NORM, "attention norm", true, false, TSR_SPLIT_NONE, TSR_UNIT_NONE},
     [TSR_W_Q] = {TSR_W_Q, "q projection", true, false, TSR_SPLIT_OUT, TSR_UNIT_HEAD},
     [TSR_W_K] = {TSR_W_K, "k projection", true, false, TSR_SPLIT_OUT, TSR_UNIT_KV_HEAD},
@@ -435,18 +435,29 @@ static tsr_status tsr__dummy_shape(tsr__src *base, tsr_wkind k, int layer, int64
     return TSR_OK;
 }
 
+/* The generator's parameters for (kind, layer): element [r][c] of the unsplit tensor is
+ * offset + scale * tsr_hash_uniform(key, r * C + c) (kernels/backend.h; a device fills the same
+ * values through its fill_hash op). */
+static void tsr__dummy_params(const tsr__dummy_src *s, tsr_wkind k, int layer, uint64_t *key, float *scale,
+                              float *offset, int64_t *C) {
+    int64_t R;
+    tsr__global_shape(s->base.cfg, k, &R, C);
+    /* Uniform values with the spread of a trained model's: ~1/sqrt(fan-in) for matrices, norms
+     * near one, small biases, O(1) embeddings. */
+    *scale = 1.0f / sqrtf((float)*C), *offset = 0.0f;
+    if (*C == 1) *scale = 0.1f;
+    if (k == TSR_W_ATTN_NORM || k == TSR_W_FFN_NORM || k == TSR_W_OUT_NORM) *offset = 1.0f;
+    if (k == TSR_W_TOK_EMBD) *scale = 1.0f;
+    *key = tsr__mix(s->seed ^ tsr__mix(((uint64_t)k << 32) ^ (uint64_t)(layer + 1)));
+}
+
 static tsr_status tsr__dummy_read(tsr__src *base, tsr_wkind k, int layer, const int64_t *rows, int64_t n_rows,
                                   int64_t c0, int64_t n_cols, float *dst) {
     tsr__dummy_src *s = (tsr__dummy_src *)base;
-    int64_t R, C;
-    tsr__global_shape(base->cfg, k, &R, &C);
-    /* Uniform values with the spread of a trained model's: ~1/sqrt(fan-in) for matrices, norms
-     * near one, small biases, O(1) embeddings. */
-    float scale = 1.0f / sqrtf((float)C), offset = 0.0f;
-    if (C == 1) scale = 0.1f;
-    if (k == TSR_W_ATTN_NORM || k == TSR_W_FFN_NORM || k == TSR_W_OUT_NORM) offset = 1.0f;
-    if (k == TSR_W_TOK_EMBD) scale = 1.0f;
-    uint64_t key = tsr__mix(s->seed ^ tsr__mix(((uint64_t)k << 32) ^ (uint64_t)(layer + 1)));
+    int64_t C;
+    float scale, offset;
+    uint64_t key;
+    tsr__dummy_params(s, k, layer, &key, &scale, &offset, &C);
     for (int64_t i = 0; i < n_rows; i++)
         for (int64_t j = 0; j < n_cols; j++) {
             uint64_t h = tsr__mix(key ^ (uint64_t)(rows[i] * C + c0 + j));
@@ -608,10 +619,17 @@ static tsr_status tsr__read_local(tsr__loader *L, tsr_wkind k, int layer, float 
     return st;
 }
 
-static tsr_status tsr__upload(tsr__loader *L, void **dst, const float *src, int64_t n) {
+/* Uploads n f32 values as the backend's type (converted in place in the staging buffer, which
+ * the caller refills before its next use). */
+static tsr_status tsr__upload(tsr__loader *L, void **dst, float *src, int64_t n) {
     tsr_backend *be = L->m->be;
-    TSR_ASSERT(be->dtype == TSR_F32); /* a half-precision backend converts here */
-    size_t bytes = sizeof(float) * (size_t)n;
+    TSR_ASSERT(be->dtype == TSR_F32 || be->dtype == TSR_F16 || be->dtype == TSR_BF16);
+    size_t bytes = tsr_dtype_size(be->dtype) * (size_t)n;
+    if (be->dtype != TSR_F32) {
+        uint16_t *h = (uint16_t *)src; /* h[i] is written after src[i] was read: safe in place */
+        for (int64_t i = 0; i < n; i++)
+            h[i] = be->dtype == TSR_BF16 ? tsr_f32_to_bf16(src[i]) : tsr_f32_to_f16(src[i]);
+    }
     *dst = be->ops->alloc(be, bytes);
     if (!*dst) return tsr_errorf(TSR_ERR_OOM, "out of %s memory for weights (%zu bytes more)", be->ops->name, bytes);
     be->ops->upload(be, *dst, src, bytes);
@@ -619,8 +637,42 @@ static tsr_status tsr__upload(tsr__loader *L, void **dst, const float *src, int6
     return TSR_OK;
 }
 
+/* Dummy weights straight on the device (fill_hash): no host generation or transfer, so an
+ * 8B-parameter model takes seconds.  *done is false when the source or backend cannot. */
+static tsr_status tsr__dummy_on_device(tsr__loader *L, const tsr_wkind *kinds, int n_kinds, int layer,
+                                       const int64_t *row0, void **dst, bool *done) {
+    tsr_backend *be = L->m->be;
+    *done = false;
+    if (L->src->read != tsr__dummy_read || !be->ops->fill_hash) return TSR_OK;
+    int64_t total = 0, r0[4], nr[4], c0[4], nc[4];
+    TSR_ASSERT(n_kinds <= 4);
+    for (int i = 0; i < n_kinds; i++) {
+        tsr__local_slice(&L->m->cfg, &L->m->shard, kinds[i], &r0[i], &nr[i], &c0[i], &nc[i]);
+        if (row0) r0[i] = *row0, nr[i] = L->m->shard.vocab; /* vocab-parallel slice of a tied embedding */
+        total += nr[i] * nc[i];
+    }
+    size_t es = tsr_dtype_size(be->dtype), bytes = es * (size_t)total;
+    *dst = be->ops->alloc(be, bytes);
+    if (!*dst) return tsr_errorf(TSR_ERR_OOM, "out of %s memory for weights (%zu bytes more)", be->ops->name, bytes);
+    int64_t off = 0;
+    for (int i = 0; i < n_kinds; i++) {
+        uint64_t key;
+        float scale, offset;
+        int64_t C;
+        tsr__dummy_params((const tsr__dummy_src *)L->src, kinds[i], layer, &key, &scale, &offset, &C);
+        be->ops->fill_hash(be, (char *)*dst + (size_t)off * es, nr[i], nc[i], key, r0[i] * C + c0[i], C, scale, offset);
+        off += nr[i] * nc[i];
+    }
+    L->m->weight_bytes += bytes;
+    *done = true;
+    return TSR_OK;
+}
+
 /* Reads one or more kinds back to back into one buffer (q|k|v, gate|up) and uploads it. */
 static tsr_status tsr__load_fused(tsr__loader *L, const tsr_wkind *kinds, int n_kinds, int layer, void **dst) {
+    bool on_device;
+    TSR_TRY(tsr__dummy_on_device(L, kinds, n_kinds, layer, NULL, dst, &on_device));
+    if (on_device) return TSR_OK;
     int64_t total = 0;
     for (int i = 0; i < n_kinds; i++) {
         int64_t r0, nr, c0, nc;
@@ -655,20 +707,10 @@ static tsr_status tsr__load_all(tsr__loader *L, bool progress) {
     TSR_TRY(tsr__check(L, TSR_W_LM_HEAD, 0, &present));
     if (present) {
         TSR_TRY(tsr__load_one(L, TSR_W_LM_HEAD, 0, &m->w.lm_head));
-    } else if (m->shard.size == 1) {
-        m->w.lm_head = m->w.tok_embd; /* tied: the same rows, no copy */
-        m->w.lm_head_aliases_embd = true;
     } else {
-        /* tied but vocab-parallel: this rank's rows of the embedding */
-        int64_t n = m->shard.vocab * c->d_model;
-        TSR_TRY(tsr__stage(L, (size_t)n));
-        int64_t *rows = malloc(sizeof(int64_t) * (size_t)m->shard.vocab);
-        if (!rows) return tsr_errorf(TSR_ERR_OOM, "out of memory");
-        for (int64_t i = 0; i < m->shard.vocab; i++) rows[i] = m->shard.vocab0 + i;
-        tsr_status st = L->src->read(L->src, TSR_W_TOK_EMBD, 0, rows, m->shard.vocab, 0, c->d_model, L->stage);
-        free(rows);
-        TSR_TRY(st);
-        TSR_TRY(tsr__upload(L, &m->w.lm_head, L->stage, n));
+        /* tied: the same rows, no copy (both vocab-parallel, so the same slice under TP) */
+        m->w.lm_head = m->w.tok_embd;
+        m->w.lm_head_aliases_embd = true;
     }
     if (progress) tsr_progress("loading weights", 0, c->n_layer);
 

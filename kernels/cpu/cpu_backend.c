@@ -82,8 +82,10 @@ static inline int64_t tsr__seq_of(const tsr_attn_batch *b, int64_t t) {
 static void tsr__cpu_get_rows(tsr_backend *be, void *out, const void *table, const int32_t *rows,
                               int64_t n, int64_t d) {
     (void)be;
-    for (int64_t i = 0; i < n; i++)
-        memcpy((float *)out + i * d, (const float *)table + (int64_t)rows[i] * d, sizeof(float) * (size_t)d);
+    for (int64_t i = 0; i < n; i++) {
+        if (rows[i] < 0) memset((float *)out + i * d, 0, sizeof(float) * (size_t)d);
+        else memcpy((float *)out + i * d, (const float *)table + (int64_t)rows[i] * d, sizeof(float) * (size_t)d);
+    }
 }
 
 /* ---------------- rmsnorm ---------------- */
