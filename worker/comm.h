@@ -35,6 +35,9 @@ struct tsr_comm {
 tsr_comm *tsr_comm_single_init(void);
 /* The MPI group (MPI_COMM_WORLD, duplicated): host all-reduce for the CPU backend. */
 tsr_comm *tsr_comm_mpi_init(void);
+/* The NCCL group over MPI_COMM_WORLD (worker/comm_nccl.c; CUDA builds only): collectives on
+ * `stream` (the CUDA backend's, tsr_backend_cuda_stream).  NULL with tsr_last_error set. */
+tsr_comm *tsr_comm_nccl_init(void *stream);
 
 static inline void tsr_comm_free(tsr_comm *c) {
     if (c) c->ops->free(c);

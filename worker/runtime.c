@@ -12,11 +12,14 @@
 #include "kernels/devices.h"
 #include "worker/topology.h"
 #include "worker/weights.h"
+#include "worker/workspace.h"
+
+#include <sys/resource.h>
 
 void tsr_runtime_opts_default(tsr_runtime_opts *o) {
     memset(o, 0, sizeof *o);
     o->backend = "auto";
-    o->cache_max_entry_count = 0.5;
+    o->cache_max_entry_count = 0; /* unset: config.ini's, else 0.5 */
     o->progress = true;
     o->bind = true;
 }
@@ -64,7 +67,22 @@ static tsr_status tsr__open_local(tsr_runtime *rt, const tsr_runtime_opts *o) {
         return tsr_errorf(TSR_ERR_INVALID_ARG, "unknown backend '%s' (auto, cpu or cuda)", o->backend);
     if (want_cuda) {
         if (n_gpu <= 0) return tsr_errorf(TSR_ERR_UNSUPPORTED, "--backend cuda: no GPU (%s)", why ? why : "none");
-        return tsr_errorf(TSR_ERR_UNSUPPORTED, "the CUDA backend is not built into this runtime yet; use --backend cpu");
+#ifdef TSR_HAVE_CUDA
+        /* one GPU per rank, picked by the local rank; compute type bf16 unless
+         * TESSERA_DTYPE=f16|fp16|float16 (or f32 for debugging) */
+        int dev = rt->group.local_rank % n_gpu;
+        if (o->bind && rt->group.size > 1 && tsr__bind(rt, dev) != TSR_OK)
+            TSR_LOGW("could not bind rank %d: %s", rt->group.rank, tsr_last_error());
+        const char *dts = getenv("TESSERA_DTYPE");
+        tsr_dtype dt = TSR_BF16;
+        if (dts && (!strcasecmp(dts, "f16") || !strcasecmp(dts, "fp16") || !strcasecmp(dts, "float16"))) dt = TSR_F16;
+        else if (dts && (!strcasecmp(dts, "f32") || !strcasecmp(dts, "fp32") || !strcasecmp(dts, "float32"))) dt = TSR_F32;
+        rt->be = tsr_backend_cuda_init(dev, dt);
+        if (!rt->be) return tsr_error_wrap(TSR_ERR_UNSUPPORTED, "starting the CUDA backend on GPU %d", dev);
+        goto load;
+#else
+        return tsr_errorf(TSR_ERR_UNSUPPORTED, "this tessera was built without the CUDA backend; use --backend cpu");
+#endif
     }
     if (o->bind && rt->group.size > 1) {
         if (tsr__bind(rt, -1) != TSR_OK) TSR_LOGW("could not bind rank %d: %s", rt->group.rank, tsr_last_error());
@@ -73,6 +91,9 @@ static tsr_status tsr__open_local(tsr_runtime *rt, const tsr_runtime_opts *o) {
     rt->be = tsr_backend_cpu_init(threads);
     if (!rt->be) return tsr_errorf(TSR_ERR_OOM, "cannot start the CPU backend");
 
+#ifdef TSR_HAVE_CUDA
+load:
+#endif
     /* this rank's shard */
     tsr_load_opts lo = {.tp_rank = rt->group.rank, .tp_size = rt->group.size,
                         .progress = o->progress && rt->group.rank == 0};
@@ -82,8 +103,44 @@ static tsr_status tsr__open_local(tsr_runtime *rt, const tsr_runtime_opts *o) {
     return TSR_OK;
 }
 
-tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o, int *argc, char ***argv) {
+/* Rank 0 prints what every rank holds: the figures behind "each rank holds ~1/N". */
+static void tsr__report(tsr_runtime *rt) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    int64_t n = rt->group.size, rss = (int64_t)ru.ru_maxrss * 1024, wb = (int64_t)rt->model->weight_bytes;
+    int64_t ms = (int64_t)(rt->load_seconds * 1000);
+    int64_t *all = calloc((size_t)(3 * n), sizeof *all);
+    if (!all) return;
+    tsr_group_allgather_i64(&rt->group, wb, all);
+    tsr_group_allgather_i64(&rt->group, rss, all + n);
+    tsr_group_allgather_i64(&rt->group, ms, all + 2 * n);
+    if (rt->group.rank == 0) {
+        char buf[512];
+        tsr_runtime_describe(rt, buf, sizeof buf);
+        TSR_LOGI("%s", buf);
+        for (int64_t r = 0; r < n && n > 1; r++)
+            TSR_LOGI("rank %lld: weights %.1f MiB, loaded in %.2f s, peak RSS %.1f MiB", (long long)r,
+                     (double)all[r] / (1 << 20), (double)all[2 * n + r] / 1000, (double)all[n + r] / (1 << 20));
+    }
+    free(all);
+}
+
+tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *argc, char ***argv) {
     memset(rt, 0, sizeof *rt);
+    /* a workspace's config.ini supplies the runtime knobs the command line left unset */
+    tsr_runtime_opts oo = *o_in;
+    const tsr_runtime_opts *o = &oo;
+    tsr_status kst = TSR_OK;
+    if (o_in->model_path && tsr_workspace_is(o_in->model_path)) {
+        tsr_ws_knobs k = {0};
+        kst = tsr_workspace_read_knobs(o_in->model_path, &k);
+        if (kst == TSR_OK && k.quant_policy != 0)
+            kst = tsr_errorf(TSR_ERR_UNSUPPORTED, "%s/config.ini: quant_policy %lld (KV int8/int4) is not supported yet; set it to 0",
+                             o_in->model_path, (long long)k.quant_policy);
+        if (!oo.block_len) oo.block_len = k.cache_block_seq_len;
+        if (oo.cache_max_entry_count <= 0) oo.cache_max_entry_count = k.cache_max_entry_count;
+        if (!oo.session_len) oo.session_len = k.session_len;
+    }
     TSR_TRY(tsr_group_init(argc, argv, &rt->group));
     if (o->tp > 0 && o->tp != rt->group.size) {
         tsr_status st = tsr_errorf(TSR_ERR_INVALID_ARG,
@@ -92,7 +149,7 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o, int *arg
                                    (long long)o->tp, (long long)o->tp, rt->group.size, (long long)o->tp);
         return st;
     }
-    tsr_status st = tsr__open_local(rt, o);
+    tsr_status st = kst == TSR_OK ? tsr__open_local(rt, o) : kst;
     st = tsr_group_agree(&rt->group, st);
     if (st != TSR_OK) {
         tsr_error_wrap(st, "starting the model");
@@ -107,18 +164,34 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o, int *arg
     if (o->cache_max_entry_count >= 1) {
         n_blocks = (int64_t)o->cache_max_entry_count;
     } else {
-        size_t avail = tsr__mem_available();
-        /* CPU ranks on one host share its memory */
-        avail /= (size_t)(rt->group.local_size > 0 ? rt->group.local_size : 1);
-        size_t budget = (size_t)((double)avail * (o->cache_max_entry_count > 0 ? o->cache_max_entry_count : 0.5));
-        const size_t cap = (size_t)4 << 30;
-        if (budget > cap) budget = cap;
+        size_t avail = tsr__mem_available(), budget;
+        double frac = o->cache_max_entry_count > 0 ? o->cache_max_entry_count : 0.5;
+        if (rt->be->ops->mem_info) {
+            /* a device of its own: the fraction of its memory free after the weights, less room
+             * for activations and the runtime's scratch */
+            size_t fr = 0, tot = 0;
+            rt->be->ops->mem_info(rt->be, &fr, &tot);
+            budget = (size_t)((double)fr * frac);
+            size_t reserve = (size_t)1 << 30;
+            budget = budget > reserve ? budget - reserve : 0;
+        } else {
+            /* CPU ranks on one host share its memory */
+            avail /= (size_t)(rt->group.local_size > 0 ? rt->group.local_size : 1);
+            budget = (size_t)((double)avail * frac);
+            const size_t cap = (size_t)4 << 30;
+            if (budget > cap) budget = cap;
+        }
         n_blocks = block_bytes ? (int64_t)(budget / block_bytes) : 0;
     }
     n_blocks = tsr_group_min_i64(&rt->group, n_blocks);
     st = n_blocks > 0 ? TSR_OK : tsr_errorf(TSR_ERR_OOM, "no memory left for even one KV block of %zu bytes", block_bytes);
     if (st == TSR_OK) st = tsr_kv_pool_init_for_model(&rt->kv, rt->model, block_len, n_blocks);
     if (st == TSR_OK) {
+#ifdef TSR_HAVE_CUDA
+        if (rt->group.size > 1 && !strcmp(rt->be->ops->name, "cuda"))
+            rt->comm = tsr_comm_nccl_init(tsr_backend_cuda_stream(rt->be));
+        else
+#endif
         rt->comm = rt->group.size > 1 ? tsr_comm_mpi_init() : tsr_comm_single_init();
         if (!rt->comm) st = tsr_errorf(TSR_ERR_OOM, "cannot create the communicator");
     }
@@ -132,6 +205,7 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o, int *arg
     rt->session_len = o->session_len > 0 ? o->session_len : rt->model->cfg.max_position_embeddings;
     tsr_exec_init(&rt->exec, &rt->group, rt->fs, &rt->kv);
     rt->is_open = true;
+    if (o->progress) tsr__report(rt);
     return TSR_OK;
 }
 

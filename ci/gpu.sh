@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# The GPU lane: the one script the GPU host runs (see ../shared/gpu-host/README.md).
+#   bash ci/gpu.sh OUTDIR
+# Builds for sm_90 with the CUDA backend in build-gpu, then runs every stage even when an
+# earlier one failed (a failed build skips the stages that need its binaries):
+#   1 build         cmake + ninja, -DCMAKE_CUDA_ARCHITECTURES=90 -DTESSERA_CUDA=ON
+#   2 kernel tests  build-gpu/tests/test_cuda_ops: every CUDA op vs its CPU twin (nmse), bf16+f16,
+#                   and a whole forward pass with CUDA graphs vs the CPU
+#   3 unit tests    ctest -L unit (the CPU tests, built by the same tree)
+#   4 golden        tests/golden/gpu_golden.py: random HF models (bf16, fp16) vs tessera --backend
+#                   cuda; TP=2/TP=4 vs TP=1 when the host has the GPUs
+#   5 bench         build-gpu/tests/bench_cuda_forward: Llama-3-8B-shaped dummy weights, batch-1
+#                   and batch-64 decode, TTFT(2048) with MFU, against measured ceilings
+# Logs go to OUTDIR/<stage>.log, the summary table to OUTDIR/summary.md (also printed last).
+# Each stage has a time limit, so the whole run stays under ~9 minutes.
+set -u
+OUT=${1:?usage: ci/gpu.sh OUTDIR}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+T_START=$(date +%s)
+
+if [ -d .deps ]; then
+  eval "$(bash .deps/unpack-deps.sh .deps)"
+fi
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+
+SUMMARY=()
+# stage NAME LIMIT_S CMD...: runs CMD with a time limit, logs to OUT/NAME.log, records the result
+stage() {
+  local name=$1 limit=$2
+  shift 2
+  local t0 rc
+  t0=$(date +%s)
+  echo "=== $name (limit ${limit}s): $*" | tee "$OUT/$name.log"
+  timeout --kill-after=10 "$limit" "$@" >>"$OUT/$name.log" 2>&1
+  rc=$?
+  local dt=$(( $(date +%s) - t0 ))
+  local res=PASS
+  [ $rc -ne 0 ] && res="FAIL (rc $rc)"
+  [ $rc -eq 124 ] && res="TIMEOUT (${limit}s)"
+  SUMMARY+=("| $name | $res | ${dt}s |")
+  echo "=== $name: $res in ${dt}s"
+  return $rc
+}
+skip() { SUMMARY+=("| $1 | SKIPPED ($2) | - |"); echo "=== $1: skipped ($2)"; }
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "commit: $(git rev-parse HEAD 2>/dev/null) $(git status --porcelain 2>/dev/null | wc -l) files changed"
+  nvidia-smi --query-gpu=index,name,memory.total,clocks.max.sm,power.limit --format=csv 2>&1
+  nvcc --version 2>&1 | tail -1
+  nproc
+} >"$OUT/env.log" 2>&1
+N_GPU=$(nvidia-smi -L 2>/dev/null | wc -l)
+
+# 1. build
+BUILD_OK=0
+if stage build 300 bash -c "cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+      -DTESSERA_CUDA=ON && cmake --build build-gpu -j\$(nproc)"; then
+  BUILD_OK=1
+fi
+BIN=build-gpu/tools/tessera
+
+# 2. kernel tests
+if [ $BUILD_OK = 1 ] || [ -x build-gpu/tests/test_cuda_ops ]; then
+  stage kernel_tests 150 build-gpu/tests/test_cuda_ops
+  grep -E "FAIL|failed" "$OUT/kernel_tests.log" | head -20 >"$OUT/kernel_failures.txt" || true
+else
+  skip kernel_tests "no build"
+fi
+
+# 3. unit tests (CPU), quick
+if [ $BUILD_OK = 1 ]; then
+  stage unit_tests 120 ctest --test-dir build-gpu -L unit -j8 --output-on-failure --timeout 60
+else
+  skip unit_tests "no build"
+fi
+
+# 4. bench (before golden: the figures matter most and it has a fixed cost)
+if [ -x build-gpu/tests/bench_cuda_forward ]; then
+  stage bench 180 build-gpu/tests/bench_cuda_forward --config llama3-8b --dtype bf16
+  sed -n '/^## bench_cuda_forward/,$p' "$OUT/bench.log" >"$OUT/bench.md"
+  TESSERA_NO_GRAPHS=1 stage bench_nographs 150 build-gpu/tests/bench_cuda_forward --decode-steps 64 --prompt 512 --batch 8
+else
+  skip bench "no build"
+fi
+
+# 5. golden
+if [ -x "$BIN" ]; then
+  LEFT=$(( 520 - ($(date +%s) - T_START) ))
+  if [ $LEFT -lt 60 ]; then
+    skip golden "out of time"
+  else
+    GOLDEN_ARGS=()
+    [ $LEFT -lt 200 ] && GOLDEN_ARGS+=(--quick)
+    stage golden "$LEFT" python3 tests/golden/gpu_golden.py --bin "$BIN" --out "$OUT" "${GOLDEN_ARGS[@]}"
+  fi
+else
+  skip golden "no tessera binary"
+fi
+
+{
+  echo "# ci/gpu.sh summary"
+  echo
+  echo "GPUs: $N_GPU ($(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)); total $(( $(date +%s) - T_START ))s"
+  echo
+  echo "| stage | result | time |"
+  echo "|---|---|---|"
+  printf '%s\n' "${SUMMARY[@]}"
+  echo
+  if [ -s "$OUT/kernel_tests.log" ]; then
+    echo "kernel tests: $(grep -c PASS "$OUT/kernel_tests.log") PASS lines, $(grep -c 'FAIL$' "$OUT/kernel_tests.log") FAIL lines"
+    grep -E 'FAIL$|NON-FINITE' "$OUT/kernel_tests.log" | head -15 | sed 's/^/    /'
+    echo
+  fi
+  [ -s "$OUT/bench.md" ] && cat "$OUT/bench.md" && echo
+  if [ -s "$OUT/bench_nographs.log" ]; then
+    echo "without CUDA graphs (TESSERA_NO_GRAPHS=1, batch 8, prompt 512):"
+    grep '^|' "$OUT/bench_nographs.log" | sed 's/^/    /'
+    echo
+  fi
+  [ -s "$OUT/golden.md" ] && echo "## golden (tessera --backend cuda vs HF transformers)" && echo && cat "$OUT/golden.md"
+} >"$OUT/summary.md"
+cat "$OUT/summary.md"
+grep -q "FAIL\|TIMEOUT" "$OUT/summary.md" && exit 1
+exit 0

@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Golden comparison on the GPU host (issue 5): random-weight HF models made here with
+transformers, in bf16 and fp16, against `tessera logits --backend cuda` (TESSERA_DTYPE picks
+the GPU's compute type), and TP = 2 (TP = 4) against TP = 1 where there are GPUs for it.
+
+For every model x dtype x prompt: the prompt plus 24 greedy tokens of HF in float32 (no cache,
+so the sequence is HF's own continuation) is fed to both sides in one forward; then
+  - logits: tessera (dtype) vs HF float32 and vs HF in the same dtype on the GPU, as relative
+    errors |a - b| / rms(b) per element: max and mean;
+  - greedy agreement: tessera's argmax vs HF float32's argmax at every position of the
+    continuation (the issue asks >= 99%), with HF-in-dtype's own agreement as context (how
+    much the dtype alone flips near-ties).
+Pass: agreement >= 99% and mean relative error under a per-dtype bound.  Writes
+OUT/golden.json and OUT/golden.md (a table); exit 1 on any failure.
+
+Usage: python3 tests/golden/gpu_golden.py --bin build-gpu/tools/tessera --out DIR [--quick]
+Needs torch + transformers + safetensors (the GPU host has them); no network."""
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+MEAN_REL_BOUND = {"bfloat16": 3e-2, "float16": 6e-3}
+AGREE_BOUND = 0.99
+N_GREEDY = 24
+
+BASE = dict(vocab_size=2000, hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_attention_heads=8,
+            num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0)
+
+# name, architecture, overrides, tied: one per architecture / RoPE variant the CPU backend has,
+# with head sizes 64 (tensor-core prefill), 128 and 32 (the generic attention kernel).
+MODELS = [
+    dict(name="llama_gqa_hd64", arch="LlamaForCausalLM", cfg={}, tie=False),
+    dict(name="llama_hd128_mha", arch="LlamaForCausalLM",
+         cfg=dict(hidden_size=512, num_attention_heads=4, num_key_value_heads=4), tie=True),
+    dict(name="llama_mqa_hd32", arch="LlamaForCausalLM", cfg=dict(num_attention_heads=16, num_key_value_heads=1),
+         tie=False),
+    dict(name="mistral_gqa", arch="MistralForCausalLM", cfg=dict(rope_theta=1000000.0, sliding_window=None), tie=False),
+    dict(name="qwen2_bias", arch="Qwen2ForCausalLM",
+         cfg=dict(rope_theta=1000000.0, sliding_window=None, use_sliding_window=False, max_window_layers=4), tie=True),
+    dict(name="llama3_rope", arch="LlamaForCausalLM",
+         cfg=dict(rope_theta=500000.0, rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0,
+                                                          high_freq_factor=4.0, original_max_position_embeddings=128)),
+         tie=False),
+    dict(name="llama_linear_rope", arch="LlamaForCausalLM", cfg=dict(rope_scaling=dict(type="linear", factor=4.0)),
+         tie=False),
+    dict(name="llama_dynamic_ntk", arch="LlamaForCausalLM",
+         cfg=dict(max_position_embeddings=128, rope_scaling=dict(type="dynamic", factor=2.0)), tie=False),
+]
+# InternLM2 is left out: transformers has no built-in class for it (remote code only).
+
+
+def config_json(spec, dtype):
+    c = dict(BASE)
+    c.update(spec["cfg"])
+    mt = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}[spec["arch"]]
+    out = {"architectures": [spec["arch"]], "model_type": mt, "hidden_act": "silu", "tie_word_embeddings": spec["tie"],
+           "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": dtype, "initializer_range": 0.02, "use_cache": True,
+           "rope_scaling": c.get("rope_scaling")}
+    for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+              "num_key_value_heads", "max_position_embeddings", "rms_norm_eps", "rope_theta"):
+        out[k] = c[k]
+    if mt == "llama":
+        out.update(attention_bias=False, mlp_bias=False, pretraining_tp=1)
+    if mt in ("mistral", "qwen2"):
+        out["sliding_window"] = c.get("sliding_window")
+    if mt == "qwen2":
+        out["use_sliding_window"] = c["use_sliding_window"]
+        out["max_window_layers"] = c["max_window_layers"]
+    return out
+
+
+def make_model(spec, dtype, outdir, seed):
+    """Random weights with the spread of a trained model (logits of a few units, attention far
+    from uniform), stored in `dtype`; HF loads them back from the directory."""
+    os.makedirs(outdir, exist_ok=True)
+    cfg = config_json(spec, dtype)
+    with open(os.path.join(outdir, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+    from transformers import AutoConfig
+    hf_cfg = AutoConfig.from_pretrained(outdir)
+    with torch.device("cpu"):
+        model = AutoModelForCausalLM.from_config(hf_cfg)
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, v in model.state_dict().items():
+        if "norm" in k:
+            t = 1.0 + 0.1 * torch.randn(v.shape, generator=g)
+        elif "embed_tokens" in k:
+            t = 0.5 * torch.randn(v.shape, generator=g)
+        elif k.endswith(".bias"):
+            t = 0.2 * torch.randn(v.shape, generator=g)
+        elif k == "lm_head.weight":
+            t = torch.randn(v.shape, generator=g) * (3.0 / math.sqrt(v.shape[1]))
+        else:
+            gain = 1.5 if ("q_proj" in k or "k_proj" in k) else 1.0
+            t = torch.randn(v.shape, generator=g) * (gain / math.sqrt(v.shape[1]))
+        sd[k] = t
+    if spec["tie"]:
+        sd.pop("lm_head.weight", None)
+    tdt = getattr(torch, dtype)
+    save_file({k: v.to(tdt).contiguous() for k, v in sd.items()}, os.path.join(outdir, "model.safetensors"),
+              metadata={"format": "pt"})
+
+
+def load_hf(d, dtype, device):
+    m = AutoModelForCausalLM.from_pretrained(d, dtype=getattr(torch, dtype), attn_implementation="eager")
+    return m.to(device).eval()
+
+
+@torch.no_grad()
+def hf_logits(d, dtype, device, ids):
+    m = load_hf(d, dtype, device)  # fresh: dynamic NTK caches state in the rotary module
+    return m(input_ids=torch.tensor([ids], device=device)).logits[0].float().cpu().numpy()
+
+
+@torch.no_grad()
+def hf_greedy_f32(d, device, ids, n):
+    m = load_hf(d, "float32", device)
+    seq = list(ids)
+    for _ in range(n):
+        logits = m(input_ids=torch.tensor([seq], device=device)).logits[0, -1]
+        seq.append(int(torch.argmax(logits)))
+    return seq
+
+
+def tessera_logits(binary, d, ids, dtype, vocab, tp=1, extra_env=None):
+    out = tempfile.NamedTemporaryFile(suffix=".f32", delete=False).name
+    env = dict(os.environ)
+    env["TESSERA_DTYPE"] = {"bfloat16": "bf16", "float16": "f16"}[dtype]
+    env.update(extra_env or {})
+    cmd = [binary, "logits", d, "--ids", ",".join(map(str, ids)), "--all", "--out", out, "--backend", "cuda"]
+    if tp > 1:
+        cmd = ["mpirun", "-np", str(tp), "--oversubscribe"] + cmd + ["--tp", str(tp)]
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed ({r.returncode}): {r.stderr[-2000:]}")
+    a = np.fromfile(out, dtype="<f4")
+    os.unlink(out)
+    return a.reshape(len(ids), vocab)
+
+
+def rel_err(a, ref):
+    scale = np.sqrt(np.mean(ref.astype(np.float64) ** 2, axis=-1, keepdims=True)) + 1e-12
+    e = np.abs(a.astype(np.float64) - ref) / scale
+    return float(e.max()), float(e.mean())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--quick", action="store_true", help="two models, one prompt")
+    ap.add_argument("--tp", type=int, default=0, help="also TP=N vs TP=1 (default: 2 when 2+ GPUs, 4 when 4+)")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    n_gpu = torch.cuda.device_count()
+    tps = [a.tp] if a.tp else [t for t in (2, 4) if n_gpu >= t]
+    rng = np.random.default_rng(int(time.time()))
+    work = tempfile.mkdtemp(prefix="tsr_gpu_golden_")
+    models = MODELS[:2] if a.quick else MODELS
+    prompt_lens = [40] if a.quick else [17, 150, 301]
+    rows, failures = [], 0
+    for spec in models:
+        for dtype in ("bfloat16", "float16"):
+            d = os.path.join(work, f"{spec['name']}_{dtype}")
+            make_model(spec, dtype, d, seed=int(rng.integers(1 << 30)))
+            V = BASE["vocab_size"]
+            agg = dict(model=spec["name"], dtype=dtype, n_pos=0, agree=0, agree_hf_dtype=0, max_rel=0.0,
+                       mean_rel=[], max_rel_hfdt=0.0, mean_rel_hfdt=[], tp={})
+            for L in prompt_lens:
+                ids = [int(x) for x in rng.integers(3, V, size=L)]
+                seq = hf_greedy_f32(d, device, ids, N_GREEDY)
+                ref32 = hf_logits(d, "float32", device, seq)
+                refdt = hf_logits(d, dtype, device, seq)
+                t0 = time.time()
+                got = tessera_logits(a.bin, d, seq, dtype, V)
+                cont = slice(L - 1, len(seq) - 1)  # positions whose argmax is a continuation token
+                agg["n_pos"] += len(seq) - L
+                agg["agree"] += int((got[cont].argmax(-1) == ref32[cont].argmax(-1)).sum())
+                agg["agree_hf_dtype"] += int((refdt[cont].argmax(-1) == ref32[cont].argmax(-1)).sum())
+                mx, mn = rel_err(got, ref32)
+                agg["max_rel"] = max(agg["max_rel"], mx)
+                agg["mean_rel"].append(mn)
+                mx2, mn2 = rel_err(got, refdt)
+                agg["max_rel_hfdt"] = max(agg["max_rel_hfdt"], mx2)
+                agg["mean_rel_hfdt"].append(mn2)
+                for tp in tps:
+                    try:
+                        gtp = tessera_logits(a.bin, d, seq, dtype, V, tp=tp)
+                        t = agg["tp"].setdefault(str(tp), dict(n=0, agree=0, max_rel=0.0))
+                        t["n"] += len(seq)
+                        t["agree"] += int((gtp.argmax(-1) == got.argmax(-1)).sum())
+                        t["max_rel"] = max(t["max_rel"], rel_err(gtp, got)[0])
+                    except Exception as e:  # noqa: BLE001
+                        agg["tp"][str(tp)] = dict(error=str(e)[-500:])
+                print(f"  {spec['name']} {dtype} L={L}: tessera {time.time() - t0:.1f}s, mean rel {mn:.2e}",
+                      file=sys.stderr)
+            agg["mean_rel"] = float(np.mean(agg["mean_rel"]))
+            agg["mean_rel_hfdt"] = float(np.mean(agg["mean_rel_hfdt"]))
+            agg["agree_frac"] = agg["agree"] / agg["n_pos"]
+            agg["agree_hf_dtype_frac"] = agg["agree_hf_dtype"] / agg["n_pos"]
+            ok = agg["agree_frac"] >= AGREE_BOUND and agg["mean_rel"] <= MEAN_REL_BOUND[dtype]
+            for t in agg["tp"].values():
+                if "error" in t or t["agree"] / max(t["n"], 1) < AGREE_BOUND:
+                    ok = False
+            agg["pass"] = ok
+            failures += not ok
+            rows.append(agg)
+            print(f"{spec['name']:20s} {dtype:9s} agree {agg['agree_frac']:.3f} (HF {dtype} {agg['agree_hf_dtype_frac']:.3f}) "
+                  f"rel vs f32 max {agg['max_rel']:.2e} mean {agg['mean_rel']:.2e} | vs HF {dtype} max "
+                  f"{agg['max_rel_hfdt']:.2e} mean {agg['mean_rel_hfdt']:.2e} tp {agg['tp']} {'PASS' if ok else 'FAIL'}",
+                  flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    with open(os.path.join(a.out, "golden.json"), "w") as f:
+        json.dump(rows, f, indent=1)
+    with open(os.path.join(a.out, "golden.md"), "w") as f:
+        f.write("| model | dtype | greedy agree (HF same dtype) | rel err vs HF f32 max / mean | vs HF same dtype "
+                "max / mean | TP=N agree with TP=1 | result |\n|---|---|---|---|---|---|---|\n")
+        for r in rows:
+            tp = ", ".join(f"TP{k}: " + (f"{v['agree'] / max(v['n'], 1):.3f} (max rel {v['max_rel']:.1e})" if "error" not in v
+                                         else "ERROR") for k, v in r["tp"].items()) or "-"
+            f.write(f"| {r['model']} | {r['dtype']} | {r['agree_frac']:.3f} ({r['agree_hf_dtype_frac']:.3f}) | "
+                    f"{r['max_rel']:.2e} / {r['mean_rel']:.2e} | {r['max_rel_hfdt']:.2e} / {r['mean_rel_hfdt']:.2e} | "
+                    f"{tp} | {'PASS' if r['pass'] else 'FAIL'} |\n")
+    print(f"gpu_golden: {failures} of {len(rows)} model/dtype cases failed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

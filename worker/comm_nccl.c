@@ -1,0 +1,182 @@
+/* The NCCL communicator (the GPU data plane, DESIGN.md): one GPU per rank, the communicator
+ * bootstrapped over MPI (rank 0's ncclUniqueId broadcast on MPI_COMM_WORLD), every collective
+ * enqueued on the CUDA backend's compute stream, so an all-reduce is ordered with the kernels
+ * around it and can be recorded in a CUDA graph.
+ *
+ * Never hang: the communicator is non-blocking (ncclConfig_t.blocking = 0), and every place
+ * that waits -- initialization, enqueueing, and the stream waits of allgather/barrier -- polls
+ * ncclCommGetAsyncError.  A wait longer than TESSERA_NCCL_TIMEOUT seconds (default 300), or an
+ * asynchronous NCCL error (a peer died, a network fault), aborts the communicator with
+ * ncclCommAbort and exits the process with a message: the group cannot continue without this
+ * rank, and mpirun then takes the others down. */
+#ifdef TSR_HAVE_CUDA
+#include <cuda_runtime.h>
+#include <mpi.h>
+#include <stdbool.h>
+#include <nccl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "worker/comm.h"
+
+typedef struct {
+    ncclComm_t comm;
+    cudaStream_t stream;
+    double timeout_s;
+    void *one;   /* device scratch for barrier */
+} tsr__nccl;
+
+static double tsr__nccl_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void tsr__nccl_die(tsr__nccl *n, int rank, const char *what, const char *why) {
+    fprintf(stderr, "tessera: rank %d: NCCL %s: %s; aborting the communicator and exiting\n", rank, what, why);
+    fflush(stderr);
+    ncclCommAbort(n->comm);
+    exit(3);
+}
+
+/* Waits until the communicator has no operation in progress (a non-blocking call returned). */
+static void tsr__nccl_settle(tsr__nccl *n, int rank, const char *what, ncclResult_t r) {
+    double t0 = tsr__nccl_now();
+    while (r == ncclInProgress) {
+        if (tsr__nccl_now() - t0 > n->timeout_s) tsr__nccl_die(n, rank, what, "timed out");
+        ncclCommGetAsyncError(n->comm, &r);
+    }
+    if (r != ncclSuccess) tsr__nccl_die(n, rank, what, ncclGetErrorString(r));
+}
+
+/* Waits for the stream (everything enqueued so far) while watching for NCCL errors. */
+static void tsr__nccl_wait_stream(tsr__nccl *n, int rank, const char *what) {
+    double t0 = tsr__nccl_now();
+    for (;;) {
+        cudaError_t e = cudaStreamQuery(n->stream);
+        if (e == cudaSuccess) return;
+        if (e != cudaErrorNotReady) {
+            fprintf(stderr, "tessera: rank %d: CUDA error while waiting for %s: %s\n", rank, what, cudaGetErrorString(e));
+            exit(3);
+        }
+        ncclResult_t r = ncclSuccess;
+        ncclCommGetAsyncError(n->comm, &r);
+        if (r != ncclSuccess && r != ncclInProgress) tsr__nccl_die(n, rank, what, ncclGetErrorString(r));
+        if (tsr__nccl_now() - t0 > n->timeout_s) tsr__nccl_die(n, rank, what, "timed out");
+        usleep(20);
+    }
+}
+
+static bool tsr__nccl_type(tsr_dtype t, ncclDataType_t *out) {
+    switch (t) {
+    case TSR_F32: *out = ncclFloat32; return true;
+    case TSR_F16: *out = ncclFloat16; return true;
+    case TSR_BF16: *out = ncclBfloat16; return true;
+    case TSR_I32: *out = ncclInt32; return true;
+    case TSR_I64: *out = ncclInt64; return true;
+    case TSR_F64: *out = ncclFloat64; return true;
+    default: return false;
+    }
+}
+
+static tsr_status tsr__nccl_allreduce(tsr_comm *c, void *buf, int64_t n, tsr_dtype dtype) {
+    tsr__nccl *p = c->impl;
+    ncclDataType_t t;
+    if (!tsr__nccl_type(dtype, &t)) return tsr_errorf(TSR_ERR_UNSUPPORTED, "NCCL all-reduce of %s", tsr_dtype_name(dtype));
+    if (n <= 0) return TSR_OK;
+    tsr__nccl_settle(p, c->rank, "all-reduce", ncclAllReduce(buf, buf, (size_t)n, t, ncclSum, p->comm, p->stream));
+    return TSR_OK;
+}
+
+static tsr_status tsr__nccl_allgather(tsr_comm *c, const void *send, void *recv, int64_t n, tsr_dtype dtype) {
+    tsr__nccl *p = c->impl;
+    ncclDataType_t t;
+    if (!tsr__nccl_type(dtype, &t)) return tsr_errorf(TSR_ERR_UNSUPPORTED, "NCCL all-gather of %s", tsr_dtype_name(dtype));
+    tsr__nccl_settle(p, c->rank, "all-gather", ncclAllGather(send, recv, (size_t)n, t, p->comm, p->stream));
+    /* the caller reads the result next: wait here, where a dead peer is noticed */
+    tsr__nccl_wait_stream(p, c->rank, "all-gather");
+    return TSR_OK;
+}
+
+static tsr_status tsr__nccl_barrier(tsr_comm *c) {
+    tsr__nccl *p = c->impl;
+    tsr__nccl_settle(p, c->rank, "barrier", ncclAllReduce(p->one, p->one, 1, ncclFloat32, ncclSum, p->comm, p->stream));
+    tsr__nccl_wait_stream(p, c->rank, "barrier");
+    return TSR_OK;
+}
+
+static void tsr__nccl_free(tsr_comm *c) {
+    tsr__nccl *p = c->impl;
+    if (p) {
+        tsr__nccl_wait_stream(p, c->rank, "shutdown");
+        ncclResult_t r = ncclCommFinalize(p->comm);
+        double t0 = tsr__nccl_now();
+        while (r == ncclInProgress && tsr__nccl_now() - t0 < p->timeout_s) ncclCommGetAsyncError(p->comm, &r);
+        if (r == ncclSuccess) ncclCommDestroy(p->comm);
+        else ncclCommAbort(p->comm);
+        cudaFree(p->one);
+        free(p);
+    }
+    free(c);
+}
+
+static const tsr_comm_ops tsr__nccl_ops = {
+    .name = "nccl",
+    .allreduce_sum = tsr__nccl_allreduce,
+    .allgather = tsr__nccl_allgather,
+    .barrier = tsr__nccl_barrier,
+    .free = tsr__nccl_free,
+};
+
+tsr_comm *tsr_comm_nccl_init(void *stream) {
+    tsr_comm *c = calloc(1, sizeof *c);
+    tsr__nccl *p = calloc(1, sizeof *p);
+    if (!c || !p) {
+        free(c), free(p);
+        tsr_errorf(TSR_ERR_OOM, "out of memory");
+        return NULL;
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &c->size);
+    const char *to = getenv("TESSERA_NCCL_TIMEOUT");
+    p->timeout_s = to && atof(to) > 0 ? atof(to) : 300.0;
+    p->stream = (cudaStream_t)stream;
+    ncclUniqueId id;
+    if (c->rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) memset(&id, 0, sizeof id);
+    MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    ncclConfig_t cfg = NCCL_CONFIG_INITIALIZER;
+    cfg.blocking = 0;
+    ncclResult_t r = ncclCommInitRankConfig(&p->comm, c->size, id, c->rank, &cfg);
+    double t0 = tsr__nccl_now();
+    while (r == ncclInProgress) {
+        if (tsr__nccl_now() - t0 > p->timeout_s) {
+            ncclCommAbort(p->comm);
+            tsr_errorf(TSR_ERR_COMM, "NCCL initialization timed out after %.0f s", p->timeout_s);
+            free(c), free(p);
+            return NULL;
+        }
+        ncclCommGetAsyncError(p->comm, &r);
+    }
+    if (r != ncclSuccess) {
+        tsr_errorf(TSR_ERR_COMM, "NCCL initialization failed on rank %d: %s", c->rank, ncclGetErrorString(r));
+        free(c), free(p);
+        return NULL;
+    }
+    if (cudaMalloc(&p->one, sizeof(float)) != cudaSuccess) {
+        ncclCommAbort(p->comm);
+        free(c), free(p);
+        tsr_errorf(TSR_ERR_OOM, "out of device memory");
+        return NULL;
+    }
+    c->ops = &tsr__nccl_ops;
+    c->impl = p;
+    TSR_LOGD("NCCL communicator: rank %d of %d", c->rank, c->size);
+    return c;
+}
+#else
+typedef int tsr__comm_nccl_unused; /* built without CUDA: no NCCL communicator */
+#endif
