@@ -16,6 +16,6 @@ for f in gguf safetensors; do
   mkdir -p "$corpus"
   echo "== fuzz_$f for ${secs}s ==" >&2
   (cd "$build" && ./tests/fuzz_"$f" -max_total_time="$secs" -max_len=65536 -rss_limit_mb=2048 \
-     -timeout=10 -print_final_stats=1 "corpus_$f" ../tests/fuzz/seeds/"$f")
+     -timeout=10 -print_final_stats=1 -dict=../tests/fuzz/"$f".dict "corpus_$f" ../tests/fuzz/seeds/"$f")
 done
 echo "fuzzing found nothing in ${secs}s per harness" >&2

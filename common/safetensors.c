@@ -128,6 +128,7 @@ static tsr_status tsr__st_parse(tsr_safetensors *st, int fi) {
     const uint64_t data_size = size - 8 - hlen;
     const uint8_t *data = p + 8 + hlen;
     const int64_t first = st->n_tensors;
+    bool seen_meta = false;
     tsr_status rc = TSR_OK;
     for (cJSON *e = root->child; e; e = e->next) {
         const char *name = e->string;
@@ -137,6 +138,11 @@ static tsr_status tsr__st_parse(tsr_safetensors *st, int fi) {
                 rc = tsr_errorf(TSR_ERR_FORMAT, "%s: __metadata__ is not an object", path);
                 goto out;
             }
+            if (seen_meta) {
+                rc = tsr_errorf(TSR_ERR_FORMAT, "%s: __metadata__ appears twice", path);
+                goto out;
+            }
+            seen_meta = true;
             int64_t n = cJSON_GetArraySize(e);
             if (fi != 0) continue;
             st->meta = calloc((size_t)(2 * n + 1), sizeof *st->meta);

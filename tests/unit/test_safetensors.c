@@ -280,6 +280,8 @@ static void test_hostile(void) {
                       8, "duplicate name", "twice");
     expect_bad_header("{\"__metadata__\":{\"k\":1}}", 0, "metadata value not a string", "__metadata__");
     expect_bad_header("{\"__metadata__\":[1]}", 0, "metadata not an object", "__metadata__");
+    expect_bad_header("{\"__metadata__\":{\"a\":\"1\"},\"__metadata__\":{\"b\":\"2\",\"c\":\"3\"}}", 0,
+                      "two metadata objects", "twice");
     /* deep nesting is refused by the JSON parser's limit, not by the stack */
     {
         char *deep = malloc(20002);
