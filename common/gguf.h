@@ -100,4 +100,8 @@ tsr_status tsr_gguf_tensor_to_f32(const tsr_gguf_tensor *t, float *dst);
  * what a TP rank uses to read only its slice. */
 tsr_status tsr_gguf_tensor_rows_to_f32(const tsr_gguf_tensor *t, int64_t row0, int64_t nrows, float *dst);
 
+/* Writes a GGUF v3 file holding only the metadata keys of src that start with one of the
+ * NULL-terminated prefixes (no tensors): a workspace's tokenizer.gguf. */
+tsr_status tsr_gguf_write_metadata(const char *path, const tsr_gguf *src, const char *const *prefixes);
+
 #endif

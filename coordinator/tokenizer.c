@@ -2059,7 +2059,16 @@ tsr_status tsr_tokenizer_load_model(const char *model_path, tsr_tokenizer **out)
         char *p = tsr_path_join(model_path, "tokenizer.json");
         if (!p) return tsr_errorf(TSR_ERR_OOM, "tokenizer: out of memory");
         if (!tsr_path_exists(p)) {
-            tsr_status st = tsr_errorf(TSR_ERR_NOT_FOUND, "%s: no tokenizer.json in this model directory", model_path);
+            /* a workspace converted from a GGUF keeps the tokenizer as metadata-only GGUF */
+            char *g = tsr_path_join(model_path, "tokenizer.gguf");
+            if (g && tsr_path_exists(g)) {
+                free(p);
+                tsr_status st = tsr_tokenizer_load_model(g, out);
+                free(g);
+                return st;
+            }
+            free(g);
+            tsr_status st = tsr_errorf(TSR_ERR_NOT_FOUND, "%s: no tokenizer.json (or tokenizer.gguf) in this model directory", model_path);
             free(p);
             return st;
         }

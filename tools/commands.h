@@ -4,6 +4,7 @@
 #define TSR_COMMANDS_H
 
 int tsr_cmd_env(int argc, char **argv);
+int tsr_cmd_convert(int argc, char **argv);
 int tsr_cmd_tokenize(int argc, char **argv);
 int tsr_cmd_inspect(int argc, char **argv);
 int tsr_cmd_logits(int argc, char **argv);

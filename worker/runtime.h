@@ -32,14 +32,16 @@ typedef struct tsr_runtime_opts {
     int64_t tp;                     /* expected group size; 0: whatever mpirun gave */
     int64_t threads;                /* CPU backend threads per rank; 0: the rank's bound cores */
     int64_t block_len;              /* cache_block_seq_len; 0: 64 */
-    double cache_max_entry_count;   /* < 1: fraction of free memory after weights; >= 1: blocks */
+    double cache_max_entry_count;   /* < 1: fraction of free memory after weights; >= 1: blocks;
+                                       0: unset (a workspace's config.ini, else 0.5) */
     int64_t session_len;            /* 0: the model's max_position_embeddings */
     bool progress;                  /* loading progress on rank 0 */
     bool bind;                      /* hwloc binding (default on under mpirun) */
 } tsr_runtime_opts;
 
 /* Defaults: auto backend, cache_max_entry_count 0.5 (CPU: of MemAvailable, capped at 4 GiB
- * worth of blocks), block_len 64, progress on. */
+ * worth of blocks), block_len 64, progress on.  For a workspace, the knobs left unset (0) come
+ * from its config.ini (session_len, cache_max_entry_count, cache_block_seq_len). */
 void tsr_runtime_opts_default(tsr_runtime_opts *o);
 
 typedef struct tsr_runtime {

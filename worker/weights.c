@@ -18,6 +18,7 @@
 #include "common/gguf.h"
 #include "common/log.h"
 #include "common/safetensors.h"
+#include "worker/workspace.h"
 
 /* ------------------------------------------------------------------------------------------ */
 /* the shard-rule table                                                                        */
@@ -168,6 +169,8 @@ struct tsr__src {
                        int64_t n_cols, float *dst);
     void (*close)(tsr__src *s);
     const char *kind_name;
+    const tsr_shard *shard;   /* set by the loader before the first shape/read */
+    int ws_tp;                /* a workspace: the TP size it was split for (0 otherwise) */
 };
 
 /* ---- HF safetensors ---- */
@@ -472,6 +475,86 @@ static void tsr__dummy_close(tsr__src *base) { free(base); }
 /* ------------------------------------------------------------------------------------------ */
 /* config + opening a source                                                                   */
 
+/* ---- a workspace (worker/workspace.h): rank files hold each kind's local slice ---- */
+
+static const char *const tsr__ws_names[TSR_W_COUNT] = {
+    [TSR_W_TOK_EMBD] = "tok_embd",           [TSR_W_ATTN_NORM] = "layers.%d.attn_norm",
+    [TSR_W_Q] = "layers.%d.q",                [TSR_W_K] = "layers.%d.k",
+    [TSR_W_V] = "layers.%d.v",                [TSR_W_Q_BIAS] = "layers.%d.q_bias",
+    [TSR_W_K_BIAS] = "layers.%d.k_bias",      [TSR_W_V_BIAS] = "layers.%d.v_bias",
+    [TSR_W_O] = "layers.%d.o",                [TSR_W_O_BIAS] = "layers.%d.o_bias",
+    [TSR_W_FFN_NORM] = "layers.%d.ffn_norm",  [TSR_W_GATE] = "layers.%d.gate",
+    [TSR_W_UP] = "layers.%d.up",              [TSR_W_DOWN] = "layers.%d.down",
+    [TSR_W_OUT_NORM] = "out_norm",            [TSR_W_LM_HEAD] = "lm_head",
+};
+
+typedef struct {
+    tsr__src base;
+    char *dir;
+    tsr_safetensors *st;   /* this rank's file, opened on first use */
+} tsr__ws_src;
+
+static tsr_status tsr__ws_find(tsr__ws_src *s, tsr_wkind k, int layer, const tsr_st_tensor **t, int64_t *r0,
+                               int64_t *c0) {
+    const tsr_shard *sh = s->base.shard;
+    TSR_ASSERT(sh);
+    if (!s->st) {
+        char name[64];
+        snprintf(name, sizeof name, "rank%d.safetensors", sh->rank);
+        char *path = tsr_path_join(s->dir, name);
+        tsr_status st = tsr_safetensors_open(path, &s->st);
+        free(path);
+        TSR_TRY(st);
+    }
+    char name[128];
+    tsr__name(name, sizeof name, tsr__ws_names, k, layer);
+    *t = tsr_safetensors_find(s->st, name);
+    if (!*t) return tsr_errorf(TSR_ERR_NOT_FOUND, "%s/rank%d.safetensors: no tensor '%s'", s->dir, sh->rank, name);
+    int64_t nr, nc;
+    tsr__local_slice(s->base.cfg, sh, k, r0, &nr, c0, &nc);
+    int64_t fr = (*t)->shape[0], fc = (*t)->n_dims == 2 ? (*t)->shape[1] : 1;
+    if ((*t)->n_dims < 1 || (*t)->n_dims > 2 || fr != nr || fc != nc ||
+        ((*t)->dtype != TSR_F32 && (*t)->dtype != TSR_F16 && (*t)->dtype != TSR_BF16))
+        return tsr_errorf(TSR_ERR_FORMAT,
+                          "%s/rank%d.safetensors: '%s' is %s [%lld, %lld] but config.ini's model fields make rank %d's "
+                          "share [%lld, %lld]: the workspace and its config.ini disagree (convert it again)",
+                          s->dir, sh->rank, name, tsr_dtype_name((*t)->dtype), (long long)fr, (long long)fc, sh->rank,
+                          (long long)nr, (long long)nc);
+    return TSR_OK;
+}
+
+static tsr_status tsr__ws_shape(tsr__src *base, tsr_wkind k, int layer, int64_t *rows, int64_t *cols) {
+    const tsr_st_tensor *t;
+    int64_t r0, c0;
+    TSR_TRY(tsr__ws_find((tsr__ws_src *)base, k, layer, &t, &r0, &c0));
+    tsr__global_shape(base->cfg, k, rows, cols); /* the local shape matched this rank's share */
+    return TSR_OK;
+}
+
+static tsr_status tsr__ws_read(tsr__src *base, tsr_wkind k, int layer, const int64_t *rows, int64_t n_rows,
+                               int64_t c0, int64_t n_cols, float *dst) {
+    const tsr_st_tensor *t;
+    int64_t lr0, lc0;
+    TSR_TRY(tsr__ws_find((tsr__ws_src *)base, k, layer, &t, &lr0, &lc0));
+    int64_t cols = t->n_dims == 2 ? t->shape[1] : 1;
+    size_t es = tsr_dtype_size(t->dtype);
+    TSR_ASSERT(c0 - lc0 >= 0 && c0 - lc0 + n_cols <= cols);
+    for (int64_t i = 0; i < n_rows; i++) {
+        int64_t r = rows[i] - lr0;
+        TSR_ASSERT(r >= 0 && r < t->shape[0]);
+        const uint8_t *p = (const uint8_t *)t->data + ((size_t)r * (size_t)cols + (size_t)(c0 - lc0)) * es;
+        tsr_convert_to_f32(t->dtype, p, dst + i * n_cols, n_cols);
+    }
+    return TSR_OK;
+}
+
+static void tsr__ws_close(tsr__src *base) {
+    tsr__ws_src *s = (tsr__ws_src *)base;
+    if (s->st) tsr_safetensors_close(s->st);
+    free(s->dir);
+    free(s);
+}
+
 static bool tsr__ends_with(const char *s, const char *suf) {
     size_t a = strlen(s), b = strlen(suf);
     return a >= b && !strcmp(s + a - b, suf);
@@ -501,6 +584,22 @@ static char *tsr__hf_dir(const char *path) {
 static tsr_status tsr__open_source(const char *path, tsr_model_config *cfg, tsr__src **out) {
     *out = NULL;
     if (!tsr_path_exists(path)) return tsr_errorf(TSR_ERR_NOT_FOUND, "model '%s' does not exist", path);
+    if (tsr_workspace_is(path)) {
+        tsr__ws_src *s = calloc(1, sizeof *s);
+        if (!s) return tsr_errorf(TSR_ERR_OOM, "out of memory");
+        tsr_status st = tsr_workspace_read_config(path, cfg, &s->base.ws_tp, NULL);
+        if (st != TSR_OK) {
+            free(s);
+            return st;
+        }
+        s->dir = strdup(path);
+        s->base.shape = tsr__ws_shape;
+        s->base.read = tsr__ws_read;
+        s->base.close = tsr__ws_close;
+        s->base.kind_name = "workspace";
+        *out = &s->base;
+        return TSR_OK;
+    }
     if (!tsr_path_is_dir(path) && tsr__is_gguf(path)) {
         tsr__gguf_src *s = calloc(1, sizeof *s);
         if (!s) return tsr_errorf(TSR_ERR_OOM, "out of memory");
@@ -756,6 +855,13 @@ static tsr_status tsr__load_from(tsr__src *src, const tsr_model_config *cfg, tsr
     snprintf(m->source, sizeof m->source, "%s", src->kind_name);
     src->cfg = &m->cfg;
     tsr_status st = tsr_shard_plan(cfg, opts->tp_rank, opts->tp_size, &m->shard);
+    src->shard = &m->shard;
+    if (st == TSR_OK && src->ws_tp && src->ws_tp != opts->tp_size)
+        st = tsr_errorf(TSR_ERR_INVALID_ARG,
+                        "this workspace was converted for tensor_para_size %d but the group has %d rank%s: run it with "
+                        "`mpirun -np %d tessera ...`, or convert the model again with `tessera convert MODEL --dst DIR "
+                        "--tp %d`",
+                        src->ws_tp, opts->tp_size, opts->tp_size == 1 ? "" : "s", src->ws_tp, opts->tp_size);
     tsr__loader L = {.m = m, .src = src};
     double t0 = tsr_now();
     if (st == TSR_OK) st = tsr__load_all(&L, opts->progress);
@@ -827,4 +933,73 @@ tsr_rope_params tsr_model_rope_params(const tsr_model_config *cfg) {
         .use_logn_attn = cfg->use_logn_attn,
     };
     return p;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* writing one rank of a workspace                                                             */
+
+tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, tsr_dtype dtype, const char *out_path) {
+    if (dtype != TSR_F32 && dtype != TSR_F16 && dtype != TSR_BF16)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "workspace weights are f32, f16 or bf16, not %s", tsr_dtype_name(dtype));
+    tsr_model_config cfg;
+    tsr__src *src;
+    TSR_TRY(tsr__open_source(model_path, &cfg, &src));
+    tsr_model m = {0};
+    m.cfg = cfg;
+    src->cfg = &m.cfg;
+    tsr_status st = tsr_shard_plan(&cfg, rank, size, &m.shard);
+    src->shard = &m.shard;
+    tsr__loader L = {.m = &m, .src = src};
+    int64_t n_max = 2 + 16 * cfg.n_layer, n = 0;
+    tsr_st_write_tensor *ts = calloc((size_t)n_max, sizeof *ts);
+    char (*names)[96] = calloc((size_t)n_max, sizeof *names);
+    void **bufs = calloc((size_t)n_max, sizeof *bufs);
+    if (!ts || !names || !bufs) st = tsr_errorf(TSR_ERR_OOM, "out of memory");
+    for (int layer = -1; layer < (int)cfg.n_layer && st == TSR_OK; layer++) {
+        for (int k = 0; k < TSR_W_COUNT && st == TSR_OK; k++) {
+            if (tsr__rules[k].per_layer != (layer >= 0)) continue;
+            bool present;
+            st = tsr__check(&L, (tsr_wkind)k, layer < 0 ? 0 : layer, &present);
+            if (st != TSR_OK || !present) continue;
+            int64_t r0, nr, c0, nc, cnt;
+            tsr__local_slice(&cfg, &m.shard, (tsr_wkind)k, &r0, &nr, &c0, &nc);
+            st = tsr__stage(&L, (size_t)(nr * nc));
+            if (st == TSR_OK) st = tsr__read_local(&L, (tsr_wkind)k, layer < 0 ? 0 : layer, L.stage, &cnt);
+            if (st != TSR_OK) break;
+            size_t es = tsr_dtype_size(dtype);
+            bufs[n] = malloc(es * (size_t)cnt);
+            if (!bufs[n]) {
+                st = tsr_errorf(TSR_ERR_OOM, "out of memory");
+                break;
+            }
+            for (int64_t i = 0; i < cnt; i++) {
+                if (dtype == TSR_F32) ((float *)bufs[n])[i] = L.stage[i];
+                else if (dtype == TSR_F16) ((uint16_t *)bufs[n])[i] = tsr_f32_to_f16(L.stage[i]);
+                else ((uint16_t *)bufs[n])[i] = tsr_f32_to_bf16(L.stage[i]);
+            }
+            tsr__name(names[n], sizeof names[n], tsr__ws_names, (tsr_wkind)k, layer < 0 ? 0 : layer);
+            bool vec = tsr__rules[k].kind == TSR_W_ATTN_NORM || tsr__rules[k].kind == TSR_W_FFN_NORM ||
+                       tsr__rules[k].kind == TSR_W_OUT_NORM || k == TSR_W_Q_BIAS || k == TSR_W_K_BIAS ||
+                       k == TSR_W_V_BIAS || k == TSR_W_O_BIAS;
+            ts[n] = (tsr_st_write_tensor){.name = names[n], .dtype = dtype, .n_dims = vec ? 1 : 2,
+                                          .shape = {nr, nc}, .data = bufs[n]};
+            n++;
+        }
+        if (layer >= 0) tsr_progress("converting layers", layer + 1, cfg.n_layer);
+    }
+    if (st == TSR_OK) {
+        char rank_s[16], size_s[16];
+        snprintf(rank_s, sizeof rank_s, "%d", rank);
+        snprintf(size_s, sizeof size_s, "%d", size);
+        const char *meta[] = {"format", "tessera-workspace", "rank", rank_s, "tensor_para_size", size_s, NULL};
+        st = tsr_safetensors_write(out_path, ts, n, meta);
+    }
+    for (int64_t i = 0; i < n; i++) free(bufs[i]);
+    free(bufs);
+    free(names);
+    free(ts);
+    free(L.stage);
+    free(L.rows);
+    src->close(src);
+    return st;
 }

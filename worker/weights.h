@@ -89,6 +89,10 @@ tsr_status tsr_model_init_dummy(const tsr_model_config *cfg, tsr_backend *be, co
 
 void tsr_model_free(tsr_model *m);
 
+/* Writes rank `rank` of `size` of a model (HF dir or GGUF) as one workspace rank file: every
+ * kind's local slice, named by kind, stored as dtype (worker/workspace.h). */
+tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, tsr_dtype dtype, const char *out_path);
+
 /* Reads the model config only (same path rules as tsr_model_load). */
 tsr_status tsr_model_config_load(const char *path, tsr_model_config *cfg);
 
