@@ -12,6 +12,7 @@
 #include "common/fileutil.h"
 #include "common/status.h"
 #include "coordinator/tokenizer.h"
+#include "coordinator/unicode.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 
@@ -159,8 +160,9 @@ int tsr_cmd_tokenize(int argc, char **argv) {
         return 1;
     }
     if (info) {
-        printf("vocab %lld, bos %d, eos %d, chat template %s\n", (long long)tsr_tokenizer_vocab_size(tok),
-               tsr_tokenizer_bos_id(tok), tsr_tokenizer_eos_id(tok), tsr_tokenizer_chat_template(tok) ? "yes" : "no");
+        printf("vocab %lld, bos %d, eos %d, chat template %s, unicode tables %s\n",
+               (long long)tsr_tokenizer_vocab_size(tok), tsr_tokenizer_bos_id(tok), tsr_tokenizer_eos_id(tok),
+               tsr_tokenizer_chat_template(tok) ? "yes" : "no", tsr_unicode_version());
         tsr_tokenizer_free(tok);
         free(pos);
         return 0;
