@@ -1,0 +1,146 @@
+/* The engine (rank 0): the request life cycle over the continuous-batching scheduler.  This is
+ * Tessera's public C API for embedding (installed as <tessera/engine.h> with libtessera and a
+ * pkg-config file) and what the server, `tessera chat`/`generate` and the benchmarks drive.
+ *
+ * Threads: the engine runs its own step thread.  tsr_engine_submit / cancel / end_session may be
+ * called from any thread at any time.  Events (tokens, the end of a request) are delivered either
+ * to a callback -- called on the engine's step thread, so it must be quick and must not call back
+ * into the engine except tsr_engine_cancel -- or, when no callback is given, queued for
+ * tsr_engine_poll.
+ *
+ * Under mpirun every rank calls tsr_engine_open with the same config; on ranks > 0 it runs the
+ * worker step loop and returns (TSR_OK, *out == NULL) when rank 0 closes its engine.
+ *
+ * Text: a request gives token ids, a prompt string, or chat messages (rendered with the model's
+ * chat template).  Events carry the token id and the text that became final with it: complete
+ * UTF-8 with stop strings held back while they may still match (coordinator/stop.h). */
+#ifndef TSR_ENGINE_H
+#define TSR_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/status.h"
+#include "coordinator/chat_template.h"
+#include "coordinator/stop.h"
+#include "coordinator/tokenizer.h"
+#include "worker/sampling.h"
+
+typedef struct tsr_engine tsr_engine;
+
+typedef struct tsr_engine_config {
+    const char *model_path;          /* GGUF file, HF directory or workspace (required) */
+    const char *backend;             /* "auto" | "cpu" | "cuda"; NULL: auto */
+    const char *chat_template;       /* name or LMDeploy JSON file; NULL: from the model */
+    int64_t tp;                      /* expected group size (0: whatever mpirun gave) */
+    int64_t max_batch_size;          /* sequences per step (default 64) */
+    int64_t max_prefill_token_num;   /* per-step token budget for prefill chunks (default 2048) */
+    int64_t session_len;             /* max tokens of one sequence/session (0: the model's) */
+    double cache_max_entry_count;    /* KV pool: < 1 fraction of free memory, >= 1 blocks (0: default) */
+    int64_t cache_block_seq_len;     /* tokens per KV block (0: 64) */
+    bool enable_prefix_cache;        /* hash full blocks and reuse them across requests (default true) */
+    double session_ttl_s;            /* idle sessions end after this (<= 0: never) */
+    int64_t threads;                 /* CPU backend threads per rank (0: default) */
+    bool progress;                   /* loading progress on rank 0 */
+} tsr_engine_config;
+
+void tsr_engine_config_default(tsr_engine_config *c);
+
+tsr_status tsr_engine_open(const tsr_engine_config *c, int *argc, char ***argv, tsr_engine **out);
+/* Finishes nothing: running requests end with TSR_FINISH_CANCELLED DONE events first.  To drain,
+ * stop submitting and wait for the requests' done events (or tsr_engine_drain). */
+void tsr_engine_close(tsr_engine *e);
+
+typedef struct tsr_engine_message {
+    const char *role;                /* "system" | "user" | "assistant" */
+    const char *content;
+} tsr_engine_message;
+
+typedef struct tsr_engine_request {
+    /* the input: exactly one of these */
+    const int32_t *prompt_ids;
+    int64_t n_prompt_ids;
+    const char *prompt;              /* encoded with the tokenizer's special tokens (BOS) */
+    const tsr_engine_message *messages;
+    int64_t n_messages;              /* rendered with the chat template + generation prompt */
+
+    int64_t max_new_tokens;          /* 0: up to session_len */
+    tsr_sampling_params sampling;    /* validated at submit */
+    const char *const *stop;         /* stop strings (the template's stop words are added) */
+    int n_stop;
+    const int32_t *stop_ids;
+    int n_stop_ids;
+    bool ignore_eos;
+    bool skip_special;               /* keep special tokens out of the text (default true) */
+
+    /* sessions (TurboMind's interactive mode): with session_id != 0 the request continues the
+     * session's conversation; its KV stays after the request ends, so the next one prefills only
+     * its new tokens.  With messages, only the newest messages are appended; the session holds
+     * the rendered history. */
+    uint64_t session_id;
+    bool end_session;                /* end the session when this request finishes */
+} tsr_engine_request;
+
+void tsr_engine_request_default(tsr_engine_request *r);
+
+typedef enum tsr_event_type {
+    TSR_EVENT_TOKEN = 1,             /* one generated token (text may be "") */
+    TSR_EVENT_DONE,                  /* the request ended; the last event of a request */
+} tsr_event_type;
+
+typedef struct tsr_engine_event {
+    uint64_t request_id;
+    tsr_event_type type;
+    int32_t token;                   /* TOKEN: the id; DONE: -1 */
+    const char *text;                /* the newly final text (valid during the callback only) */
+    size_t text_len;
+    const tsr_sample_result *sample; /* TOKEN with logprobs asked for; else NULL */
+    /* DONE only */
+    tsr_finish_reason finish;        /* coordinator/stop.h */
+    tsr_status error;                /* TSR_FINISH_ERROR: why (message in error_message) */
+    const char *error_message;
+    int64_t prompt_tokens;           /* tokens of the input */
+    int64_t cached_tokens;           /* of them, served from the prefix cache / session */
+    int64_t completion_tokens;
+    double time_to_first_token_s;    /* from submit */
+    double total_s;
+} tsr_engine_event;
+
+typedef void (*tsr_engine_callback)(void *user, const tsr_engine_event *ev);
+
+/* Validates (bad parameters, a prompt that can never fit session_len: TSR_ERR_INVALID_ARG with
+ * a message naming the parameter) and enqueues.  cb NULL: events go to tsr_engine_poll. */
+tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *r, tsr_engine_callback cb, void *user,
+                             uint64_t *request_id);
+/* Frees the request's blocks within one step; its DONE event says TSR_FINISH_CANCELLED.  Unknown or
+ * finished ids are not an error. */
+tsr_status tsr_engine_cancel(tsr_engine *e, uint64_t request_id);
+/* Ends a session now (its KV blocks return to the pool / prefix cache). */
+tsr_status tsr_engine_end_session(tsr_engine *e, uint64_t session_id);
+
+/* Poll mode: copies up to max events (texts copied into the event's own storage, valid until
+ * the next poll) waiting up to timeout_ms; returns the number. */
+int tsr_engine_poll(tsr_engine *e, tsr_engine_event *events, int max, int timeout_ms);
+
+/* Blocks until no request is running or waiting. */
+void tsr_engine_drain(tsr_engine *e);
+
+typedef struct tsr_engine_stats {
+    int64_t running, waiting;
+    int64_t kv_blocks_total, kv_blocks_used, kv_blocks_free, kv_blocks_cached;
+    int64_t prefix_hit_tokens, prefix_query_tokens;
+    int64_t requests_total, prompt_tokens_total, completion_tokens_total, preemptions_total;
+    int64_t sessions;
+    int64_t steps;
+} tsr_engine_stats;
+
+void tsr_engine_get_stats(tsr_engine *e, tsr_engine_stats *s);
+
+/* What the front end needs besides requests (owned by the engine). */
+const tsr_tokenizer *tsr_engine_tokenizer(const tsr_engine *e);
+const tsr_chat_template *tsr_engine_chat_template(const tsr_engine *e);
+const char *tsr_engine_model_name(const tsr_engine *e);
+int64_t tsr_engine_session_len(const tsr_engine *e);
+
+#endif
