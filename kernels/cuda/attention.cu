@@ -353,11 +353,9 @@ static void tsr__attn_launch(tsr_backend *be, T *out, const T *q, const T *kc, c
             dim3 grid(tsr_cdiv(b->n_tok * G, PF_BQ), gy);
             if (hd == 64) {
                 size_t sm = tsr_pf_smem<64>::bytes;
-                CUDA_CHECK(cudaFuncSetAttribute(tsr_k_attn_prefill_wmma<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
                 tsr_k_attn_prefill_wmma<T, 64><<<grid, PF_THREADS, sm, c->stream>>>(out, q, kc, vc, a);
             } else {
                 size_t sm = tsr_pf_smem<128>::bytes;
-                CUDA_CHECK(cudaFuncSetAttribute(tsr_k_attn_prefill_wmma<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
                 tsr_k_attn_prefill_wmma<T, 128><<<grid, PF_THREADS, sm, c->stream>>>(out, q, kc, vc, a);
             }
             TSR_LAUNCH_CHECK();
@@ -367,7 +365,6 @@ static void tsr__attn_launch(tsr_backend *be, T *out, const T *q, const T *kc, c
 
     size_t sm = tsr__gen_smem(hd, es);
     TSR_ASSERT(sm <= (size_t)c->prop.sharedMemPerBlockOptin);
-    CUDA_CHECK(cudaFuncSetAttribute(tsr_k_attn_generic<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm));
     int n_split = 1;
     int64_t cap = b->max_blocks * a.block_len;
     if (decode) n_split = tsr__cuda_decode_splits(be, b->n_seq, a.n_kv_head, cap);
@@ -395,6 +392,26 @@ static void tsr__attn_launch(tsr_backend *be, T *out, const T *q, const T *kc, c
     int th = hd >= 128 ? 128 : (hd + 31) / 32 * 32;
     tsr_k_attn_reduce<T><<<(unsigned)n_rows, th, 0, c->stream>>>(out, po, pml, n_split, n_rows, hd);
     TSR_LAUNCH_CHECK();
+}
+
+// Raises the kernels' dynamic shared-memory limits once (at backend start: the attribute calls
+// must not run while a step is being recorded as a graph).
+template <typename T> static void tsr__attn_attrs(int optin) {
+    CUDA_CHECK(cudaFuncSetAttribute(tsr_k_attn_generic<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+    if constexpr (sizeof(T) == 2) {
+        CUDA_CHECK(cudaFuncSetAttribute(tsr_k_attn_prefill_wmma<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)tsr_pf_smem<64>::bytes));
+        CUDA_CHECK(cudaFuncSetAttribute(tsr_k_attn_prefill_wmma<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        (int)tsr_pf_smem<128>::bytes));
+    }
+}
+
+void tsr__cuda_attention_init(tsr_cuda_ctx *c) {
+    int optin = (int)c->prop.sharedMemPerBlockOptin;
+    TSR_ASSERT((size_t)optin >= tsr_pf_smem<128>::bytes);
+    tsr__attn_attrs<__nv_bfloat16>(optin);
+    tsr__attn_attrs<__half>(optin);
+    tsr__attn_attrs<float>(optin);
 }
 
 void tsr__cuda_attention(tsr_backend *be, void *out, const void *q, int64_t ld_q, const void *k_cache,

@@ -123,7 +123,8 @@ static inline unsigned tsr_cdiv(int64_t a, int64_t b) { return (unsigned)((a + b
 
 // Drops every recorded graph (a buffer they baked in was replaced).
 void tsr__cuda_graphs_invalidate(tsr_cuda_ctx *c);
-// The attention kernels (attention.cu).
+// The attention kernels (attention.cu); _init once per backend.
+void tsr__cuda_attention_init(tsr_cuda_ctx *c);
 void tsr__cuda_attention(tsr_backend *be, void *out, const void *q, int64_t ld_q, const void *k_cache,
                          const void *v_cache, const tsr_kv_layout *kv, int64_t n_head, const tsr_attn_batch *b,
                          float scale);

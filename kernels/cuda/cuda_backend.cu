@@ -293,7 +293,11 @@ static void tsr__cu_rope(tsr_backend *be, void *q, void *k, int64_t ld, int64_t 
     tsr_cuda_ctx *c = tsr__cuda(be);
     const float *inv = NULL;
     if (p->type != TSR_ROPE_DYNAMIC) {
-        if (!c->inv_valid || memcmp(&c->inv_params, p, sizeof *p) != 0) {
+        const tsr_rope_params *o = &c->inv_params;  // field by field: padding bytes may differ
+        bool same = c->inv_valid && o->type == p->type && o->theta == p->theta && o->factor == p->factor &&
+                    o->low_freq_factor == p->low_freq_factor && o->high_freq_factor == p->high_freq_factor &&
+                    o->original_max_pos == p->original_max_pos && o->rot_dim == p->rot_dim;
+        if (!same) {
             // a new parameter set (once per model): not legal while recording a graph
             TSR_ASSERT(!c->capturing);
             float h[512];
@@ -564,6 +568,7 @@ extern "C" tsr_backend *tsr_backend_cuda_init(int device, tsr_dtype dtype) {
     CUBLAS_CHECK(cublasSetWorkspace(c->cublas, c->cublas_ws, c->cublas_ws_bytes));
     CUBLAS_CHECK(cublasSetMathMode(c->cublas, CUBLAS_DEFAULT_MATH));
     CUDA_CHECK(cudaMalloc(&c->inv_freq, sizeof(float) * 512));
+    tsr__cuda_attention_init(c);
     be->ops = &tsr__cuda_ops;
     be->dtype = dtype;
     be->ctx = c;
