@@ -536,7 +536,7 @@ def make_gguf(path, vers):
         first_eos = toks.index(eos) if eos in toks else None
         cases.append(dict(messages=msgs, rendered=text, prompt_ids=list(ids), greedy=toks,
                           greedy_margins=[round(x, 6) for x in margins], first_eos_index=first_eos,
-                          completion_text=tok.decode(toks[: (first_eos + 1) if first_eos is not None else None]),
+                          completion_text=tok.decode(toks[:first_eos] if first_eos is not None else toks),
                           top_logits=tops))
         print(f"  gguf prompt {len(cases)}: {len(ids)} prompt ids, min margin {min(margins):.4f}, "
               f"eos at {first_eos}: {cases[-1]['completion_text']!r}")
