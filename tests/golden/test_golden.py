@@ -350,3 +350,19 @@ def test_gguf_chat_text(tessera, smollm2, case):
     want = c["completion_text"]
     assert got.strip() == want.strip(), (f"SmolLM2 GGUF prompt {case}: tessera printed {got!r}, "
                                          f"transformers' greedy tokens decode to {want!r}")
+
+
+@pytest.mark.parametrize("case", gguf_cases())
+def test_gguf_prompt_tokens(tessera, smollm2, tmp_path, case):
+    """The engine's tokenizer encodes the rendered chat prompt to transformers' prompt ids
+    (so a mismatch in test_gguf_chat_text can be told apart from one in the forward pass)."""
+    require(tessera, "tokenize", ("--file", "--no-special"))
+    c = gguf_fixture()["cases"][case]
+    f = tmp_path / "prompt.txt"
+    f.write_bytes(c["rendered"].encode("utf-8"))
+    p = run([tessera, "tokenize", smollm2, "--no-special", "--file", f])
+    assert p.returncode == 0, p.stderr.decode(errors="replace")[-2000:]
+    got = [int(x) for x in re.split(r"[,\s]+", p.stdout.decode().strip()) if x]
+    want = c["prompt_ids"]
+    first = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    assert got == want, f"SmolLM2 GGUF prompt {case}: tessera ids differ from HF's from index {first}: {got[first:first + 8]} vs {want[first:first + 8]}"
