@@ -201,3 +201,24 @@ def test_prompt_ids(tessera, smollm2):
     assert len(p.stdout.split()) == 4
     p = run(tessera, "generate", smollm2, "--prompt-ids", "1,99999999", "--max-new-tokens", 4)
     assert p.returncode == 1 and "vocabulary" in p.stderr
+
+
+def test_chat_session_equals_replay(tessera, smollm2):
+    """Turn 2 on the kept KV gives the same greedy answer as the whole conversation prefilled
+    from scratch (SmolLM2's chatml spelled out here: the default model's template)."""
+    q1, q2 = "What is the capital of France?", "And of Italy?"
+    g = run(tessera, "generate", smollm2, "--chat", "--prompt", q1, "--temperature", 0, "--max-new-tokens", 20)
+    assert g.returncode == 0, g.stderr
+    a1 = g.stdout[:-1]
+    p, fig = chat(tessera, smollm2, [q1, q2], "--max-new-tokens", 20)
+    assert len(fig) == 2 and p.stdout.startswith(a1 + "\n"), (a1, p.stdout)
+    a2 = p.stdout[len(a1) + 1:-1]
+    system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    conv = (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{q1}<|im_end|>\n"
+            f"<|im_start|>assistant\n{a1}<|im_end|>\n<|im_start|>user\n{q2}<|im_end|>\n<|im_start|>assistant\n")
+    r = run(tessera, "generate", smollm2, "--prompt", conv, "--temperature", 0, "--max-new-tokens", 20)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout[:-1] == a2
+    # the replay prefilled everything the session had cached plus the new turn
+    m = re.search(r"\[prompt (\d+) tokens", r.stderr)
+    assert m and int(m.group(1)) == fig[1][0] + fig[1][1]
