@@ -1,0 +1,240 @@
+/* The block manager (see block_manager.h for the free / cached / active state machine).
+ *
+ * Layout: per block a reference count, a hash (valid when `hashed`), links of a doubly linked
+ * list that is either the free list or the LRU of cached blocks, and a link in its hash
+ * bucket's chain.  Every operation is O(1) but for removing a block from its bucket chain,
+ * which walks a chain of expected length < 1 (buckets >= 2 x blocks). */
+#include "coordinator/block_manager.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+
+enum { TSR__LIST_NONE = 0, TSR__LIST_FREE, TSR__LIST_LRU };
+
+typedef struct {
+    int32_t ref;
+    int32_t prev, next;      /* list links (-1: none) */
+    int32_t hnext;           /* hash chain (-1: end) */
+    uint8_t list;            /* which list the block is on */
+    bool hashed;
+    uint64_t hash;
+} tsr__block;
+
+struct tsr_block_manager {
+    int64_t n_blocks, block_len;
+    tsr__block *b;
+    int32_t head[3], tail[3];   /* per list: FREE (oldest freed first), LRU (least recent first) */
+    int64_t count[3];
+    int64_t n_active, evictions;
+    int32_t *buckets;
+    uint64_t mask;
+};
+
+static void tsr__list_push(tsr_block_manager *bm, int l, int32_t id) {
+    tsr__block *x = &bm->b[id];
+    x->list = (uint8_t)l;
+    x->next = -1;
+    x->prev = bm->tail[l];
+    if (bm->tail[l] >= 0) bm->b[bm->tail[l]].next = id;
+    else bm->head[l] = id;
+    bm->tail[l] = id;
+    bm->count[l]++;
+}
+
+static void tsr__list_remove(tsr_block_manager *bm, int32_t id) {
+    tsr__block *x = &bm->b[id];
+    int l = x->list;
+    TSR_ASSERT(l != TSR__LIST_NONE);
+    if (x->prev >= 0) bm->b[x->prev].next = x->next;
+    else bm->head[l] = x->next;
+    if (x->next >= 0) bm->b[x->next].prev = x->prev;
+    else bm->tail[l] = x->prev;
+    x->prev = x->next = -1;
+    x->list = TSR__LIST_NONE;
+    bm->count[l]--;
+}
+
+static uint64_t tsr__mix(uint64_t x) {   /* splitmix64's finalizer */
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+uint64_t tsr_bm_hash_block(uint64_t parent, const int32_t *tokens, int64_t block_len) {
+    uint64_t h = tsr__mix(parent ^ 0x9e3779b97f4a7c15ULL) ^ (uint64_t)block_len;
+    for (int64_t i = 0; i < block_len; i++) h = tsr__mix(h ^ (uint32_t)tokens[i]) + 0x632be59bd9b4e019ULL * (uint64_t)(i + 1);
+    return h ? h : 1;   /* 0 is the parent of the first block */
+}
+
+tsr_status tsr_bm_init(int64_t n_blocks, int64_t block_len, tsr_block_manager **out) {
+    *out = NULL;
+    if (n_blocks <= 0 || n_blocks > INT32_MAX / 4 || block_len <= 0)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "block manager: bad size (%lld blocks of %lld tokens)",
+                          (long long)n_blocks, (long long)block_len);
+    tsr_block_manager *bm = calloc(1, sizeof *bm);
+    if (!bm) return tsr_errorf(TSR_ERR_OOM, "out of memory");
+    uint64_t nb = 16;
+    while (nb < (uint64_t)n_blocks * 2) nb <<= 1;
+    bm->b = calloc((size_t)n_blocks, sizeof *bm->b);
+    bm->buckets = malloc(nb * sizeof *bm->buckets);
+    if (!bm->b || !bm->buckets) {
+        tsr_bm_free(bm);
+        return tsr_errorf(TSR_ERR_OOM, "out of memory");
+    }
+    bm->n_blocks = n_blocks;
+    bm->block_len = block_len;
+    bm->mask = nb - 1;
+    for (uint64_t i = 0; i < nb; i++) bm->buckets[i] = -1;
+    for (int l = 0; l < 3; l++) bm->head[l] = bm->tail[l] = -1;
+    for (int64_t i = 0; i < n_blocks; i++) {
+        bm->b[i].hnext = -1;
+        tsr__list_push(bm, TSR__LIST_FREE, (int32_t)i);
+    }
+    *out = bm;
+    return TSR_OK;
+}
+
+void tsr_bm_free(tsr_block_manager *bm) {
+    if (!bm) return;
+    free(bm->b);
+    free(bm->buckets);
+    free(bm);
+}
+
+int64_t tsr_bm_block_len(const tsr_block_manager *bm) { return bm->block_len; }
+
+void tsr_bm_get_counts(const tsr_block_manager *bm, tsr_bm_counts *c) {
+    c->total = bm->n_blocks;
+    c->free = bm->count[TSR__LIST_FREE];
+    c->cached = bm->count[TSR__LIST_LRU];
+    c->active = bm->n_active;
+    c->evictions = bm->evictions;
+}
+
+int64_t tsr_bm_available(const tsr_block_manager *bm) {
+    return bm->count[TSR__LIST_FREE] + bm->count[TSR__LIST_LRU];
+}
+
+int32_t tsr_bm_ref(const tsr_block_manager *bm, int32_t id) {
+    TSR_ASSERT(id >= 0 && id < bm->n_blocks);
+    return bm->b[id].ref;
+}
+
+int32_t tsr_bm_lookup(const tsr_block_manager *bm, uint64_t h) {
+    for (int32_t id = bm->buckets[h & bm->mask]; id >= 0; id = bm->b[id].hnext)
+        if (bm->b[id].hash == h) return id;
+    return -1;
+}
+
+static void tsr__unhash(tsr_block_manager *bm, int32_t id) {
+    tsr__block *x = &bm->b[id];
+    if (!x->hashed) return;
+    int32_t *p = &bm->buckets[x->hash & bm->mask];
+    while (*p != id) {
+        TSR_ASSERT(*p >= 0);
+        p = &bm->b[*p].hnext;
+    }
+    *p = x->hnext;
+    x->hnext = -1;
+    x->hashed = false;
+    x->hash = 0;
+}
+
+tsr_status tsr_bm_alloc(tsr_block_manager *bm, int64_t n, int32_t *out) {
+    if (n < 0 || n > tsr_bm_available(bm))
+        return tsr_errorf(TSR_ERR_KV_FULL, "out of KV blocks: %lld wanted, %lld available of %lld", (long long)n,
+                          (long long)tsr_bm_available(bm), (long long)bm->n_blocks);
+    for (int64_t i = 0; i < n; i++) {
+        int32_t id = bm->head[TSR__LIST_FREE];
+        if (id < 0) {
+            id = bm->head[TSR__LIST_LRU];
+            bm->evictions++;
+        }
+        TSR_ASSERT(id >= 0 && bm->b[id].ref == 0);
+        tsr__list_remove(bm, id);
+        tsr__unhash(bm, id);
+        bm->b[id].ref = 1;
+        bm->n_active++;
+        out[i] = id;
+    }
+    return TSR_OK;
+}
+
+void tsr_bm_acquire(tsr_block_manager *bm, int32_t id) {
+    TSR_ASSERT(id >= 0 && id < bm->n_blocks);
+    tsr__block *x = &bm->b[id];
+    if (x->ref == 0) {
+        TSR_ASSERT(x->list == TSR__LIST_LRU && x->hashed);
+        tsr__list_remove(bm, id);
+        bm->n_active++;
+    }
+    x->ref++;
+}
+
+void tsr_bm_release(tsr_block_manager *bm, int64_t n, const int32_t *ids) {
+    for (int64_t i = 0; i < n; i++) {
+        int32_t id = ids[i];
+        TSR_ASSERT(id >= 0 && id < bm->n_blocks);
+        tsr__block *x = &bm->b[id];
+        TSR_ASSERT(x->ref > 0);
+        if (--x->ref > 0) continue;
+        bm->n_active--;
+        tsr__list_push(bm, x->hashed ? TSR__LIST_LRU : TSR__LIST_FREE, id);
+    }
+}
+
+bool tsr_bm_set_hash(tsr_block_manager *bm, int32_t id, uint64_t h) {
+    TSR_ASSERT(id >= 0 && id < bm->n_blocks);
+    tsr__block *x = &bm->b[id];
+    TSR_ASSERT(x->ref > 0);
+    if (x->hashed) return x->hash == h;
+    if (tsr_bm_lookup(bm, h) >= 0) return false;
+    x->hashed = true;
+    x->hash = h;
+    int32_t *bk = &bm->buckets[h & bm->mask];
+    x->hnext = *bk;
+    *bk = id;
+    return true;
+}
+
+bool tsr_bm_check(const tsr_block_manager *bm) {
+    int64_t n[3] = {0, 0, 0}, active = 0, hashed = 0, chained = 0;
+    bool ok = true;
+    for (int64_t i = 0; i < bm->n_blocks; i++) {
+        const tsr__block *x = &bm->b[i];
+        if (x->ref > 0) {
+            active++;
+            if (x->list != TSR__LIST_NONE) ok = false;
+        } else {
+            if (x->list == TSR__LIST_NONE) ok = false;
+            if (x->list == TSR__LIST_LRU && !x->hashed) ok = false;
+            if (x->list == TSR__LIST_FREE && x->hashed) ok = false;
+        }
+        n[x->list]++;
+        hashed += x->hashed;
+    }
+    for (uint64_t k = 0; k <= bm->mask; k++)
+        for (int32_t id = bm->buckets[k]; id >= 0; id = bm->b[id].hnext) {
+            chained++;
+            if (!bm->b[id].hashed || (bm->b[id].hash & bm->mask) != k) ok = false;
+        }
+    for (int l = 1; l < 3; l++) {
+        int64_t walked = 0;
+        for (int32_t id = bm->head[l]; id >= 0 && walked <= bm->n_blocks; id = bm->b[id].next) walked++;
+        if (walked != bm->count[l] || n[l] != bm->count[l]) ok = false;
+    }
+    if (active != bm->n_active || chained != hashed ||
+        bm->count[TSR__LIST_FREE] + bm->count[TSR__LIST_LRU] + bm->n_active != bm->n_blocks)
+        ok = false;
+    if (!ok)
+        TSR_LOGE("block manager invariants broken: free %lld/%lld cached %lld/%lld active %lld/%lld hashed %lld "
+                 "chained %lld",
+                 (long long)n[1], (long long)bm->count[1], (long long)n[2], (long long)bm->count[2], (long long)active,
+                 (long long)bm->n_active, (long long)hashed, (long long)chained);
+    return ok;
+}

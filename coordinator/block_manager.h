@@ -1,0 +1,73 @@
+/* The block manager (rank 0 only): owns the ids of the paged KV pool's blocks (worker/kv_pool.h
+ * holds the memory on every rank; here we decide which id holds what).  Blocks are reference
+ * counted, so sequences that share a prompt prefix share its blocks, and full blocks are
+ * hashed so later requests find them (the prefix cache).
+ *
+ * A block's hash is chained: hash(block i) = H(hash(block i-1), the block_len token ids of
+ * block i), so equal hashes mean equal prefixes (up to 64-bit collisions), not merely equal
+ * blocks.  Only full blocks whose KV has been computed are hashed; a partial block is always
+ * owned by exactly one sequence, which is what makes writing into it safe.
+ *
+ * State machine of one block (the only transitions; tsr_bm_check verifies the counters):
+ *
+ *     FREE   --alloc-------------------------------> ACTIVE (ref 1, no hash)
+ *     ACTIVE --acquire (another sequence)----------> ACTIVE (ref + 1)
+ *     ACTIVE --set_hash (full, computed)-----------> ACTIVE (hashed)
+ *     ACTIVE --release, ref -> 0, no hash----------> FREE
+ *     ACTIVE --release, ref -> 0, hashed-----------> CACHED (tail of the LRU, still findable)
+ *     CACHED --acquire (a prefix hit)--------------> ACTIVE (ref 1, leaves the LRU)
+ *     CACHED --alloc when no FREE block is left----> ACTIVE (ref 1, hash dropped: evicted,
+ *                                                    the least recently released first)
+ *
+ * So cached blocks are reused before anything is evicted, and allocation fails (KV_FULL) only
+ * when every block is ACTIVE.  free + cached + active == total at all times.
+ *
+ * Not thread-safe: the engine's step thread is its only user.  Read-only queries (lookup,
+ * ref, counters) never change anything, so the scheduler can plan with them and commit later. */
+#ifndef TSR_BLOCK_MANAGER_H
+#define TSR_BLOCK_MANAGER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/status.h"
+
+typedef struct tsr_block_manager tsr_block_manager;
+
+typedef struct tsr_bm_counts {
+    int64_t total, free, cached, active;
+    int64_t evictions;           /* cached blocks whose hash was dropped to make room */
+} tsr_bm_counts;
+
+tsr_status tsr_bm_init(int64_t n_blocks, int64_t block_len, tsr_block_manager **out);
+void tsr_bm_free(tsr_block_manager *bm);
+
+int64_t tsr_bm_block_len(const tsr_block_manager *bm);
+void tsr_bm_get_counts(const tsr_block_manager *bm, tsr_bm_counts *c);
+/* Blocks an alloc can take now: free + cached. */
+int64_t tsr_bm_available(const tsr_block_manager *bm);
+int32_t tsr_bm_ref(const tsr_block_manager *bm, int32_t id);
+
+/* The chained hash of one full block. parent is 0 for the first block. */
+uint64_t tsr_bm_hash_block(uint64_t parent, const int32_t *tokens, int64_t block_len);
+
+/* Read-only: the block holding the prefix whose chained hash is h, or -1. */
+int32_t tsr_bm_lookup(const tsr_block_manager *bm, uint64_t h);
+
+/* n blocks (FREE first, then the LRU's oldest CACHED), each ACTIVE with ref 1 and no hash.
+ * TSR_ERR_KV_FULL and nothing taken when fewer than n are available. */
+tsr_status tsr_bm_alloc(tsr_block_manager *bm, int64_t n, int32_t *out);
+/* One more reference to an ACTIVE or CACHED block (a prefix hit). */
+void tsr_bm_acquire(tsr_block_manager *bm, int32_t id);
+/* Drops one reference from each; see the state machine. */
+void tsr_bm_release(tsr_block_manager *bm, int64_t n, const int32_t *ids);
+/* Registers a full, computed, ACTIVE block under h.  Returns false (and changes nothing) when
+ * another block already holds h (two sequences computed the same prefix at once): the block
+ * stays unhashed and is freed, not cached, when released. */
+bool tsr_bm_set_hash(tsr_block_manager *bm, int32_t id, uint64_t h);
+
+/* Verifies the invariants (counters against a full scan, LRU and hash table links); returns
+ * false and logs what is wrong.  O(n_blocks): tests and debug only. */
+bool tsr_bm_check(const tsr_block_manager *bm);
+
+#endif
