@@ -429,6 +429,16 @@ static void test_dequant_args(void) {
     CHECK(tsr_ggml_type_size(TSR_GGML_Q6_K) == 210 && tsr_ggml_type_size(TSR_GGML_Q5_K) == 176);
     CHECK(tsr_ggml_type_size(TSR_GGML_Q2_K) == 84 && tsr_ggml_type_size(TSR_GGML_Q3_K) == 110);
     CHECK(!strcmp(tsr_ggml_type_name(TSR_GGML_Q4_1), "Q4_1"));
+    /* Q8_K (python gguf has no dequantizer for it): f32 d, int8 qs[256], int16 bsums[16] */
+    uint8_t k8[292] = {0};
+    float d = 0.25f, y[256];
+    memcpy(k8, &d, 4);
+    for (int i = 0; i < 256; i++) k8[4 + i] = (uint8_t)(int8_t)(i - 128);
+    CHECK(tsr_ggml_type_size(TSR_GGML_Q8_K) == 292);
+    CHECK(tsr_ggml_dequantize(TSR_GGML_Q8_K, k8, y, 256) == TSR_OK);
+    int bad = 0;
+    for (int i = 0; i < 256; i++) bad += y[i] != 0.25f * (float)(i - 128);
+    CHECK(bad == 0);
 }
 
 /* The default model: SmolLM2-135M-Instruct Q4_1. */
