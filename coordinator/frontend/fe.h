@@ -1,0 +1,94 @@
+/* Internals shared by the front end's files (not installed): OpenAI request parsing and
+ * validation into engine requests, error objects, response shapes, metrics, and the pieces of
+ * the server that the HTTP and gRPC halves both use.  openai.c and metrics.c are pure (no
+ * sockets, no engine), which is what lets tests/unit/test_frontend.c check them directly. */
+#ifndef TSR_FE_H
+#define TSR_FE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+
+#include "coordinator/engine.h"
+
+#define TSR__FE_MAX_STOP 16
+#define TSR__FE_MAX_N 16
+
+typedef enum { TSR__FE_CHAT = 1, TSR__FE_COMPLETION, TSR__FE_INTERACTIVE } tsr__fe_kind;
+
+/* OpenAI's error object plus the HTTP status that carries it. */
+typedef struct tsr__fe_error {
+    int status;
+    const char *type;      /* "invalid_request_error", "authentication_error", ... */
+    const char *param;     /* NULL: null */
+    const char *code;      /* NULL: null */
+    char message[512];
+} tsr__fe_error;
+
+void tsr__fe_seterr(tsr__fe_error *e, int status, const char *type, const char *param, const char *code,
+                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* {"error": {"message", "type", "param", "code"}} (malloc'd) */
+char *tsr__fe_error_json(const tsr__fe_error *e);
+
+typedef struct tsr__fe_params {
+    tsr__fe_kind kind;
+    cJSON *root;                     /* owns the strings below */
+    const char *model;               /* NULL: not given */
+    tsr_engine_message *messages;    /* chat (malloc'd array) */
+    int64_t n_messages;
+    char **owned;                    /* contents joined from content parts */
+    int n_owned;
+    const char *prompt;              /* completions / interactive */
+    int32_t *prompt_ids;             /* completions with a token-id prompt (malloc'd) */
+    int64_t n_prompt_ids;
+    int64_t max_tokens;              /* 0: up to the session length */
+    tsr_sampling_params sampling;
+    const char *stop[TSR__FE_MAX_STOP];
+    int n_stop;
+    int n;
+    bool stream, include_usage, ignore_eos, echo;
+    int logprobs;                    /* -1: none; else the top N (0: the chosen token's only) */
+    uint64_t session_id;             /* interactive */
+    bool interactive_mode;
+} tsr__fe_params;
+
+/* Parses and validates a request body (already checked to be UTF-8) for kind.  On failure
+ * fills err (status 400 and the offending param) and returns false; p is then freed. */
+bool tsr__fe_parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_params *p, tsr__fe_error *err);
+void tsr__fe_params_free(tsr__fe_params *p);
+/* Fills an engine request that points into p (valid while p lives); choice picks the seed. */
+void tsr__fe_to_engine(const tsr__fe_params *p, int choice, tsr_engine_request *r);
+
+bool tsr__fe_utf8_valid(const char *s, size_t n);
+/* Copies s replacing invalid UTF-8 with U+FFFD (malloc'd, NUL-terminated). */
+char *tsr__fe_utf8_sanitize(const char *s, size_t n);
+/* "chatcmpl-<24 hex>" style ids. */
+void tsr__fe_make_id(const char *prefix, char *out, size_t cap);
+/* Constant-time comparison of a presented key with one configured key. */
+bool tsr__fe_key_equal(const char *given, size_t given_len, const char *key);
+
+/* ---- metrics (metrics.c): owned by the loop thread ---- */
+#define TSR__FE_HIST_BUCKETS 14
+typedef struct tsr__fe_hist {
+    const double *bounds;            /* TSR__FE_HIST_BUCKETS upper bounds (+Inf implied) */
+    int64_t counts[TSR__FE_HIST_BUCKETS + 1];
+    double sum;
+    int64_t n;
+} tsr__fe_hist;
+
+typedef struct tsr__fe_metrics {
+    int64_t requests[4][6];          /* [kind: chat, completion, interactive, grpc][finish] */
+    int64_t http_errors;             /* 4xx/5xx answers */
+    int64_t prompt_tokens, completion_tokens, cached_tokens;
+    tsr__fe_hist ttft, tpot, e2e;
+} tsr__fe_metrics;
+
+void tsr__fe_metrics_init(tsr__fe_metrics *m);
+void tsr__fe_hist_add(tsr__fe_hist *h, double v);
+/* Prometheus text exposition format 0.0.4 (malloc'd). */
+char *tsr__fe_metrics_render(const tsr__fe_metrics *m, const tsr_engine_stats *s, int64_t connections,
+                             bool draining);
+
+#endif

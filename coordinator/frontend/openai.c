@@ -1,0 +1,397 @@
+/* OpenAI request bodies -> validated parameters -> engine requests, and OpenAI's error object.
+ * Every rejection names the parameter (OpenAI's "param") so a client can tell what to fix;
+ * ranges follow OpenAI's documentation where it has one and the engine's where it does not.
+ * Unknown fields are ignored, as OpenAI-compatible servers do. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "coordinator/frontend/fe.h"
+
+void tsr__fe_seterr(tsr__fe_error *e, int status, const char *type, const char *param, const char *code,
+                    const char *fmt, ...) {
+    e->status = status;
+    e->type = type;
+    e->param = param;
+    e->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->message, sizeof e->message, fmt, ap);
+    va_end(ap);
+}
+
+char *tsr__fe_error_json(const tsr__fe_error *e) {
+    cJSON *root = cJSON_CreateObject(), *o = cJSON_AddObjectToObject(root, "error");
+    char *msg = tsr__fe_utf8_sanitize(e->message, strlen(e->message));
+    cJSON_AddStringToObject(o, "message", msg ? msg : "error");
+    free(msg);
+    cJSON_AddStringToObject(o, "type", e->type ? e->type : "invalid_request_error");
+    if (e->param) cJSON_AddStringToObject(o, "param", e->param); else cJSON_AddNullToObject(o, "param");
+    if (e->code) cJSON_AddStringToObject(o, "code", e->code); else cJSON_AddNullToObject(o, "code");
+    char *s = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid (overlongs, surrogates and
+ * code points past U+10FFFF are invalid, as RFC 3629 says). */
+static int tsr__utf8_seq(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    int len;
+    unsigned min;
+    if (c >= 0xC2 && c <= 0xDF) len = 2, min = 0x80;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, min = 0x800;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, min = 0x10000;
+    else return 0;
+    if ((size_t)len > n) return 0;
+    unsigned cp = c & (0xFF >> (len + 1));
+    for (int i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    return len;
+}
+
+bool tsr__fe_utf8_valid(const char *s, size_t n) {
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        int l = tsr__utf8_seq(u + i, n - i);
+        if (!l) return false;
+        i += (size_t)l;
+    }
+    return true;
+}
+
+char *tsr__fe_utf8_sanitize(const char *s, size_t n) {
+    char *out = malloc(n * 3 + 1);
+    if (!out) return NULL;
+    size_t o = 0;
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        int l = tsr__utf8_seq(u + i, n - i);
+        if (l && !(l == 1 && u[i] == 0)) {
+            memcpy(out + o, s + i, (size_t)l);
+            o += (size_t)l;
+            i += (size_t)l;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        }
+    }
+    out[o] = 0;
+    return out;
+}
+
+void tsr__fe_make_id(const char *prefix, char *out, size_t cap) {
+    static uint64_t counter;
+    uint64_t a = tsr_sampling_random_seed(), b = ++counter ^ (uint64_t)time(NULL);
+    snprintf(out, cap, "%s-%016llx%08llx", prefix, (unsigned long long)a, (unsigned long long)(b & 0xffffffffu));
+}
+
+bool tsr__fe_key_equal(const char *given, size_t given_len, const char *key) {
+    /* Time depends only on the presented length, not on where the first difference is. */
+    size_t key_len = strlen(key);
+    unsigned char diff = (unsigned char)(given_len != key_len);
+    for (size_t i = 0; i < given_len; i++) diff |= (unsigned char)(given[i] ^ (i < key_len ? key[i] : 0));
+    return diff == 0;
+}
+
+/* ---- typed field readers: each fails with the field's name as OpenAI's param ---- */
+
+#define BAD(...) (tsr__fe_seterr(err, 400, "invalid_request_error", __VA_ARGS__), false)
+
+static bool tsr__get_num(cJSON *o, const char *name, double lo, double hi, double *v, tsr__fe_error *err) {
+    cJSON *x = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!x || cJSON_IsNull(x)) return true;
+    if (!cJSON_IsNumber(x)) return BAD(name, "invalid_type", "'%s' must be a number", name);
+    if (!(x->valuedouble >= lo && x->valuedouble <= hi))
+        return BAD(name, "invalid_value", "'%s' must be in [%g, %g], got %g", name, lo, hi, x->valuedouble);
+    *v = x->valuedouble;
+    return true;
+}
+
+static bool tsr__get_int(cJSON *o, const char *name, double lo, double hi, int64_t *v, tsr__fe_error *err) {
+    cJSON *x = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!x || cJSON_IsNull(x)) return true;
+    if (!cJSON_IsNumber(x) || x->valuedouble != (double)(int64_t)x->valuedouble)
+        return BAD(name, "invalid_type", "'%s' must be an integer", name);
+    if (!(x->valuedouble >= lo && x->valuedouble <= hi))
+        return BAD(name, "invalid_value", "'%s' must be in [%.0f, %.0f], got %.0f", name, lo, hi, x->valuedouble);
+    *v = (int64_t)x->valuedouble;
+    return true;
+}
+
+static bool tsr__get_bool(cJSON *o, const char *name, bool *v, tsr__fe_error *err) {
+    cJSON *x = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!x || cJSON_IsNull(x)) return true;
+    if (!cJSON_IsBool(x)) return BAD(name, "invalid_type", "'%s' must be a boolean", name);
+    *v = cJSON_IsTrue(x);
+    return true;
+}
+
+static bool tsr__get_str(cJSON *o, const char *name, const char **v, tsr__fe_error *err) {
+    cJSON *x = cJSON_GetObjectItemCaseSensitive(o, name);
+    if (!x || cJSON_IsNull(x)) return true;
+    if (!cJSON_IsString(x)) return BAD(name, "invalid_type", "'%s' must be a string", name);
+    *v = x->valuestring;
+    return true;
+}
+
+/* A message's content: a string or an array of {"type": "text", "text": ...} parts. */
+static bool tsr__content(tsr__fe_params *p, cJSON *c, const char **out, tsr__fe_error *err) {
+    if (cJSON_IsString(c)) {
+        *out = c->valuestring;
+        return true;
+    }
+    if (!cJSON_IsArray(c)) return BAD("messages", "invalid_type", "message content must be a string or an array of text parts");
+    size_t total = 0;
+    cJSON *part;
+    cJSON_ArrayForEach(part, c) {
+        cJSON *ty = cJSON_GetObjectItemCaseSensitive(part, "type"), *tx = cJSON_GetObjectItemCaseSensitive(part, "text");
+        if (!cJSON_IsString(ty) || strcmp(ty->valuestring, "text") || !cJSON_IsString(tx))
+            return BAD("messages", "invalid_value", "only content parts of type 'text' are supported");
+        total += strlen(tx->valuestring);
+    }
+    char *s = malloc(total + 1), **owned = realloc(p->owned, sizeof(char *) * (size_t)(p->n_owned + 1));
+    if (!s || !owned) {
+        free(s);
+        if (owned) p->owned = owned;
+        return BAD("messages", NULL, "out of memory");
+    }
+    p->owned = owned;
+    p->owned[p->n_owned++] = s;
+    size_t o = 0;
+    cJSON_ArrayForEach(part, c) {
+        const char *t = cJSON_GetObjectItemCaseSensitive(part, "text")->valuestring;
+        size_t l = strlen(t);
+        memcpy(s + o, t, l);
+        o += l;
+    }
+    s[o] = 0;
+    *out = s;
+    return true;
+}
+
+static bool tsr__messages(tsr__fe_params *p, cJSON *m, tsr__fe_error *err) {
+    if (!m) return BAD("messages", "missing_required_parameter", "'messages' is required");
+    if (!cJSON_IsArray(m)) return BAD("messages", "invalid_type", "'messages' must be an array");
+    int n = cJSON_GetArraySize(m);
+    if (n == 0) return BAD("messages", "invalid_value", "'messages' must not be empty");
+    p->messages = calloc((size_t)n, sizeof *p->messages);
+    if (!p->messages) return BAD("messages", NULL, "out of memory");
+    cJSON *x;
+    cJSON_ArrayForEach(x, m) {
+        if (!cJSON_IsObject(x)) return BAD("messages", "invalid_type", "each message must be an object");
+        cJSON *role = cJSON_GetObjectItemCaseSensitive(x, "role"), *content = cJSON_GetObjectItemCaseSensitive(x, "content");
+        if (!cJSON_IsString(role)) return BAD("messages", "invalid_type", "each message needs a string 'role'");
+        const char *r = role->valuestring;
+        if (!strcmp(r, "developer")) r = "system";
+        if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant"))
+            return BAD("messages", "invalid_value", "unsupported role '%.64s' (system, user, assistant)", r);
+        if (!content) return BAD("messages", "missing_required_parameter", "each message needs 'content'");
+        const char *text = NULL;
+        if (!tsr__content(p, content, &text, err)) return false;
+        p->messages[p->n_messages].role = r;
+        p->messages[p->n_messages].content = text;
+        p->n_messages++;
+    }
+    return true;
+}
+
+static bool tsr__prompt(tsr__fe_params *p, cJSON *x, tsr__fe_error *err) {
+    if (!x) return BAD("prompt", "missing_required_parameter", "'prompt' is required");
+    if (cJSON_IsString(x)) {
+        p->prompt = x->valuestring;
+        return true;
+    }
+    if (!cJSON_IsArray(x) || cJSON_GetArraySize(x) == 0)
+        return BAD("prompt", "invalid_type", "'prompt' must be a string, a list of one string, or a list of token ids");
+    cJSON *first = cJSON_GetArrayItem(x, 0);
+    if (cJSON_IsString(first)) {
+        if (cJSON_GetArraySize(x) != 1)
+            return BAD("prompt", "invalid_value", "batched prompts are not supported: send one prompt per request");
+        p->prompt = first->valuestring;
+        return true;
+    }
+    int n = cJSON_GetArraySize(x);
+    p->prompt_ids = malloc(sizeof(int32_t) * (size_t)n);
+    if (!p->prompt_ids) return BAD("prompt", NULL, "out of memory");
+    cJSON *t;
+    cJSON_ArrayForEach(t, x) {
+        if (!cJSON_IsNumber(t) || t->valuedouble < 0 || t->valuedouble > 2147483647.0 ||
+            t->valuedouble != (double)(int64_t)t->valuedouble)
+            return BAD("prompt", "invalid_type", "'prompt' token ids must be non-negative integers");
+        p->prompt_ids[p->n_prompt_ids++] = (int32_t)t->valuedouble;
+    }
+    return true;
+}
+
+static bool tsr__stop(tsr__fe_params *p, cJSON *x, tsr__fe_error *err) {
+    if (!x || cJSON_IsNull(x)) return true;
+    if (cJSON_IsString(x)) {
+        if (!x->valuestring[0]) return BAD("stop", "invalid_value", "'stop' strings must not be empty");
+        p->stop[p->n_stop++] = x->valuestring;
+        return true;
+    }
+    if (!cJSON_IsArray(x)) return BAD("stop", "invalid_type", "'stop' must be a string or a list of strings");
+    if (cJSON_GetArraySize(x) > TSR__FE_MAX_STOP) return BAD("stop", "invalid_value", "at most %d stop strings", TSR__FE_MAX_STOP);
+    cJSON *s;
+    cJSON_ArrayForEach(s, x) {
+        if (!cJSON_IsString(s)) return BAD("stop", "invalid_type", "'stop' must be a string or a list of strings");
+        if (!s->valuestring[0]) return BAD("stop", "invalid_value", "'stop' strings must not be empty");
+        if (strlen(s->valuestring) > TSR_STOP_MAX_STRING_LEN)
+            return BAD("stop", "invalid_value", "stop strings are at most %d bytes", TSR_STOP_MAX_STRING_LEN);
+        p->stop[p->n_stop++] = s->valuestring;
+    }
+    return true;
+}
+
+void tsr__fe_params_free(tsr__fe_params *p) {
+    if (p->root) cJSON_Delete(p->root);
+    free(p->messages);
+    for (int i = 0; i < p->n_owned; i++) free(p->owned[i]);
+    free(p->owned);
+    free(p->prompt_ids);
+    memset(p, 0, sizeof *p);
+}
+
+static bool tsr__parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_params *p, tsr__fe_error *err) {
+    p->root = cJSON_ParseWithLength(body, len);
+    if (!p->root) return BAD(NULL, "invalid_json", "the request body is not valid JSON");
+    cJSON *o = p->root;
+    if (!cJSON_IsObject(o)) return BAD(NULL, "invalid_json", "the request body must be a JSON object");
+    if (!tsr__get_str(o, "model", &p->model, err)) return false;
+    if (kind == TSR__FE_CHAT) {
+        if (!tsr__messages(p, cJSON_GetObjectItemCaseSensitive(o, "messages"), err)) return false;
+    } else if (kind == TSR__FE_COMPLETION) {
+        if (!tsr__prompt(p, cJSON_GetObjectItemCaseSensitive(o, "prompt"), err)) return false;
+    } else {
+        /* TurboMind: prompt is the user's turn (a string), or a messages list */
+        cJSON *pr = cJSON_GetObjectItemCaseSensitive(o, "prompt");
+        if (cJSON_IsArray(pr)) {
+            if (!tsr__messages(p, pr, err)) return false;
+        } else if (!tsr__get_str(o, "prompt", &p->prompt, err)) {
+            return false;
+        }
+        if (!p->prompt && !p->messages) p->prompt = "";
+        int64_t sid = 0;
+        if (!tsr__get_int(o, "session_id", 0, 9007199254740991.0, &sid, err)) return false;
+        p->session_id = (uint64_t)sid;
+        p->interactive_mode = false;
+        if (!tsr__get_bool(o, "interactive_mode", &p->interactive_mode, err)) return false;
+        int64_t rol = 0;
+        if (!tsr__get_int(o, "request_output_len", 1, 1 << 24, &rol, err)) return false;
+        if (rol) p->max_tokens = rol;
+    }
+    tsr_sampling_params_default(&p->sampling);
+    double v;
+    int64_t i;
+    v = 1.0;
+    if (!tsr__get_num(o, "temperature", 0, 2, &v, err)) return false;
+    p->sampling.temperature = (float)v;
+    v = 1.0;
+    if (!tsr__get_num(o, "top_p", 1e-9, 1, &v, err)) return false;
+    p->sampling.top_p = (float)v;
+    i = 0;
+    if (!tsr__get_int(o, "top_k", -1, 1 << 30, &i, err)) return false;
+    p->sampling.top_k = (int32_t)(i < 0 ? 0 : i);
+    v = 0;
+    if (!tsr__get_num(o, "min_p", 0, 1, &v, err)) return false;
+    p->sampling.min_p = (float)v;
+    v = 1;
+    if (!tsr__get_num(o, "repetition_penalty", 1e-6, 100, &v, err)) return false;
+    p->sampling.repetition_penalty = (float)v;
+    v = 0;
+    if (!tsr__get_num(o, "presence_penalty", -2, 2, &v, err)) return false;
+    p->sampling.presence_penalty = (float)v;
+    v = 0;
+    if (!tsr__get_num(o, "frequency_penalty", -2, 2, &v, err)) return false;
+    p->sampling.frequency_penalty = (float)v;
+    cJSON *seed = cJSON_GetObjectItemCaseSensitive(o, "seed");
+    if (seed && !cJSON_IsNull(seed)) {
+        if (!cJSON_IsNumber(seed) || seed->valuedouble != (double)(int64_t)seed->valuedouble)
+            return BAD("seed", "invalid_type", "'seed' must be an integer");
+        p->sampling.seed = (uint64_t)(int64_t)seed->valuedouble;
+    } else {
+        p->sampling.seed = tsr_sampling_random_seed();
+    }
+    int64_t mt = p->max_tokens;
+    if (!tsr__get_int(o, "max_tokens", 1, 1 << 24, &mt, err)) return false;
+    if (!tsr__get_int(o, "max_completion_tokens", 1, 1 << 24, &mt, err)) return false;
+    if (kind == TSR__FE_COMPLETION && mt == 0) mt = 16;   /* OpenAI's completions default */
+    p->max_tokens = mt;
+    i = 1;
+    if (!tsr__get_int(o, "n", 1, TSR__FE_MAX_N, &i, err)) return false;
+    p->n = (int)i;
+    if (!tsr__stop(p, cJSON_GetObjectItemCaseSensitive(o, "stop"), err)) return false;
+    if (!tsr__get_bool(o, "stream", &p->stream, err)) return false;
+    if (!tsr__get_bool(o, "ignore_eos", &p->ignore_eos, err)) return false;
+    if (!tsr__get_bool(o, "echo", &p->echo, err)) return false;
+    const char *user = NULL;
+    if (!tsr__get_str(o, "user", &user, err)) return false;
+    cJSON *so = cJSON_GetObjectItemCaseSensitive(o, "stream_options");
+    if (so && !cJSON_IsNull(so)) {
+        if (!cJSON_IsObject(so)) return BAD("stream_options", "invalid_type", "'stream_options' must be an object");
+        if (!p->stream) return BAD("stream_options", "invalid_value", "'stream_options' is only allowed with 'stream': true");
+        cJSON *iu = cJSON_GetObjectItemCaseSensitive(so, "include_usage");
+        if (iu && !cJSON_IsBool(iu)) return BAD("stream_options", "invalid_type", "'include_usage' must be a boolean");
+        p->include_usage = cJSON_IsTrue(iu);
+    }
+    p->logprobs = -1;
+    if (kind == TSR__FE_CHAT) {
+        bool lp = false;
+        if (!tsr__get_bool(o, "logprobs", &lp, err)) return false;
+        int64_t top = -1;
+        if (!tsr__get_int(o, "top_logprobs", 0, TSR_SAMPLING_MAX_LOGPROBS, &top, err)) return false;
+        if (top >= 0 && !lp) return BAD("top_logprobs", "invalid_value", "'top_logprobs' needs 'logprobs': true");
+        if (lp) p->logprobs = top < 0 ? 0 : (int)top;
+    } else if (kind == TSR__FE_COMPLETION) {
+        int64_t lp = -1;
+        if (!tsr__get_int(o, "logprobs", 0, 5, &lp, err)) return false;
+        p->logprobs = (int)lp;
+    }
+    p->sampling.logprobs = p->logprobs;
+    if (tsr_sampling_params_validate(&p->sampling) != TSR_OK) return BAD(NULL, "invalid_value", "%s", tsr_last_error());
+    return true;
+}
+
+bool tsr__fe_parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_params *p, tsr__fe_error *err) {
+    memset(p, 0, sizeof *p);
+    p->kind = kind;
+    if (tsr__parse(kind, body, len, p, err)) return true;
+    tsr__fe_params_free(p);
+    return false;
+}
+
+void tsr__fe_to_engine(const tsr__fe_params *p, int choice, tsr_engine_request *r) {
+    tsr_engine_request_default(r);
+    if (p->messages) {
+        r->messages = p->messages;
+        r->n_messages = p->n_messages;
+    } else if (p->prompt_ids) {
+        r->prompt_ids = p->prompt_ids;
+        r->n_prompt_ids = p->n_prompt_ids;
+    } else if (p->kind == TSR__FE_INTERACTIVE) {
+        /* a TurboMind interactive prompt is the user's turn: messages of one (pointing into p) */
+        static __thread tsr_engine_message one;
+        one.role = "user";
+        one.content = p->prompt;
+        r->messages = &one;
+        r->n_messages = 1;
+    } else {
+        r->prompt = p->prompt;
+    }
+    r->max_new_tokens = p->max_tokens;
+    r->sampling = p->sampling;
+    r->sampling.seed = p->sampling.seed + (uint64_t)choice;
+    r->stop = p->n_stop ? p->stop : NULL;
+    r->n_stop = p->n_stop;
+    r->ignore_eos = p->ignore_eos;
+    r->session_id = p->session_id;
+    r->end_session = p->kind == TSR__FE_INTERACTIVE && p->session_id && !p->interactive_mode;
+}

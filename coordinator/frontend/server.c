@@ -1,0 +1,1248 @@
+/* The server's loop and its HTTP/1.1 half: connections parsed with http-parser (keep-alive,
+ * chunked request bodies, pipelined requests answered in order), routing, authentication,
+ * the OpenAI endpoints with server-sent events, TurboMind's /v1/chat/interactive, /health,
+ * /metrics and the built-in web page.  Everything here runs on the libuv loop thread; the
+ * engine's callback (its step thread) only copies an event into a queue and wakes the loop.
+ *
+ * Limits that keep bad clients from hurting the server: a request must arrive within
+ * read_timeout_s of its first byte (slow-loris), idle keep-alive connections close after
+ * idle_timeout_s, headers and bodies are bounded (431 / 413), and while a request is being
+ * answered the connection's further bytes are held (bounded) rather than parsed. */
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <http_parser.h>
+
+#include "common/log.h"
+#include "coordinator/frontend/srv.h"
+
+/* the web page, embedded at build time (frontend.cmake) */
+extern const unsigned char tsr__web_index_html[];
+extern const size_t tsr__web_index_html_len;
+
+void tsr_server_config_default(tsr_server_config *c) {
+    memset(c, 0, sizeof *c);
+    c->host = "127.0.0.1";
+    c->port = 23333;
+    c->grpc_port = 23334;
+    c->max_body_bytes = 8 << 20;
+    c->max_header_bytes = 16 << 10;
+    c->read_timeout_s = 30;
+    c->idle_timeout_s = 60;
+}
+
+/* ---------------------------------------------------------------- events from the engine */
+
+struct tsr__evnode {
+    tsr__evnode *next;
+    tsr__choice *choice;
+    tsr_engine_event ev;
+    tsr_sample_result sample;
+    char *text;
+    char err[256];
+};
+
+static void tsr__engine_cb(void *user, const tsr_engine_event *ev) {
+    tsr__choice *ch = user;
+    tsr__srv *s = ch->call->srv;
+    tsr__evnode *n = calloc(1, sizeof *n);
+    char *text = malloc(ev->text_len + 1);
+    if (!n || !text) {
+        /* Losing a TOKEN event only loses text; a DONE must get through or the call leaks, so
+         * it retries a smaller allocation (the node alone). */
+        free(text);
+        if (ev->type != TSR_EVENT_DONE) {
+            free(n);
+            return;
+        }
+        while (!n) n = calloc(1, sizeof *n);
+        text = NULL;
+    }
+    n->choice = ch;
+    n->ev = *ev;
+    if (text) {
+        memcpy(text, ev->text ? ev->text : "", ev->text_len);
+        text[ev->text_len] = 0;
+    }
+    n->text = text;
+    n->ev.text = text ? text : "";
+    n->ev.text_len = text ? ev->text_len : 0;
+    if (ev->sample) {
+        n->sample = *ev->sample;
+        n->ev.sample = &n->sample;
+    }
+    if (ev->error_message) snprintf(n->err, sizeof n->err, "%s", ev->error_message);
+    n->ev.error_message = n->err;
+    pthread_mutex_lock(&s->mu);
+    if (s->dead) {   /* the loop is gone (forced exit): nobody will read it */
+        pthread_mutex_unlock(&s->mu);
+        free(n->text);
+        free(n);
+        return;
+    }
+    if (s->q_tail) s->q_tail->next = n; else s->q_head = n;
+    s->q_tail = n;
+    uv_async_send(&s->async);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void tsr__call_free(tsr__call *c) {
+    for (int i = 0; i < c->n; i++) {
+        free(c->ch[i].text);
+        free(c->ch[i].ids);
+        if (c->ch[i].logprobs) cJSON_Delete(c->ch[i].logprobs);
+    }
+    tsr__fe_params_free(&c->p);
+    c->srv->live_calls--;
+    free(c);
+}
+
+static void tsr__maybe_finish_drain(tsr__srv *s);
+
+static void tsr__dispatch(tsr__evnode *n) {
+    tsr__choice *ch = n->choice;
+    tsr__call *c = ch->call;
+    tsr__srv *s = c->srv;
+    const tsr_engine_event *ev = &n->ev;
+    if (ev->type == TSR_EVENT_TOKEN) {
+        if (c->owner) {
+            ch->completion_tokens++;
+            c->ops->on_token(c, ch, ev);
+        }
+        return;
+    }
+    ch->done = true;
+    ch->finish = ev->finish;
+    ch->error = ev->error;
+    snprintf(ch->error_message, sizeof ch->error_message, "%s", n->err);
+    ch->prompt_tokens = ev->prompt_tokens;
+    ch->cached_tokens = ev->cached_tokens;
+    ch->completion_tokens = ev->completion_tokens;
+    int f = ev->finish >= 1 && ev->finish <= 4 ? (int)ev->finish : 5;
+    s->metrics.requests[c->api][f]++;
+    s->metrics.prompt_tokens += ev->prompt_tokens;
+    s->metrics.completion_tokens += ev->completion_tokens;
+    s->metrics.cached_tokens += ev->cached_tokens;
+    if (ev->completion_tokens > 0) {
+        tsr__fe_hist_add(&s->metrics.ttft, ev->time_to_first_token_s);
+        if (ev->completion_tokens > 1)
+            tsr__fe_hist_add(&s->metrics.tpot,
+                             (ev->total_s - ev->time_to_first_token_s) / (double)(ev->completion_tokens - 1));
+    }
+    tsr__fe_hist_add(&s->metrics.e2e, ev->total_s);
+    c->outstanding--;
+    if (c->owner) {
+        c->ops->on_done(c, ch, ev);
+        if (c->outstanding == 0 && c->owner) c->ops->on_complete(c);
+    }
+    if (c->outstanding == 0 && !c->owner) {
+        tsr__call_free(c);
+        tsr__maybe_finish_drain(s);
+    }
+}
+
+static void tsr__on_async(uv_async_t *a) {
+    tsr__srv *s = a->data;
+    pthread_mutex_lock(&s->mu);
+    tsr__evnode *n = s->q_head;
+    s->q_head = s->q_tail = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (n) {
+        tsr__evnode *next = n->next;
+        tsr__dispatch(n);
+        free(n->text);
+        free(n);
+        n = next;
+    }
+}
+
+tsr__call *tsr__call_new(tsr__srv *s, int api, tsr__fe_params *p, void *owner, const tsr__call_ops *ops) {
+    tsr__call *c = calloc(1, sizeof *c);
+    if (!c) {
+        tsr__fe_params_free(p);
+        return NULL;
+    }
+    c->srv = s;
+    c->api = api;
+    c->p = *p;
+    memset(p, 0, sizeof *p);
+    c->owner = owner;
+    c->ops = ops;
+    c->n = c->p.n > 0 ? c->p.n : 1;
+    c->created = (long long)time(NULL);
+    tsr__fe_make_id(api == 1 ? "cmpl" : "chatcmpl", c->id, sizeof c->id);
+    for (int i = 0; i < c->n; i++) {
+        c->ch[i].call = c;
+        c->ch[i].index = i;
+    }
+    s->live_calls++;
+    return c;
+}
+
+bool tsr__call_submit(tsr__call *c, tsr__fe_error *err) {
+    for (int i = 0; i < c->n; i++) {
+        tsr_engine_request r;
+        tsr__fe_to_engine(&c->p, i, &r);
+        uint64_t rid = 0;
+        tsr_status st = tsr_engine_submit(c->srv->engine, &r, tsr__engine_cb, &c->ch[i], &rid);
+        if (st != TSR_OK) {
+            const char *m = tsr_last_error();
+            const char *param = strstr(m, "max_tokens") || strstr(m, "max_new_tokens") ? "max_tokens"
+                                : strstr(m, "session") || strstr(m, "prompt") ? (c->p.messages ? "messages" : "prompt")
+                                                                              : NULL;
+            if (st == TSR_ERR_INVALID_ARG || st == TSR_ERR_NOT_FOUND || st == TSR_ERR_UNSUPPORTED)
+                tsr__fe_seterr(err, 400, "invalid_request_error", param,
+                               strstr(m, "session") || strstr(m, "long") ? "context_length_exceeded" : "invalid_value",
+                               "%s", m);
+            else
+                tsr__fe_seterr(err, 503, "server_error", NULL, "engine_unavailable", "%s", m);
+            return false;
+        }
+        c->ch[i].rid = rid;
+        c->ch[i].submitted = true;
+        c->outstanding++;
+    }
+    return true;
+}
+
+void tsr__call_detach(tsr__call *c) {
+    c->owner = NULL;
+    for (int i = 0; i < c->n; i++)
+        if (c->ch[i].submitted && !c->ch[i].done) tsr_engine_cancel(c->srv->engine, c->ch[i].rid);
+    if (c->outstanding == 0) {
+        tsr__srv *s = c->srv;
+        tsr__call_free(c);
+        tsr__maybe_finish_drain(s);
+    }
+}
+
+char *tsr__srv_token_text(tsr__srv *s, int32_t id) {
+    const tsr_tokenizer *tok = tsr_engine_tokenizer(s->engine);
+    char *t = NULL;
+    size_t len = 0;
+    if (!tok || tsr_tokenizer_decode(tok, &id, 1, false, &t, &len) != TSR_OK) {
+        char buf[32];
+        snprintf(buf, sizeof buf, "<%d>", (int)id);
+        return strdup(buf);
+    }
+    char *out = tsr__fe_utf8_sanitize(t, len);
+    free(t);
+    return out;
+}
+
+const char *tsr__srv_finish_str(tsr_finish_reason f) {
+    switch (f) {
+    case TSR_FINISH_LENGTH: return "length";
+    case TSR_FINISH_CANCELLED: return "abort";
+    case TSR_FINISH_ERROR: return "error";
+    default: return "stop";
+    }
+}
+
+/* ---------------------------------------------------------------- HTTP connections */
+
+typedef struct tsr__conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    tsr__srv *srv;
+    http_parser parser;
+    int handles_open;
+    int writes_pending;
+    bool closing, close_after_writes;
+    /* the request being read */
+    bool in_request, need_arm;
+    char url[2048];
+    size_t url_len;
+    bool url_too_long;
+    size_t header_bytes;
+    char field[32];
+    size_t field_len;
+    bool field_done;
+    int capture;                 /* 1 authorization, 2 expect */
+    char auth[512];
+    size_t auth_len;
+    bool expect_continue;
+    char *body;
+    size_t body_len, body_cap;
+    int reject;                  /* 0, or an HTTP status decided while reading (413 / 431) */
+    bool message_complete, keep_alive;
+    /* bytes read past a complete request while it is being answered */
+    char *pending;
+    size_t pending_len;
+    /* the answer */
+    tsr__call *call;
+    bool stream_started;
+} tsr__conn;
+
+static void tsr__conn_handle_closed(uv_handle_t *h) {
+    tsr__conn *c = h->data;
+    if (--c->handles_open == 0) {
+        c->srv->connections--;
+        free(c->body);
+        free(c->pending);
+        free(c);
+    }
+}
+
+static void tsr__conn_close(tsr__conn *c) {
+    if (c->closing) return;
+    c->closing = true;
+    if (c->call) {
+        tsr__call_detach(c->call);   /* a client gone mid-answer cancels its requests */
+        c->call = NULL;
+    }
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, tsr__conn_handle_closed);
+    uv_close((uv_handle_t *)&c->tcp, tsr__conn_handle_closed);
+}
+
+typedef struct {
+    uv_write_t req;
+    tsr__conn *conn;
+    char data[];
+} tsr__wreq;
+
+static void tsr__on_write(uv_write_t *w, int status) {
+    tsr__wreq *r = (tsr__wreq *)w;
+    tsr__conn *c = r->conn;
+    free(r);
+    c->writes_pending--;
+    if (status < 0) {
+        tsr__conn_close(c);
+    } else if (c->close_after_writes && c->writes_pending == 0) {
+        tsr__conn_close(c);
+    }
+    /* the connection struct lives until its handles close, which waits for the writes */
+}
+
+static void tsr__conn_write(tsr__conn *c, const char *data, size_t len) {
+    if (c->closing || !len) return;
+    tsr__wreq *r = malloc(sizeof *r + len);
+    if (!r) {
+        tsr__conn_close(c);
+        return;
+    }
+    memcpy(r->data, data, len);
+    r->conn = c;
+    uv_buf_t b = uv_buf_init(r->data, (unsigned)len);
+    c->writes_pending++;
+    if (uv_write(&r->req, (uv_stream_t *)&c->tcp, &b, 1, tsr__on_write) < 0) {
+        free(r);
+        c->writes_pending--;
+        tsr__conn_close(c);
+    }
+}
+
+static const char *tsr__reason(int status) {
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Error";
+    }
+}
+
+static void tsr__conn_request_done(tsr__conn *c);
+
+/* A whole response with a body. */
+static void tsr__respond(tsr__conn *c, int status, const char *ctype, const char *body, size_t len,
+                         const char *extra_headers) {
+    char head[512];
+    bool close = !c->keep_alive || c->reject || c->srv->draining;
+    int k = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n", status,
+                     tsr__reason(status), ctype, len, close ? "Connection: close\r\n" : "",
+                     extra_headers ? extra_headers : "");
+    if (status >= 400) c->srv->metrics.http_errors++;
+    tsr__conn_write(c, head, (size_t)k);
+    tsr__conn_write(c, body, len);
+    if (close) {
+        c->keep_alive = false;
+        c->close_after_writes = true;
+        if (c->writes_pending == 0) tsr__conn_close(c);
+    }
+    tsr__conn_request_done(c);
+}
+
+static void tsr__respond_json(tsr__conn *c, int status, cJSON *j) {
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    tsr__respond(c, status, "application/json", s ? s : "{}", s ? strlen(s) : 2, NULL);
+    free(s);
+}
+
+static void tsr__respond_error(tsr__conn *c, const tsr__fe_error *e) {
+    char *s = tsr__fe_error_json(e);
+    tsr__respond(c, e->status, "application/json", s, strlen(s),
+                 e->status == 401 ? "WWW-Authenticate: Bearer\r\n" : NULL);
+    free(s);
+}
+
+static void tsr__error(tsr__conn *c, int status, const char *type, const char *param, const char *code,
+                       const char *msg) {
+    tsr__fe_error e;
+    tsr__fe_seterr(&e, status, type, param, code, "%s", msg);
+    tsr__respond_error(c, &e);
+}
+
+/* chunked transfer for streams */
+static void tsr__chunk(tsr__conn *c, const char *data, size_t len) {
+    if (!len) return;
+    char head[32];
+    int k = snprintf(head, sizeof head, "%zx\r\n", len);
+    size_t total = (size_t)k + len + 2;
+    char *buf = malloc(total);
+    if (!buf) return;
+    memcpy(buf, head, (size_t)k);
+    memcpy(buf + k, data, len);
+    memcpy(buf + k + len, "\r\n", 2);
+    tsr__conn_write(c, buf, total);
+    free(buf);
+}
+
+static void tsr__stream_begin(tsr__conn *c, const char *ctype) {
+    char head[256];
+    int k = snprintf(head, sizeof head,
+                     "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nCache-Control: no-cache\r\n"
+                     "Transfer-Encoding: chunked\r\n%s\r\n",
+                     ctype, c->keep_alive && !c->srv->draining ? "" : "Connection: close\r\n");
+    tsr__conn_write(c, head, (size_t)k);
+    c->stream_started = true;
+}
+
+static void tsr__sse(tsr__conn *c, cJSON *j) {
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!s) return;
+    size_t l = strlen(s);
+    char *buf = malloc(l + 9);
+    if (buf) {
+        memcpy(buf, "data: ", 6);
+        memcpy(buf + 6, s, l);
+        memcpy(buf + 6 + l, "\n\n", 2);
+        tsr__chunk(c, buf, l + 8);
+        free(buf);
+    }
+    free(s);
+}
+
+static void tsr__stream_end(tsr__conn *c) {
+    tsr__conn_write(c, "0\r\n\r\n", 5);
+    if (!c->keep_alive || c->srv->draining) {
+        c->keep_alive = false;
+        c->close_after_writes = true;
+        if (c->writes_pending == 0) tsr__conn_close(c);
+    }
+    tsr__conn_request_done(c);
+}
+
+/* ---------------------------------------------------------------- OpenAI answers */
+
+static void tsr__text_append(tsr__choice *ch, const char *t, size_t n) {
+    if (ch->text_len + n + 1 > ch->text_cap) {
+        size_t cap = (ch->text_cap ? ch->text_cap * 2 : 256) + n;
+        char *x = realloc(ch->text, cap);
+        if (!x) return;
+        ch->text = x;
+        ch->text_cap = cap;
+    }
+    memcpy(ch->text + ch->text_len, t, n);
+    ch->text_len += n;
+    ch->text[ch->text_len] = 0;
+}
+
+/* One token's logprob entry: chat shape {token, logprob, bytes, top_logprobs}. */
+static cJSON *tsr__logprob_entry(tsr__srv *s, const tsr_sample_result *r, bool top_too) {
+    cJSON *e = cJSON_CreateObject();
+    char *t = tsr__srv_token_text(s, r->token);
+    cJSON_AddStringToObject(e, "token", t ? t : "");
+    cJSON_AddNumberToObject(e, "logprob", r->logprob);
+    cJSON *bytes = cJSON_AddArrayToObject(e, "bytes");
+    for (const unsigned char *p = (const unsigned char *)(t ? t : ""); *p; p++)
+        cJSON_AddItemToArray(bytes, cJSON_CreateNumber(*p));
+    free(t);
+    if (top_too) {
+        cJSON *top = cJSON_AddArrayToObject(e, "top_logprobs");
+        for (int i = 0; i < r->n_top; i++) {
+            tsr_sample_result one = {.token = r->top[i].id, .logprob = r->top[i].logprob};
+            cJSON_AddItemToArray(top, tsr__logprob_entry(s, &one, false));
+        }
+    }
+    return e;
+}
+
+/* Completions' legacy shape, built from the chat-shaped entries at the end. */
+static cJSON *tsr__legacy_logprobs(const cJSON *entries) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON *tokens = cJSON_AddArrayToObject(o, "tokens"), *lps = cJSON_AddArrayToObject(o, "token_logprobs");
+    cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs"), *offs = cJSON_AddArrayToObject(o, "text_offset");
+    double off = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, entries) {
+        const char *t = cJSON_GetObjectItemCaseSensitive(e, "token")->valuestring;
+        cJSON_AddItemToArray(tokens, cJSON_CreateString(t));
+        cJSON_AddItemToArray(lps, cJSON_CreateNumber(cJSON_GetObjectItemCaseSensitive(e, "logprob")->valuedouble));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber(off));
+        off += (double)strlen(t);
+        cJSON *m = cJSON_CreateObject();
+        const cJSON *x;
+        cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(e, "top_logprobs")) {
+            const char *tt = cJSON_GetObjectItemCaseSensitive(x, "token")->valuestring;
+            if (!cJSON_GetObjectItemCaseSensitive(m, tt))
+                cJSON_AddNumberToObject(m, tt, cJSON_GetObjectItemCaseSensitive(x, "logprob")->valuedouble);
+        }
+        cJSON_AddItemToArray(tops, m);
+    }
+    return o;
+}
+
+static cJSON *tsr__usage(const tsr__call *c) {
+    int64_t comp = 0;
+    for (int i = 0; i < c->n; i++) comp += c->ch[i].completion_tokens;
+    cJSON *u = cJSON_CreateObject();
+    cJSON_AddNumberToObject(u, "prompt_tokens", (double)c->ch[0].prompt_tokens);
+    cJSON_AddNumberToObject(u, "completion_tokens", (double)comp);
+    cJSON_AddNumberToObject(u, "total_tokens", (double)(c->ch[0].prompt_tokens + comp));
+    cJSON *d = cJSON_AddObjectToObject(u, "prompt_tokens_details");
+    cJSON_AddNumberToObject(d, "cached_tokens", (double)c->ch[0].cached_tokens);
+    return u;
+}
+
+static cJSON *tsr__chunk_head(const tsr__call *c) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "id", c->id);
+    cJSON_AddStringToObject(j, "object", c->api == 1 ? "text_completion" : "chat.completion.chunk");
+    cJSON_AddNumberToObject(j, "created", (double)c->created);
+    cJSON_AddStringToObject(j, "model", c->srv->model);
+    return j;
+}
+
+static void tsr__http_on_token(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
+    tsr__conn *conn = c->owner;
+    cJSON *lp = NULL;
+    if (c->p.logprobs >= 0 && ev->sample) lp = tsr__logprob_entry(c->srv, ev->sample, true);
+    if (c->api == 2) {   /* interactive */
+        tsr__text_append(ch, ev->text, ev->text_len);
+        if (lp) cJSON_Delete(lp);
+        if (c->p.stream && ev->text_len) {
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddStringToObject(j, "text", ev->text);
+            cJSON_AddNumberToObject(j, "tokens", (double)ch->completion_tokens);
+            cJSON_AddNullToObject(j, "finish_reason");
+            char *s = cJSON_PrintUnformatted(j);
+            cJSON_Delete(j);
+            if (s) {
+                size_t l = strlen(s);
+                s[l] = '\n';
+                tsr__chunk(conn, s, l + 1);
+                free(s);
+            }
+        }
+        return;
+    }
+    if (!c->p.stream) {
+        tsr__text_append(ch, ev->text, ev->text_len);
+        if (lp) {
+            if (!ch->logprobs) ch->logprobs = cJSON_CreateArray();
+            cJSON_AddItemToArray(ch->logprobs, lp);
+        }
+        return;
+    }
+    if (!ev->text_len && !lp && ch->sent_first) return;
+    cJSON *j = tsr__chunk_head(c), *choices = cJSON_AddArrayToObject(j, "choices"), *o = cJSON_CreateObject();
+    cJSON_AddItemToArray(choices, o);
+    cJSON_AddNumberToObject(o, "index", ch->index);
+    if (c->api == 0) {
+        cJSON *d = cJSON_AddObjectToObject(o, "delta");
+        if (!ch->sent_first) cJSON_AddStringToObject(d, "role", "assistant");
+        cJSON_AddStringToObject(d, "content", ev->text);
+        if (lp) {
+            cJSON *l = cJSON_AddObjectToObject(o, "logprobs"), *arr = cJSON_AddArrayToObject(l, "content");
+            cJSON_AddItemToArray(arr, lp);
+        } else {
+            cJSON_AddNullToObject(o, "logprobs");
+        }
+    } else {
+        cJSON_AddStringToObject(o, "text", ev->text);
+        if (lp) {
+            cJSON *arr = cJSON_CreateArray();
+            cJSON_AddItemToArray(arr, lp);
+            cJSON_AddItemToObject(o, "logprobs", tsr__legacy_logprobs(arr));
+            cJSON_Delete(arr);
+        } else {
+            cJSON_AddNullToObject(o, "logprobs");
+        }
+    }
+    cJSON_AddNullToObject(o, "finish_reason");
+    if (c->p.include_usage) cJSON_AddNullToObject(j, "usage");
+    ch->sent_first = true;
+    tsr__sse(conn, j);
+}
+
+static void tsr__http_on_done(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
+    (void)ev;
+    tsr__conn *conn = c->owner;
+    if (!c->p.stream || c->api == 2) return;
+    if (ch->finish == TSR_FINISH_ERROR) {
+        cJSON *j = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(j, "error");
+        cJSON_AddStringToObject(e, "message", ch->error_message[0] ? ch->error_message : "generation failed");
+        cJSON_AddStringToObject(e, "type", "server_error");
+        cJSON_AddNullToObject(e, "param");
+        cJSON_AddNullToObject(e, "code");
+        tsr__sse(conn, j);
+        return;
+    }
+    cJSON *j = tsr__chunk_head(c), *choices = cJSON_AddArrayToObject(j, "choices"), *o = cJSON_CreateObject();
+    cJSON_AddItemToArray(choices, o);
+    cJSON_AddNumberToObject(o, "index", ch->index);
+    if (c->api == 0) {
+        cJSON *d = cJSON_AddObjectToObject(o, "delta");
+        if (!ch->sent_first) cJSON_AddStringToObject(d, "role", "assistant");
+    } else {
+        cJSON_AddStringToObject(o, "text", "");
+    }
+    cJSON_AddNullToObject(o, "logprobs");
+    cJSON_AddStringToObject(o, "finish_reason", tsr__srv_finish_str(ch->finish));
+    if (c->p.include_usage) cJSON_AddNullToObject(j, "usage");
+    tsr__sse(conn, j);
+}
+
+static void tsr__http_on_complete(tsr__call *c) {
+    tsr__conn *conn = c->owner;
+    conn->call = NULL;
+    c->owner = NULL;
+    if (c->api == 2) {
+        const tsr__choice *ch = &c->ch[0];
+        cJSON *j = cJSON_CreateObject();
+        if (ch->finish == TSR_FINISH_ERROR && !c->p.stream) {
+            tsr__fe_error e;
+            tsr__fe_seterr(&e, 400, "invalid_request_error", "prompt", NULL, "%s", ch->error_message);
+            cJSON_Delete(j);
+            tsr__respond_error(conn, &e);
+        } else {
+            cJSON_AddStringToObject(j, "text", c->p.stream ? "" : (ch->text ? ch->text : ""));
+            cJSON_AddNumberToObject(j, "tokens", (double)ch->completion_tokens);
+            cJSON_AddNumberToObject(j, "input_tokens", (double)ch->prompt_tokens);
+            cJSON_AddNumberToObject(j, "history_tokens", (double)ch->cached_tokens);
+            cJSON_AddStringToObject(j, "finish_reason", tsr__srv_finish_str(ch->finish));
+            if (c->p.stream) {
+                char *s = cJSON_PrintUnformatted(j);
+                cJSON_Delete(j);
+                if (s) {
+                    size_t l = strlen(s);
+                    s[l] = '\n';
+                    tsr__chunk(conn, s, l + 1);
+                    free(s);
+                }
+                tsr__stream_end(conn);
+            } else {
+                tsr__respond_json(conn, 200, j);
+            }
+        }
+    } else if (c->p.stream) {
+        if (c->p.include_usage) {
+            cJSON *j = tsr__chunk_head(c);
+            cJSON_AddArrayToObject(j, "choices");
+            cJSON_AddItemToObject(j, "usage", tsr__usage(c));
+            tsr__sse(conn, j);
+        }
+        tsr__chunk(conn, "data: [DONE]\n\n", 14);
+        tsr__stream_end(conn);
+    } else {
+        const tsr__choice *bad = NULL;
+        for (int i = 0; i < c->n; i++)
+            if (c->ch[i].finish == TSR_FINISH_ERROR) bad = &c->ch[i];
+        if (bad) {
+            tsr__fe_error e;
+            tsr__fe_seterr(&e, bad->error == TSR_ERR_INVALID_ARG ? 400 : 500,
+                           bad->error == TSR_ERR_INVALID_ARG ? "invalid_request_error" : "server_error", NULL, NULL,
+                           "%s", bad->error_message[0] ? bad->error_message : "generation failed");
+            tsr__respond_error(conn, &e);
+        } else {
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddStringToObject(j, "id", c->id);
+            cJSON_AddStringToObject(j, "object", c->api == 1 ? "text_completion" : "chat.completion");
+            cJSON_AddNumberToObject(j, "created", (double)c->created);
+            cJSON_AddStringToObject(j, "model", c->srv->model);
+            cJSON *choices = cJSON_AddArrayToObject(j, "choices");
+            for (int i = 0; i < c->n; i++) {
+                tsr__choice *ch = &c->ch[i];
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddItemToArray(choices, o);
+                cJSON_AddNumberToObject(o, "index", i);
+                const char *text = ch->text ? ch->text : "";
+                if (c->api == 0) {
+                    cJSON *m = cJSON_AddObjectToObject(o, "message");
+                    cJSON_AddStringToObject(m, "role", "assistant");
+                    cJSON_AddStringToObject(m, "content", text);
+                    if (c->p.logprobs >= 0) {
+                        cJSON *l = cJSON_AddObjectToObject(o, "logprobs");
+                        cJSON_AddItemToObject(l, "content", ch->logprobs ? ch->logprobs : cJSON_CreateArray());
+                        ch->logprobs = NULL;
+                    } else {
+                        cJSON_AddNullToObject(o, "logprobs");
+                    }
+                } else {
+                    if (c->p.echo && c->p.prompt) {
+                        size_t pl = strlen(c->p.prompt);
+                        char *both = malloc(pl + ch->text_len + 1);
+                        if (both) {
+                            memcpy(both, c->p.prompt, pl);
+                            memcpy(both + pl, text, ch->text_len + 1);
+                            cJSON_AddStringToObject(o, "text", both);
+                            free(both);
+                        }
+                    } else {
+                        cJSON_AddStringToObject(o, "text", text);
+                    }
+                    if (c->p.logprobs >= 0) {
+                        cJSON *arr = ch->logprobs ? ch->logprobs : cJSON_CreateArray();
+                        cJSON_AddItemToObject(o, "logprobs", tsr__legacy_logprobs(arr));
+                        cJSON_Delete(arr);
+                        ch->logprobs = NULL;
+                    } else {
+                        cJSON_AddNullToObject(o, "logprobs");
+                    }
+                }
+                cJSON_AddStringToObject(o, "finish_reason", tsr__srv_finish_str(ch->finish));
+            }
+            cJSON_AddItemToObject(j, "usage", tsr__usage(c));
+            tsr__respond_json(conn, 200, j);
+        }
+    }
+    /* tsr__dispatch frees the call now that it has no owner and nothing outstanding */
+}
+
+static const tsr__call_ops tsr__http_ops = {tsr__http_on_token, tsr__http_on_done, tsr__http_on_complete};
+
+/* ---------------------------------------------------------------- routes */
+
+static cJSON *tsr__models_json(tsr__srv *s) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(j, "data"), *m = cJSON_CreateObject();
+    cJSON_AddItemToArray(data, m);
+    cJSON_AddStringToObject(m, "id", s->model);
+    cJSON_AddStringToObject(m, "object", "model");
+    cJSON_AddNumberToObject(m, "created", 0);
+    cJSON_AddStringToObject(m, "owned_by", "tessera");
+    cJSON_AddNumberToObject(m, "max_model_len", (double)tsr_engine_session_len(s->engine));
+    return j;
+}
+
+static bool tsr__authorized(tsr__conn *c) {
+    const tsr_server_config *cfg = &c->srv->cfg;
+    if (cfg->n_api_keys == 0) return true;
+    if (c->auth_len < 7 || strncasecmp(c->auth, "Bearer ", 7)) return false;
+    const char *k = c->auth + 7;
+    size_t kl = c->auth_len - 7;
+    bool ok = false;
+    for (int i = 0; i < cfg->n_api_keys; i++) ok |= tsr__fe_key_equal(k, kl, cfg->api_keys[i]);
+    return ok;
+}
+
+static void tsr__handle(tsr__conn *c) {
+    tsr__srv *s = c->srv;
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    char path[2048];
+    if (http_parser_parse_url(c->url, c->url_len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH))) {
+        tsr__error(c, 400, "invalid_request_error", NULL, "bad_url", "malformed request target");
+        return;
+    }
+    snprintf(path, sizeof path, "%.*s", (int)u.field_data[UF_PATH].len, c->url + u.field_data[UF_PATH].off);
+    int method = c->parser.method;
+    bool get = method == HTTP_GET || method == HTTP_HEAD, post = method == HTTP_POST;
+
+    if (!strcmp(path, "/health")) {
+        if (!get) return tsr__error(c, 405, "invalid_request_error", NULL, "method_not_allowed", "use GET");
+        if (s->draining) return tsr__respond(c, 503, "application/json", "{\"status\":\"draining\"}", 21, NULL);
+        return tsr__respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
+    }
+    if (!tsr__authorized(c))
+        return tsr__error(c, 401, "authentication_error", NULL, "invalid_api_key",
+                          "missing or invalid API key: send 'Authorization: Bearer KEY'");
+    if (!strcmp(path, "/") || !strcmp(path, "/index.html")) {
+        if (!get) return tsr__error(c, 405, "invalid_request_error", NULL, "method_not_allowed", "use GET");
+        return tsr__respond(c, 200, "text/html; charset=utf-8", (const char *)tsr__web_index_html,
+                            tsr__web_index_html_len, NULL);
+    }
+    if (!strcmp(path, "/metrics")) {
+        if (!get) return tsr__error(c, 405, "invalid_request_error", NULL, "method_not_allowed", "use GET");
+        tsr_engine_stats st;
+        tsr_engine_get_stats(s->engine, &st);
+        char *text = tsr__fe_metrics_render(&s->metrics, &st, s->connections, s->draining);
+        tsr__respond(c, 200, "text/plain; version=0.0.4", text ? text : "", text ? strlen(text) : 0, NULL);
+        free(text);
+        return;
+    }
+    if (!strcmp(path, "/v1/models")) {
+        if (!get) return tsr__error(c, 405, "invalid_request_error", NULL, "method_not_allowed", "use GET");
+        return tsr__respond_json(c, 200, tsr__models_json(s));
+    }
+    if (!strncmp(path, "/v1/models/", 11)) {
+        if (strcmp(path + 11, s->model))
+            return tsr__error(c, 404, "invalid_request_error", "model", "model_not_found", "no such model");
+        cJSON *j = tsr__models_json(s), *m = cJSON_DetachItemFromArray(cJSON_GetObjectItem(j, "data"), 0);
+        cJSON_Delete(j);
+        return tsr__respond_json(c, 200, m);
+    }
+    int api = !strcmp(path, "/v1/chat/completions") ? 0
+              : !strcmp(path, "/v1/completions")    ? 1
+              : !strcmp(path, "/v1/chat/interactive") ? 2
+                                                       : -1;
+    if (api < 0) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "no route for %.200s", path);
+        return tsr__error(c, 404, "invalid_request_error", NULL, "unknown_url", msg);
+    }
+    if (!post) return tsr__error(c, 405, "invalid_request_error", NULL, "method_not_allowed", "use POST");
+    if (s->draining)
+        return tsr__error(c, 503, "server_error", NULL, "shutting_down", "the server is shutting down");
+    if (!tsr__fe_utf8_valid(c->body, c->body_len))
+        return tsr__error(c, 400, "invalid_request_error", NULL, "invalid_utf8", "the request body is not valid UTF-8");
+    tsr__fe_params p;
+    tsr__fe_error err;
+    tsr__fe_kind kind = api == 0 ? TSR__FE_CHAT : api == 1 ? TSR__FE_COMPLETION : TSR__FE_INTERACTIVE;
+    if (!tsr__fe_parse(kind, c->body ? c->body : "", c->body_len, &p, &err)) return tsr__respond_error(c, &err);
+    if (p.model && p.model[0] && strcmp(p.model, s->model)) {
+        tsr__fe_seterr(&err, 404, "invalid_request_error", "model", "model_not_found",
+                       "the model '%.200s' does not exist; this server serves '%.200s'", p.model, s->model);
+        tsr__fe_params_free(&p);
+        return tsr__respond_error(c, &err);
+    }
+    if (api == 2 && !p.session_id && !p.prompt && !p.messages) {
+        tsr__fe_params_free(&p);
+        return tsr__error(c, 400, "invalid_request_error", "prompt", NULL, "'prompt' is required");
+    }
+    if (api == 2 && p.session_id && !p.interactive_mode && p.prompt && !p.prompt[0]) {
+        /* TurboMind: an empty turn without interactive mode ends the session */
+        tsr_engine_end_session(s->engine, p.session_id);
+        tsr__fe_params_free(&p);
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "text", "");
+        cJSON_AddNumberToObject(j, "tokens", 0);
+        cJSON_AddStringToObject(j, "finish_reason", "stop");
+        return tsr__respond_json(c, 200, j);
+    }
+    tsr__call *call = tsr__call_new(s, api, &p, c, &tsr__http_ops);
+    if (!call) return tsr__error(c, 500, "server_error", NULL, NULL, "out of memory");
+    c->call = call;
+    if (!tsr__call_submit(call, &err)) {
+        c->call = NULL;
+        tsr__call_detach(call);
+        return tsr__respond_error(c, &err);
+    }
+    if (call->p.stream) tsr__stream_begin(c, api == 2 ? "application/x-ndjson" : "text/event-stream");
+    /* the answer continues from the engine's events (tsr__http_ops) */
+}
+
+/* ---------------------------------------------------------------- http-parser callbacks */
+
+static int tsr__on_message_begin(http_parser *p) {
+    tsr__conn *c = p->data;
+    c->in_request = true;
+    c->url_len = 0;
+    c->url_too_long = false;
+    c->header_bytes = 0;
+    c->field_len = 0;
+    c->field_done = false;
+    c->capture = 0;
+    c->auth_len = 0;
+    c->expect_continue = false;
+    c->body_len = 0;
+    c->reject = 0;
+    c->message_complete = false;
+    c->stream_started = false;
+    uv_timer_stop(&c->timer);
+    c->need_arm = true;   /* the read timeout starts with the request's first byte */
+    return 0;
+}
+
+static int tsr__header_budget(tsr__conn *c, size_t n) {
+    c->header_bytes += n;
+    if ((int64_t)c->header_bytes > c->srv->cfg.max_header_bytes) {
+        c->reject = 431;
+        return 1;
+    }
+    return 0;
+}
+
+static int tsr__on_url(http_parser *p, const char *at, size_t n) {
+    tsr__conn *c = p->data;
+    if (tsr__header_budget(c, n)) return 1;
+    if (c->url_len + n >= sizeof c->url) {
+        c->reject = 414;
+        return 1;
+    }
+    memcpy(c->url + c->url_len, at, n);
+    c->url_len += n;
+    c->url[c->url_len] = 0;
+    return 0;
+}
+
+static int tsr__on_header_field(http_parser *p, const char *at, size_t n) {
+    tsr__conn *c = p->data;
+    if (tsr__header_budget(c, n)) return 1;
+    if (c->field_done) {
+        c->field_len = 0;
+        c->field_done = false;
+    }
+    for (size_t i = 0; i < n && c->field_len < sizeof c->field - 1; i++) c->field[c->field_len++] = at[i];
+    c->field[c->field_len] = 0;
+    return 0;
+}
+
+static int tsr__on_header_value(http_parser *p, const char *at, size_t n) {
+    tsr__conn *c = p->data;
+    if (tsr__header_budget(c, n)) return 1;
+    if (!c->field_done) {
+        c->field_done = true;
+        c->capture = !strcasecmp(c->field, "authorization") ? 1 : !strcasecmp(c->field, "expect") ? 2 : 0;
+        if (c->capture == 1) c->auth_len = 0;
+    }
+    if (c->capture == 1) {
+        for (size_t i = 0; i < n && c->auth_len < sizeof c->auth - 1; i++) c->auth[c->auth_len++] = at[i];
+        c->auth[c->auth_len] = 0;
+    } else if (c->capture == 2) {
+        if (n >= 12 && !strncasecmp(at, "100-continue", 12)) c->expect_continue = true;
+    }
+    return 0;
+}
+
+static int tsr__on_headers_complete(http_parser *p) {
+    tsr__conn *c = p->data;
+    if (p->content_length != ULLONG_MAX && (int64_t)p->content_length > c->srv->cfg.max_body_bytes) {
+        c->reject = 413;
+        return -1;   /* not 1/2 ("skip body"): an error, answered by tsr__conn_parse */
+    }
+    if (c->expect_continue) tsr__conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    return 0;
+}
+
+static int tsr__on_body(http_parser *p, const char *at, size_t n) {
+    tsr__conn *c = p->data;
+    if ((int64_t)(c->body_len + n) > c->srv->cfg.max_body_bytes) {
+        c->reject = 413;
+        return 1;
+    }
+    if (c->body_len + n + 1 > c->body_cap) {
+        size_t cap = c->body_cap ? c->body_cap : 4096;
+        while (cap < c->body_len + n + 1) cap *= 2;
+        char *b = realloc(c->body, cap);
+        if (!b) {
+            c->reject = 413;
+            return 1;
+        }
+        c->body = b;
+        c->body_cap = cap;
+    }
+    memcpy(c->body + c->body_len, at, n);
+    c->body_len += n;
+    c->body[c->body_len] = 0;
+    return 0;
+}
+
+static int tsr__on_message_complete(http_parser *p) {
+    tsr__conn *c = p->data;
+    c->message_complete = true;
+    c->keep_alive = http_should_keep_alive(p);
+    http_parser_pause(p, 1);   /* one request at a time: the rest waits in c->pending */
+    return 0;
+}
+
+static const http_parser_settings tsr__settings = {
+    .on_message_begin = tsr__on_message_begin,
+    .on_url = tsr__on_url,
+    .on_header_field = tsr__on_header_field,
+    .on_header_value = tsr__on_header_value,
+    .on_headers_complete = tsr__on_headers_complete,
+    .on_body = tsr__on_body,
+    .on_message_complete = tsr__on_message_complete,
+};
+
+static void tsr__on_timer(uv_timer_t *t);
+
+static void tsr__arm_timer(tsr__conn *c) {
+    double s = c->in_request ? c->srv->cfg.read_timeout_s : c->srv->cfg.idle_timeout_s;
+    uv_timer_stop(&c->timer);
+    if (s > 0) uv_timer_start(&c->timer, tsr__on_timer, (uint64_t)(s * 1000), 0);
+}
+
+/* Parses what is buffered; answers a complete request, or an error. */
+static void tsr__conn_parse(tsr__conn *c, const char *data, size_t len) {
+    if (c->closing || c->call) return;
+    size_t done = http_parser_execute(&c->parser, &tsr__settings, data, len);
+    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+    if (e != HPE_OK && e != HPE_PAUSED) {
+        c->keep_alive = false;
+        c->reject = c->reject ? c->reject : e == HPE_HEADER_OVERFLOW ? 431 : 400;
+        char msg[200];
+        snprintf(msg, sizeof msg, "malformed HTTP request: %s", http_errno_description(e));
+        if (c->reject == 413) {
+            snprintf(msg, sizeof msg, "the request body exceeds %lld bytes (--max-body-bytes)",
+                     (long long)c->srv->cfg.max_body_bytes);
+        } else if (c->reject == 431) {
+            snprintf(msg, sizeof msg, "the request headers exceed %lld bytes", (long long)c->srv->cfg.max_header_bytes);
+        } else if (c->reject == 414) {
+            snprintf(msg, sizeof msg, "the request target is too long");
+        }
+        c->in_request = false;
+        tsr__error(c, c->reject, "invalid_request_error", NULL,
+                   c->reject == 413 ? "request_too_large" : c->reject == 400 ? "bad_request" : "headers_too_large", msg);
+        return;
+    }
+    /* keep what was not parsed for after this request's answer */
+    size_t rest = len - done;
+    if (rest) {
+        char *buf = malloc(rest);
+        if (!buf) {
+            tsr__conn_close(c);
+            return;
+        }
+        memcpy(buf, data + done, rest);
+        free(c->pending);
+        c->pending = buf;
+        c->pending_len = rest;
+    } else {
+        free(c->pending);
+        c->pending = NULL;
+        c->pending_len = 0;
+    }
+    if (c->message_complete) {
+        c->in_request = false;
+        uv_timer_stop(&c->timer);
+        tsr__handle(c);
+    } else if (c->in_request && c->need_arm) {
+        c->need_arm = false;
+        tsr__arm_timer(c);
+    }
+}
+
+/* After an answer: next pipelined request, or wait for one. */
+static void tsr__conn_request_done(tsr__conn *c) {
+    c->message_complete = false;
+    c->in_request = false;
+    if (c->closing || !c->keep_alive) return;
+    if (c->parser.http_errno == HPE_PAUSED) http_parser_pause(&c->parser, 0);
+    tsr__arm_timer(c);
+    if (c->pending_len) {
+        char *buf = c->pending;
+        size_t n = c->pending_len;
+        c->pending = NULL;
+        c->pending_len = 0;
+        tsr__conn_parse(c, buf, n);
+        free(buf);
+    }
+}
+
+static void tsr__on_timer(uv_timer_t *t) {
+    tsr__conn *c = t->data;
+    if (c->call || c->closing) return;
+    if (c->in_request) {
+        c->keep_alive = false;
+        c->reject = 408;
+        tsr__error(c, 408, "invalid_request_error", NULL, "request_timeout",
+                   "the request did not arrive in time (--read-timeout)");
+    } else {
+        tsr__conn_close(c);
+    }
+}
+
+static void tsr__alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+    (void)h;
+    b->base = malloc(suggested);
+    b->len = b->base ? suggested : 0;
+}
+
+static void tsr__on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
+    tsr__conn *c = st->data;
+    if (n < 0) {
+        free(b->base);
+        tsr__conn_close(c);   /* EOF or reset: a streaming answer's requests are cancelled */
+        return;
+    }
+    if (n == 0 || c->closing) {
+        free(b->base);
+        return;
+    }
+    if (c->call || c->message_complete) {
+        /* answering: hold the bytes (a pipelined request), bounded */
+        size_t cap = (size_t)c->srv->cfg.max_body_bytes + (size_t)c->srv->cfg.max_header_bytes;
+        if (c->pending_len + (size_t)n > cap) {
+            free(b->base);
+            tsr__conn_close(c);
+            return;
+        }
+        char *x = realloc(c->pending, c->pending_len + (size_t)n);
+        if (!x) {
+            free(b->base);
+            tsr__conn_close(c);
+            return;
+        }
+        memcpy(x + c->pending_len, b->base, (size_t)n);
+        c->pending = x;
+        c->pending_len += (size_t)n;
+        free(b->base);
+        return;
+    }
+    if (c->pending_len) {
+        /* leftovers first (a partial request held from before) */
+        char *x = realloc(c->pending, c->pending_len + (size_t)n);
+        if (!x) {
+            free(b->base);
+            tsr__conn_close(c);
+            return;
+        }
+        memcpy(x + c->pending_len, b->base, (size_t)n);
+        free(b->base);
+        c->pending = NULL;
+        size_t total = c->pending_len + (size_t)n;
+        c->pending_len = 0;
+        tsr__conn_parse(c, x, total);
+        free(x);
+    } else {
+        tsr__conn_parse(c, b->base, (size_t)n);
+        free(b->base);
+    }
+}
+
+static void tsr__on_connection(uv_stream_t *server, int status) {
+    tsr__srv *s = server->data;
+    if (status < 0) return;
+    tsr__conn *c = calloc(1, sizeof *c);
+    if (!c) return;
+    c->srv = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    uv_timer_init(s->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles_open = 2;
+    s->connections++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+        tsr__conn_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->keep_alive = true;
+    tsr__arm_timer(c);
+    uv_read_start((uv_stream_t *)&c->tcp, tsr__alloc, tsr__on_read);
+}
+
+/* ---------------------------------------------------------------- life cycle */
+
+static void tsr__stop_timer_cb(uv_timer_t *t) { uv_stop(t->loop); }
+
+static void tsr__maybe_finish_drain(tsr__srv *s) {
+    if (s->draining && s->live_calls == 0 && !uv_is_active((uv_handle_t *)&s->drain_timer))
+        uv_timer_start(&s->drain_timer, tsr__stop_timer_cb, 200, 0);   /* lets the last writes flush */
+}
+
+static void tsr__on_signal(uv_signal_t *sig, int signum) {
+    tsr__srv *s = sig->data;
+    if (s->draining) {
+        TSR_LOGW("second signal: exiting now");
+        uv_stop(s->loop);
+        return;
+    }
+    TSR_LOGI("%s: no longer admitting requests; finishing %lld running", signum == SIGTERM ? "SIGTERM" : "SIGINT",
+             (long long)s->live_calls);
+    s->draining = true;
+    if (s->live_calls == 0) uv_timer_start(&s->drain_timer, tsr__stop_timer_cb, 200, 0);
+}
+
+static tsr_status tsr__listen(tsr__srv *s, uv_tcp_t *t, int port, uv_connection_cb cb) {
+    struct sockaddr_storage addr;
+    if (uv_ip4_addr(s->cfg.host, port, (struct sockaddr_in *)&addr) != 0 &&
+        uv_ip6_addr(s->cfg.host, port, (struct sockaddr_in6 *)&addr) != 0)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "--server-name '%s' is not an IPv4 or IPv6 address", s->cfg.host);
+    uv_tcp_init(s->loop, t);
+    t->data = s;
+    int r = uv_tcp_bind(t, (const struct sockaddr *)&addr, 0);
+    if (r == 0) r = uv_listen((uv_stream_t *)t, 511, cb);
+    if (r != 0) return tsr_errorf(TSR_ERR_IO, "cannot listen on %s:%d: %s", s->cfg.host, port, uv_strerror(r));
+    return TSR_OK;
+}
+
+static void tsr__walk_close(uv_handle_t *h, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);   /* at exit: connection structs are left to the OS */
+}
+
+tsr_status tsr_server_run(tsr_engine *e, const tsr_server_config *cfg) {
+    signal(SIGPIPE, SIG_IGN);
+    tsr__srv *s = calloc(1, sizeof *s);
+    if (!s) return tsr_errorf(TSR_ERR_OOM, "server state");
+    s->engine = e;
+    s->cfg = *cfg;
+    s->model = cfg->model_name ? cfg->model_name : tsr_engine_model_name(e);
+    if (!s->model) s->model = "default";
+    s->loop = uv_default_loop();
+    pthread_mutex_init(&s->mu, NULL);
+    tsr__fe_metrics_init(&s->metrics);
+    uv_async_init(s->loop, &s->async, tsr__on_async);
+    s->async.data = s;
+    uv_timer_init(s->loop, &s->drain_timer);
+    s->drain_timer.data = s;
+    tsr_status st = tsr__listen(s, &s->http_listener, cfg->port, tsr__on_connection);
+    if (st == TSR_OK && cfg->grpc_port > 0) {
+        st = tsr__grpc_listen(s);
+        s->grpc_on = st == TSR_OK;
+    }
+    if (st == TSR_OK) {
+        uv_signal_init(s->loop, &s->sigterm);
+        uv_signal_init(s->loop, &s->sigint);
+        s->sigterm.data = s->sigint.data = s;
+        uv_signal_start(&s->sigterm, tsr__on_signal, SIGTERM);
+        uv_signal_start(&s->sigint, tsr__on_signal, SIGINT);
+        const char *shown = strchr(cfg->host, ':') ? "[%s]" : "%s";
+        char host[128];
+        snprintf(host, sizeof host, shown, cfg->host);
+        fprintf(stderr,
+                "tessera serve: model '%s' ready\n"
+                "  web chat:   http://%s:%d/\n"
+                "  OpenAI API: http://%s:%d/v1  (e.g. OpenAI(base_url=\"http://%s:%d/v1\", api_key=\"%s\"))\n",
+                s->model, host, cfg->port, host, cfg->port, host, cfg->port, cfg->n_api_keys ? "KEY" : "none");
+        if (s->grpc_on) fprintf(stderr, "  gRPC:       %s:%d  (tessera.v1.Tessera, proto/tessera.proto)\n", host, cfg->grpc_port);
+        fflush(stderr);
+        uv_run(s->loop, UV_RUN_DEFAULT);
+        TSR_LOGI("server stopped");
+    }
+    /* close every handle (connections included) and let the callbacks run */
+    if (s->grpc_on) tsr__grpc_close(s);
+    uv_walk(s->loop, tsr__walk_close, NULL);
+    uv_run(s->loop, UV_RUN_DEFAULT);
+    pthread_mutex_lock(&s->mu);
+    tsr__evnode *n = s->q_head;
+    s->q_head = s->q_tail = NULL;
+    while (n) {
+        tsr__evnode *next = n->next;
+        free(n->text);
+        free(n);
+        n = next;
+    }
+    s->dead = true;
+    pthread_mutex_unlock(&s->mu);
+    uv_loop_close(s->loop);
+    /* With calls still running (a second signal), the engine may still call back until it is
+     * closed: s stays allocated (marked dead) rather than freed under it. */
+    if (s->live_calls == 0) {
+        pthread_mutex_destroy(&s->mu);
+        free(s);
+    }
+    return st;
+}
