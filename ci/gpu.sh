@@ -22,7 +22,9 @@ cd "$ROOT"
 T_START=$(date +%s)
 
 if [ -d .deps ]; then
-  eval "$(bash .deps/unpack-deps.sh .deps)"
+  eval "$(bash .deps/unpack-deps.sh .deps /opt/deps)"
+  # some .pc files (cJSON's) name libdir/includedir without a prefix= line: point them too
+  find /opt/deps -name '*.pc' -exec sed -i -E 's#^(libdir|includedir)=/usr#\1=/opt/deps/usr#' {} +
 fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
