@@ -13,7 +13,7 @@ want_test=0
 PKGS="build-essential cmake ninja-build pkg-config python3 python3-venv python3-pip
  libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler libuv1-dev libhwloc-dev
  libnghttp2-dev libhttp-parser-dev libcjson-dev libopenblas-dev curl"
-if [ $want_test = 1 ]; then PKGS="$PKGS clang iproute2"; fi
+if [ $want_test = 1 ]; then PKGS="$PKGS clang iproute2 chromium chromium-driver"; fi
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
