@@ -10,8 +10,8 @@ build=build-fuzz
 san="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DTESSERA_FUZZ=ON -DTESSERA_CUDA=OFF \
   -DTESSERA_WERROR=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS="$san" >/dev/null
-cmake --build "$build" -j2 --target fuzz_gguf fuzz_safetensors
-for f in gguf safetensors; do
+cmake --build "$build" -j2 --target fuzz_gguf fuzz_safetensors fuzz_model_config
+for f in gguf safetensors model_config; do
   corpus="$build/corpus_$f"
   mkdir -p "$corpus"
   echo "== fuzz_$f for ${secs}s ==" >&2

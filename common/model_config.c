@@ -5,6 +5,7 @@
 #include "common/model_config.h"
 
 #include <cjson/cJSON.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,13 @@ static void tsr__cfg_defaults(tsr_model_config *cfg) {
 
 /* ---- HF config.json ---- */
 
+/* A double that is exactly an int32 (no undefined out-of-range casts). */
+static bool tsr__as_i32(double d, int32_t *out) {
+    if (!(d >= -2147483648.0 && d <= 2147483647.0) || d != floor(d)) return false;
+    *out = (int32_t)d;
+    return true;
+}
+
 /* A JSON integer field: absent or null leaves *out alone; anything but an integer is an error. */
 static tsr_status tsr__j_int(const cJSON *o, const char *key, int64_t *out, const char *path) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -59,7 +67,8 @@ static tsr_status tsr__j_int(const cJSON *o, const char *key, int64_t *out, cons
 static tsr_status tsr__j_float(const cJSON *o, const char *key, float *out, const char *path) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return TSR_OK;
-    if (!cJSON_IsNumber(v)) return tsr_errorf(TSR_ERR_FORMAT, "%s: '%s' is not a number", path, key);
+    if (!cJSON_IsNumber(v) || !(fabs(v->valuedouble) <= FLT_MAX))
+        return tsr_errorf(TSR_ERR_FORMAT, "%s: '%s' is not a number in float range", path, key);
     *out = (float)v->valuedouble;
     return TSR_OK;
 }
@@ -77,16 +86,16 @@ static tsr_status tsr__j_eos(const cJSON *o, tsr_model_config *cfg, const char *
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "eos_token_id");
     if (!v || cJSON_IsNull(v)) return TSR_OK;
     if (cJSON_IsNumber(v)) {
-        cfg->eos_id = (int32_t)v->valuedouble;
-        if (v->valuedouble != cfg->eos_id) return tsr_errorf(TSR_ERR_FORMAT, "%s: eos_token_id is not an int32", path);
+        if (!tsr__as_i32(v->valuedouble, &cfg->eos_id))
+            return tsr_errorf(TSR_ERR_FORMAT, "%s: eos_token_id is not an int32", path);
         return TSR_OK;
     }
     if (!cJSON_IsArray(v)) return tsr_errorf(TSR_ERR_FORMAT, "%s: eos_token_id is neither an integer nor a list", path);
     int i = 0;
     for (const cJSON *e = v->child; e; e = e->next, i++) {
-        if (!cJSON_IsNumber(e) || e->valuedouble != (int32_t)e->valuedouble)
-            return tsr_errorf(TSR_ERR_FORMAT, "%s: eos_token_id[%d] is not an integer", path, i);
-        int32_t id = (int32_t)e->valuedouble;
+        int32_t id;
+        if (!cJSON_IsNumber(e) || !tsr__as_i32(e->valuedouble, &id))
+            return tsr_errorf(TSR_ERR_FORMAT, "%s: eos_token_id[%d] is not an int32", path, i);
         if (i == 0) cfg->eos_id = id;
         else if (cfg->n_extra_eos < (int32_t)(sizeof cfg->extra_eos / sizeof cfg->extra_eos[0]))
             cfg->extra_eos[cfg->n_extra_eos++] = id;
@@ -108,9 +117,9 @@ static tsr_status tsr__j_rope_scaling(const cJSON *o, tsr_model_config *cfg, con
     else if (!strcmp(t, "dynamic")) cfg->rope_type = TSR_ROPE_DYNAMIC;
     else if (!strcmp(t, "llama3")) cfg->rope_type = TSR_ROPE_LLAMA3;
     else return tsr_errorf(TSR_ERR_UNSUPPORTED, "%s: rope_scaling type '%.32s' is not supported (default, linear, dynamic, llama3 are)", path, t);
-    const cJSON *f = cJSON_GetObjectItemCaseSensitive(rs, "factor");
-    if (!cJSON_IsNumber(f)) return tsr_errorf(TSR_ERR_FORMAT, "%s: rope_scaling of type %s needs a numeric factor", path, t);
-    cfg->rope_factor = (float)f->valuedouble;
+    if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(rs, "factor")))
+        return tsr_errorf(TSR_ERR_FORMAT, "%s: rope_scaling of type %s needs a numeric factor", path, t);
+    TSR_TRY(tsr__j_float(rs, "factor", &cfg->rope_factor, path));
     if (cfg->rope_type == TSR_ROPE_LLAMA3) {
         cfg->rope_low_freq_factor = 1.0f;
         cfg->rope_high_freq_factor = 4.0f;
@@ -236,6 +245,7 @@ static tsr_status tsr__g_float(const tsr_gguf *g, const char *arch, const char *
     double v;
     snprintf(k, sizeof k, "%s.%s", arch, key);
     if (tsr_gguf_get_f64(g, k, &v)) {
+        if (!(fabs(v) <= FLT_MAX)) return tsr_errorf(TSR_ERR_FORMAT, "%s: metadata %s = %g is out of float range", tsr_gguf_path(g), k, v);
         *out = (float)v;
         return TSR_OK;
     }
