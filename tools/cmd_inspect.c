@@ -15,6 +15,8 @@
 #include "common/status.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
+#include "worker/weights.h"
+#include "worker/workspace.h"
 
 static void tsr__print_config(const char *source, tsr_status rc, const tsr_model_config *c) {
     if (rc != TSR_OK) {
@@ -277,6 +279,37 @@ static int tsr__inspect_st(const char *path, bool show_meta, bool quiet, const c
     return ret;
 }
 
+/* A converted workspace: config.ini plus one safetensors file per TP rank, each holding that
+ * rank's slices under the same names; shown one rank file at a time. */
+static int tsr__inspect_workspace(const char *dir, bool show_meta, bool quiet, const char *tname, const char *dump,
+                                  const char *to_st) {
+    printf("file:    %s\n", dir);
+    printf("format:  Tessera workspace (config.ini + per-rank safetensors)\n");
+    tsr_model_config cfg;
+    tsr_status crc = tsr_model_config_load(dir, &cfg);
+    tsr__print_config("config.ini", crc, &cfg);
+    int ret = 0, r = 0;
+    for (;; r++) {
+        char name[32];
+        snprintf(name, sizeof name, "rank%d.safetensors", r);
+        char *p = tsr_path_join(dir, name);
+        if (!tsr_path_exists(p)) {
+            free(p);
+            break;
+        }
+        printf("\n");
+        /* --tensor/--dump and --to-safetensors act on rank 0's file */
+        int rr = tsr__inspect_st(p, show_meta, quiet, r == 0 ? tname : NULL, r == 0 ? dump : NULL, r == 0 ? to_st : NULL);
+        free(p);
+        if (rr) ret = rr;
+    }
+    if (r == 0) {
+        fprintf(stderr, "tessera inspect: %s: workspace has no rank0.safetensors\n", dir);
+        return 1;
+    }
+    return ret;
+}
+
 int tsr_cmd_inspect(int argc, char **argv) {
     const char *tname = NULL, *dump = NULL, *to_st = NULL;
     bool show_meta = false, quiet = false;
@@ -293,8 +326,8 @@ int tsr_cmd_inspect(int argc, char **argv) {
     int np = 0;
     int r = tsr_cli_parse("tessera inspect [MODEL] [--tensor NAME [--dump FILE]]",
                           "Print what a model holds: file kind, model config, tensors (name, type, shape).\n"
-                          "MODEL is a .gguf file, a .safetensors file, a model.safetensors.index.json or an HF\n"
-                          "directory; without it, the default model.",
+                          "MODEL is a .gguf file, a .safetensors file, a model.safetensors.index.json, an HF\n"
+                          "directory or a converted workspace; without it, the default model.",
                           opts, argc, argv, pos, 1, &np);
     if (r == TSR_CLI_HELP) return 0;
     if (r != TSR_CLI_OK) return 1;
@@ -308,6 +341,7 @@ int tsr_cmd_inspect(int argc, char **argv) {
         fprintf(stderr, "tessera inspect: %s: no such file or directory\n", model);
         return 1;
     }
+    if (tsr_workspace_is(model)) return tsr__inspect_workspace(model, show_meta, quiet, tname, dump, to_st);
     bool is_gguf = false;
     if (!tsr_path_is_dir(model)) {
         FILE *f = fopen(model, "rb");
