@@ -21,7 +21,7 @@ typedef struct tsr__gen_cli {
 
 /* Entries for a tsr_opt table, pointing into a tsr__gen_cli `o`. */
 #define TSR__GEN_OPTS(o)                                                                          \
-    {"--max-new-tokens", TSR_OPT_INT, &(o).max_new, "N", "most tokens to generate"},              \
+    {"--max-new-tokens", TSR_OPT_INT, &(o).max_new, "N", "most tokens to generate (generate: 128, chat: 512)"},              \
     {"--temperature", TSR_OPT_FLOAT, &(o).temperature, "T", "0: greedy (default 0.7)"},           \
     {"--top-p", TSR_OPT_FLOAT, &(o).top_p, "P", "nucleus sampling mass in (0, 1] (default 0.9)"}, \
     {"--top-k", TSR_OPT_INT, &(o).top_k, "K", "keep the K most likely tokens (0: off)"},          \
