@@ -10,6 +10,10 @@
 #include "common/gguf.h"
 #include "common/tensor.h"
 
+#if defined(__F16C__)
+#include <immintrin.h> /* hardware f16 -> f32 where the build targets it (-march=native) */
+#endif
+
 #define TSR_QK 32    /* elements per block of the legacy formats */
 #define TSR_QK_K 256 /* elements per super-block of the k-quants */
 
@@ -68,7 +72,11 @@ size_t tsr_ggml_type_size(tsr_ggml_type t) {
 static inline float tsr__half(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
+#if defined(__F16C__)
+    return _cvtsh_ss(h);
+#else
     return tsr_f16_to_f32(h);
+#endif
 }
 
 static void tsr__deq_q4_0(const uint8_t *b, float *y, int64_t nb) {
@@ -263,9 +271,15 @@ tsr_status tsr_ggml_dequantize(tsr_ggml_type t, const void *src, float *dst, int
     const int64_t nb = n / bs;
     switch (t) {
     case TSR_GGML_F32: memcpy(dst, src, (size_t)n * 4); break;
-    case TSR_GGML_F16:
-        for (int64_t i = 0; i < n; i++) dst[i] = tsr__half(b + 2 * i);
+    case TSR_GGML_F16: {
+        int64_t i = 0;
+#if defined(__F16C__) && defined(__AVX__)
+        for (; i + 8 <= n; i += 8)
+            _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(b + 2 * i))));
+#endif
+        for (; i < n; i++) dst[i] = tsr__half(b + 2 * i);
         break;
+    }
     case TSR_GGML_BF16:
         for (int64_t i = 0; i < n; i++) {
             uint16_t h;
