@@ -1,4 +1,656 @@
-/* placeholder until the gRPC half lands */
+/* The server's gRPC half: HTTP/2 with nghttp2 (memory-buffer mode: bytes read from libuv go to
+ * nghttp2_session_mem_recv, what it wants to send is drained with nghttp2_session_mem_send and
+ * written with uv_write), messages with protobuf-c (proto/tessera.proto), and gRPC's framing
+ * (1-byte compressed flag + 4-byte big-endian length per message) and status trailers.
+ *
+ * A server-streaming Generate is an HTTP/2 response whose DATA is fed from a per-stream buffer
+ * as engine events arrive (the data provider defers while the buffer is empty), ended by
+ * trailers carrying grpc-status.  Errors before any message are "trailers-only" responses.  A
+ * client that resets its stream (cancels the RPC) or drops the connection cancels the engine
+ * requests through tsr__call_detach, exactly as an HTTP client that goes away. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <nghttp2/nghttp2.h>
+
+#include "common/log.h"
 #include "coordinator/frontend/srv.h"
-tsr_status tsr__grpc_listen(tsr__srv *s) { (void)s; return TSR_OK; }
-void tsr__grpc_close(tsr__srv *s) { (void)s; }
+#include "tessera.pb-c.h"
+
+enum {
+    TSR__GRPC_OK = 0,
+    TSR__GRPC_CANCELLED = 1,
+    TSR__GRPC_INVALID_ARGUMENT = 3,
+    TSR__GRPC_NOT_FOUND = 5,
+    TSR__GRPC_RESOURCE_EXHAUSTED = 8,
+    TSR__GRPC_UNIMPLEMENTED = 12,
+    TSR__GRPC_INTERNAL = 13,
+    TSR__GRPC_UNAVAILABLE = 14,
+    TSR__GRPC_UNAUTHENTICATED = 16,
+};
+
+typedef struct tsr__gconn tsr__gconn;
+
+typedef struct tsr__gstream {
+    tsr__gconn *conn;
+    int32_t id;
+    char path[128];
+    char auth[512];
+    bool grpc_ctype;
+    uint8_t *in;                     /* request body (framed message) */
+    size_t in_len, in_cap;
+    bool too_big;
+    uint8_t *out;                    /* framed response messages not yet taken by nghttp2 */
+    size_t out_len, out_off, out_cap;
+    bool response_started, finished; /* finished: trailers are due once out drains */
+    int status;
+    char message[256];
+    tsr__call *call;
+    struct tsr__gstream *next;
+} tsr__gstream;
+
+struct tsr__gconn {
+    uv_tcp_t tcp;
+    tsr__srv *srv;
+    nghttp2_session *session;
+    tsr__gstream *streams;
+    bool closing;
+};
+
+static void tsr__gconn_flush(tsr__gconn *c);
+
+/* ---------------------------------------------------------------- writes */
+
+typedef struct {
+    uv_write_t req;
+    char data[];
+} tsr__gw;
+
+static void tsr__gconn_closed(uv_handle_t *h) {
+    tsr__gconn *c = h->data;
+    c->srv->connections--;
+    free(c);
+}
+
+static void tsr__gconn_close(tsr__gconn *c) {
+    if (c->closing) return;
+    c->closing = true;
+    /* streams: detach their calls (cancels the engine requests) */
+    for (tsr__gstream *s = c->streams; s; s = s->next)
+        if (s->call) {
+            tsr__call_detach(s->call);
+            s->call = NULL;
+        }
+    nghttp2_session_del(c->session);   /* calls no stream-close callbacks: free them here */
+    c->session = NULL;
+    while (c->streams) {
+        tsr__gstream *s = c->streams;
+        c->streams = s->next;
+        free(s->in);
+        free(s->out);
+        free(s);
+    }
+    uv_close((uv_handle_t *)&c->tcp, tsr__gconn_closed);
+}
+
+static void tsr__gon_write(uv_write_t *w, int status) {
+    tsr__gconn *c = w->data;
+    free(w);
+    if (status < 0) tsr__gconn_close(c);
+}
+
+static void tsr__gconn_flush(tsr__gconn *c) {
+    if (c->closing || !c->session) return;
+    for (;;) {
+        const uint8_t *data;
+        ssize_t n = nghttp2_session_mem_send(c->session, &data);
+        if (n < 0) {
+            tsr__gconn_close(c);
+            return;
+        }
+        if (n == 0) break;
+        tsr__gw *w = malloc(sizeof *w + (size_t)n);
+        if (!w) {
+            tsr__gconn_close(c);
+            return;
+        }
+        memcpy(w->data, data, (size_t)n);
+        w->req.data = c;
+        uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+        if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, tsr__gon_write) < 0) {
+            free(w);
+            tsr__gconn_close(c);
+            return;
+        }
+    }
+    if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) tsr__gconn_close(c);
+}
+
+/* ---------------------------------------------------------------- responses */
+
+/* grpc-message is percent-encoded (gRPC over HTTP/2 spec) */
+static void tsr__pct(const char *in, char *out, size_t cap) {
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in; *p && o + 4 < cap; p++) {
+        if (*p >= 0x20 && *p <= 0x7e && *p != '%') out[o++] = (char)*p;
+        else o += (size_t)snprintf(out + o, cap - o, "%%%02X", *p);
+    }
+    out[o] = 0;
+}
+
+#define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+
+static void tsr__trailers(tsr__gstream *s) {
+    char code[16], msg[800];
+    snprintf(code, sizeof code, "%d", s->status);
+    tsr__pct(s->message, msg, sizeof msg);
+    nghttp2_nv nv[2] = {NV("grpc-status", code), NV("grpc-message", msg)};
+    nghttp2_submit_trailer(s->conn->session, s->id, nv, s->message[0] ? 2 : 1);
+}
+
+static ssize_t tsr__read_cb(nghttp2_session *ses, int32_t id, uint8_t *buf, size_t len, uint32_t *flags,
+                            nghttp2_data_source *src, void *user) {
+    (void)ses;
+    (void)id;
+    (void)user;
+    tsr__gstream *s = src->ptr;
+    size_t avail = s->out_len - s->out_off;
+    if (avail) {
+        size_t n = avail < len ? avail : len;
+        memcpy(buf, s->out + s->out_off, n);
+        s->out_off += n;
+        if (s->out_off == s->out_len) s->out_off = s->out_len = 0;
+        return (ssize_t)n;
+    }
+    if (!s->finished) return NGHTTP2_ERR_DEFERRED;
+    *flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+    tsr__trailers(s);
+    return 0;
+}
+
+static void tsr__start_response(tsr__gstream *s) {
+    if (s->response_started) return;
+    s->response_started = true;
+    nghttp2_nv nv[2] = {NV(":status", "200"), NV("content-type", "application/grpc")};
+    nghttp2_data_provider dp = {.source.ptr = s, .read_callback = tsr__read_cb};
+    nghttp2_submit_response(s->conn->session, s->id, nv, 2, &dp);
+}
+
+/* Appends one framed message (packed from m). */
+static void tsr__send_msg(tsr__gstream *s, const ProtobufCMessage *m) {
+    size_t n = protobuf_c_message_get_packed_size(m);
+    if (s->out_len + n + 5 > s->out_cap) {
+        size_t cap = (s->out_cap ? s->out_cap * 2 : 1024) + n + 5;
+        uint8_t *x = realloc(s->out, cap);
+        if (!x) return;
+        s->out = x;
+        s->out_cap = cap;
+    }
+    uint8_t *p = s->out + s->out_len;
+    p[0] = 0;
+    p[1] = (uint8_t)(n >> 24);
+    p[2] = (uint8_t)(n >> 16);
+    p[3] = (uint8_t)(n >> 8);
+    p[4] = (uint8_t)n;
+    protobuf_c_message_pack(m, p + 5);
+    s->out_len += n + 5;
+    tsr__start_response(s);
+    nghttp2_session_resume_data(s->conn->session, s->id);
+}
+
+static void tsr__finish(tsr__gstream *s, int status, const char *msg) {
+    s->status = status;
+    snprintf(s->message, sizeof s->message, "%s", msg ? msg : "");
+    if (!s->response_started) {
+        /* trailers-only */
+        char code[16], m[800];
+        snprintf(code, sizeof code, "%d", status);
+        tsr__pct(s->message, m, sizeof m);
+        nghttp2_nv nv[4] = {NV(":status", "200"), NV("content-type", "application/grpc"), NV("grpc-status", code),
+                            NV("grpc-message", m)};
+        s->response_started = true;
+        s->finished = true;
+        nghttp2_submit_response(s->conn->session, s->id, nv, s->message[0] ? 4 : 3, NULL);
+        return;
+    }
+    s->finished = true;
+    nghttp2_session_resume_data(s->conn->session, s->id);
+}
+
+/* ---------------------------------------------------------------- calls */
+
+static void tsr__g_on_token(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
+    tsr__gstream *s = c->owner;
+    if (strcmp(s->path, "/tessera.v1.Tessera/Generate")) {
+        /* Chat: accumulate */
+        size_t n = ev->text_len;
+        if (ch->text_len + n + 1 > ch->text_cap) {
+            size_t cap = (ch->text_cap ? ch->text_cap * 2 : 256) + n;
+            char *x = realloc(ch->text, cap);
+            if (!x) return;
+            ch->text = x;
+            ch->text_cap = cap;
+        }
+        memcpy(ch->text + ch->text_len, ev->text, n);
+        ch->text_len += n;
+        ch->text[ch->text_len] = 0;
+        return;
+    }
+    Tessera__V1__GenerateResponse r = TESSERA__V1__GENERATE_RESPONSE__INIT;
+    int32_t id = ev->token;
+    if (id >= 0) {
+        r.n_ids = 1;
+        r.ids = &id;
+    }
+    r.text = (char *)(ev->text ? ev->text : "");
+    Tessera__V1__TokenLogprob lp[1 + TSR_SAMPLING_MAX_LOGPROBS], *lpp[1 + TSR_SAMPLING_MAX_LOGPROBS];
+    char *texts[1 + TSR_SAMPLING_MAX_LOGPROBS] = {0};
+    if (ev->sample && c->p.logprobs >= 0) {
+        int n = 1 + ev->sample->n_top;
+        for (int i = 0; i < n; i++) {
+            tessera__v1__token_logprob__init(&lp[i]);
+            lp[i].id = i == 0 ? ev->sample->token : ev->sample->top[i - 1].id;
+            lp[i].logprob = i == 0 ? ev->sample->logprob : ev->sample->top[i - 1].logprob;
+            texts[i] = tsr__srv_token_text(c->srv, lp[i].id);
+            lp[i].text = texts[i] ? texts[i] : (char *)"";
+            lpp[i] = &lp[i];
+        }
+        r.n_logprobs = (size_t)n;
+        r.logprobs = lpp;
+    }
+    r.completion_tokens = (uint32_t)ch->completion_tokens;
+    tsr__send_msg(s, &r.base);
+    for (int i = 0; i < 1 + TSR_SAMPLING_MAX_LOGPROBS; i++) free(texts[i]);
+    tsr__gconn_flush(s->conn);
+}
+
+static void tsr__g_on_done(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
+    (void)c;
+    (void)ch;
+    (void)ev;
+}
+
+static void tsr__g_on_complete(tsr__call *c) {
+    tsr__gstream *s = c->owner;
+    tsr__choice *ch = &c->ch[0];
+    s->call = NULL;
+    c->owner = NULL;
+    if (ch->finish == TSR_FINISH_ERROR) {
+        tsr__finish(s, ch->error == TSR_ERR_INVALID_ARG ? TSR__GRPC_INVALID_ARGUMENT : TSR__GRPC_INTERNAL,
+                    ch->error_message[0] ? ch->error_message : "generation failed");
+    } else if (!strcmp(s->path, "/tessera.v1.Tessera/Generate")) {
+        Tessera__V1__GenerateResponse r = TESSERA__V1__GENERATE_RESPONSE__INIT;
+        r.finish_reason = (char *)tsr_finish_reason_str(ch->finish);
+        r.prompt_tokens = (uint32_t)ch->prompt_tokens;
+        r.completion_tokens = (uint32_t)ch->completion_tokens;
+        tsr__send_msg(s, &r.base);
+        tsr__finish(s, TSR__GRPC_OK, NULL);
+    } else {
+        Tessera__V1__ChatResponse r = TESSERA__V1__CHAT_RESPONSE__INIT;
+        Tessera__V1__ChatMessage m = TESSERA__V1__CHAT_MESSAGE__INIT;
+        m.role = (char *)"assistant";
+        m.content = ch->text ? ch->text : (char *)"";
+        r.message = &m;
+        r.finish_reason = (char *)tsr_finish_reason_str(ch->finish);
+        r.prompt_tokens = (uint32_t)ch->prompt_tokens;
+        r.completion_tokens = (uint32_t)ch->completion_tokens;
+        tsr__send_msg(s, &r.base);
+        tsr__finish(s, TSR__GRPC_OK, NULL);
+    }
+    tsr__gconn_flush(s->conn);
+}
+
+static const tsr__call_ops tsr__grpc_ops = {tsr__g_on_token, tsr__g_on_done, tsr__g_on_complete};
+
+/* SamplingParams -> params; proto3 zero means "not set" for the knobs whose zero is invalid. */
+static bool tsr__g_params(const Tessera__V1__SamplingParams *sp, tsr__fe_params *p, char *err, size_t cap) {
+    tsr_sampling_params_default(&p->sampling);
+    p->max_tokens = 128;
+    p->logprobs = -1;
+    p->n = 1;
+    if (sp) {
+        if (sp->max_tokens) p->max_tokens = sp->max_tokens;
+        p->sampling.temperature = sp->temperature;
+        if (sp->top_p > 0) p->sampling.top_p = sp->top_p;
+        p->sampling.top_k = (int32_t)sp->top_k;
+        p->sampling.min_p = sp->min_p;
+        if (sp->repetition_penalty > 0) p->sampling.repetition_penalty = sp->repetition_penalty;
+        p->sampling.presence_penalty = sp->presence_penalty;
+        p->sampling.frequency_penalty = sp->frequency_penalty;
+        p->sampling.seed = sp->has_seed ? sp->seed : tsr_sampling_random_seed();
+        if (sp->n_stop > TSR__FE_MAX_STOP) {
+            snprintf(err, cap, "at most %d stop strings", TSR__FE_MAX_STOP);
+            return false;
+        }
+        for (size_t i = 0; i < sp->n_stop; i++) {
+            if (!sp->stop[i][0]) {
+                snprintf(err, cap, "stop strings must not be empty");
+                return false;
+            }
+            p->stop[p->n_stop++] = sp->stop[i];
+        }
+        p->ignore_eos = sp->ignore_eos;
+        if (sp->top_logprobs > TSR_SAMPLING_MAX_LOGPROBS) {
+            snprintf(err, cap, "top_logprobs must be at most %d", TSR_SAMPLING_MAX_LOGPROBS);
+            return false;
+        }
+        if (sp->logprobs) p->logprobs = (int)sp->top_logprobs;
+    } else {
+        p->sampling.seed = tsr_sampling_random_seed();
+    }
+    p->sampling.logprobs = p->logprobs;
+    if (tsr_sampling_params_validate(&p->sampling) != TSR_OK) {
+        snprintf(err, cap, "%s", tsr_last_error());
+        return false;
+    }
+    return true;
+}
+
+static void tsr__g_submit(tsr__gstream *s, tsr__fe_params *p) {
+    tsr__call *call = tsr__call_new(s->conn->srv, 3, p, s, &tsr__grpc_ops);
+    if (!call) return tsr__finish(s, TSR__GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    s->call = call;
+    tsr__fe_error err;
+    if (!tsr__call_submit(call, &err)) {
+        s->call = NULL;
+        tsr__call_detach(call);
+        return tsr__finish(s, err.status == 400 ? TSR__GRPC_INVALID_ARGUMENT : TSR__GRPC_UNAVAILABLE, err.message);
+    }
+    if (!strcmp(s->path, "/tessera.v1.Tessera/Generate")) tsr__start_response(s);   /* headers now */
+}
+
+static bool tsr__g_model_ok(tsr__gstream *s, const char *model) {
+    if (!model || !model[0] || !strcmp(model, s->conn->srv->model)) return true;
+    char msg[300];
+    snprintf(msg, sizeof msg, "the model '%.200s' does not exist", model);
+    tsr__finish(s, TSR__GRPC_NOT_FOUND, msg);
+    return false;
+}
+
+static void tsr__g_handle(tsr__gstream *s) {
+    tsr__srv *srv = s->conn->srv;
+    const char *m = s->path;
+    if (strncmp(m, "/tessera.v1.Tessera/", 20)) return tsr__finish(s, TSR__GRPC_UNIMPLEMENTED, "unknown service");
+    m += 20;
+    bool known = !strcmp(m, "Generate") || !strcmp(m, "Chat") || !strcmp(m, "Tokenize") || !strcmp(m, "Health") ||
+                 !strcmp(m, "ListModels");
+    if (!known) return tsr__finish(s, TSR__GRPC_UNIMPLEMENTED, "unknown method");
+    if (strcmp(m, "Health") && srv->cfg.n_api_keys) {
+        bool ok = false;
+        if (!strncasecmp(s->auth, "Bearer ", 7))
+            for (int i = 0; i < srv->cfg.n_api_keys; i++)
+                ok |= tsr__fe_key_equal(s->auth + 7, strlen(s->auth + 7), srv->cfg.api_keys[i]);
+        if (!ok) return tsr__finish(s, TSR__GRPC_UNAUTHENTICATED, "missing or invalid API key (authorization: Bearer KEY)");
+    }
+    if (s->too_big) return tsr__finish(s, TSR__GRPC_RESOURCE_EXHAUSTED, "request message too large (--max-body-bytes)");
+    if (s->in_len < 5) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "missing request message");
+    if (s->in[0] != 0) return tsr__finish(s, TSR__GRPC_UNIMPLEMENTED, "compressed messages are not supported");
+    size_t n = ((size_t)s->in[1] << 24) | ((size_t)s->in[2] << 16) | ((size_t)s->in[3] << 8) | s->in[4];
+    if (n != s->in_len - 5) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "exactly one request message expected");
+    const uint8_t *msg = s->in + 5;
+    char err[300];
+
+    if (!strcmp(m, "Health")) {
+        Tessera__V1__HealthRequest *q = tessera__v1__health_request__unpack(NULL, n, msg);
+        if (!q) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed HealthRequest");
+        tessera__v1__health_request__free_unpacked(q, NULL);
+        Tessera__V1__HealthResponse r = TESSERA__V1__HEALTH_RESPONSE__INIT;
+        r.status = srv->draining ? TESSERA__V1__HEALTH_RESPONSE__STATUS__NOT_SERVING
+                                 : TESSERA__V1__HEALTH_RESPONSE__STATUS__SERVING;
+        tsr__send_msg(s, &r.base);
+        return tsr__finish(s, TSR__GRPC_OK, NULL);
+    }
+    if (!strcmp(m, "ListModels")) {
+        Tessera__V1__ListModelsRequest *q = tessera__v1__list_models_request__unpack(NULL, n, msg);
+        if (!q) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed ListModelsRequest");
+        tessera__v1__list_models_request__free_unpacked(q, NULL);
+        Tessera__V1__ListModelsResponse r = TESSERA__V1__LIST_MODELS_RESPONSE__INIT;
+        Tessera__V1__ModelInfo mi = TESSERA__V1__MODEL_INFO__INIT, *mip = &mi;
+        mi.id = (char *)srv->model;
+        mi.max_context = (uint32_t)tsr_engine_session_len(srv->engine);
+        r.n_models = 1;
+        r.models = &mip;
+        tsr__send_msg(s, &r.base);
+        return tsr__finish(s, TSR__GRPC_OK, NULL);
+    }
+    if (!strcmp(m, "Tokenize")) {
+        Tessera__V1__TokenizeRequest *q = tessera__v1__tokenize_request__unpack(NULL, n, msg);
+        if (!q) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed TokenizeRequest");
+        if (!tsr__g_model_ok(s, q->model)) {
+            tessera__v1__tokenize_request__free_unpacked(q, NULL);
+            return;
+        }
+        const tsr_tokenizer *tok = tsr_engine_tokenizer(srv->engine);
+        int32_t *ids = NULL;
+        int64_t n_ids = 0;
+        if (!tok || tsr_tokenizer_encode(tok, q->text, strlen(q->text), q->add_special_tokens, true, &ids, &n_ids) != TSR_OK) {
+            tessera__v1__tokenize_request__free_unpacked(q, NULL);
+            return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, tok ? tsr_last_error() : "the model has no tokenizer");
+        }
+        tessera__v1__tokenize_request__free_unpacked(q, NULL);
+        Tessera__V1__TokenizeResponse r = TESSERA__V1__TOKENIZE_RESPONSE__INIT;
+        r.n_ids = (size_t)n_ids;
+        r.ids = ids;
+        tsr__send_msg(s, &r.base);
+        free(ids);
+        return tsr__finish(s, TSR__GRPC_OK, NULL);
+    }
+    if (srv->draining) return tsr__finish(s, TSR__GRPC_UNAVAILABLE, "the server is shutting down");
+    tsr__fe_params p;
+    memset(&p, 0, sizeof p);
+    if (!strcmp(m, "Generate")) {
+        Tessera__V1__GenerateRequest *q = tessera__v1__generate_request__unpack(NULL, n, msg);
+        if (!q) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed GenerateRequest");
+        p.kind = TSR__FE_COMPLETION;
+        bool ok = tsr__g_model_ok(s, q->model);
+        if (ok && !tsr__g_params(q->params, &p, err, sizeof err)) {
+            tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, err);
+            ok = false;
+        }
+        if (ok && q->n_prompt_ids) {
+            p.prompt_ids = malloc(sizeof(int32_t) * q->n_prompt_ids);
+            if (p.prompt_ids) memcpy(p.prompt_ids, q->prompt_ids, sizeof(int32_t) * q->n_prompt_ids);
+            p.n_prompt_ids = p.prompt_ids ? (int64_t)q->n_prompt_ids : 0;
+        } else if (ok && !q->prompt[0]) {
+            tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "prompt or prompt_ids is required");
+            ok = false;
+        }
+        p.prompt = q->prompt;
+        p.session_id = q->session_id;
+        if (ok) tsr__g_submit(s, &p);   /* the engine copies what it keeps at submit */
+        else tsr__fe_params_free(&p);
+        if (s->call) s->call->p.prompt = NULL;
+        tessera__v1__generate_request__free_unpacked(q, NULL);
+        return;
+    }
+    Tessera__V1__ChatRequest *q = tessera__v1__chat_request__unpack(NULL, n, msg);
+    if (!q) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed ChatRequest");
+    p.kind = TSR__FE_CHAT;
+    bool ok = tsr__g_model_ok(s, q->model);
+    if (ok && !tsr__g_params(q->params, &p, err, sizeof err)) {
+        tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, err);
+        ok = false;
+    }
+    if (ok && !q->n_messages) {
+        tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "messages must not be empty");
+        ok = false;
+    }
+    if (ok) {
+        p.messages = calloc(q->n_messages, sizeof *p.messages);
+        for (size_t i = 0; p.messages && i < q->n_messages; i++) {
+            const char *r = q->messages[i]->role;
+            if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant")) {
+                snprintf(err, sizeof err, "unsupported role '%.64s'", r);
+                tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, err);
+                ok = false;
+                break;
+            }
+            p.messages[i].role = r;
+            p.messages[i].content = q->messages[i]->content;
+        }
+        p.n_messages = (int64_t)q->n_messages;
+        p.session_id = q->session_id;
+    }
+    if (ok) tsr__g_submit(s, &p);
+    else tsr__fe_params_free(&p);
+    tessera__v1__chat_request__free_unpacked(q, NULL);
+}
+
+/* ---------------------------------------------------------------- nghttp2 callbacks */
+
+static tsr__gstream *tsr__gstream_get(nghttp2_session *ses, int32_t id) {
+    return nghttp2_session_get_stream_user_data(ses, id);
+}
+
+static int tsr__on_begin_headers(nghttp2_session *ses, const nghttp2_frame *f, void *user) {
+    tsr__gconn *c = user;
+    if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    tsr__gstream *s = calloc(1, sizeof *s);
+    if (!s) return NGHTTP2_ERR_CALLBACK_FAILURE;
+    s->conn = c;
+    s->id = f->hd.stream_id;
+    s->next = c->streams;
+    c->streams = s;
+    nghttp2_session_set_stream_user_data(ses, s->id, s);
+    return 0;
+}
+
+static int tsr__on_header(nghttp2_session *ses, const nghttp2_frame *f, const uint8_t *name, size_t nl,
+                          const uint8_t *value, size_t vl, uint8_t flags, void *user) {
+    (void)flags;
+    (void)user;
+    tsr__gstream *s = tsr__gstream_get(ses, f->hd.stream_id);
+    if (!s || f->hd.type != NGHTTP2_HEADERS) return 0;
+    if (nl == 5 && !memcmp(name, ":path", 5)) snprintf(s->path, sizeof s->path, "%.*s", (int)vl, value);
+    else if (nl == 13 && !memcmp(name, "authorization", 13)) snprintf(s->auth, sizeof s->auth, "%.*s", (int)vl, value);
+    else if (nl == 12 && !memcmp(name, "content-type", 12)) s->grpc_ctype = vl >= 16 && !memcmp(value, "application/grpc", 16);
+    return 0;
+}
+
+static int tsr__on_data(nghttp2_session *ses, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *user) {
+    (void)flags;
+    tsr__gconn *c = user;
+    tsr__gstream *s = tsr__gstream_get(ses, id);
+    if (!s || s->too_big) return 0;
+    if ((int64_t)(s->in_len + len) > c->srv->cfg.max_body_bytes + 5) {
+        s->too_big = true;
+        return 0;
+    }
+    if (s->in_len + len > s->in_cap) {
+        size_t cap = (s->in_cap ? s->in_cap * 2 : 1024) + len;
+        uint8_t *x = realloc(s->in, cap);
+        if (!x) return NGHTTP2_ERR_CALLBACK_FAILURE;
+        s->in = x;
+        s->in_cap = cap;
+    }
+    memcpy(s->in + s->in_len, data, len);
+    s->in_len += len;
+    return 0;
+}
+
+static int tsr__on_frame(nghttp2_session *ses, const nghttp2_frame *f, void *user) {
+    (void)user;
+    if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+        tsr__gstream *s = tsr__gstream_get(ses, f->hd.stream_id);
+        if (s && !s->response_started && !s->call) tsr__g_handle(s);
+    }
+    return 0;
+}
+
+static int tsr__on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code, void *user) {
+    (void)code;
+    tsr__gconn *c = user;
+    tsr__gstream *s = tsr__gstream_get(ses, id);
+    if (!s) return 0;
+    if (s->call) {   /* RST_STREAM from a client that cancelled the RPC */
+        tsr__call_detach(s->call);
+        s->call = NULL;
+    }
+    for (tsr__gstream **pp = &c->streams; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            break;
+        }
+    free(s->in);
+    free(s->out);
+    free(s);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- connections */
+
+static void tsr__galloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
+    (void)h;
+    b->base = malloc(suggested);
+    b->len = b->base ? suggested : 0;
+}
+
+static void tsr__gon_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
+    tsr__gconn *c = st->data;
+    if (n < 0 || c->closing) {
+        free(b->base);
+        tsr__gconn_close(c);
+        return;
+    }
+    if (n > 0) {
+        ssize_t r = nghttp2_session_mem_recv(c->session, (const uint8_t *)b->base, (size_t)n);
+        free(b->base);
+        if (r < 0) {
+            tsr__gconn_close(c);
+            return;
+        }
+        tsr__gconn_flush(c);
+        return;
+    }
+    free(b->base);
+}
+
+static void tsr__gon_connection(uv_stream_t *server, int status) {
+    tsr__srv *s = server->data;
+    if (status < 0) return;
+    tsr__gconn *c = calloc(1, sizeof *c);
+    if (!c) return;
+    c->srv = s;
+    uv_tcp_init(s->loop, &c->tcp);
+    c->tcp.data = c;
+    s->connections++;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
+        c->closing = true;
+        uv_close((uv_handle_t *)&c->tcp, tsr__gconn_closed);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    nghttp2_session_callbacks *cb;
+    nghttp2_session_callbacks_new(&cb);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cb, tsr__on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(cb, tsr__on_header);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, tsr__on_data);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cb, tsr__on_frame);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cb, tsr__on_stream_close);
+    nghttp2_session_server_new(&c->session, cb, c);
+    nghttp2_session_callbacks_del(cb);
+    nghttp2_settings_entry iv[2] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 128},
+                                    {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)s->cfg.max_header_bytes}};
+    nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 2);
+    tsr__gconn_flush(c);
+    uv_read_start((uv_stream_t *)&c->tcp, tsr__galloc, tsr__gon_read);
+}
+
+tsr_status tsr__grpc_listen(tsr__srv *s) {
+    struct sockaddr_storage addr;
+    if (uv_ip4_addr(s->cfg.host, s->cfg.grpc_port, (struct sockaddr_in *)&addr) != 0 &&
+        uv_ip6_addr(s->cfg.host, s->cfg.grpc_port, (struct sockaddr_in6 *)&addr) != 0)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "--server-name '%s' is not an IP address", s->cfg.host);
+    uv_tcp_init(s->loop, &s->grpc_listener);
+    s->grpc_listener.data = s;
+    int r = uv_tcp_bind(&s->grpc_listener, (const struct sockaddr *)&addr, 0);
+    if (r == 0) r = uv_listen((uv_stream_t *)&s->grpc_listener, 511, tsr__gon_connection);
+    if (r != 0)
+        return tsr_errorf(TSR_ERR_IO, "cannot listen for gRPC on %s:%d: %s", s->cfg.host, s->cfg.grpc_port,
+                          uv_strerror(r));
+    return TSR_OK;
+}
+
+void tsr__grpc_close(tsr__srv *s) { (void)s; /* handles are closed by the server's final walk */ }
