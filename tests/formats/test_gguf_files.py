@@ -108,6 +108,37 @@ def test_random_blocks_every_type(tessera, tmp_path):
         assert np.isfinite(want).all() and np.abs(want).max() > 0, qt.name
 
 
+def test_gguf_v2_reads_like_v3(tessera, tmp_path):
+    """v2 and v3 differ only in what v3 allows (big-endian files): the same bytes under either
+    version number read the same."""
+    rng = np.random.default_rng(11)
+    path = tmp_path / "v3.gguf"
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_string("t.s", "hello")
+    w.add_array("t.arr", ["a", "bc"])
+    raw = random_blocks(Q.Q6_K, 2, 256, rng)
+    w.add_tensor("w", raw, raw_dtype=Q.Q6_K)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    v2 = tmp_path / "v2.gguf"
+    b = bytearray(path.read_bytes())
+    assert b[4:8] == (3).to_bytes(4, "little")
+    b[4:8] = (2).to_bytes(4, "little")
+    v2.write_bytes(b)
+    p3 = run(tessera, "inspect", path, "--metadata").stdout
+    p2 = run(tessera, "inspect", v2, "--metadata").stdout
+    assert "GGUF v2" in p2 and "GGUF v3" in p3
+    assert p2.split("\n", 2)[2].replace(str(v2), "F") == p3.split("\n", 2)[2].replace(str(path), "F")
+    assert 't.arr = [string x 2] "a" "bc"' in p2
+    np.testing.assert_array_equal(dump(tessera, v2, "w", tmp_path), dump(tessera, path, "w", tmp_path))
+    b[4:8] = (1).to_bytes(4, "little")
+    v2.write_bytes(b)
+    p = run(tessera, "inspect", v2, check=False)
+    assert p.returncode == 1 and "version 1" in p.stderr
+
+
 def test_gguf_to_safetensors_export(tessera, tmp_path):
     """GGUF -> our safetensors writer -> python safetensors reads the dequantized tensors."""
     st_np = pytest.importorskip("safetensors.numpy", reason="python safetensors is in ci/requirements-test.txt")
