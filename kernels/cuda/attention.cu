@@ -42,7 +42,7 @@ template <typename T>
 __global__ void __launch_bounds__(ATT_THREADS)
     tsr_k_attn_generic(T *out, const T *q, const T *kc, const T *vc, tsr_attn_args a, int chunk, float *part_o,
                        float *part_ml, int64_t n_rows_total) {
-    extern __shared__ float smem[];
+    extern __shared__ __align__(16) float smem[];
     const int hd = a.head_dim, G = a.n_head / a.n_kv_head;
     const int seq = blockIdx.y / a.n_kv_head, g = blockIdx.y % a.n_kv_head, z = blockIdx.z;
     const int qs = a.q_start[seq], qe = a.q_start[seq + 1];
@@ -78,17 +78,37 @@ __global__ void __launch_bounds__(ATT_THREADS)
     const int kb = z * chunk, ke = min(kmax, kb + chunk);
     __syncthreads();
 
+    // 16-bit types with hd % 8 == 0 (every real head size): K/V rows move as 16-byte vectors,
+    // one block-table lookup per vector instead of per element (v1 moved 2 bytes per load);
+    // the padded K rows (hd + 2: bank-conflict-free score loop) take them as 4-byte words.
+    const bool vec = sizeof(T) == 2 && (hd & 7) == 0;
     for (int kt = kb; kt < ke; kt += ATT_KT) {
-        for (int i = tid; i < ATT_KT * hd; i += blockDim.x) {
-            int j = i / hd, d = i % hd, kpos = kt + j;
-            T kv = tsr_fromf<T>(0.0f), vv = tsr_fromf<T>(0.0f);
-            if (kpos < ke) {
-                int64_t off = tsr_kv_off(a, seq, g, kpos) + d;
-                kv = kc[off];
-                vv = vc[off];
+        if (vec) {
+            const int hv = hd >> 3;
+            for (int i = tid; i < ATT_KT * hv; i += blockDim.x) {
+                int j = i / hv, d = (i % hv) << 3, kpos = kt + j;
+                uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
+                if (kpos < ke) {
+                    int64_t off = tsr_kv_off(a, seq, g, kpos) + d;
+                    kv = *(const uint4 *)(kc + off);
+                    vv = *(const uint4 *)(vc + off);
+                }
+                uint32_t *dk = (uint32_t *)(sK + j * kld + d);
+                dk[0] = kv.x, dk[1] = kv.y, dk[2] = kv.z, dk[3] = kv.w;
+                *(uint4 *)(sV + j * hd + d) = vv;
             }
-            sK[j * kld + d] = kv;
-            sV[j * hd + d] = vv;
+        } else {
+            for (int i = tid; i < ATT_KT * hd; i += blockDim.x) {
+                int j = i / hd, d = i % hd, kpos = kt + j;
+                T kv = tsr_fromf<T>(0.0f), vv = tsr_fromf<T>(0.0f);
+                if (kpos < ke) {
+                    int64_t off = tsr_kv_off(a, seq, g, kpos) + d;
+                    kv = kc[off];
+                    vv = vc[off];
+                }
+                sK[j * kld + d] = kv;
+                sV[j * hd + d] = vv;
+            }
         }
         __syncthreads();
         for (int i = tid; i < nr * ATT_KT; i += blockDim.x) {
@@ -98,7 +118,11 @@ __global__ void __launch_bounds__(ATT_THREADS)
                 s = 0.0f;
                 const float *qr = sQ + r * hd;
                 const T *kr = sK + j * kld;
-                for (int d = 0; d < hd; d++) s += qr[d] * tsr_tof(kr[d]);
+                if (vec) {
+                    for (int d = 0; d < hd; d += 2) s += qr[d] * tsr_tof(kr[d]) + qr[d + 1] * tsr_tof(kr[d + 1]);
+                } else {
+                    for (int d = 0; d < hd; d++) s += qr[d] * tsr_tof(kr[d]);
+                }
             }
             sS[i] = s;
         }

@@ -128,6 +128,8 @@ void tsr__cuda_attention_init(tsr_cuda_ctx *c);
 void tsr__cuda_attention(tsr_backend *be, void *out, const void *q, int64_t ld_q, const void *k_cache,
                          const void *v_cache, const tsr_kv_layout *kv, int64_t n_head, const tsr_attn_batch *b,
                          float scale);
+// Skinny GEMM for n_tok <= 8 (gemv.cu); false when it does not take the case (then cuBLAS).
+bool tsr__cuda_gemv(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t n, int64_t k);
 // Flash-decoding split count the decode path picks for this batch (exposed for NOTES/tests).
 int tsr__cuda_decode_splits(tsr_backend *be, int64_t n_seq, int64_t n_kv_head, int64_t max_ctx);
 

@@ -156,6 +156,8 @@ static void tsr__cu_matmul(tsr_backend *be, void *out, const void *x, const void
                            int64_t k) {
     TSR_ASSERT(n_tok >= 0 && n > 0 && k > 0);
     if (n_tok == 0) return;
+    // decode-sized batches: the weight stream at bandwidth (gemv.cu); larger ones: cuBLAS
+    if (tsr__cuda_gemv(be, out, x, w, n_tok, n, k)) return;
     tsr_cuda_ctx *c = tsr__cuda(be);
     cudaDataType_t dt = tsr__cuda_type(be->dtype);
     const float alpha = 1.0f, beta = 0.0f;

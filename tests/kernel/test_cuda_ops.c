@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/log.h"
 #include "common/tensor.h"
 #include "kernels/backend.h"
 #include "kernels/devices.h"
@@ -187,6 +188,47 @@ static void test_matmul(int64_t n_tok, int64_t n, int64_t k) {
     free(x), free(w), free(got);
     g_cpu->ops->dfree(g_cpu, cx), g_cpu->ops->dfree(g_cpu, cw), g_cpu->ops->dfree(g_cpu, co);
     g_gpu->ops->dfree(g_gpu, gx), g_gpu->ops->dfree(g_gpu, gw), g_gpu->ops->dfree(g_gpu, go);
+}
+
+/* The decode GEMV (n_tok <= 8) against cuBLAS on the Llama-3-8B shapes: weight bytes read per
+ * second (the figure that bounds batch-1 decode), median of 20 runs, L2 flushed by the size of
+ * the weights (all but the smallest exceed the 50 MB L2).  Information, not a pass/fail. */
+static double time_matmul(void *o, const void *x, const void *w, int64_t n_tok, int64_t n, int64_t k) {
+    double t[20];
+    for (int i = -3; i < 20; i++) {
+        g_gpu->ops->synchronize(g_gpu);
+        double a = tsr_now();
+        for (int r = 0; r < 10; r++) g_gpu->ops->matmul(g_gpu, o, x, w, n_tok, n, k);
+        g_gpu->ops->synchronize(g_gpu);
+        if (i >= 0) t[i] = (tsr_now() - a) / 10;
+    }
+    for (int i = 1; i < 20; i++) /* insertion sort: median */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double s = t[j];
+            t[j] = t[j - 1], t[j - 1] = s;
+        }
+    return 0.5 * (t[9] + t[10]);
+}
+
+static void bench_gemv(int64_t n_tok, int64_t n, int64_t k, const char *what) {
+    size_t es = tsr_dtype_size(g_gpu->dtype);
+    void *x = g_gpu->ops->alloc(g_gpu, es * (size_t)(n_tok * k)), *w = g_gpu->ops->alloc(g_gpu, es * (size_t)(n * k)),
+         *o = g_gpu->ops->alloc(g_gpu, es * (size_t)(n_tok * n));
+    if (!x || !w || !o) {
+        printf("bench gemv %s: out of device memory, skipped\n", what);
+    } else {
+        g_gpu->ops->fill_hash(g_gpu, x, n_tok, k, 11, 0, k, 1.0f, 0.0f);
+        g_gpu->ops->fill_hash(g_gpu, w, n, k, 12, 0, k, 0.02f, 0.0f);
+        double tg = time_matmul(o, x, w, n_tok, n, k);
+        setenv("TESSERA_NO_GEMV", "1", 1);
+        double tc = time_matmul(o, x, w, n_tok, n, k);
+        unsetenv("TESSERA_NO_GEMV");
+        double bytes = (double)es * (double)(n * k + n_tok * k + n_tok * n);
+        printf("bench gemv %-8s %s n_tok=%lld n=%-6lld k=%-5lld: gemv %7.1f us %6.0f GB/s | cuBLAS %7.1f us %6.0f GB/s\n",
+               what, tsr_dtype_name(g_gpu->dtype), (long long)n_tok, (long long)n, (long long)k, tg * 1e6,
+               bytes / tg / 1e9, tc * 1e6, bytes / tc / 1e9);
+    }
+    g_gpu->ops->dfree(g_gpu, x), g_gpu->ops->dfree(g_gpu, w), g_gpu->ops->dfree(g_gpu, o);
 }
 
 static void test_elementwise(int64_t n_tok, int64_t n) {
@@ -465,6 +507,15 @@ int main(void) {
         test_matmul(7, 333, 129);
         test_matmul(64, 512, 256);
         test_matmul(300, 257, 96);
+        /* the decode GEMV (n_tok <= 8): vector and scalar paths, several x chunks, odd n */
+        test_matmul(2, 4096, 1024);
+        test_matmul(3, 77, 8);
+        test_matmul(5, 1001, 14336);
+        test_matmul(8, 4099, 4096);
+        test_matmul(8, 9, 333);
+        test_matmul(4, 31, 1);
+        test_matmul(6, 515, 20000);
+        test_matmul(9, 130, 264);
         test_elementwise(1, 4096);
         test_elementwise(13, 1001);
         test_rope("default", TSR_ROPE_DEFAULT, false, 8, 2, 64);
@@ -504,6 +555,14 @@ int main(void) {
         test_forward("gqa-hd64", 8, 2, 64, TSR_ROPE_DEFAULT);
         test_forward("mqa-hd32", 4, 1, 32, TSR_ROPE_DYNAMIC);
         test_forward("mha-hd128", 4, 4, 128, TSR_ROPE_LINEAR);
+        if (!getenv("TSR_NO_BENCH")) {
+            static const struct { int64_t n, k; const char *what; } shp[] = {
+                {6144, 4096, "qkv"}, {4096, 4096, "o"}, {28672, 4096, "gate_up"}, {4096, 14336, "down"},
+                {128256, 4096, "lm_head"}};
+            static const int64_t nts[] = {1, 2, 4, 8};
+            for (int ni = 0; ni < 4; ni++)
+                for (int si = 0; si < 5; si++) bench_gemv(nts[ni], shp[si].n, shp[si].k, shp[si].what);
+        }
         tsr_backend_free(g_gpu);
     }
     tsr_backend_free(g_cpu);
