@@ -22,18 +22,18 @@
 #include "worker/forward.h"
 #include "worker/kv_pool.h"
 #include "worker/model.h"
+#include "worker/runtime.h"
 #include "worker/weights.h"
 
 #define TSR__DEFAULT_SESSION_LEN 4096
 
 struct tsr_generator {
-    tsr_backend *be;
-    tsr_model *model;
+    tsr_runtime rt;            /* group, backend, this rank's shard, KV pool, forward state */
+    tsr_model *model;          /* rt.model */
+    tsr_kv_pool *kv;           /* &rt.kv: block ids from its single-process allocator */
+    tsr_forward_state *fs;     /* rt.fs: on rank 0 every step is broadcast to the workers */
     tsr_tokenizer *tok;
     tsr_chat_template *tmpl;
-    tsr_kv_pool kv;
-    bool kv_init;
-    tsr_forward_state *fs;
     tsr_sampler *sampler;
     float *logits;             /* [vocab] */
     int64_t vocab;             /* the model's (logit rows) */
@@ -93,17 +93,42 @@ tsr_status tsr_generator_open(const tsr_gen_config *cfg, tsr_generator **out) {
     if (!tsr_path_exists(cfg->model_path))
         return tsr_errorf(TSR_ERR_NOT_FOUND, "model '%s' does not exist (a .gguf file or an HF directory)",
                           cfg->model_path);
+    /* the session length decides the KV pool, so read the config before starting the group */
+    tsr_model_config pre;
+    TSR_TRY(tsr_model_config_load(cfg->model_path, &pre));
+    int64_t max_pos = pre.max_position_embeddings > 0 ? pre.max_position_embeddings : TSR__DEFAULT_SESSION_LEN;
+    int64_t session_len = cfg->session_len > 0 ? cfg->session_len
+                          : (max_pos < TSR__DEFAULT_SESSION_LEN ? max_pos : TSR__DEFAULT_SESSION_LEN);
+    const int64_t block_len = TSR_KV_DEFAULT_BLOCK_LEN;
+    int64_t n_blocks = (session_len + block_len - 1) / block_len;
+
     tsr_generator *g = calloc(1, sizeof *g);
     if (!g) return tsr_errorf(TSR_ERR_OOM, "out of memory");
     tsr_status rc = TSR_OK;
-    g->be = tsr_backend_cpu_init(cfg->n_threads);
-    if (!g->be) {
-        rc = tsr_errorf(TSR_ERR_INTERNAL, "could not start the CPU backend");
-        goto fail;
+    tsr_runtime_opts ro;
+    tsr_runtime_opts_default(&ro);
+    ro.model_path = cfg->model_path;
+    ro.backend = cfg->backend ? cfg->backend : "auto";
+    ro.tp = cfg->tp;
+    ro.threads = cfg->n_threads;
+    ro.block_len = block_len;
+    ro.cache_max_entry_count = (double)n_blocks;
+    ro.session_len = session_len;
+    ro.progress = cfg->progress;
+    rc = tsr_runtime_open(&g->rt, &ro, NULL, NULL);
+    if (rc != TSR_OK) {
+        free(g);
+        return rc;
     }
-    tsr_load_opts lo = {0, 1, cfg->progress};
-    rc = tsr_model_load(cfg->model_path, g->be, &lo, &g->model);
-    if (rc != TSR_OK) goto fail;
+    if (g->rt.group.rank != 0) {
+        /* a worker: replay rank 0's steps until it closes its generator */
+        int code = tsr_runtime_worker_main(&g->rt);
+        free(g);
+        return code == 0 ? TSR_OK : tsr_errorf(TSR_ERR_COMM, "worker step loop failed");
+    }
+    g->model = g->rt.model;
+    g->kv = &g->rt.kv;
+    g->fs = g->rt.fs;
     /* A model without a tokenizer (the golden tests' tiny checkpoints) still generates from
      * ids to ids; text in or out then fails with this reason. */
     if (tsr_tokenizer_load_model(cfg->model_path, &g->tok) != TSR_OK) {
@@ -122,22 +147,10 @@ tsr_status tsr_generator_open(const tsr_gen_config *cfg, tsr_generator **out) {
     g->tok_vocab = g->tok ? tsr_tokenizer_vocab_size(g->tok) : g->vocab;
     if (g->tok_vocab <= 0 || g->tok_vocab > g->vocab) g->tok_vocab = g->vocab;
 
-    int64_t max_pos = mc->max_position_embeddings > 0 ? mc->max_position_embeddings : TSR__DEFAULT_SESSION_LEN;
-    g->session_len = cfg->session_len > 0 ? cfg->session_len
-                     : (max_pos < TSR__DEFAULT_SESSION_LEN ? max_pos : TSR__DEFAULT_SESSION_LEN);
+    g->session_len = session_len;
     if (g->session_len > max_pos)
         TSR_LOGW("session length %lld is past the model's %lld trained positions", (long long)g->session_len,
                  (long long)max_pos);
-    const int64_t block_len = TSR_KV_DEFAULT_BLOCK_LEN;
-    int64_t n_blocks = (g->session_len + block_len - 1) / block_len;
-    rc = tsr_kv_pool_init_for_model(&g->kv, g->model, block_len, n_blocks);
-    if (rc != TSR_OK) {
-        rc = tsr_error_wrap(rc, "KV cache for a session of %lld tokens", (long long)g->session_len);
-        goto fail;
-    }
-    g->kv_init = true;
-    rc = tsr_forward_state_init(g->model, NULL, &g->fs);
-    if (rc != TSR_OK) goto fail;
     rc = tsr_sampler_init(g->vocab, &g->sampler);
     if (rc != TSR_OK) goto fail;
     g->logits = malloc((size_t)g->vocab * sizeof *g->logits);
@@ -180,12 +193,9 @@ void tsr_generator_close(tsr_generator *g) {
     if (!g) return;
     free(g->logits);
     tsr_sampler_free(g->sampler);
-    if (g->fs) tsr_forward_state_free(g->fs);
-    if (g->kv_init) tsr_kv_pool_free(&g->kv);
     tsr_chat_template_free(g->tmpl);
     if (g->tok) tsr_tokenizer_free(g->tok);
-    if (g->model) tsr_model_free(g->model);
-    tsr_backend_free(g->be);
+    tsr_runtime_close(&g->rt);   /* rank 0: also stops the workers */
     free(g);
 }
 
@@ -230,7 +240,7 @@ static void tsr__free_msgs(tsr_session *s) {
 }
 
 void tsr_session_reset(tsr_session *s) {
-    tsr_kv_seq_release(&s->g->kv, &s->kv);
+    tsr_kv_seq_release(s->g->kv, &s->kv);
     memset(&s->kv, 0, sizeof s->kv);
     s->n_ids = 0;
     tsr__free_msgs(s);
@@ -324,9 +334,9 @@ tsr_status tsr_session_generate(tsr_session *s, const int32_t *new_ids, int64_t 
     st->n_cached = s->kv.n_tokens;
     st->n_prefill = s->n_ids - s->kv.n_tokens;
     double t0 = tsr_now();
-    tsr_status rc = tsr_forward_seq(g->fs, &g->kv, &s->kv, s->ids + s->kv.n_tokens, st->n_prefill, false, 0, g->logits);
+    tsr_status rc = tsr_forward_seq(g->fs, g->kv, &s->kv, s->ids + s->kv.n_tokens, st->n_prefill, false, 0, g->logits);
     if (rc != TSR_OK) {
-        tsr_kv_seq_truncate(&g->kv, &s->kv, old_fed);
+        tsr_kv_seq_truncate(g->kv, &s->kv, old_fed);
         s->n_ids = old_n_ids;
         tsr_stop_free(&r.stop);
         tsr_gen_stats_free(st);
@@ -377,7 +387,7 @@ tsr_status tsr_session_generate(tsr_session *s, const int32_t *new_ids, int64_t 
         if (!go_on && fin == TSR_FINISH_NONE) fin = TSR_FINISH_CANCELLED;
         if (fin == TSR_FINISH_NONE && st->n_generated >= max_gen) fin = TSR_FINISH_LENGTH;
         if (fin != TSR_FINISH_NONE) break;
-        rc = tsr_forward_seq(g->fs, &g->kv, &s->kv, &tok, 1, false, 0, g->logits);
+        rc = tsr_forward_seq(g->fs, g->kv, &s->kv, &tok, 1, false, 0, g->logits);
         if (rc != TSR_OK) {
             fin = TSR_FINISH_ERROR;
             break;
@@ -505,7 +515,7 @@ tsr_status tsr_session_chat(tsr_session *s, const char *system, const char *cont
     r2.n_stop = req->n_stop + g->n_tmpl_stop_strs;
 
     if (!incremental && s->n_ids > 0) {   /* start the KV over, keep the conversation */
-        tsr_kv_seq_release(&g->kv, &s->kv);
+        tsr_kv_seq_release(g->kv, &s->kv);
         memset(&s->kv, 0, sizeof s->kv);
         s->n_ids = 0;
     }

@@ -28,12 +28,18 @@ typedef struct tsr_gen_config {
     const char *chat_template;   /* name or JSON file; NULL: detect from the model */
     int64_t session_len;         /* max tokens of one session; <= 0: min(max positions, 4096) */
     int n_threads;               /* CPU backend threads; 0: default */
+    const char *backend;         /* "auto" (GPU when there is one) | "cpu" | "cuda"; NULL: auto */
+    int64_t tp;                  /* expected TP group size (mpirun -np); 0: whatever it is */
     bool progress;               /* progress line while loading */
 } tsr_gen_config;
 
 typedef struct tsr_generator tsr_generator;
 typedef struct tsr_session tsr_session;
 
+/* Under mpirun every rank calls this with the same config: rank 0 gets the generator; the
+ * other ranks replay rank 0's steps inside the call and return TSR_OK with *out == NULL when
+ * rank 0 closes its generator.  A failure is reported on every rank with the same message
+ * (print it where tsr_group_world_rank() == 0). */
 tsr_status tsr_generator_open(const tsr_gen_config *cfg, tsr_generator **out);
 void tsr_generator_close(tsr_generator *g);
 

@@ -11,6 +11,8 @@
 
 #include "common/log.h"
 #include "coordinator/generator.h"
+#include "worker/group.h"
+#include "tools/bench_forward.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 
@@ -25,12 +27,20 @@ static double tsr__median(double *v, int n) {
 }
 
 int tsr_bench_generate(int argc, char **argv) {
-    const char *backend = "cpu";
-    int64_t prompt_len = 256, gen_len = 64, runs = 3, threads = 0, seed = 1;
+    const char *backend = "cpu", *dummy = NULL, *dtype = "bf16";
+    int64_t prompt_len = -1, gen_len = -1, runs = 3, threads = 0, seed = 1, batch = 64, ctx = 512, tp = 0;
     tsr_opt opts[] = {
-        {"--backend", TSR_OPT_STR, &backend, "NAME", "cpu (default; cuda comes with the GPU backend)"},
-        {"--prompt-len", TSR_OPT_INT, &prompt_len, "N", "prompt tokens to prefill (default 256)"},
-        {"--gen-len", TSR_OPT_INT, &gen_len, "N", "tokens to decode (default 64)"},
+        {"--backend", TSR_OPT_STR, &backend, "NAME", "cpu (default), cuda or auto"},
+        {"--prompt-len", TSR_OPT_INT, &prompt_len, "N",
+         "prompt tokens to prefill (default 256; with --dummy-config the TTFT prompt, default 2048, 0 skips)"},
+        {"--gen-len", TSR_OPT_INT, &gen_len, "N", "tokens to decode (default 64; with --dummy-config 128)"},
+        {"--dummy-config", TSR_OPT_STR, &dummy, "NAME|PATH",
+         "GPU speed figures on random weights made on the GPU: llama3-8b or a config.json (no MODEL needed); "
+         "batch-1/batch-N decode and TTFT against the measured copy bandwidth and GEMM rate"},
+        {"--batch", TSR_OPT_INT, &batch, "N", "with --dummy-config: batch of the batched decode (default 64, 0 skips)"},
+        {"--ctx", TSR_OPT_INT, &ctx, "N", "with --dummy-config: context of the batched decode (default 512)"},
+        {"--dtype", TSR_OPT_STR, &dtype, "T", "with --dummy-config: bf16 (default) or f16"},
+        {"--tp", TSR_OPT_INT, &tp, "N", "expected tensor-parallel size: run under mpirun -np N"},
         {"--runs", TSR_OPT_INT, &runs, "N", "measured runs after one warm-up (default 3)"},
         {"--threads", TSR_OPT_INT, &threads, "N", "CPU threads (default: all cores)"},
         {"--seed", TSR_OPT_INT, &seed, "S", "seed of the random prompt (default 1)"},
@@ -38,13 +48,36 @@ int tsr_bench_generate(int argc, char **argv) {
     };
     const char *pos[1];
     int n_pos = 0;
-    int rc = tsr_cli_parse("tessera bench generate [MODEL] [--backend cpu] [--prompt-len N] [--gen-len N] [--runs N]",
+    int rc = tsr_cli_parse("tessera bench generate [MODEL] [--backend cpu|cuda] [--prompt-len N] [--gen-len N] [--runs N]\n"
+                           "       tessera bench generate --dummy-config llama3-8b|PATH [--batch N] [--ctx N] [--prompt-len N] [--tp N]",
                            "Measures prefill and decode tok/s of one sequence (random prompt ids, greedy, EOS "
                            "ignored).",
                            opts, argc, argv, pos, 1, &n_pos);
     if (rc != TSR_CLI_OK) return rc == TSR_CLI_HELP ? 0 : 1;
-    if (strcmp(backend, "cpu") != 0) {
-        fprintf(stderr, "tessera bench generate: backend '%s' is not available (this build has: cpu)\n", backend);
+    if (dummy) {
+        if (n_pos > 0) {
+            fprintf(stderr, "tessera bench generate: --dummy-config takes no MODEL\n");
+            return 1;
+        }
+        if (batch < 0 || ctx < 1 || tp < 0) {
+            fprintf(stderr, "tessera bench generate: --batch must be >= 0, --ctx > 0\n");
+            return 1;
+        }
+        tsr_bench_forward_opts bo;
+        tsr_bench_forward_opts_default(&bo);
+        bo.config = dummy;
+        bo.dtype = dtype;
+        bo.batch = batch;
+        bo.ctx = ctx;
+        bo.tp = tp;
+        if (prompt_len >= 0) bo.prompt = prompt_len;
+        if (gen_len > 0) bo.decode_steps = gen_len;
+        return tsr_bench_forward(&bo, &argc, &argv);
+    }
+    if (prompt_len < 0) prompt_len = 256;
+    if (gen_len < 0) gen_len = 64;
+    if (strcmp(backend, "cpu") != 0 && strcmp(backend, "cuda") != 0 && strcmp(backend, "auto") != 0) {
+        fprintf(stderr, "tessera bench generate: unknown backend '%s' (cpu, cuda or auto)\n", backend);
         return 1;
     }
     if (prompt_len < 1 || gen_len < 1 || runs < 1 || threads < 0) {
@@ -56,13 +89,16 @@ int tsr_bench_generate(int argc, char **argv) {
     tsr_gen_config gc = {0};
     gc.model_path = path;
     gc.n_threads = (int)threads;
+    gc.backend = backend;
+    gc.tp = tp;
     gc.session_len = prompt_len + gen_len + 1;
     gc.progress = true;
     tsr_generator *g = NULL;
     if (tsr_generator_open(&gc, &g) != TSR_OK) {
-        fprintf(stderr, "tessera bench generate: %s\n", tsr_last_error());
+        if (tsr_group_world_rank() == 0) fprintf(stderr, "tessera bench generate: %s\n", tsr_last_error());
         return 1;
     }
+    if (!g) return 0; /* a TP worker */
     int exit_code = 1;
     tsr_session *s = NULL;
     int32_t *ids = malloc((size_t)prompt_len * sizeof *ids);

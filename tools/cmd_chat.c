@@ -64,6 +64,10 @@ int tsr_cmd_chat(int argc, char **argv) {
     tsr_gen_request req;
     if (tsr__gen_cli_to_request("chat", &o, &req) != 0) goto done;
     if (tsr__gen_cli_open("chat", &o, n_pos ? pos[0] : NULL, &g) != TSR_OK) goto done;
+    if (!g) { /* a TP worker: it replayed rank 0's steps and is done */
+        exit_code = 0;
+        goto done;
+    }
     if (tsr_session_new(g, &s) != TSR_OK) {
         fprintf(stderr, "tessera chat: %s\n", tsr_last_error());
         goto done;

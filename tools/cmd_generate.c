@@ -12,6 +12,7 @@
 #include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/gen_opts.h"
+#include "worker/group.h"
 
 void tsr__gen_cli_defaults(tsr__gen_cli *o, int64_t max_new) {
     memset(o, 0, sizeof *o);
@@ -148,9 +149,11 @@ tsr_status tsr__gen_cli_open(const char *cmd, const tsr__gen_cli *o, const char 
     gc.chat_template = o->chat_template;
     gc.session_len = o->session_len;
     gc.n_threads = (int)o->threads;
+    gc.backend = o->backend;
+    gc.tp = o->tp;
     gc.progress = true;
     tsr_status rc = tsr_generator_open(&gc, g);
-    if (rc != TSR_OK) fprintf(stderr, "tessera %s: %s\n", cmd, tsr_last_error());
+    if (rc != TSR_OK && tsr_group_world_rank() == 0) fprintf(stderr, "tessera %s: %s\n", cmd, tsr_last_error());
     return rc;
 }
 
@@ -255,6 +258,10 @@ int tsr_cmd_generate(int argc, char **argv) {
         }
     }
     if (tsr__gen_cli_open("generate", &o, n_pos ? pos[0] : NULL, &g) != TSR_OK) goto done;
+    if (!g) { /* a TP worker: it replayed rank 0's steps and is done */
+        exit_code = 0;
+        goto done;
+    }
     if (ids)
         for (int64_t i = 0; i < n_ids; i++)
             if (ids[i] >= tsr_generator_vocab_size(g)) {

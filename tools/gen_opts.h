@@ -16,6 +16,8 @@ typedef struct tsr__gen_cli {
     tsr_str_list stop, stop_id;
     bool ignore_eos;
     const char *chat_template;
+    const char *backend;
+    int64_t tp;
     int32_t *stop_ids_buf;
 } tsr__gen_cli;
 
@@ -41,7 +43,9 @@ typedef struct tsr__gen_cli {
     {"--session-len", TSR_OPT_INT, &(o).session_len, "N", "max tokens of a session (default min(model max, 4096))"}, \
     {"--chat-template", TSR_OPT_STR, &(o).chat_template, "NAME|FILE",                             \
      "chatml, llama2, llama3, internlm2, mistral or an LMDeploy JSON file (default: detect)"},     \
-    {"--threads", TSR_OPT_INT, &(o).threads, "N", "CPU threads (default: all cores)"}
+    {"--threads", TSR_OPT_INT, &(o).threads, "N", "CPU threads (default: all cores)"},                \
+    {"--backend", TSR_OPT_STR, &(o).backend, "NAME", "auto (the GPU when there is one), cpu or cuda"}, \
+    {"--tp", TSR_OPT_INT, &(o).tp, "N", "expected tensor-parallel size: run under mpirun -np N"}
 
 void tsr__gen_cli_defaults(tsr__gen_cli *o, int64_t max_new);
 /* Checks the options and fills a request (printing a message naming the option on error). */

@@ -34,6 +34,14 @@ tsr_status tsr_group_init(int *argc, char ***argv, tsr_group *g) {
     return TSR_OK;
 }
 
+int tsr_group_world_rank(void) {
+    int inited = 0, fin = 0, r = 0;
+    MPI_Initialized(&inited);
+    MPI_Finalized(&fin);
+    if (inited && !fin) MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    return r;
+}
+
 void tsr_group_finalize(tsr_group *g) {
     int fin = 0;
     MPI_Finalized(&fin);

@@ -21,6 +21,8 @@ typedef struct tsr_group {
 /* Initializes MPI (thread level MULTIPLE where available) once per process and fills g.
  * Sets the log prefix to the rank when size > 1. */
 tsr_status tsr_group_init(int *argc, char ***argv, tsr_group *g);
+/* This process's rank in MPI_COMM_WORLD (0 before MPI is initialized or after it ended). */
+int tsr_group_world_rank(void);
 void tsr_group_finalize(tsr_group *g);
 /* Ends every rank at once (MPI_Abort) with exit code `code`. */
 _Noreturn void tsr_group_abort(const tsr_group *g, int code);
