@@ -71,13 +71,14 @@ def test_tp_size_mismatch_is_a_clear_error():
 
 
 def test_rank_that_cannot_load_stops_every_rank(tmp_path):
-    """Rank 1 runs under a 300 MB address-space limit, so loading the default model's shard
-    fails there (out of memory); every rank must exit promptly and the message names rank 1."""
+    """Rank 1 runs under a 300 MB data-segment limit (RLIMIT_DATA: private anonymous memory,
+    not the mapped libraries), so allocating the default model's ~540 MB of f32 weights fails
+    there (out of memory); every rank must exit promptly and the message names rank 1."""
     model = default_model()
     cmd = ["mpirun", "--oversubscribe", "--bind-to", "none",
            "-np", "1", tessera_bin(), "logits", str(model), "--ids", "1,2,3", ":",
-           "-np", "1", "bash", "-c", f'ulimit -v 300000; exec "{tessera_bin()}" "$@"', "x",
+           "-np", "1", "bash", "-c", f'ulimit -d 300000; exec "{tessera_bin()}" "$@"', "x",
            "logits", str(model), "--ids", "1,2,3"]
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
-    assert "rank 1" in r.stderr, r.stderr[-2000:]
+    assert "rank 1" in r.stderr and "out of" in r.stderr and "memory" in r.stderr, r.stderr[-2000:]
