@@ -9,8 +9,9 @@
 #   3 unit tests    ctest -L unit (the CPU tests, built by the same tree)
 #   4 golden        tests/golden/gpu_golden.py: random HF models (bf16, fp16) vs tessera --backend
 #                   cuda; TP=2/TP=4 vs TP=1 when the host has the GPUs
-#   5 bench         build-gpu/tests/bench_cuda_forward: Llama-3-8B-shaped dummy weights, batch-1
-#                   and batch-64 decode, TTFT(2048) with MFU, against measured ceilings
+#   5 bench         tessera bench generate --dummy-config llama3-8b (tools/bench_forward.c):
+#                   Llama-3-8B-shaped dummy weights, batch-1 and batch-64 decode, TTFT(2048) with
+#                   MFU, against measured ceilings; with 2 GPUs also TP=2 vs TP=1 batch-1 decode
 # Logs go to OUTDIR/<stage>.log, the summary table to OUTDIR/summary.md (also printed last).
 # Each stage has a time limit, so the whole run stays under ~9 minutes.
 set -u
@@ -81,11 +82,23 @@ else
   skip unit_tests "no build"
 fi
 
-# 4. bench (before golden: the figures matter most and it has a fixed cost)
-if [ -x build-gpu/tests/bench_cuda_forward ]; then
-  stage bench 180 build-gpu/tests/bench_cuda_forward --config llama3-8b --dtype bf16
-  sed -n '/^## bench_cuda_forward/,$p' "$OUT/bench.log" >"$OUT/bench.md"
-  TESSERA_NO_GRAPHS=1 stage bench_nographs 150 build-gpu/tests/bench_cuda_forward --decode-steps 64 --prompt 512 --batch 8
+# 4. bench (before golden: the figures matter most and it has a fixed cost), through the CLI:
+#    tessera bench generate --backend cuda --dummy-config llama3-8b (tools/bench_forward.c)
+if [ -x "$BIN" ]; then
+  stage bench 180 "$BIN" bench generate --backend cuda --dummy-config llama3-8b --dtype bf16 --batch 64 --ctx 512 --prompt-len 2048
+  sed -n '/^## bench_cuda_forward/,$p' "$OUT/bench.log" | grep -v '^bench-forward:' >"$OUT/bench.md"
+  TESSERA_NO_GRAPHS=1 stage bench_nographs 150 "$BIN" bench generate --dummy-config llama3-8b --gen-len 64 --prompt-len 512 --batch 8
+  # TP = 2 batch-1 decode speedup over TP = 1 (same dummy model, same host)
+  if [ "$N_GPU" -ge 2 ] && command -v mpirun >/dev/null; then
+    stage bench_tp2 150 mpirun -np 2 --bind-to none "$BIN" bench generate --dummy-config llama3-8b --tp 2 --batch 0 --prompt-len 0 --gen-len 64
+    T1=$(sed -n 's/^bench-forward: tp=1 batch1_tok_s=//p' "$OUT/bench.log" | tail -1)
+    T2=$(sed -n 's/^bench-forward: tp=2 batch1_tok_s=//p' "$OUT/bench_tp2.log" | tail -1)
+    if [ -n "$T1" ] && [ -n "$T2" ]; then
+      awk -v a="$T1" -v b="$T2" 'BEGIN { printf "TP=2 batch-1 decode: %.1f tok/s vs TP=1 %.1f tok/s: speedup %.2fx\n", b, a, b / a }' >"$OUT/tp_speedup.txt"
+    fi
+  else
+    skip bench_tp2 "needs 2 GPUs and mpirun"
+  fi
 else
   skip bench "no build"
 fi
@@ -119,6 +132,12 @@ fi
     echo
   fi
   [ -s "$OUT/bench.md" ] && cat "$OUT/bench.md" && echo
+  [ -s "$OUT/tp_speedup.txt" ] && cat "$OUT/tp_speedup.txt" && echo
+  if grep -q '^bench gemv' "$OUT/kernel_tests.log" 2>/dev/null; then
+    echo "decode GEMV vs cuBLAS (weight bytes read per second; copy bandwidth above is read + write):"
+    grep '^bench gemv' "$OUT/kernel_tests.log" | sed 's/^/    /'
+    echo
+  fi
   if [ -s "$OUT/bench_nographs.log" ]; then
     echo "without CUDA graphs (TESSERA_NO_GRAPHS=1, batch 8, prompt 512):"
     grep '^|' "$OUT/bench_nographs.log" | sed 's/^/    /'

@@ -7,9 +7,11 @@ For every model x dtype x prompt: the prompt plus 24 greedy tokens of HF in floa
 so the sequence is HF's own continuation) is fed to both sides in one forward; then
   - logits: tessera (dtype) vs HF float32 and vs HF in the same dtype on the GPU, as relative
     errors |a - b| / rms(b) per element: max and mean;
-  - greedy agreement: tessera's argmax vs HF float32's argmax at every position of the
-    continuation (the issue asks >= 99%), with HF-in-dtype's own agreement as context (how
-    much the dtype alone flips near-ties).
+  - greedy agreement: tessera's argmax vs the argmax of HF in the same dtype at every position
+    of the continuation (the criterion: the issue asks >= 99%), and as information vs HF
+    float32, with HF-in-dtype's own agreement with float32 (how much the dtype alone flips
+    near-ties).  The random lm_head has log-normal row norms so that the top-1 margin is
+    realistic (Gaussian logits make near-ties common).
 Pass: agreement >= 99% and mean relative error under a per-dtype bound.  Writes
 OUT/golden.json and OUT/golden.md (a table); exit 1 on any failure.
 
@@ -104,7 +106,12 @@ def make_model(spec, dtype, outdir, seed):
         elif k.endswith(".bias"):
             t = 0.2 * torch.randn(v.shape, generator=g)
         elif k == "lm_head.weight":
+            # Gaussian rows of one norm make the logits Gaussian: the top-1/top-2 gap is then a
+            # small fixed fraction of their spread and bf16 rounding alone flips ~3% of greedy
+            # picks (HF bf16 vs HF f32 agreed only 0.96-0.99 on the first H100 run).  Row norms
+            # spread log-normally (as trained heads' are) give the maximum a realistic margin.
             t = torch.randn(v.shape, generator=g) * (3.0 / math.sqrt(v.shape[1]))
+            t = t * torch.exp(0.7 * torch.randn(v.shape[0], 1, generator=g))
         else:
             gain = 1.5 if ("q_proj" in k or "k_proj" in k) else 1.0
             t = torch.randn(v.shape, generator=g) * (gain / math.sqrt(v.shape[1]))
@@ -181,7 +188,7 @@ def main():
             d = os.path.join(work, f"{spec['name']}_{dtype}")
             make_model(spec, dtype, d, seed=int(rng.integers(1 << 30)))
             V = BASE["vocab_size"]
-            agg = dict(model=spec["name"], dtype=dtype, n_pos=0, agree=0, agree_hf_dtype=0, max_rel=0.0,
+            agg = dict(model=spec["name"], dtype=dtype, n_pos=0, agree=0, agree_f32=0, agree_hf_dtype=0, max_rel=0.0,
                        mean_rel=[], max_rel_hfdt=0.0, mean_rel_hfdt=[], tp={})
             for L in prompt_lens:
                 ids = [int(x) for x in rng.integers(3, V, size=L)]
@@ -197,7 +204,10 @@ def main():
                     break
                 cont = slice(L - 1, len(seq) - 1)  # positions whose argmax is a continuation token
                 agg["n_pos"] += len(seq) - L
-                agg["agree"] += int((got[cont].argmax(-1) == ref32[cont].argmax(-1)).sum())
+                # primary: tessera vs HF in the same dtype (the same function, rounded the same
+                # way); information: vs HF f32, and HF-dtype vs HF f32 (what the dtype alone flips)
+                agg["agree"] += int((got[cont].argmax(-1) == refdt[cont].argmax(-1)).sum())
+                agg["agree_f32"] += int((got[cont].argmax(-1) == ref32[cont].argmax(-1)).sum())
                 agg["agree_hf_dtype"] += int((refdt[cont].argmax(-1) == ref32[cont].argmax(-1)).sum())
                 mx, mn = rel_err(got, ref32)
                 agg["max_rel"] = max(agg["max_rel"], mx)
@@ -218,7 +228,7 @@ def main():
                       file=sys.stderr)
             if "error" in agg or agg["n_pos"] == 0:
                 agg.update(mean_rel=float("nan"), mean_rel_hfdt=float("nan"), agree_frac=0.0, agree_hf_dtype_frac=0.0,
-                           pass_=False)
+                           agree_f32_frac=0.0, pass_=False)
                 agg["pass"] = False
                 agg.pop("pass_")
                 failures += 1
@@ -229,6 +239,7 @@ def main():
             agg["mean_rel_hfdt"] = float(np.mean(agg["mean_rel_hfdt"]))
             agg["agree_frac"] = agg["agree"] / agg["n_pos"]
             agg["agree_hf_dtype_frac"] = agg["agree_hf_dtype"] / agg["n_pos"]
+            agg["agree_f32_frac"] = agg["agree_f32"] / agg["n_pos"]
             ok = agg["agree_frac"] >= AGREE_BOUND and agg["mean_rel"] <= MEAN_REL_BOUND[dtype]
             for t in agg["tp"].values():
                 if "error" in t or t["agree"] / max(t["n"], 1) < AGREE_BOUND:
@@ -236,7 +247,8 @@ def main():
             agg["pass"] = ok
             failures += not ok
             rows.append(agg)
-            print(f"{spec['name']:20s} {dtype:9s} agree {agg['agree_frac']:.3f} (HF {dtype} {agg['agree_hf_dtype_frac']:.3f}) "
+            print(f"{spec['name']:20s} {dtype:9s} agree vs HF {dtype} {agg['agree_frac']:.3f}, vs HF f32 {agg['agree_f32_frac']:.3f} "
+                  f"(HF {dtype} vs f32 {agg['agree_hf_dtype_frac']:.3f}) "
                   f"rel vs f32 max {agg['max_rel']:.2e} mean {agg['mean_rel']:.2e} | vs HF {dtype} max "
                   f"{agg['max_rel_hfdt']:.2e} mean {agg['mean_rel_hfdt']:.2e} tp {agg['tp']} {'PASS' if ok else 'FAIL'}",
                   flush=True)
@@ -250,12 +262,13 @@ def write_tables(out, rows):
     with open(os.path.join(out, "golden.json"), "w") as f:
         json.dump(rows, f, indent=1)
     with open(os.path.join(out, "golden.md"), "w") as f:
-        f.write("| model | dtype | greedy agree (HF same dtype) | rel err vs HF f32 max / mean | vs HF same dtype "
+        f.write("| model | dtype | greedy agree vs HF same dtype (vs HF f32; HF dtype vs f32) | rel err vs HF f32 max / mean | vs HF same dtype "
                 "max / mean | TP=N agree with TP=1 | result |\n|---|---|---|---|---|---|---|\n")
         for r in rows:
             tp = ", ".join(f"TP{k}: " + (f"{v['agree'] / max(v['n'], 1):.3f} (max rel {v['max_rel']:.1e})" if "error" not in v
                                          else "ERROR") for k, v in r["tp"].items()) or "-"
-            f.write(f"| {r['model']} | {r['dtype']} | {r['agree_frac']:.3f} ({r['agree_hf_dtype_frac']:.3f}) | "
+            f.write(f"| {r['model']} | {r['dtype']} | {r['agree_frac']:.3f} ({r.get('agree_f32_frac', 0.0):.3f}; "
+                    f"{r['agree_hf_dtype_frac']:.3f}) | "
                     f"{r['max_rel']:.2e} / {r['mean_rel']:.2e} | {r['max_rel_hfdt']:.2e} / {r['mean_rel_hfdt']:.2e} | "
                     f"{tp} | {'PASS' if r['pass'] else 'FAIL' + (' (tessera failed: golden.json)' if 'error' in r else '')} |\n")
 
