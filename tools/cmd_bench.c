@@ -18,9 +18,12 @@ typedef struct {
     const char *help;
 } tsr__bench;
 
+int tsr_bench_batch(int argc, char **argv);   /* tools/bench_batch.c */
+
 static const tsr__bench tsr__benches[] = {
     {"tokenizer", tsr_bench_tokenizer, "encode/decode throughput of the model's tokenizer on one core (MB/s)"},
     {"generate", tsr_bench_generate, "prefill and decode tok/s of one sequence (--backend cpu)"},
+    {"batch", tsr_bench_batch, "decode tok/s of 1 vs 8 vs 32 concurrent requests through the batching engine"},
     {NULL, NULL, NULL},
 };
 
