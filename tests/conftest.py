@@ -4,20 +4,13 @@ Tests run the binary the way users do (subprocess, real files).  TESSERA_BIN def
 build/tools/tessera; TESSERA_HOME to ~/.cache/tessera (where ci/fetch-model.sh puts the
 default model)."""
 import os
+import sys
 import pathlib
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def tessera_bin() -> str:
-    return os.environ.get("TESSERA_BIN", str(ROOT / "build" / "tools" / "tessera"))
-
-
-def default_model() -> pathlib.Path:
-    home = os.environ.get("TESSERA_HOME", os.path.expanduser("~/.cache/tessera"))
-    return pathlib.Path(home) / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from tsr_paths import ROOT, default_model, tessera_bin  # noqa: E402,F401
 
 
 @pytest.fixture(scope="session")

@@ -19,6 +19,8 @@ static const tsr_command tsr__commands[] = {
     {"logits", tsr_cmd_logits, "run the model on token ids; print top logits per position or write raw f32"},
     {"generate", tsr_cmd_generate, "generate a completion for a prompt, streamed to stdout (timing on stderr)"},
     {"chat", tsr_cmd_chat, "chat interactively with a model; each turn reuses the KV of the earlier ones"},
+    {"serve", tsr_cmd_serve, "serve a model: OpenAI API + SSE, gRPC, web chat page, /metrics (mpirun -np N: TP)"},
+    {"client", tsr_cmd_client, "chat with a running server (http://host:port or grpc://host:port)"},
     {"convert", tsr_cmd_convert, "HF directory or GGUF -> a workspace split for N ranks"},
     {NULL, NULL, NULL},
 };

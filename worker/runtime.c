@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <signal.h>
 #include <strings.h>
 
 #include "common/log.h"
@@ -178,7 +179,7 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *
             /* CPU ranks on one host share its memory */
             avail /= (size_t)(rt->group.local_size > 0 ? rt->group.local_size : 1);
             budget = (size_t)((double)avail * frac);
-            const size_t cap = (size_t)4 << 30;
+            const size_t cap = (size_t)1 << 30; /* a CPU KV pool is memset up front: keep start-up quick */
             if (budget > cap) budget = cap;
         }
         n_blocks = block_bytes ? (int64_t)(budget / block_bytes) : 0;
@@ -210,6 +211,10 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *
 }
 
 int tsr_runtime_worker_main(tsr_runtime *rt) {
+    /* mpirun forwards SIGTERM / SIGINT to every rank; only rank 0 decides when the group stops
+     * (a server drains first), so a worker leaves when rank 0 says so, not on the signal. */
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
     tsr_status st = tsr_exec_worker_loop(&rt->exec);
     tsr_runtime_close(rt);
     return st == TSR_OK ? 0 : 1;

@@ -39,7 +39,7 @@ typedef struct tsr_runtime_opts {
     bool bind;                      /* hwloc binding (default on under mpirun) */
 } tsr_runtime_opts;
 
-/* Defaults: auto backend, cache_max_entry_count 0.5 (CPU: of MemAvailable, capped at 4 GiB
+/* Defaults: auto backend, cache_max_entry_count 0.5 (CPU: of MemAvailable, capped at 1 GiB
  * worth of blocks), block_len 64, progress on.  For a workspace, the knobs left unset (0) come
  * from its config.ini (session_len, cache_max_entry_count, cache_block_seq_len). */
 void tsr_runtime_opts_default(tsr_runtime_opts *o);

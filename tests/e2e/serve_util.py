@@ -69,7 +69,8 @@ class Server:
         raise RuntimeError("tessera serve did not become healthy in 180 s: " + self.log_text())
 
     def log_text(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def stop(self, sig=signal.SIGTERM, timeout=120):

@@ -76,25 +76,42 @@ def post(base, path, body, timeout=120):
         return e.code, json.loads(e.read())
 
 
+def get_text(base, path):
+    try:
+        with urllib.request.urlopen(base + path, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError as e:
+        return 0, str(e)
+
+
 def test_sigterm_drains(serve_built, smollm2):
     s = Server([], log_name="sigterm")
     try:
         out = {}
 
         def long_request():
-            out["r"] = post(s.base, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 24,
+            out["r"] = post(s.base, "/v1/completions", {"prompt": "Once upon a time", "max_tokens": N,
                                                         "temperature": 0, "ignore_eos": True}, timeout=300)
 
+        # long enough to still be running when SIGTERM comes on a fast machine (~40 tok/s)
+        N = 160
         t = threading.Thread(target=long_request)
         t.start()
-        time.sleep(1.0)
+        # SIGTERM only once the request is running (the metrics say so)
+        for _ in range(200):
+            st, text = get_text(s.base, "/metrics")
+            if st == 200 and "tessera_requests_running 1" in text:
+                break
+            time.sleep(0.05)
         s.proc.send_signal(signal.SIGTERM)
         time.sleep(0.3)
         st, body = post(s.base, "/v1/completions", {"prompt": "hi", "max_tokens": 2})
         assert st == 503 and body["error"]["code"] == "shutting_down"
         t.join(300)
         st, body = out["r"]
-        assert st == 200 and body["usage"]["completion_tokens"] == 24 and body["choices"][0]["finish_reason"] == "length"
+        assert st == 200 and body["usage"]["completion_tokens"] == N and body["choices"][0]["finish_reason"] == "length"
         assert s.proc.wait(120) == 0
     finally:
         s.stop()
@@ -117,4 +134,9 @@ def test_mpirun_two_ranks_match_one(server, smollm2):
                 one = json.loads(r.read())
             assert two[1]["choices"][0]["text"] == one["choices"][0]["text"], (prompt, one, two)
     finally:
-        assert s2.stop() == 0, s2.log_text()
+        # mpirun forwards SIGTERM to the ranks; rank 0 drains and stops the workers.  mpirun
+        # itself exits 1 whenever it was signalled (Open MPI's rule, even when every rank
+        # exited 0), so the check is that the group stopped cleanly, not mpirun's code.
+        s2.stop()
+        log = s2.log_text()
+        assert "server stopped" in log, log

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, default_model, tessera_bin
+from tsr_paths import ROOT, default_model, tessera_bin
 
 
 def test_embed_example_builds_against_installed_library(tmp_path):

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import default_model, tessera_bin
+from tsr_paths import default_model, tessera_bin
 
 
 def engine_check() -> str:

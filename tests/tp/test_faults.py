@@ -5,7 +5,7 @@ import signal
 import subprocess
 import time
 
-from conftest import tessera_bin, default_model
+from tsr_paths import tessera_bin, default_model
 
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", TESSERA_THREADS="1")
 

@@ -10,7 +10,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from conftest import tessera_bin, default_model
+from tsr_paths import tessera_bin, default_model
 
 FIX = pathlib.Path(__file__).resolve().parent.parent / "golden" / "fixtures"
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", TESSERA_THREADS="1")

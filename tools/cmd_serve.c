@@ -1,0 +1,111 @@
+/* `tessera serve [MODEL]`: the API server (like `lmdeploy serve api_server`).  Every rank opens
+ * the engine (under mpirun, ranks > 0 become workers inside tsr_engine_open and return when rank
+ * 0 closes it); rank 0 runs the front end (coordinator/frontend) until SIGTERM, drains, and
+ * closes the engine, which releases the workers. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "coordinator/engine.h"
+#include "coordinator/frontend/server.h"
+#include "tools/cli.h"
+#include "tools/commands.h"
+
+int tsr_cmd_serve(int argc, char **argv) {
+    const char *host = "127.0.0.1", *backend = NULL, *chat_template = NULL, *model_name = NULL;
+    int64_t port = 23333, grpc_port = 23334, tp = 0, max_batch = 64, session_len = 0, max_body = 8 << 20;
+    int64_t max_prefill = 0, threads = 0, block_len = 0;
+    double cache = 0, read_timeout = 30, idle_timeout = 60, session_ttl = 0;
+    bool no_prefix_cache = false;
+    tsr_str_list keys = {0};
+    const tsr_opt opts[] = {
+        {"--server-name", TSR_OPT_STR, &host, "ADDR", "address to bind (default 127.0.0.1; 0.0.0.0 for all)"},
+        {"--server-port", TSR_OPT_INT, &port, "N", "HTTP port: OpenAI API, web page, /metrics (default 23333)"},
+        {"--grpc-port", TSR_OPT_INT, &grpc_port, "N", "gRPC port (default 23334; 0: off)"},
+        {"--tp", TSR_OPT_INT, &tp, "N", "tensor-parallel ranks expected (run under mpirun -np N)"},
+        {"--backend", TSR_OPT_STR, &backend, "B", "auto | cpu | cuda (default auto)"},
+        {"--max-batch-size", TSR_OPT_INT, &max_batch, "N", "sequences per engine step (default 64)"},
+        {"--max-prefill-token-num", TSR_OPT_INT, &max_prefill, "N", "prefill tokens per step (default 2048)"},
+        {"--cache-max-entry-count", TSR_OPT_FLOAT, &cache, "F", "KV pool: < 1 fraction of free memory, >= 1 blocks"},
+        {"--cache-block-seq-len", TSR_OPT_INT, &block_len, "N", "tokens per KV block (default 64)"},
+        {"--no-prefix-cache", TSR_OPT_FLAG, &no_prefix_cache, NULL, "do not reuse KV blocks across requests"},
+        {"--session-len", TSR_OPT_INT, &session_len, "N", "max tokens of one sequence (default: the model's)"},
+        {"--session-ttl", TSR_OPT_FLOAT, &session_ttl, "S", "idle interactive sessions end after S seconds"},
+        {"--threads", TSR_OPT_INT, &threads, "N", "CPU backend threads per rank (default: all cores)"},
+        {"--chat-template", TSR_OPT_STR, &chat_template, "T", "template name or LMDeploy JSON file"},
+        {"--model-name", TSR_OPT_STR, &model_name, "NAME", "model id in the API (default: the model's name)"},
+        {"--api-key", TSR_OPT_STR_LIST, &keys, "KEY", "require 'Authorization: Bearer KEY' (repeatable)"},
+        {"--max-body-bytes", TSR_OPT_INT, &max_body, "N", "largest request body (default 8 MiB)"},
+        {"--read-timeout", TSR_OPT_FLOAT, &read_timeout, "S", "a started request must arrive within S s (default 30)"},
+        {"--idle-timeout", TSR_OPT_FLOAT, &idle_timeout, "S", "idle keep-alive connections close after S s (default 60)"},
+        {NULL, 0, NULL, NULL, NULL},
+    };
+    const char *pos[1];
+    int n_pos = 0;
+    int rc = tsr_cli_parse("tessera serve [MODEL] [options]",
+                           "Serves a model: the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models),\n"
+                           "TurboMind's /v1/chat/interactive, /health, /metrics and a web chat page over HTTP, and\n"
+                           "proto/tessera.proto over gRPC.  Under `mpirun -np N` rank 0 serves, the others are\n"
+                           "tensor-parallel workers.  SIGTERM stops admitting, finishes what runs, and exits.",
+                           opts, argc, argv, pos, 1, &n_pos);
+    if (rc != TSR_CLI_OK) return rc == TSR_CLI_HELP ? 0 : 1;
+    if (port < 1 || port > 65535 || grpc_port < 0 || grpc_port > 65535 || max_body < 1 || max_batch < 1) {
+        fprintf(stderr, "tessera serve: ports in 1..65535 (--grpc-port 0: off), --max-body-bytes and "
+                        "--max-batch-size >= 1\n");
+        free(keys.items);
+        return 1;
+    }
+    for (int i = 0; i < keys.n; i++)
+        if (!keys.items[i][0]) {
+            fprintf(stderr, "tessera serve: --api-key must not be empty\n");
+            free(keys.items);
+            return 1;
+        }
+    const char *model = tsr_cli_model_or_default(n_pos ? pos[0] : NULL);
+    if (!model) {
+        free(keys.items);
+        return 1;
+    }
+    tsr_engine_config ec;
+    tsr_engine_config_default(&ec);
+    ec.model_path = model;
+    ec.backend = backend;
+    ec.chat_template = chat_template;
+    ec.tp = tp;
+    ec.max_batch_size = max_batch;
+    if (max_prefill > 0) ec.max_prefill_token_num = max_prefill;
+    ec.session_len = session_len;
+    ec.cache_max_entry_count = cache;
+    if (block_len > 0) ec.cache_block_seq_len = block_len;
+    ec.enable_prefix_cache = !no_prefix_cache;
+    ec.session_ttl_s = session_ttl;
+    ec.threads = threads;
+    ec.progress = true;
+    tsr_engine *e = NULL;
+    if (tsr_engine_open(&ec, &argc, &argv, &e) != TSR_OK) {
+        fprintf(stderr, "tessera serve: %s\n", tsr_last_error());
+        free(keys.items);
+        return 1;
+    }
+    if (!e) {   /* a worker rank: rank 0 has closed the engine */
+        free(keys.items);
+        return 0;
+    }
+    tsr_server_config sc;
+    tsr_server_config_default(&sc);
+    sc.host = host;
+    sc.port = (int)port;
+    sc.grpc_port = grpc_port > 0 ? (int)grpc_port : -1;
+    sc.api_keys = keys.items;
+    sc.n_api_keys = keys.n;
+    sc.max_body_bytes = max_body;
+    sc.read_timeout_s = read_timeout;
+    sc.idle_timeout_s = idle_timeout;
+    sc.model_name = model_name;
+    tsr_status st = tsr_server_run(e, &sc);
+    if (st != TSR_OK) fprintf(stderr, "tessera serve: %s\n", tsr_last_error());
+    tsr_engine_close(e);
+    free(keys.items);
+    return st == TSR_OK ? 0 : 1;
+}
