@@ -189,11 +189,7 @@ static void tsr__send_msg(tsr__gstream *s, const ProtobufCMessage *m) {
         s->out_cap = cap;
     }
     uint8_t *p = s->out + s->out_len;
-    p[0] = 0;
-    p[1] = (uint8_t)(n >> 24);
-    p[2] = (uint8_t)(n >> 16);
-    p[3] = (uint8_t)(n >> 8);
-    p[4] = (uint8_t)n;
+    tsr__fe_grpc_header(p, n);
     protobuf_c_message_pack(m, p + 5);
     s->out_len += n + 5;
     tsr__start_response(s);
@@ -385,9 +381,12 @@ static void tsr__g_handle(tsr__gstream *s) {
         if (!ok) return tsr__finish(s, TSR__GRPC_UNAUTHENTICATED, "missing or invalid API key (authorization: Bearer KEY)");
     }
     if (s->too_big) return tsr__finish(s, TSR__GRPC_RESOURCE_EXHAUSTED, "request message too large (--max-body-bytes)");
-    if (s->in_len < 5) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "missing request message");
-    if (s->in[0] != 0) return tsr__finish(s, TSR__GRPC_UNIMPLEMENTED, "compressed messages are not supported");
-    size_t n = ((size_t)s->in[1] << 24) | ((size_t)s->in[2] << 16) | ((size_t)s->in[3] << 8) | s->in[4];
+    size_t n = 0;
+    int fr = tsr__fe_grpc_frame(s->in, s->in_len, (size_t)srv->cfg.max_body_bytes, &n);
+    if (fr == TSR__FE_FRAME_TOO_BIG)
+        return tsr__finish(s, TSR__GRPC_RESOURCE_EXHAUSTED, "request message too large (--max-body-bytes)");
+    if (fr == TSR__FE_FRAME_COMPRESSED) return tsr__finish(s, TSR__GRPC_UNIMPLEMENTED, "compressed messages are not supported");
+    if (fr != TSR__FE_FRAME_OK) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "missing or malformed request message");
     if (n != s->in_len - 5) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "exactly one request message expected");
     const uint8_t *msg = s->in + 5;
     char err[300];

@@ -271,6 +271,7 @@ typedef struct tsr__conn {
     size_t body_len, body_cap;
     int reject;                  /* 0, or an HTTP status decided while reading (413 / 431) */
     bool message_complete, keep_alive;
+    bool head;                   /* HEAD: the answer's headers only (RFC 9110 9.3.2) */
     /* bytes read past a complete request while it is being answered */
     char *pending;
     size_t pending_len;
@@ -368,7 +369,7 @@ static void tsr__respond(tsr__conn *c, int status, const char *ctype, const char
                      extra_headers ? extra_headers : "");
     if (status >= 400) c->srv->metrics.http_errors++;
     tsr__conn_write(c, head, (size_t)k);
-    tsr__conn_write(c, body, len);
+    if (!c->head) tsr__conn_write(c, body, len);   /* Content-Length still says what GET would get */
     if (close) {
         c->keep_alive = false;
         c->close_after_writes = true;
@@ -865,6 +866,7 @@ static int tsr__on_message_begin(http_parser *p) {
     c->expect_continue = false;
     c->body_len = 0;
     c->reject = 0;
+    c->head = false;
     c->message_complete = false;
     c->stream_started = false;
     uv_timer_stop(&c->timer);
@@ -925,6 +927,7 @@ static int tsr__on_header_value(http_parser *p, const char *at, size_t n) {
 
 static int tsr__on_headers_complete(http_parser *p) {
     tsr__conn *c = p->data;
+    c->head = p->method == HTTP_HEAD;
     if (p->content_length != ULLONG_MAX && (int64_t)p->content_length > c->srv->cfg.max_body_bytes) {
         c->reject = 413;
         return -1;   /* not 1/2 ("skip body"): an error, answered by tsr__conn_parse */
