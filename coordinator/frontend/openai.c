@@ -235,6 +235,8 @@ static bool tsr__stop(tsr__fe_params *p, cJSON *x, tsr__fe_error *err) {
     if (!x || cJSON_IsNull(x)) return true;
     if (cJSON_IsString(x)) {
         if (!x->valuestring[0]) return BAD("stop", "invalid_value", "'stop' strings must not be empty");
+        if (strlen(x->valuestring) > TSR_STOP_MAX_STRING_LEN)
+            return BAD("stop", "invalid_value", "stop strings are at most %d bytes", TSR_STOP_MAX_STRING_LEN);
         p->stop[p->n_stop++] = x->valuestring;
         return true;
     }

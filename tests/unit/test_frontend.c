@@ -1,0 +1,354 @@
+/* The server's pure parts (coordinator/frontend/fe.h), without sockets or a model: OpenAI
+ * request bodies validated into engine requests (every parameter out of range and of the wrong
+ * type rejected with its name as OpenAI's "param"), the error object's shape, UTF-8 checks, the
+ * constant-time key compare, gRPC message framing fed hostile lengths, and /metrics text. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "coordinator/frontend/fe.h"
+#include "tests/test_util.h"
+
+static const char *CHAT_MSGS = "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]";
+
+/* Parses {CHAT_MSGS, extra} (or {extra} for completions with a prompt) for kind; returns ok. */
+static bool parse_with(tsr__fe_kind kind, const char *extra, tsr__fe_params *p, tsr__fe_error *e) {
+    char body[4096];
+    const char *base = kind == TSR__FE_CHAT ? CHAT_MSGS : "\"prompt\":\"hello\"";
+    snprintf(body, sizeof body, "{%s%s%s}", base, extra[0] ? "," : "", extra);
+    memset(e, 0, sizeof *e);
+    return tsr__fe_parse(kind, body, strlen(body), p, e);
+}
+
+/* The body must be rejected with HTTP 400 naming param (NULL: no param). */
+static void expect_bad(tsr__fe_kind kind, const char *extra, const char *param) {
+    tsr__fe_params p;
+    tsr__fe_error e;
+    bool ok = parse_with(kind, extra, &p, &e);
+    CHECK_MSG(!ok, "accepted: %s", extra);
+    if (ok) {
+        tsr__fe_params_free(&p);
+        return;
+    }
+    CHECK_MSG(e.status == 400, "%s: status %d", extra, e.status);
+    CHECK_MSG(e.message[0], "%s: empty message", extra);
+    if (param) CHECK_MSG(e.param && !strcmp(e.param, param), "%s: param %s, want %s", extra, e.param ? e.param : "null", param);
+    else CHECK_MSG(!e.param, "%s: param %s, want null", extra, e.param);
+}
+
+static void expect_ok(tsr__fe_kind kind, const char *extra) {
+    tsr__fe_params p;
+    tsr__fe_error e;
+    bool ok = parse_with(kind, extra, &p, &e);
+    CHECK_MSG(ok, "rejected: %s (%s)", extra, e.message);
+    if (ok) tsr__fe_params_free(&p);
+}
+
+static void test_valid_chat_to_engine(void) {
+    const char *body =
+        "{\"model\":\"m\",\"messages\":[{\"role\":\"developer\",\"content\":\"be brief\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"a\"},{\"type\":\"text\",\"text\":\"b\"}]}],"
+        "\"max_tokens\":7,\"temperature\":0.5,\"top_p\":0.9,\"top_k\":40,\"min_p\":0.05,\"repetition_penalty\":1.1,"
+        "\"presence_penalty\":0.5,\"frequency_penalty\":-0.5,\"seed\":42,\"stop\":[\"x\",\"yz\"],\"n\":3,"
+        "\"stream\":true,\"stream_options\":{\"include_usage\":true},\"logprobs\":true,\"top_logprobs\":2,"
+        "\"ignore_eos\":true,\"user\":\"u\",\"unknown_field\":{\"ignored\":1}}";
+    tsr__fe_params p;
+    tsr__fe_error e;
+    CHECK(tsr__fe_parse(TSR__FE_CHAT, body, strlen(body), &p, &e));
+    CHECK(p.model && !strcmp(p.model, "m"));
+    CHECK(p.n_messages == 2);
+    CHECK(!strcmp(p.messages[0].role, "system"));   /* developer is OpenAI's new name for system */
+    CHECK(!strcmp(p.messages[1].content, "ab"));     /* text parts joined */
+    CHECK(p.max_tokens == 7 && p.n == 3 && p.stream && p.include_usage && p.ignore_eos);
+    CHECK(p.n_stop == 2 && !strcmp(p.stop[1], "yz"));
+    CHECK(p.logprobs == 2);
+    tsr_engine_request r;
+    tsr__fe_to_engine(&p, 2, &r);
+    CHECK(r.messages == p.messages && r.n_messages == 2);
+    CHECK(r.max_new_tokens == 7);
+    CHECK_NEAR(r.sampling.temperature, 0.5, 1e-6);
+    CHECK_NEAR(r.sampling.top_p, 0.9, 1e-6);
+    CHECK(r.sampling.top_k == 40);
+    CHECK_NEAR(r.sampling.min_p, 0.05, 1e-6);
+    CHECK_NEAR(r.sampling.repetition_penalty, 1.1, 1e-6);
+    CHECK_NEAR(r.sampling.presence_penalty, 0.5, 1e-6);
+    CHECK_NEAR(r.sampling.frequency_penalty, -0.5, 1e-6);
+    CHECK(r.sampling.seed == 44);   /* choice i gets seed + i, so n choices differ but reproduce */
+    CHECK(r.sampling.logprobs == 2);
+    CHECK(r.n_stop == 2 && r.ignore_eos);
+    tsr__fe_params_free(&p);
+
+    /* completions: token-id prompts, default max_tokens 16, legacy logprobs */
+    const char *c = "{\"prompt\":[1,2,3],\"logprobs\":3}";
+    CHECK(tsr__fe_parse(TSR__FE_COMPLETION, c, strlen(c), &p, &e));
+    CHECK(p.n_prompt_ids == 3 && p.prompt_ids[2] == 3 && p.max_tokens == 16 && p.logprobs == 3);
+    tsr__fe_to_engine(&p, 0, &r);
+    CHECK(r.prompt_ids == p.prompt_ids && r.n_prompt_ids == 3 && !r.prompt && !r.messages);
+    tsr__fe_params_free(&p);
+
+    /* interactive: the prompt is one user turn in a session that stays open */
+    const char *it = "{\"prompt\":\"hey\",\"session_id\":9,\"interactive_mode\":true,\"request_output_len\":5}";
+    CHECK(tsr__fe_parse(TSR__FE_INTERACTIVE, it, strlen(it), &p, &e));
+    tsr__fe_to_engine(&p, 0, &r);
+    CHECK(r.session_id == 9 && !r.end_session && r.max_new_tokens == 5);
+    CHECK(r.n_messages == 1 && !strcmp(r.messages[0].role, "user") && !strcmp(r.messages[0].content, "hey"));
+    tsr__fe_params_free(&p);
+
+    /* boundaries are accepted */
+    expect_ok(TSR__FE_CHAT, "\"temperature\":0,\"top_p\":1,\"min_p\":1,\"presence_penalty\":-2,\"frequency_penalty\":2");
+    expect_ok(TSR__FE_CHAT, "\"temperature\":2,\"n\":16,\"top_k\":-1,\"max_tokens\":1");
+    expect_ok(TSR__FE_CHAT, "\"logprobs\":true,\"top_logprobs\":20");
+    expect_ok(TSR__FE_CHAT, "\"temperature\":null,\"stop\":null,\"seed\":null");
+    expect_ok(TSR__FE_COMPLETION, "\"logprobs\":5,\"prompt\":[\"one string\"]");
+}
+
+static void test_out_of_range(void) {
+    static const struct { const char *extra, *param; } cases[] = {
+        {"\"temperature\":-0.01", "temperature"}, {"\"temperature\":2.01", "temperature"},
+        {"\"top_p\":0", "top_p"}, {"\"top_p\":1.5", "top_p"},
+        {"\"top_k\":-2", "top_k"}, {"\"top_k\":2000000000", "top_k"},
+        {"\"min_p\":-0.1", "min_p"}, {"\"min_p\":1.1", "min_p"},
+        {"\"repetition_penalty\":0", "repetition_penalty"}, {"\"repetition_penalty\":101", "repetition_penalty"},
+        {"\"presence_penalty\":2.5", "presence_penalty"}, {"\"presence_penalty\":-2.5", "presence_penalty"},
+        {"\"frequency_penalty\":3", "frequency_penalty"}, {"\"frequency_penalty\":-3", "frequency_penalty"},
+        {"\"max_tokens\":0", "max_tokens"}, {"\"max_tokens\":-5", "max_tokens"},
+        {"\"max_tokens\":100000000", "max_tokens"}, {"\"max_completion_tokens\":0", "max_completion_tokens"},
+        {"\"n\":0", "n"}, {"\"n\":17", "n"},
+        {"\"logprobs\":true,\"top_logprobs\":21", "top_logprobs"}, {"\"logprobs\":true,\"top_logprobs\":-1", "top_logprobs"},
+        {"\"top_logprobs\":2", "top_logprobs"},   /* needs logprobs: true */
+        {"\"stop\":\"\"", "stop"}, {"\"stop\":[\"a\",\"\"]", "stop"},
+        {"\"stop\":[\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\",\"11\",\"12\",\"13\",\"14\",\"15\",\"16\",\"17\"]", "stop"},
+        {"\"stream_options\":{\"include_usage\":true}", "stream_options"},   /* without stream */
+        {"\"temperature\":1e999", "temperature"},   /* cJSON reads this as inf */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_bad(TSR__FE_CHAT, cases[i].extra, cases[i].param);
+    expect_bad(TSR__FE_COMPLETION, "\"logprobs\":6", "logprobs");
+    expect_bad(TSR__FE_COMPLETION, "\"logprobs\":-1", "logprobs");
+    expect_bad(TSR__FE_INTERACTIVE, "\"session_id\":-1", "session_id");
+    expect_bad(TSR__FE_INTERACTIVE, "\"request_output_len\":0", "request_output_len");
+    /* one stop string longer than the engine keeps, alone and in a list */
+    char big[700], extra[800];
+    memset(big, 'a', 600);
+    big[600] = 0;
+    snprintf(extra, sizeof extra, "\"stop\":\"%s\"", big);
+    expect_bad(TSR__FE_CHAT, extra, "stop");
+    snprintf(extra, sizeof extra, "\"stop\":[\"%s\"]", big);
+    expect_bad(TSR__FE_CHAT, extra, "stop");
+}
+
+static void test_wrong_types(void) {
+    static const struct { const char *extra, *param; } cases[] = {
+        {"\"model\":5", "model"},
+        {"\"temperature\":\"0.5\"", "temperature"}, {"\"top_p\":true", "top_p"},
+        {"\"top_k\":1.5", "top_k"}, {"\"top_k\":\"4\"", "top_k"},
+        {"\"min_p\":[]", "min_p"}, {"\"repetition_penalty\":{}", "repetition_penalty"},
+        {"\"presence_penalty\":\"x\"", "presence_penalty"}, {"\"frequency_penalty\":false", "frequency_penalty"},
+        {"\"seed\":\"42\"", "seed"}, {"\"seed\":1.5", "seed"},
+        {"\"max_tokens\":\"3\"", "max_tokens"}, {"\"max_tokens\":2.5", "max_tokens"},
+        {"\"n\":\"2\"", "n"}, {"\"stop\":5", "stop"}, {"\"stop\":[\"a\",1]", "stop"}, {"\"stop\":{}", "stop"},
+        {"\"stream\":\"yes\"", "stream"}, {"\"stream\":1", "stream"},
+        {"\"stream\":true,\"stream_options\":5", "stream_options"},
+        {"\"stream\":true,\"stream_options\":{\"include_usage\":\"yes\"}", "stream_options"},
+        {"\"ignore_eos\":0", "ignore_eos"}, {"\"echo\":\"no\"", "echo"}, {"\"user\":7", "user"},
+        {"\"logprobs\":1", "logprobs"}, {"\"logprobs\":true,\"top_logprobs\":\"2\"", "top_logprobs"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) expect_bad(TSR__FE_CHAT, cases[i].extra, cases[i].param);
+    expect_bad(TSR__FE_COMPLETION, "\"logprobs\":true", "logprobs");
+
+    /* messages and prompt shapes */
+    static const struct { tsr__fe_kind k; const char *body, *param; } whole[] = {
+        {TSR__FE_CHAT, "{}", "messages"},
+        {TSR__FE_CHAT, "{\"messages\":\"hi\"}", "messages"},
+        {TSR__FE_CHAT, "{\"messages\":[]}", "messages"},
+        {TSR__FE_CHAT, "{\"messages\":[\"hi\"]}", "messages"},
+        {TSR__FE_CHAT, "{\"messages\":[{\"content\":\"hi\"}]}", "messages"},
+        {TSR__FE_CHAT, "{\"messages\":[{\"role\":\"wizard\",\"content\":\"hi\"}]}", "messages"},
+        {TSR__FE_CHAT, "{\"messages\":[{\"role\":\"user\"}]}", "messages"},
+        {TSR__FE_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", "messages"},
+        {TSR__FE_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}", "messages"},
+        {TSR__FE_COMPLETION, "{}", "prompt"},
+        {TSR__FE_COMPLETION, "{\"prompt\":5}", "prompt"},
+        {TSR__FE_COMPLETION, "{\"prompt\":[]}", "prompt"},
+        {TSR__FE_COMPLETION, "{\"prompt\":[\"a\",\"b\"]}", "prompt"},
+        {TSR__FE_COMPLETION, "{\"prompt\":[1,-2]}", "prompt"},
+        {TSR__FE_COMPLETION, "{\"prompt\":[1,2.5]}", "prompt"},
+        {TSR__FE_COMPLETION, "{\"prompt\":[1,3000000000]}", "prompt"},
+        {TSR__FE_INTERACTIVE, "{\"prompt\":5}", "prompt"},
+        {TSR__FE_INTERACTIVE, "{\"prompt\":\"x\",\"interactive_mode\":1}", "interactive_mode"},
+    };
+    for (size_t i = 0; i < sizeof whole / sizeof whole[0]; i++) {
+        tsr__fe_params p;
+        tsr__fe_error e;
+        bool ok = tsr__fe_parse(whole[i].k, whole[i].body, strlen(whole[i].body), &p, &e);
+        CHECK_MSG(!ok, "accepted: %s", whole[i].body);
+        if (ok) tsr__fe_params_free(&p);
+        else CHECK_MSG(e.status == 400 && e.param && !strcmp(e.param, whole[i].param), "%s: param %s", whole[i].body,
+                       e.param ? e.param : "null");
+    }
+}
+
+static void test_malformed_json(void) {
+    static const char *bodies[] = {"", "{", "{\"messages\": [", "[1,2]", "\"str\"", "null", "{\"a\":1,}", "{'a':1}",
+                                   "{\"messages\":[]} trailing"};
+    for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
+        tsr__fe_params p;
+        tsr__fe_error e;
+        bool ok = tsr__fe_parse(TSR__FE_CHAT, bodies[i], strlen(bodies[i]), &p, &e);
+        CHECK_MSG(!ok, "accepted: %s", bodies[i]);
+        if (ok) {
+            tsr__fe_params_free(&p);
+            continue;
+        }
+        CHECK(e.status == 400);
+        if (i != sizeof bodies / sizeof bodies[0] - 1)   /* trailing text: cJSON stops at the object */
+            CHECK_MSG(e.code && !strcmp(e.code, "invalid_json"), "%s: code %s", bodies[i], e.code ? e.code : "null");
+    }
+    /* a body with a NUL inside: the length, not the NUL, bounds parsing */
+    const char nul[] = "{\"prompt\":\"a\"}\0garbage";
+    tsr__fe_params p;
+    tsr__fe_error e;
+    CHECK(tsr__fe_parse(TSR__FE_COMPLETION, nul, sizeof nul - 1, &p, &e) || e.status == 400);
+    if (p.root) tsr__fe_params_free(&p);
+    /* deep nesting does not crash */
+    size_t depth = 100000;
+    char *deep = malloc(2 * depth + 1);
+    memset(deep, '[', depth);
+    memset(deep + depth, ']', depth);
+    deep[2 * depth] = 0;
+    CHECK(!tsr__fe_parse(TSR__FE_CHAT, deep, 2 * depth, &p, &e));
+    free(deep);
+}
+
+static void test_error_json_shape(void) {
+    tsr__fe_error e;
+    tsr__fe_seterr(&e, 400, "invalid_request_error", "top_p", "invalid_value", "bad \"%s\" \xff", "x");
+    char *s = tsr__fe_error_json(&e);
+    cJSON *j = cJSON_Parse(s);
+    CHECK(j != NULL);
+    cJSON *o = cJSON_GetObjectItem(j, "error");
+    CHECK(cJSON_IsObject(o) && cJSON_GetArraySize(o) == 4);
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(o, "type")), "invalid_request_error"));
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(o, "param")), "top_p"));
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(o, "code")), "invalid_value"));
+    const char *msg = cJSON_GetStringValue(cJSON_GetObjectItem(o, "message"));
+    CHECK(msg && strstr(msg, "bad \"x\"") && tsr__fe_utf8_valid(msg, strlen(msg)));   /* invalid byte replaced */
+    cJSON_Delete(j);
+    free(s);
+    tsr__fe_seterr(&e, 401, "authentication_error", NULL, NULL, "no key");
+    s = tsr__fe_error_json(&e);
+    j = cJSON_Parse(s);
+    o = cJSON_GetObjectItem(j, "error");
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(o, "param")) && cJSON_IsNull(cJSON_GetObjectItem(o, "code")));
+    cJSON_Delete(j);
+    free(s);
+}
+
+static void test_utf8(void) {
+    static const struct { const char *s; bool ok; } cases[] = {
+        {"plain", true}, {"caf\xc3\xa9", true}, {"\xe2\x82\xac", true}, {"\xf0\x9f\x98\x80", true},
+        {"\xc3\x28", false},           /* bad continuation */
+        {"\xc0\xaf", false},           /* overlong */
+        {"\xe0\x80\xaf", false},       /* overlong 3-byte */
+        {"\xed\xa0\x80", false},       /* surrogate */
+        {"\xf4\x90\x80\x80", false},   /* past U+10FFFF */
+        {"\xe2\x82", false},           /* truncated */
+        {"\xff", false}, {"\x80", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        CHECK_MSG(tsr__fe_utf8_valid(cases[i].s, strlen(cases[i].s)) == cases[i].ok, "case %zu", i);
+    char *s = tsr__fe_utf8_sanitize("a\xff" "b\xe2\x82", 5);
+    CHECK(s && !strcmp(s, "a\xEF\xBF\xBD" "b\xEF\xBF\xBD\xEF\xBF\xBD"));
+    free(s);
+    char id[64];
+    tsr__fe_make_id("chatcmpl", id, sizeof id);
+    CHECK(!strncmp(id, "chatcmpl-", 9) && strlen(id) > 20);
+}
+
+static void test_key_equal(void) {
+    CHECK(tsr__fe_key_equal("secret", 6, "secret"));
+    CHECK(!tsr__fe_key_equal("secreT", 6, "secret"));
+    CHECK(!tsr__fe_key_equal("secre", 5, "secret"));          /* prefix */
+    CHECK(!tsr__fe_key_equal("secrets", 7, "secret"));        /* longer */
+    CHECK(!tsr__fe_key_equal("", 0, "secret"));
+    CHECK(!tsr__fe_key_equal("secret\0x", 8, "secret"));      /* an embedded NUL is not an end */
+    CHECK(tsr__fe_key_equal("", 0, ""));
+    /* a presented key much longer than the configured one reads no byte past either */
+    char lng[4096];
+    memset(lng, 's', sizeof lng);
+    CHECK(!tsr__fe_key_equal(lng, sizeof lng, "s"));
+}
+
+static void test_grpc_frames(void) {
+    size_t n = 99;
+    uint8_t b[16] = {0};
+    CHECK(tsr__fe_grpc_frame(b, 0, 100, &n) == TSR__FE_FRAME_NEED_MORE);
+    CHECK(tsr__fe_grpc_frame(b, 4, 100, &n) == TSR__FE_FRAME_NEED_MORE);
+    CHECK(tsr__fe_grpc_frame(b, 5, 100, &n) == TSR__FE_FRAME_OK && n == 0);   /* an empty message */
+    CHECK(tsr__fe_grpc_header(b, 3) == 5);
+    CHECK(b[0] == 0 && b[1] == 0 && b[4] == 3);
+    memcpy(b + 5, "abc", 3);
+    CHECK(tsr__fe_grpc_frame(b, 7, 100, &n) == TSR__FE_FRAME_NEED_MORE && n == 3);
+    CHECK(tsr__fe_grpc_frame(b, 8, 100, &n) == TSR__FE_FRAME_OK && n == 3);
+    CHECK(tsr__fe_grpc_frame(b, 16, 100, &n) == TSR__FE_FRAME_OK && n == 3);  /* more after: next frame */
+    CHECK(tsr__fe_grpc_frame(b, 8, 2, &n) == TSR__FE_FRAME_TOO_BIG);
+    /* hostile lengths: declared far past what arrived or what is allowed */
+    uint8_t h[5] = {0, 0xFF, 0xFF, 0xFF, 0xFF};
+    CHECK(tsr__fe_grpc_frame(h, 5, (size_t)64 << 20, &n) == TSR__FE_FRAME_TOO_BIG);
+    CHECK(tsr__fe_grpc_frame(h, 5, SIZE_MAX, &n) == TSR__FE_FRAME_NEED_MORE && n == 0xFFFFFFFFu);
+    uint8_t h2[5] = {0, 0x80, 0, 0, 0};
+    CHECK(tsr__fe_grpc_frame(h2, 5, (size_t)8 << 20, &n) == TSR__FE_FRAME_TOO_BIG);
+    uint8_t c[5] = {1, 0, 0, 0, 1};
+    CHECK(tsr__fe_grpc_frame(c, 5, 100, &n) == TSR__FE_FRAME_COMPRESSED);
+    uint8_t f[5] = {7, 0, 0, 0, 1};
+    CHECK(tsr__fe_grpc_frame(f, 5, 100, &n) == TSR__FE_FRAME_BAD_FLAG);
+    /* a stream of frames split at every byte boundary parses to the same messages */
+    uint8_t s[64];
+    size_t len = 0;
+    for (int m = 0; m < 4; m++) {
+        len += tsr__fe_grpc_header(s + len, (size_t)m * 2);
+        memset(s + len, 'a' + m, (size_t)m * 2);
+        len += (size_t)m * 2;
+    }
+    for (size_t cut = 0; cut <= len; cut++) {
+        size_t off = 0, got = 0;
+        while (tsr__fe_grpc_frame(s + off, cut - off, 100, &n) == TSR__FE_FRAME_OK) {
+            CHECK(n == got * 2);
+            off += 5 + n;
+            got++;
+        }
+        CHECK(off <= cut);
+        if (cut == len) CHECK(got == 4);
+    }
+}
+
+static void test_metrics_text(void) {
+    tsr__fe_metrics m;
+    tsr__fe_metrics_init(&m);
+    tsr__fe_hist_add(&m.ttft, 0.05);
+    tsr__fe_hist_add(&m.ttft, 1e9);   /* past every bound: only +Inf */
+    tsr_engine_stats st = {0};
+    st.kv_blocks_free = 7;
+    char *t = tsr__fe_metrics_render(&m, &st, 3, false);
+    CHECK(t != NULL);
+    if (!t) return;
+    CHECK(strstr(t, "tessera_kv_blocks_free 7") != NULL);
+    CHECK(strstr(t, "tessera_time_to_first_token_seconds_count 2") != NULL);
+    CHECK(strstr(t, "le=\"+Inf\"} 2") != NULL);
+    CHECK(strstr(t, "# TYPE tessera_time_to_first_token_seconds histogram") != NULL);
+    free(t);
+}
+
+int main(void) {
+    test_valid_chat_to_engine();
+    test_out_of_range();
+    test_wrong_types();
+    test_malformed_json();
+    test_error_json_shape();
+    test_utf8();
+    test_key_equal();
+    test_grpc_frames();
+    test_metrics_text();
+    return tsr_test_finish();
+}
