@@ -146,6 +146,17 @@ typedef struct tsr_backend_ops {
     bool (*graph_begin)(tsr_backend *be, int64_t key);
     void (*graph_end)(tsr_backend *be, int64_t key);
     bool (*graph_replay)(tsr_backend *be, int64_t key);
+    /* Fusions of two ops above into one pass (fewer launches and round trips in a decode step);
+     * each computes exactly what the pair does.  NULL: the caller runs the pair.
+     * rope_kv_write = rope(q, k, ld, n_head, kv->n_kv_head, kv->head_dim, b, p) followed by
+     *                 kv_write(k_cache, v_cache, kv, k, v, ld, b).
+     * matmul_silu   = matmul(gu, x, w, n_tok, 2 n_ff, k) followed by silu_mul(out, gu, n_tok, n_ff)
+     *                 (gu [n_tok][2 n_ff] is scratch; a backend may leave it unwritten). */
+    void (*rope_kv_write)(tsr_backend *be, void *q, void *k, const void *v, int64_t ld, int64_t n_head,
+                          const tsr_attn_batch *b, const tsr_rope_params *p, void *k_cache, void *v_cache,
+                          const tsr_kv_layout *kv);
+    void (*matmul_silu)(tsr_backend *be, void *out, void *gu, const void *x, const void *w, int64_t n_tok,
+                        int64_t n_ff, int64_t k);
 } tsr_backend_ops;
 
 struct tsr_backend {

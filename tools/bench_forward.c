@@ -6,7 +6,9 @@
  *     roofline = measured bandwidth / (weight bytes + KV bytes read per step);
  *   - batch-B decode tok/s at context C, same roofline;
  *   - time to first token of a P-token prompt (one prefill step + logits), with its MFU
- *     against the measured GEMM rate and against the nominal 800 TFLOP/s (H100 bf16 dense).
+ *     against the measured GEMM rate and against the nominal 800 TFLOP/s (H100 bf16 dense);
+ *   - how many batch-1 steps replayed a CUDA graph, and with TESSERA_PROFILE=1 the per-op GPU
+ *     time of eager batch-1 steps (kernels/cuda/profile.h).
  * Under mpirun -np N every rank holds its TP shard of the same dummy model (the dummy values
  * are hashes of the unsplit tensors) and runs the same steps; the all-reduces go through NCCL.
  * The roofline of a rank is its own shard's bytes over its own GPU's bandwidth. */
@@ -41,6 +43,7 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
 
 #include "common/log.h"
 #include "kernels/backend.h"
+#include "kernels/cuda/profile.h"
 #include "worker/comm.h"
 #include "worker/forward.h"
 #include "worker/group.h"
@@ -212,13 +215,29 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
     tsr_kv_seq s1 = {0};
     if (tsr_forward_seq(fs, &kv, &s1, ids, 128, false, 0, logits) != TSR_OK) TSR__BF_FAIL(r0);
     double *dt1 = malloc(sizeof(double) * (size_t)decode_steps);
+    long gc0[3], gc1[3];
+    tsr_cuda_graph_counts(be, gc0);
     for (int64_t i = 0; i < decode_steps; i++) {
         double a = tsr_now();
         tsr_forward_seq(fs, &kv, &s1, ids + 128 + i, 1, false, 0, logits);
         dt1[i] = tsr_now() - a;
     }
+    tsr_cuda_graph_counts(be, gc1);
     double mean_ctx1 = 128 + decode_steps / 2.0;
     double step1 = tsr__bf_median(dt1, (int)decode_steps);
+    /* TESSERA_PROFILE=1: a few more batch-1 steps, eager, each op timed by cudaEvent pairs (the
+     * table says where a step's time goes beyond the weight stream) */
+    FILE *prof = NULL;
+    if (getenv("TESSERA_PROFILE") && (prof = tmpfile()) != NULL) {
+        const int np = 16;
+        tsr_cuda_profile_start(be);
+        be->ops->synchronize(be);
+        double a = tsr_now();
+        for (int i = 0; i < np; i++) tsr_forward_seq(fs, &kv, &s1, ids + 128 + decode_steps + i, 1, false, 0, logits);
+        double wall = tsr_now() - a;
+        tsr_cuda_profile_stop(be, prof, np, wall);
+        rewind(prof);
+    }
     double roof1 = bw / (step_weight_bytes + kv_tok_bytes * mean_ctx1);
     tsr_kv_seq_release(&kv, &s1);
     if (r0) fprintf(stderr, "bench: batch-1 decode %.1f tok/s\n", 1.0 / step1);
@@ -301,9 +320,18 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
         printf("\nweights %.2f GB per GPU (%.2f GB read per step), KV %.0f KB/token per GPU; step = embeddings .. f32 "
                "logits on the host\n",
                wbytes / 1e9, step_weight_bytes / 1e9, kv_tok_bytes / 1e3);
+        printf("graphs in the batch-1 decode loop (%lld steps): %ld eager (new shape key), %ld recorded, %ld replayed\n",
+               (long long)decode_steps, gc1[0] - gc0[0], gc1[1] - gc0[1], gc1[2] - gc0[2]);
+        if (prof) {
+            printf("\nper-op time of a batch-1 decode step (TESSERA_PROFILE, eager, 16 steps, ctx ~%lld):\n\n",
+                   (long long)(128 + decode_steps));
+            char line[512];
+            while (fgets(line, sizeof line, prof)) fputs(line, stdout);
+        }
         printf("bench-forward: tp=%d batch1_tok_s=%.2f\n", grp.size, 1.0 / step1);
         fflush(stdout);
     }
+    if (prof) fclose(prof);
     free(dt1), free(logits), free(ids);
     tsr_forward_state_free(fs);
     tsr_comm_free(comm);

@@ -257,17 +257,25 @@ tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *s
 
         ops->matmul(be, st->qkv, st->xn, w->wqkv, n_tok, qkv_dim, d);
         if (w->bqkv) ops->add_bias(be, st->qkv, w->bqkv, n_tok, qkv_dim, qkv_dim);
-        ops->rope(be, q, k, qkv_dim, nq, nkv, hd, &b, &rope);
         void *kc = tsr_kv_pool_k(kv, l), *vc = tsr_kv_pool_v(kv, l);
-        ops->kv_write(be, kc, vc, &kv->layout, k, v, qkv_dim, &b);
+        if (ops->rope_kv_write) {
+            ops->rope_kv_write(be, q, k, v, qkv_dim, nq, &b, &rope, kc, vc, &kv->layout);
+        } else {
+            ops->rope(be, q, k, qkv_dim, nq, nkv, hd, &b, &rope);
+            ops->kv_write(be, kc, vc, &kv->layout, k, v, qkv_dim, &b);
+        }
         ops->attention(be, st->attn, q, qkv_dim, kc, vc, &kv->layout, nq, &b, scale);
         ops->matmul(be, st->proj, st->attn, w->wo, n_tok, d, nq * hd);
         TSR_TRY(st->comm->ops->allreduce_sum(st->comm, st->proj, n_tok * d, be->dtype));
         if (w->bo) ops->add_bias(be, st->proj, w->bo, n_tok, d, d);
 
         ops->add_rmsnorm(be, st->h, st->proj, st->xn, w->ffn_norm, n_tok, d, eps);
-        ops->matmul(be, st->gu, st->xn, w->w_gate_up, n_tok, 2 * ff, d);
-        ops->silu_mul(be, st->act, st->gu, n_tok, ff);
+        if (ops->matmul_silu) {
+            ops->matmul_silu(be, st->act, st->gu, st->xn, w->w_gate_up, n_tok, ff, d);
+        } else {
+            ops->matmul(be, st->gu, st->xn, w->w_gate_up, n_tok, 2 * ff, d);
+            ops->silu_mul(be, st->act, st->gu, n_tok, ff);
+        }
         ops->matmul(be, st->proj, st->act, w->w_down, n_tok, d, ff);
         TSR_TRY(st->comm->ops->allreduce_sum(st->comm, st->proj, n_tok * d, be->dtype));
     }

@@ -355,7 +355,9 @@ int tsr__cuda_decode_splits(tsr_backend *be, int64_t n_seq, int64_t n_kv_head, i
     if (getenv("TESSERA_DECODE_SPLITS")) return atoi(getenv("TESSERA_DECODE_SPLITS")) > 0 ? atoi(getenv("TESSERA_DECODE_SPLITS")) : 1;
     int64_t blocks = n_seq * n_kv_head;
     int64_t want = (2 * (int64_t)c->prop.multiProcessorCount + blocks - 1) / blocks;  // fill the GPU twice over
-    int64_t most = (cap_ctx + 255) / 256;                                               // >= 256 keys per split
+    // >= 64 keys (2 tiles) per split: batch-1 decode at a few hundred tokens is 8 blocks (one per
+    // KV head) otherwise, each walking the whole context alone
+    int64_t most = (cap_ctx + 63) / 64;
     int64_t n = want < most ? want : most;
     if (n > 64) n = 64;
     return n < 1 ? 1 : (int)n;

@@ -47,6 +47,8 @@ struct tsr_cuda_ctx {
     int n_graphs;
     int64_t seen[2 * TSR_CUDA_GRAPH_SLOTS];   // keys run once eagerly (the run that sizes buffers)
     int n_seen;
+    long n_graph_eager, n_graph_recorded, n_graph_replayed;  // graph_begin/end/replay outcomes
+    struct tsr_cuda_prof *prof;                              // per-op timing (profile.h), or NULL
 };
 
 static inline tsr_cuda_ctx *tsr__cuda(tsr_backend *be) { return (tsr_cuda_ctx *)be->ctx; }
@@ -130,6 +132,12 @@ void tsr__cuda_attention(tsr_backend *be, void *out, const void *q, int64_t ld_q
                          float scale);
 // Skinny GEMM for n_tok <= 8 (gemv.cu); false when it does not take the case (then cuBLAS).
 bool tsr__cuda_gemv(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t n, int64_t k);
+// The same with the SiLU-and-multiply epilogue: out [n_tok][n_ff] = silu(x W_gate^T) * (x W_up^T),
+// w = [gate rows | up rows] [2 n_ff][k]; false when it does not take the case.
+bool tsr__cuda_gemv_silu(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t n_ff,
+                         int64_t k);
+// Largest n_tok the GEMV takes (2, or $TESSERA_GEMV_MAX_TOK up to 8).
+int tsr__cuda_gemv_max_tok(void);
 // Flash-decoding split count the decode path picks for this batch (exposed for NOTES/tests).
 int tsr__cuda_decode_splits(tsr_backend *be, int64_t n_seq, int64_t n_kv_head, int64_t max_ctx);
 

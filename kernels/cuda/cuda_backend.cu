@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/profile.h"
 
 // ------------------------------------------------------------------------------------------
 // memory
@@ -122,6 +123,79 @@ __global__ void tsr_k_rmsnorm(T *out, T *residual, const T *x, const T *w, int64
     }
 }
 
+// The same for 16-bit T with d % 8 == 0 and 16-byte rows: each thread holds its VPT 8-element
+// vectors in registers between the sum and the scaling, so a row is read once (a decode step's
+// single 4096-wide row: 512 threads, one 16-byte load each, instead of two scalar passes).
+template <typename T, int VPT>
+__global__ void __launch_bounds__(1024)
+    tsr_k_rmsnorm_vec(T *out, T *residual, const T *x, const T *w, int64_t d, float eps) {
+    const int64_t row = blockIdx.x;
+    const int nv = (int)(d / 8);
+    const uint4 *xr = (const uint4 *)(x + row * d);
+    uint4 *rr = residual ? (uint4 *)(residual + row * d) : NULL;
+    float v[VPT][8];
+    float ss = 0.0f;
+#pragma unroll
+    for (int u = 0; u < VPT; u++) {
+        const int i = threadIdx.x + u * blockDim.x;
+        if (i >= nv) continue;
+        uint4 a = xr[i];
+        T *ae = reinterpret_cast<T *>(&a);
+        if (rr) {
+            uint4 r = rr[i];
+            const T *re = reinterpret_cast<const T *>(&r);
+#pragma unroll
+            for (int e = 0; e < 8; e++) ae[e] = tsr_fromf<T>(tsr_tof(re[e]) + tsr_tof(ae[e]));
+            rr[i] = a;
+        }
+#pragma unroll
+        for (int e = 0; e < 8; e++) {
+            v[u][e] = tsr_tof(ae[e]);
+            ss += v[u][e] * v[u][e];
+        }
+    }
+    ss = tsr_block_sum(ss);  // (its barriers also order every read of x before out is written)
+    const float inv = rsqrtf(ss / (float)d + eps);
+    uint4 *o = (uint4 *)(out + row * d);
+#pragma unroll
+    for (int u = 0; u < VPT; u++) {
+        const int i = threadIdx.x + u * blockDim.x;
+        if (i >= nv) continue;
+        uint4 wv = ((const uint4 *)w)[i], res;
+        const T *we = reinterpret_cast<const T *>(&wv);
+        T *oe = reinterpret_cast<T *>(&res);
+#pragma unroll
+        for (int e = 0; e < 8; e++) oe[e] = tsr_fromf<T>(tsr_tof(we[e]) * tsr_round<T>(v[u][e] * inv));
+        o[i] = res;
+    }
+}
+
+// Launches the vector kernel when it applies; false: the caller uses the scalar one.
+static bool tsr__rmsnorm_vec(tsr_backend *be, void *out, void *residual, const void *x, const void *w, int64_t n_tok,
+                             int64_t d, float eps) {
+    if (be->dtype == TSR_F32 || d % 8 || d / 8 > 4 * 1024 || getenv("TESSERA_NO_VEC_NORM")) return false;
+    if (((uintptr_t)out | (uintptr_t)residual | (uintptr_t)x | (uintptr_t)w) % 16) return false;
+    const int nv = (int)(d / 8);
+    const int th = nv >= 1024 ? 1024 : (nv + 31) / 32 * 32;
+    const int vpt = (nv + th - 1) / th;
+    cudaStream_t st = tsr__cuda(be)->stream;
+#define TSR__NORM_VEC(T, V)                                                                                   \
+    tsr_k_rmsnorm_vec<T, V><<<(unsigned)n_tok, th, 0, st>>>((T *)out, (T *)residual, (const T *)x, (const T *)w, \
+                                                            d, eps)
+    if (be->dtype == TSR_BF16) {
+        if (vpt == 1) TSR__NORM_VEC(__nv_bfloat16, 1);
+        else if (vpt == 2) TSR__NORM_VEC(__nv_bfloat16, 2);
+        else TSR__NORM_VEC(__nv_bfloat16, 4);
+    } else {
+        if (vpt == 1) TSR__NORM_VEC(__half, 1);
+        else if (vpt == 2) TSR__NORM_VEC(__half, 2);
+        else TSR__NORM_VEC(__half, 4);
+    }
+#undef TSR__NORM_VEC
+    TSR_LAUNCH_CHECK();
+    return true;
+}
+
 static int tsr__norm_threads(int64_t d) {
     int64_t t = (d + 7) / 8;  // ~8 elements per thread
     t = (t + 31) / 32 * 32;
@@ -131,6 +205,7 @@ static int tsr__norm_threads(int64_t d) {
 static void tsr__cu_rmsnorm(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t d,
                             float eps) {
     if (n_tok <= 0) return;
+    if (tsr__rmsnorm_vec(be, out, NULL, x, w, n_tok, d, eps)) return;
     TSR_DISPATCH(be->dtype, tsr_k_rmsnorm<T><<<(unsigned)n_tok, tsr__norm_threads(d), 0, tsr__cuda(be)->stream>>>(
                                 (T *)out, (T *)NULL, (const T *)x, (const T *)w, d, eps));
     TSR_LAUNCH_CHECK();
@@ -139,6 +214,7 @@ static void tsr__cu_rmsnorm(tsr_backend *be, void *out, const void *x, const voi
 static void tsr__cu_add_rmsnorm(tsr_backend *be, void *residual, const void *x, void *out, const void *w,
                                 int64_t n_tok, int64_t d, float eps) {
     if (n_tok <= 0) return;
+    if (tsr__rmsnorm_vec(be, out, residual, x, w, n_tok, d, eps)) return;
     TSR_DISPATCH(be->dtype, tsr_k_rmsnorm<T><<<(unsigned)n_tok, tsr__norm_threads(d), 0, tsr__cuda(be)->stream>>>(
                                 (T *)out, (T *)residual, (const T *)x, (const T *)w, d, eps));
     TSR_LAUNCH_CHECK();
@@ -219,6 +295,16 @@ static void tsr__cu_silu_mul(tsr_backend *be, void *out, const void *gate_up, in
     TSR_LAUNCH_CHECK();
 }
 
+// gate_up projection + SiLU-and-multiply: the GEMV's fused epilogue for decode-sized batches,
+// else the GEMM into gu and silu_mul.
+static void tsr__cu_matmul_silu(tsr_backend *be, void *out, void *gu, const void *x, const void *w, int64_t n_tok,
+                                int64_t n_ff, int64_t k) {
+    if (n_tok <= 0) return;
+    if (!getenv("TESSERA_NO_FUSE") && tsr__cuda_gemv_silu(be, out, x, w, n_tok, n_ff, k)) return;
+    tsr__cu_matmul(be, gu, x, w, n_tok, 2 * n_ff, k);
+    tsr__cu_silu_mul(be, out, gu, n_tok, n_ff);
+}
+
 // ------------------------------------------------------------------------------------------
 // RoPE (rotate_half pairing, backend.h's variants)
 
@@ -247,10 +333,21 @@ static void tsr__inv_freq_host(const tsr_rope_params *p, float *inv) {
 
 // One block per token; threads over (head, i < rot_dim/2) pairs of q then k heads.
 // inv_static NULL: dynamic NTK, base from the token's sequence length.
+// The KV cache side of the fused rope + kv_write (kc NULL: plain RoPE): after the rotation the
+// block stores its token's (rotated) k and v into the paged cache, so the decode step runs one
+// small kernel here instead of two.
+template <typename T> struct tsr_kv_dst {
+    T *kc, *vc;
+    const T *v;
+    int64_t block_len, max_blocks;
+    const int32_t *block_tables;
+};
+
 template <typename T>
 __global__ void tsr_k_rope(T *q, T *k, int64_t ld, int n_head, int n_kv_head, int head_dim, int rot_dim,
                            const int32_t *positions, const int32_t *q_start, const int32_t *ctx_len, int n_seq,
-                           const float *inv_static, float theta, float factor, int64_t max_pos, int logn) {
+                           const float *inv_static, float theta, float factor, int64_t max_pos, int logn,
+                           tsr_kv_dst<T> kvd) {
     int t = blockIdx.x;
     int half = rot_dim / 2;
     int pos = positions[t];
@@ -286,10 +383,23 @@ __global__ void tsr_k_rope(T *q, T *k, int64_t ld, int n_head, int n_kv_head, in
         if (h < n_head && qscale != 1.0f && i == 0)
             for (int j = rot_dim; j < head_dim; j++) x[j] = tsr_fromf<T>(tsr_tof(x[j]) * qscale);
     }
+    if (!kvd.kc) return;
+    // the rotated k of this token was written by this block: visible to it after the barrier
+    __syncthreads();
+    int s = tsr_seq_of(q_start, n_seq, t);
+    int64_t blk = kvd.block_tables[(int64_t)s * kvd.max_blocks + pos / kvd.block_len], slot = pos % kvd.block_len;
+    int n = n_kv_head * head_dim;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        int g = i / head_dim, j = i % head_dim;
+        int64_t off = ((blk * n_kv_head + g) * kvd.block_len + slot) * head_dim + j;
+        kvd.kc[off] = k[(int64_t)t * ld + i];
+        kvd.vc[off] = kvd.v[(int64_t)t * ld + i];
+    }
 }
 
-static void tsr__cu_rope(tsr_backend *be, void *q, void *k, int64_t ld, int64_t n_head, int64_t n_kv_head,
-                         int64_t head_dim, const tsr_attn_batch *b, const tsr_rope_params *p) {
+static void tsr__rope_launch(tsr_backend *be, void *q, void *k, int64_t ld, int64_t n_head, int64_t n_kv_head,
+                             int64_t head_dim, const tsr_attn_batch *b, const tsr_rope_params *p, void *k_cache,
+                             void *v_cache, const void *v, const tsr_kv_layout *kv) {
     TSR_ASSERT(p->rot_dim > 0 && p->rot_dim <= head_dim && p->rot_dim % 2 == 0 && p->rot_dim <= 1024);
     if (b->n_tok <= 0) return;
     tsr_cuda_ctx *c = tsr__cuda(be);
@@ -315,11 +425,26 @@ static void tsr__cu_rope(tsr_backend *be, void *q, void *k, int64_t ld, int64_t 
     }
     int64_t pairs = (n_head + n_kv_head) * (p->rot_dim / 2);
     int th = pairs >= 256 ? 256 : (int)((pairs + 31) / 32 * 32);
-    TSR_DISPATCH(be->dtype,
-                 tsr_k_rope<T><<<(unsigned)b->n_tok, th, 0, c->stream>>>(
-                     (T *)q, (T *)k, ld, (int)n_head, (int)n_kv_head, (int)head_dim, (int)p->rot_dim, b->positions,
-                     b->q_start, b->ctx_len, (int)b->n_seq, inv, p->theta, p->factor, p->max_pos, p->use_logn_attn ? 1 : 0));
+    TSR_DISPATCH(be->dtype, {
+        tsr_kv_dst<T> kvd = {(T *)k_cache, (T *)v_cache, (const T *)v, kv ? kv->block_len : 0, b->max_blocks,
+                             b->block_tables};
+        tsr_k_rope<T><<<(unsigned)b->n_tok, th, 0, c->stream>>>(
+            (T *)q, (T *)k, ld, (int)n_head, (int)n_kv_head, (int)head_dim, (int)p->rot_dim, b->positions, b->q_start,
+            b->ctx_len, (int)b->n_seq, inv, p->theta, p->factor, p->max_pos, p->use_logn_attn ? 1 : 0, kvd);
+    });
     TSR_LAUNCH_CHECK();
+}
+
+static void tsr__cu_rope(tsr_backend *be, void *q, void *k, int64_t ld, int64_t n_head, int64_t n_kv_head,
+                         int64_t head_dim, const tsr_attn_batch *b, const tsr_rope_params *p) {
+    tsr__rope_launch(be, q, k, ld, n_head, n_kv_head, head_dim, b, p, NULL, NULL, NULL, NULL);
+}
+
+static void tsr__cu_rope_kv_write(tsr_backend *be, void *q, void *k, const void *v, int64_t ld, int64_t n_head,
+                                  const tsr_attn_batch *b, const tsr_rope_params *p, void *k_cache, void *v_cache,
+                                  const tsr_kv_layout *kv) {
+    TSR_ASSERT(k_cache && v_cache);
+    tsr__rope_launch(be, q, k, ld, n_head, kv->n_kv_head, kv->head_dim, b, p, k_cache, v_cache, v, kv);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -451,6 +576,7 @@ static bool tsr__cu_graph_begin(tsr_backend *be, int64_t key) {
     bool seen = false;
     for (int i = 0; i < c->n_seen; i++) seen |= c->seen[i] == key;
     if (!seen) {
+        c->n_graph_eager++;
         if (c->n_seen == 2 * TSR_CUDA_GRAPH_SLOTS) {
             memmove(&c->seen[0], &c->seen[1], sizeof c->seen[0] * (c->n_seen - 1));
             c->n_seen--;
@@ -484,6 +610,7 @@ static void tsr__cu_graph_end(tsr_backend *be, int64_t key) {
     }
     s->key = key;
     s->exec = exec;
+    c->n_graph_recorded++;
     CUDA_CHECK(cudaGraphLaunch(exec, c->stream));
 }
 
@@ -491,6 +618,7 @@ static bool tsr__cu_graph_replay(tsr_backend *be, int64_t key) {
     tsr_cuda_ctx *c = tsr__cuda(be);
     tsr_cuda_graph_slot *s = tsr__graph_find(c, key);
     if (!s || getenv("TESSERA_NO_GRAPHS")) return false;
+    c->n_graph_replayed++;
     CUDA_CHECK(cudaGraphLaunch(s->exec, c->stream));
     return true;
 }
@@ -498,9 +626,12 @@ static bool tsr__cu_graph_replay(tsr_backend *be, int64_t key) {
 // ------------------------------------------------------------------------------------------
 // the table
 
+static void tsr__prof_free(tsr_cuda_ctx *c);
+
 static void tsr__cu_free(tsr_backend *be) {
     tsr_cuda_ctx *c = tsr__cuda(be);
     cudaStreamSynchronize(c->stream);
+    tsr__prof_free(c);
     for (int i = 0; i < c->n_graphs; i++) cudaGraphExecDestroy(c->graphs[i].exec);
     cublasDestroy(c->cublas);
     cudaFree(c->cublas_ws);
@@ -538,6 +669,8 @@ static const tsr_backend_ops tsr__cuda_ops = {
     /* graph_begin */ tsr__cu_graph_begin,
     /* graph_end */ tsr__cu_graph_end,
     /* graph_replay */ tsr__cu_graph_replay,
+    /* rope_kv_write */ tsr__cu_rope_kv_write,
+    /* matmul_silu */ tsr__cu_matmul_silu,
 };
 
 extern "C" tsr_backend *tsr_backend_cuda_init(int device, tsr_dtype dtype) {
@@ -578,3 +711,214 @@ extern "C" tsr_backend *tsr_backend_cuda_init(int device, tsr_dtype dtype) {
 }
 
 extern "C" void *tsr_backend_cuda_stream(tsr_backend *be) { return (void *)tsr__cuda(be)->stream; }
+
+// ------------------------------------------------------------------------------------------
+// per-op timing (profile.h): while on, be->ops is a copy of the table whose ops are wrapped in
+// cudaEvent pairs and whose graph entries are NULL, so the forward pass runs eagerly and every
+// op is timed on the GPU; times are summed per op kind (matmuls per shape).
+
+#define TSR_PROF_PAIRS 2048
+#define TSR_PROF_KINDS 48
+
+struct tsr_cuda_prof {
+    cudaEvent_t ev[2 * TSR_PROF_PAIRS];
+    int kind[TSR_PROF_PAIRS];
+    int n;  // pairs recorded since the last flush
+    char name[TSR_PROF_KINDS][64];
+    double us[TSR_PROF_KINDS];
+    long calls[TSR_PROF_KINDS];
+    int n_kinds;
+    const tsr_backend_ops *saved;
+};
+
+static void tsr__prof_flush(tsr_cuda_prof *p) {
+    if (!p->n) return;
+    CUDA_CHECK(cudaEventSynchronize(p->ev[2 * p->n - 1]));
+    for (int i = 0; i < p->n; i++) {
+        float ms = 0.0f;
+        CUDA_CHECK(cudaEventElapsedTime(&ms, p->ev[2 * i], p->ev[2 * i + 1]));
+        p->us[p->kind[i]] += 1e3 * (double)ms;
+        p->calls[p->kind[i]]++;
+    }
+    p->n = 0;
+}
+
+static void tsr__prof_free(tsr_cuda_ctx *c) {
+    if (!c->prof) return;
+    for (int i = 0; i < 2 * TSR_PROF_PAIRS; i++) cudaEventDestroy(c->prof->ev[i]);
+    free(c->prof);
+    c->prof = NULL;
+}
+
+// Starts a pair for kind `name`; returns its index for tsr__prof_end.
+static int tsr__prof_begin(tsr_backend *be, const char *name) {
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    tsr_cuda_prof *p = c->prof;
+    if (p->n == TSR_PROF_PAIRS) tsr__prof_flush(p);
+    int k = 0;
+    while (k < p->n_kinds && strcmp(p->name[k], name)) k++;
+    if (k == p->n_kinds) {
+        if (k == TSR_PROF_KINDS) k--;  // (never with the forward pass's few kinds) lump into the last
+        else snprintf(p->name[p->n_kinds++], sizeof p->name[0], "%s", name);
+    }
+    int i = p->n++;
+    p->kind[i] = k;
+    CUDA_CHECK(cudaEventRecord(p->ev[2 * i], c->stream));
+    return i;
+}
+
+static void tsr__prof_end(tsr_backend *be, int i) {
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    CUDA_CHECK(cudaEventRecord(c->prof->ev[2 * i + 1], c->stream));
+}
+
+#define TSR__PF(name, call)                    \
+    do {                                       \
+        int pf_i_ = tsr__prof_begin(be, name); \
+        call;                                  \
+        tsr__prof_end(be, pf_i_);              \
+    } while (0)
+
+static void tsr__pf_upload(tsr_backend *be, void *dst, const void *src, size_t n) {
+    TSR__PF("upload (step ints, sync)", tsr__cu_upload(be, dst, src, n));
+}
+static void tsr__pf_get_rows(tsr_backend *be, void *out, const void *table, const int32_t *rows, int64_t n, int64_t d) {
+    TSR__PF("get_rows", tsr__cu_get_rows(be, out, table, rows, n, d));
+}
+static void tsr__pf_rmsnorm(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t d,
+                            float eps) {
+    TSR__PF("rmsnorm", tsr__cu_rmsnorm(be, out, x, w, n_tok, d, eps));
+}
+static void tsr__pf_add_rmsnorm(tsr_backend *be, void *residual, const void *x, void *out, const void *w,
+                                int64_t n_tok, int64_t d, float eps) {
+    TSR__PF("add_rmsnorm", tsr__cu_add_rmsnorm(be, residual, x, out, w, n_tok, d, eps));
+}
+static void tsr__pf_matmul(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t n,
+                           int64_t k) {
+    char name[64];
+    snprintf(name, sizeof name, "matmul n=%lld k=%lld", (long long)n, (long long)k);
+    TSR__PF(name, tsr__cu_matmul(be, out, x, w, n_tok, n, k));
+}
+static void tsr__pf_add_bias(tsr_backend *be, void *x, const void *b, int64_t n_tok, int64_t n, int64_t ld) {
+    TSR__PF("add_bias", tsr__cu_add_bias(be, x, b, n_tok, n, ld));
+}
+static void tsr__pf_add(tsr_backend *be, void *x, const void *y, int64_t n) { TSR__PF("add", tsr__cu_add(be, x, y, n)); }
+static void tsr__pf_rope(tsr_backend *be, void *q, void *k, int64_t ld, int64_t n_head, int64_t n_kv_head,
+                         int64_t head_dim, const tsr_attn_batch *b, const tsr_rope_params *p) {
+    TSR__PF("rope", tsr__cu_rope(be, q, k, ld, n_head, n_kv_head, head_dim, b, p));
+}
+static void tsr__pf_silu_mul(tsr_backend *be, void *out, const void *gu, int64_t n_tok, int64_t n_ff) {
+    TSR__PF("silu_mul", tsr__cu_silu_mul(be, out, gu, n_tok, n_ff));
+}
+static void tsr__pf_kv_write(tsr_backend *be, void *kc, void *vc, const tsr_kv_layout *kv, const void *k,
+                             const void *v, int64_t ld, const tsr_attn_batch *b) {
+    TSR__PF("kv_write", tsr__cu_kv_write(be, kc, vc, kv, k, v, ld, b));
+}
+static void tsr__pf_attention(tsr_backend *be, void *out, const void *q, int64_t ld_q, const void *kc, const void *vc,
+                              const tsr_kv_layout *kv, int64_t n_head, const tsr_attn_batch *b, float scale) {
+    TSR__PF("attention", tsr__cuda_attention(be, out, q, ld_q, kc, vc, kv, n_head, b, scale));
+}
+static void tsr__pf_download_f32(tsr_backend *be, float *dst, const void *src, int64_t n) {
+    TSR__PF("download_f32 (logits, sync)", tsr__cu_download_f32(be, dst, src, n));
+}
+static void tsr__pf_rope_kv_write(tsr_backend *be, void *q, void *k, const void *v, int64_t ld, int64_t n_head,
+                                  const tsr_attn_batch *b, const tsr_rope_params *p, void *kc, void *vc,
+                                  const tsr_kv_layout *kv) {
+    TSR__PF("rope_kv_write", tsr__cu_rope_kv_write(be, q, k, v, ld, n_head, b, p, kc, vc, kv));
+}
+static void tsr__pf_matmul_silu(tsr_backend *be, void *out, void *gu, const void *x, const void *w, int64_t n_tok,
+                                int64_t n_ff, int64_t k) {
+    char name[64];
+    snprintf(name, sizeof name, "matmul_silu n=%lld k=%lld", (long long)(2 * n_ff), (long long)k);
+    TSR__PF(name, tsr__cu_matmul_silu(be, out, gu, x, w, n_tok, n_ff, k));
+}
+
+static const tsr_backend_ops tsr__cuda_prof_ops = {
+    /* name */ "cuda",
+    /* free */ tsr__cu_free,
+    /* alloc */ tsr__cu_alloc,
+    /* dfree */ tsr__cu_dfree,
+    /* upload */ tsr__pf_upload,
+    /* download */ tsr__cu_download,
+    /* memset0 */ tsr__cu_memset0,
+    /* synchronize */ tsr__cu_sync,
+    /* get_rows */ tsr__pf_get_rows,
+    /* rmsnorm */ tsr__pf_rmsnorm,
+    /* add_rmsnorm */ tsr__pf_add_rmsnorm,
+    /* matmul */ tsr__pf_matmul,
+    /* add_bias */ tsr__pf_add_bias,
+    /* add */ tsr__pf_add,
+    /* rope */ tsr__pf_rope,
+    /* silu_mul */ tsr__pf_silu_mul,
+    /* kv_write */ tsr__pf_kv_write,
+    /* attention */ tsr__pf_attention,
+    /* download_f32 */ tsr__pf_download_f32,
+    /* fill_hash */ tsr__cu_fill_hash,
+    /* mem_info */ tsr__cu_mem_info,
+    /* graph_begin */ NULL,  // eager while timing (events inside a recording time nothing)
+    /* graph_end */ NULL,
+    /* graph_replay */ NULL,
+    /* rope_kv_write */ tsr__pf_rope_kv_write,
+    /* matmul_silu */ tsr__pf_matmul_silu,
+};
+
+extern "C" void tsr_cuda_profile_start(tsr_backend *be) {
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    TSR_ASSERT(!c->capturing);
+    if (!c->prof) {
+        c->prof = (tsr_cuda_prof *)calloc(1, sizeof *c->prof);
+        TSR_ASSERT(c->prof);
+        for (int i = 0; i < 2 * TSR_PROF_PAIRS; i++) CUDA_CHECK(cudaEventCreate(&c->prof->ev[i]));
+        c->prof->saved = be->ops;
+    }
+    tsr_cuda_prof *p = c->prof;
+    p->n = p->n_kinds = 0;
+    memset(p->us, 0, sizeof p->us);
+    memset(p->calls, 0, sizeof p->calls);
+    // the table's fused entries follow the plain one's (TESSERA_NO_FUSE drops both)
+    static tsr_backend_ops ops;
+    ops = tsr__cuda_prof_ops;
+    if (!be->ops->rope_kv_write) ops.rope_kv_write = NULL;
+    if (!be->ops->matmul_silu) ops.matmul_silu = NULL;
+    be->ops = &ops;
+}
+
+extern "C" void tsr_cuda_profile_stop(tsr_backend *be, FILE *f, int n_steps, double wall_s) {
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    tsr_cuda_prof *p = c->prof;
+    if (!p) return;
+    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    tsr__prof_flush(p);
+    be->ops = p->saved;
+    if (n_steps < 1) n_steps = 1;
+    int order[TSR_PROF_KINDS];
+    double total = 0.0;
+    for (int i = 0; i < p->n_kinds; i++) {
+        order[i] = i;
+        total += p->us[i];
+    }
+    for (int i = 1; i < p->n_kinds; i++)  // by time, largest first
+        for (int j = i; j > 0 && p->us[order[j]] > p->us[order[j - 1]]; j--) {
+            int t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    double step_us = 1e6 * wall_s / n_steps;
+    fprintf(f, "| op (eager step, cudaEvent pairs) | calls/step | us/step | %% of step |\n|---|---|---|---|\n");
+    for (int i = 0; i < p->n_kinds; i++) {
+        int k = order[i];
+        fprintf(f, "| %s | %.1f | %.1f | %.1f%% |\n", p->name[k], (double)p->calls[k] / n_steps, p->us[k] / n_steps,
+                100.0 * p->us[k] / n_steps / step_us);
+    }
+    fprintf(f, "| sum of ops (GPU) | | %.1f | %.1f%% |\n", total / n_steps, 100.0 * total / n_steps / step_us);
+    fprintf(f, "| gaps between ops + host (step - sum) | | %.1f | %.1f%% |\n", step_us - total / n_steps,
+            100.0 * (step_us - total / n_steps) / step_us);
+    fprintf(f, "| step (host wall, eager) | | %.1f | 100%% |\n", step_us);
+}
+
+extern "C" void tsr_cuda_graph_counts(tsr_backend *be, long counts[3]) {
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    counts[0] = c->n_graph_eager;
+    counts[1] = c->n_graph_recorded;
+    counts[2] = c->n_graph_replayed;
+}

@@ -13,6 +13,18 @@
 //  - the lanes' partial sums meet through warp shuffles; no atomics, no split-K, so the
 //    result does not depend on timing.
 // K not a multiple of 8 (or unaligned pointers) takes the same kernel with scalar loads.
+//
+// Used for n_tok <= 2 by default (TESSERA_GEMV_MAX_TOK=N, N <= 8, raises it): on the H100 the
+// kernel beat cuBLAS at 1-2 tokens but lost to it at 4 (o: 1952 vs 2656 GB/s) and 8 (about
+// half of cuBLAS), where x in shared memory and NT accumulators per row cost more than the
+// one W stream saves.
+//
+// SILU variant (the gate_up projection of the MLP, w = [gate rows | up rows] of n_ff each):
+// warp j reads gate row j and up row n_ff + j and writes act[t][j] = T(T(silu(T(g))) * T(u))
+// directly -- the rounding of the unfused matmul (T(acc)) + silu_mul, so the same numbers --
+// which saves the gu round trip and the silu_mul launch.
+#include <stdlib.h>
+
 #include "kernels/cuda/common.cuh"
 
 #define GEMV_WARPS 4                       // warps per block (128 threads)
@@ -45,13 +57,16 @@ template <> __device__ __forceinline__ void tsr_unpack8<__half>(const uint4 &v, 
 // Streaming load of W: read once, do not keep it in L1.
 __device__ __forceinline__ uint4 tsr_ld_stream(const uint4 *p) { return __ldcs(p); }
 
-template <typename T, int NT, bool VEC>
+// n: output columns (SILU: n_ff, and w has 2 n_ff rows).
+template <typename T, int NT, bool VEC, bool SILU>
 __global__ void __launch_bounds__(GEMV_WARPS * 32)
     tsr_k_gemv(T *__restrict__ out, const T *__restrict__ x, const T *__restrict__ w, int n, int k, int kc) {
+    static_assert(!SILU || GEMV_R == 2, "the SILU variant pairs one gate row with one up row");
     extern __shared__ __align__(16) unsigned char gemv_smem[];
     T *sx = (T *)gemv_smem;  // [NT][kc]
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int row0 = (blockIdx.x * GEMV_WARPS + warp) * GEMV_R;
+    const int wi = blockIdx.x * GEMV_WARPS + warp;
+    const int row0 = SILU ? wi : wi * GEMV_R;  // first output column of this warp
 
     float acc[GEMV_R][NT];
 #pragma unroll
@@ -62,7 +77,8 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     // rows past n read row n - 1 (valid memory) and are not written
     const T *wr[GEMV_R];
 #pragma unroll
-    for (int r = 0; r < GEMV_R; r++) wr[r] = w + (int64_t)min(row0 + r, n - 1) * k;
+    for (int r = 0; r < GEMV_R; r++)
+        wr[r] = w + (SILU ? (int64_t)min(row0, n - 1) + (int64_t)r * n : (int64_t)min(row0 + r, n - 1)) * k;
 
     for (int c0 = 0; c0 < k; c0 += kc) {
         const int cl = min(kc, k - c0);
@@ -130,54 +146,80 @@ __global__ void __launch_bounds__(GEMV_WARPS * 32)
     for (int r = 0; r < GEMV_R; r++)
 #pragma unroll
         for (int t = 0; t < NT; t++) acc[r][t] = tsr_warp_sum(acc[r][t]);
-    // lane r * NT + t writes (row0 + r, t): the stores spread over the warp
-#pragma unroll
-    for (int r = 0; r < GEMV_R; r++)
+    if constexpr (SILU) {
 #pragma unroll
         for (int t = 0; t < NT; t++)
-            if (lane == (r * NT + t) % 32 && row0 + r < n) out[(int64_t)t * n + row0 + r] = tsr_fromf<T>(acc[r][t]);
+            if (lane == t) {
+                float g = tsr_round<T>(acc[0][t]), u = tsr_round<T>(acc[1][t]);
+                float sg = tsr_round<T>(g / (1.0f + expf(-g)));
+                out[(int64_t)t * n + row0] = tsr_fromf<T>(sg * u);
+            }
+    } else {
+        // lane r * NT + t writes (row0 + r, t): the stores spread over the warp
+#pragma unroll
+        for (int r = 0; r < GEMV_R; r++)
+#pragma unroll
+            for (int t = 0; t < NT; t++)
+                if (lane == (r * NT + t) % 32 && row0 + r < n) out[(int64_t)t * n + row0 + r] = tsr_fromf<T>(acc[r][t]);
+    }
 }
 
-template <typename T, int NT, bool VEC>
+template <typename T, int NT, bool VEC, bool SILU>
 static void tsr__gemv_launch(cudaStream_t st, T *out, const T *x, const T *w, int n, int k) {
     int kc = GEMV_SMEM_BYTES / (NT * (int)sizeof(T));
     kc = kc / 256 * 256;  // whole 32-lane x 8-element sweeps per chunk
     if (kc >= k) kc = k;
     size_t sm = (size_t)NT * (size_t)kc * sizeof(T);
-    unsigned blocks = tsr_cdiv(n, GEMV_WARPS * GEMV_R);
-    tsr_k_gemv<T, NT, VEC><<<blocks, GEMV_WARPS * 32, sm, st>>>(out, x, w, n, k, kc);
+    unsigned blocks = tsr_cdiv(n, GEMV_WARPS * (SILU ? 1 : GEMV_R));
+    tsr_k_gemv<T, NT, VEC, SILU><<<blocks, GEMV_WARPS * 32, sm, st>>>(out, x, w, n, k, kc);
 }
 
-template <typename T, bool VEC>
+template <typename T, bool VEC, bool SILU>
 static void tsr__gemv_nt(cudaStream_t st, T *out, const T *x, const T *w, int nt, int n, int k) {
     switch (nt) {
-    case 1: tsr__gemv_launch<T, 1, VEC>(st, out, x, w, n, k); break;
-    case 2: tsr__gemv_launch<T, 2, VEC>(st, out, x, w, n, k); break;
-    case 3: tsr__gemv_launch<T, 3, VEC>(st, out, x, w, n, k); break;
-    case 4: tsr__gemv_launch<T, 4, VEC>(st, out, x, w, n, k); break;
-    case 5: tsr__gemv_launch<T, 5, VEC>(st, out, x, w, n, k); break;
-    case 6: tsr__gemv_launch<T, 6, VEC>(st, out, x, w, n, k); break;
-    case 7: tsr__gemv_launch<T, 7, VEC>(st, out, x, w, n, k); break;
-    default: tsr__gemv_launch<T, 8, VEC>(st, out, x, w, n, k); break;
+    case 1: tsr__gemv_launch<T, 1, VEC, SILU>(st, out, x, w, n, k); break;
+    case 2: tsr__gemv_launch<T, 2, VEC, SILU>(st, out, x, w, n, k); break;
+    case 3: tsr__gemv_launch<T, 3, VEC, SILU>(st, out, x, w, n, k); break;
+    case 4: tsr__gemv_launch<T, 4, VEC, SILU>(st, out, x, w, n, k); break;
+    case 5: tsr__gemv_launch<T, 5, VEC, SILU>(st, out, x, w, n, k); break;
+    case 6: tsr__gemv_launch<T, 6, VEC, SILU>(st, out, x, w, n, k); break;
+    case 7: tsr__gemv_launch<T, 7, VEC, SILU>(st, out, x, w, n, k); break;
+    default: tsr__gemv_launch<T, 8, VEC, SILU>(st, out, x, w, n, k); break;
     }
 }
 
-bool tsr__cuda_gemv(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t n, int64_t k) {
+template <bool SILU>
+static bool tsr__gemv_any(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t n, int64_t k) {
     if (be->dtype != TSR_BF16 && be->dtype != TSR_F16) return false;
-    if (n_tok < 1 || n_tok > GEMV_MAX_TOK || n > INT32_MAX || k > INT32_MAX) return false;
+    if (n_tok < 1 || n_tok > tsr__cuda_gemv_max_tok() || n > INT32_MAX / 2 || k > INT32_MAX) return false;
     if (getenv("TESSERA_NO_GEMV")) return false;
     tsr_cuda_ctx *c = tsr__cuda(be);
     const bool vec = k % 8 == 0 && (((uintptr_t)x | (uintptr_t)w) % 16) == 0;
     const int nt = (int)n_tok, ni = (int)n, ki = (int)k;
     if (be->dtype == TSR_BF16) {
         typedef __nv_bfloat16 T;
-        if (vec) tsr__gemv_nt<T, true>(c->stream, (T *)out, (const T *)x, (const T *)w, nt, ni, ki);
-        else tsr__gemv_nt<T, false>(c->stream, (T *)out, (const T *)x, (const T *)w, nt, ni, ki);
+        if (vec) tsr__gemv_nt<T, true, SILU>(c->stream, (T *)out, (const T *)x, (const T *)w, nt, ni, ki);
+        else tsr__gemv_nt<T, false, SILU>(c->stream, (T *)out, (const T *)x, (const T *)w, nt, ni, ki);
     } else {
         typedef __half T;
-        if (vec) tsr__gemv_nt<T, true>(c->stream, (T *)out, (const T *)x, (const T *)w, nt, ni, ki);
-        else tsr__gemv_nt<T, false>(c->stream, (T *)out, (const T *)x, (const T *)w, nt, ni, ki);
+        if (vec) tsr__gemv_nt<T, true, SILU>(c->stream, (T *)out, (const T *)x, (const T *)w, nt, ni, ki);
+        else tsr__gemv_nt<T, false, SILU>(c->stream, (T *)out, (const T *)x, (const T *)w, nt, ni, ki);
     }
     TSR_LAUNCH_CHECK();
     return true;
+}
+
+int tsr__cuda_gemv_max_tok(void) {
+    const char *e = getenv("TESSERA_GEMV_MAX_TOK");
+    int v = e ? atoi(e) : 2;
+    return v < 0 ? 0 : v > GEMV_MAX_TOK ? GEMV_MAX_TOK : v;
+}
+
+bool tsr__cuda_gemv(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t n, int64_t k) {
+    return tsr__gemv_any<false>(be, out, x, w, n_tok, n, k);
+}
+
+bool tsr__cuda_gemv_silu(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t n_ff,
+                         int64_t k) {
+    return tsr__gemv_any<true>(be, out, x, w, n_tok, n_ff, k);
 }

@@ -219,7 +219,9 @@ static void bench_gemv(int64_t n_tok, int64_t n, int64_t k, const char *what) {
     } else {
         g_gpu->ops->fill_hash(g_gpu, x, n_tok, k, 11, 0, k, 1.0f, 0.0f);
         g_gpu->ops->fill_hash(g_gpu, w, n, k, 12, 0, k, 0.02f, 0.0f);
+        setenv("TESSERA_GEMV_MAX_TOK", "8", 1); /* the kernel itself, whatever the default cut-off */
         double tg = time_matmul(o, x, w, n_tok, n, k);
+        unsetenv("TESSERA_GEMV_MAX_TOK");
         setenv("TESSERA_NO_GEMV", "1", 1);
         double tc = time_matmul(o, x, w, n_tok, n, k);
         unsetenv("TESSERA_NO_GEMV");
@@ -229,6 +231,28 @@ static void bench_gemv(int64_t n_tok, int64_t n, int64_t k, const char *what) {
                bytes / tg / 1e9, tc * 1e6, bytes / tc / 1e9);
     }
     g_gpu->ops->dfree(g_gpu, x), g_gpu->ops->dfree(g_gpu, w), g_gpu->ops->dfree(g_gpu, o);
+}
+
+/* The fused gate_up projection + SiLU-and-multiply (matmul_silu) against the CPU's matmul then
+ * silu_mul: the GEMV epilogue at decode sizes, the GEMM + silu_mul above. */
+static void test_matmul_silu(int64_t n_tok, int64_t n_ff, int64_t k) {
+    if (!g_gpu->ops->matmul_silu) return;
+    int64_t n = 2 * n_ff;
+    float *x = rand_vec(n_tok * k, 1.0f), *w = rand_vec(n * k, 2.0f / sqrtf((float)k));
+    float *cx = cpu_put(x, n_tok * k), *cw = cpu_put(w, n * k);
+    float *cgu = g_cpu->ops->alloc(g_cpu, sizeof(float) * (size_t)(n_tok * n)),
+          *co = g_cpu->ops->alloc(g_cpu, sizeof(float) * (size_t)(n_tok * n_ff));
+    g_cpu->ops->matmul(g_cpu, cgu, cx, cw, n_tok, n, k);
+    g_cpu->ops->silu_mul(g_cpu, co, cgu, n_tok, n_ff);
+    void *gx = gpu_put(x, n_tok * k), *gw = gpu_put(w, n * k), *ggu = gpu_nan(n_tok * n), *go = gpu_nan(n_tok * n_ff);
+    g_gpu->ops->matmul_silu(g_gpu, go, ggu, gx, gw, n_tok, n_ff, k);
+    float *got = gpu_get(go, n_tok * n_ff);
+    char sh[80];
+    snprintf(sh, sizeof sh, "n_tok=%lld n_ff=%lld k=%lld", (long long)n_tok, (long long)n_ff, (long long)k);
+    report("matmul_silu", sh, got, co, n_tok * n_ff, bound(1e-4));
+    free(x), free(w), free(got);
+    g_cpu->ops->dfree(g_cpu, cx), g_cpu->ops->dfree(g_cpu, cw), g_cpu->ops->dfree(g_cpu, cgu), g_cpu->ops->dfree(g_cpu, co);
+    g_gpu->ops->dfree(g_gpu, gx), g_gpu->ops->dfree(g_gpu, gw), g_gpu->ops->dfree(g_gpu, ggu), g_gpu->ops->dfree(g_gpu, go);
 }
 
 static void test_elementwise(int64_t n_tok, int64_t n) {
@@ -349,6 +373,45 @@ static void test_rope(const char *name, tsr_rope_type type, bool logn, int64_t n
     report("rope", sh, got, cx, n, bound(1e-4));
     free(x), free(got);
     g_cpu->ops->dfree(g_cpu, cx), g_gpu->ops->dfree(g_gpu, gx);
+    batch_free(&B);
+}
+
+/* The fused rope + kv_write (rope_kv_write) against the CPU's rope then kv_write: the rotated
+ * q and k in the activation, and both caches (their other slots random). */
+static void test_rope_kv_write(const char *name, tsr_rope_type type, bool logn, int64_t n_head, int64_t n_kv,
+                               int64_t hd, int64_t block_len) {
+    if (!g_gpu->ops->rope_kv_write) return;
+    int64_t past[3] = {0, 70, 5}, new_[3] = {9, 1, 40};
+    batch B;
+    batch_make(&B, 3, past, new_, block_len);
+    tsr_kv_layout kv = {block_len, n_kv, hd};
+    int64_t cache_n = B.n_blocks_total * n_kv * block_len * hd;
+    int64_t ld = (n_head + 2 * n_kv) * hd, n = B.n_tok * ld;
+    tsr_rope_params p = {type, 10000.0f, 4.0f, 1.0f, 4.0f, 16, 32, hd, logn};
+    if (type == TSR_ROPE_LLAMA3) p.theta = 500000.0f;
+    float *x = rand_vec(n, 2.0f), *kc = rand_vec(cache_n, 1.0f), *vc = rand_vec(cache_n, 1.0f);
+    float *cx = cpu_put(x, n), *c_kc = cpu_put(kc, cache_n), *c_vc = cpu_put(vc, cache_n);
+    g_cpu->ops->rope(g_cpu, cx, cx + n_head * hd, ld, n_head, n_kv, hd, &B.cpu, &p);
+    g_cpu->ops->kv_write(g_cpu, c_kc, c_vc, &kv, cx + n_head * hd, cx + (n_head + n_kv) * hd, ld, &B.cpu);
+    void *gx = gpu_put(x, n), *g_kc = gpu_put(kc, cache_n), *g_vc = gpu_put(vc, cache_n);
+    size_t es = tsr_dtype_size(g_gpu->dtype);
+    g_gpu->ops->rope_kv_write(g_gpu, gx, (char *)gx + (size_t)(n_head * hd) * es,
+                              (char *)gx + (size_t)((n_head + n_kv) * hd) * es, ld, n_head, &B.gpu, &p, g_kc, g_vc, &kv);
+    char sh[96];
+    snprintf(sh, sizeof sh, "%s h=%lld kv=%lld hd=%lld bl=%lld tok=%lld", name, (long long)n_head, (long long)n_kv,
+             (long long)hd, (long long)block_len, (long long)B.n_tok);
+    float *got = gpu_get(gx, n);
+    report("rope_kv_write.qkv", sh, got, cx, n, bound(1e-4));
+    free(got);
+    got = gpu_get(g_kc, cache_n);
+    report("rope_kv_write.k", sh, got, c_kc, cache_n, bound(1e-4));
+    free(got);
+    got = gpu_get(g_vc, cache_n);
+    report("rope_kv_write.v", sh, got, c_vc, cache_n, 0.0);
+    free(got);
+    free(x), free(kc), free(vc);
+    g_cpu->ops->dfree(g_cpu, cx), g_cpu->ops->dfree(g_cpu, c_kc), g_cpu->ops->dfree(g_cpu, c_vc);
+    g_gpu->ops->dfree(g_gpu, gx), g_gpu->ops->dfree(g_gpu, g_kc), g_gpu->ops->dfree(g_gpu, g_vc);
     batch_free(&B);
 }
 
@@ -502,12 +565,16 @@ int main(void) {
         test_norms(1, 4096);
         test_norms(7, 333);
         test_norms(64, 64);
+        test_norms(3, 16384); /* vector kernel, 2 vectors per thread */
+        test_norms(2, 24);
         test_matmul(1, 4096, 4096);
         test_matmul(1, 1027, 333);
         test_matmul(7, 333, 129);
         test_matmul(64, 512, 256);
         test_matmul(300, 257, 96);
-        /* the decode GEMV (n_tok <= 8): vector and scalar paths, several x chunks, odd n */
+        /* the decode GEMV (n_tok <= 8 here: its default cut-off is 2): vector and scalar paths,
+         * several x chunks, odd n */
+        setenv("TESSERA_GEMV_MAX_TOK", "8", 1);
         test_matmul(2, 4096, 1024);
         test_matmul(3, 77, 8);
         test_matmul(5, 1001, 14336);
@@ -516,6 +583,15 @@ int main(void) {
         test_matmul(4, 31, 1);
         test_matmul(6, 515, 20000);
         test_matmul(9, 130, 264);
+        test_matmul_silu(5, 100, 512);
+        test_matmul_silu(8, 33, 77);
+        unsetenv("TESSERA_GEMV_MAX_TOK");
+        test_matmul_silu(1, 1000, 4096);
+        test_matmul_silu(1, 14336 / 8, 4096);
+        test_matmul_silu(2, 77, 333);
+        test_matmul_silu(2, 513, 20000);
+        test_matmul_silu(3, 64, 256);
+        test_matmul_silu(33, 100, 96);
         test_elementwise(1, 4096);
         test_elementwise(13, 1001);
         test_rope("default", TSR_ROPE_DEFAULT, false, 8, 2, 64);
@@ -524,6 +600,10 @@ int main(void) {
         test_rope("llama3", TSR_ROPE_LLAMA3, false, 8, 2, 128);
         test_rope("dynamic", TSR_ROPE_DYNAMIC, false, 8, 2, 64);
         test_rope("logn", TSR_ROPE_DEFAULT, true, 8, 1, 32);
+        test_rope_kv_write("default", TSR_ROPE_DEFAULT, false, 8, 2, 64, 16);
+        test_rope_kv_write("llama3", TSR_ROPE_LLAMA3, false, 32, 8, 128, 64);
+        test_rope_kv_write("dynamic", TSR_ROPE_DYNAMIC, false, 4, 1, 32, 8);
+        test_rope_kv_write("logn", TSR_ROPE_DEFAULT, true, 6, 3, 16, 32);
         {   /* decode: one sequence, short and long (flash-decoding splits) */
             int64_t p1[1] = {0}, n1[1] = {1};
             test_attention("decode", 1, p1, n1, 32, 8, 128, 64);
