@@ -11,7 +11,8 @@
 #                   cuda; TP=2/TP=4 vs TP=1 when the host has the GPUs
 #   5 bench         tessera bench generate --dummy-config llama3-8b (tools/bench_forward.c):
 #                   Llama-3-8B-shaped dummy weights, batch-1 and batch-64 decode, TTFT(2048) with
-#                   MFU, against measured ceilings; with 2 GPUs also TP=2 vs TP=1 batch-1 decode
+#                   MFU, against measured ceilings; with 2 GPUs also TP=2 vs TP=1 batch-1 decode;
+#                   the per-op time of a batch-1 step (TESSERA_PROFILE=1) and graph replay counts
 # Logs go to OUTDIR/<stage>.log, the summary table to OUTDIR/summary.md (also printed last).
 # Each stage has a time limit, so the whole run stays under ~9 minutes.
 set -u
@@ -85,7 +86,9 @@ fi
 # 4. bench (before golden: the figures matter most and it has a fixed cost), through the CLI:
 #    tessera bench generate --backend cuda --dummy-config llama3-8b (tools/bench_forward.c)
 if [ -x "$BIN" ]; then
-  stage bench 180 "$BIN" bench generate --backend cuda --dummy-config llama3-8b --dtype bf16 --batch 64 --ctx 512 --prompt-len 2048
+  # TESSERA_PROFILE=1: after the measured decode, 16 eager batch-1 steps with every op timed
+  # (cudaEvent pairs): the per-op table lands in bench.md beside the graph replay counts
+  stage bench 180 env TESSERA_PROFILE=1 "$BIN" bench generate --backend cuda --dummy-config llama3-8b --dtype bf16 --batch 64 --ctx 512 --prompt-len 2048
   sed -n '/^## bench_cuda_forward/,$p' "$OUT/bench.log" | grep -v '^bench-forward:' >"$OUT/bench.md"
   TESSERA_NO_GRAPHS=1 stage bench_nographs 150 "$BIN" bench generate --dummy-config llama3-8b --gen-len 64 --prompt-len 512 --batch 8
   # TP = 2 batch-1 decode speedup over TP = 1 (same dummy model, same host)
