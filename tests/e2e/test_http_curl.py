@@ -70,12 +70,20 @@ def test_malformed_json(server):
     assert code == 400 and error_of(body)["code"] == "invalid_json"
 
 
-def test_wrong_types(server):
-    for bad, param in ((dict(CHAT, max_tokens="3"), "max_tokens"), (dict(CHAT, messages="hi"), "messages"),
-                       (dict(CHAT, stop=5), "stop"), (dict(CHAT, stream="yes"), "stream")):
-        code, body = curl(server, "/v1/chat/completions", data=json.dumps(bad))
-        assert code == 400, body
-        assert error_of(body)["param"] == param
+@pytest.mark.parametrize("bad,param", [
+    ({"max_tokens": "3"}, "max_tokens"), ({"messages": "hi"}, "messages"), ({"stop": 5}, "stop"),
+    ({"stream": "yes"}, "stream"), ({"temperature": "hot"}, "temperature"), ({"seed": 1.5}, "seed"),
+    ({"n": [2]}, "n"), ({"messages": [{"role": "user", "content": 5}]}, "messages"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_wrong_types(server, bad, param):
+    code, body = curl(server, "/v1/chat/completions", data=json.dumps(dict(CHAT, **bad)))
+    assert code == 400, body
+    assert error_of(body)["param"] == param
+
+
+def test_body_not_an_object(server):
+    code, body = curl(server, "/v1/chat/completions", data="[1, 2, 3]")
+    assert code == 400 and error_of(body)["code"] == "invalid_json"
 
 
 def test_unknown_model(server):
@@ -83,17 +91,23 @@ def test_unknown_model(server):
     assert code == 404 and error_of(body)["code"] == "model_not_found"
 
 
-def test_out_of_range(server):
-    for k, v in (("temperature", -1), ("top_p", 0), ("top_p", 1.5), ("max_tokens", 0), ("n", 99),
-                 ("presence_penalty", 3), ("top_logprobs", 50)):
-        code, body = curl(server, "/v1/chat/completions", data=json.dumps(dict(CHAT, **{k: v}, logprobs=True)))
-        assert code == 400, (k, v, body)
-        assert error_of(body)["param"] == k
+@pytest.mark.parametrize("k,v", [("temperature", -1), ("temperature", 2.5), ("top_p", 0), ("top_p", 1.5),
+                                 ("top_k", -2), ("min_p", 1.5), ("repetition_penalty", 0), ("max_tokens", 0),
+                                 ("n", 99), ("presence_penalty", 3), ("frequency_penalty", -3),
+                                 ("top_logprobs", 50)])
+def test_out_of_range(server, k, v):
+    code, body = curl(server, "/v1/chat/completions", data=json.dumps(dict(CHAT, **{k: v}, logprobs=True)))
+    assert code == 400, (k, v, body)
+    assert error_of(body)["param"] == k
 
 
 def test_prompt_longer_than_session(server):
     code, body = curl(server, "/v1/completions", data=json.dumps({"prompt": "hello " * 4000, "max_tokens": 4}))
     assert code == 400, body
+    error_of(body)
+    code, body = curl(server, "/v1/chat/completions",
+                      data=json.dumps(dict(CHAT, messages=[{"role": "user", "content": "hello " * 4000}], stream=True)))
+    assert code == 400, body   # rejected before the stream starts, not as an event inside it
     error_of(body)
 
 
@@ -117,6 +131,50 @@ def test_oversized_headers(server):
     code, body = curl(server, "/v1/models", "-H", "X-Big: " + "a" * 40_000)
     assert code == 431
     error_of(body)
+
+
+def test_head_has_no_body(server):
+    # HEAD gets GET's status and headers (Content-Length included) but no body: a second request
+    # on the same connection must find its answer right after the first one's headers
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    head, _, rest = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: 15" in head, data
+    assert rest.startswith(b"HTTP/1.1 200"), data
+    assert rest.endswith(b'{"status":"ok"}'), data
+    code, body = curl(server, "/v1/models", "-I")
+    assert code == 200 and "object" not in body
+
+
+def test_n_choices_streaming_shape(server):
+    req = dict(CHAT, n=2, max_tokens=4, stream=True, stream_options={"include_usage": True})
+    code, body = curl(server, "/v1/chat/completions", "-N", data=json.dumps(req))
+    assert code == 200, body
+    events = [l[6:] for l in body.splitlines() if l.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    usage = [c for c in chunks if c.get("usage")]
+    assert len(usage) == 1 and usage[0] is chunks[-1] and usage[0]["choices"] == []
+    assert usage[0]["usage"]["completion_tokens"] >= 2
+    ids = {c["id"] for c in chunks}
+    assert len(ids) == 1
+    for i in (0, 1):
+        mine = [c["choices"][0] for c in chunks[:-1] if c["choices"] and c["choices"][0]["index"] == i]
+        assert mine, f"no chunks for choice {i}"
+        assert all(len(c["choices"]) == 1 for c in chunks[:-1])
+        assert mine[0]["delta"].get("role") == "assistant"
+        assert all("role" not in m["delta"] for m in mine[1:])
+        finishes = [m["finish_reason"] for m in mine if m["finish_reason"]]
+        assert finishes == [mine[-1]["finish_reason"]] and finishes[0] in ("stop", "length")
+    texts = ["".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1] if c["choices"]
+                     and c["choices"][0]["index"] == i) for i in (0, 1)]
+    assert texts[0] == texts[1]   # greedy: both choices agree
 
 
 def test_unknown_route_and_method(server):
@@ -155,6 +213,51 @@ def test_slow_request_times_out(server):
         assert data.startswith(b"HTTP/1.1 408"), data
         assert time.time() - t0 < 10
         assert s.recv(4096) == b""   # and the connection is closed
+
+
+def test_trickled_request_times_out(server):
+    # slow-loris that keeps sending a byte now and then: the whole request must still arrive
+    # within --read-timeout, so trickling does not keep the connection (and its buffer) alive
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
+        t0, data = time.time(), b""
+        s.settimeout(0.5)
+        while time.time() - t0 < 12 and not data:
+            try:
+                s.sendall(b"X-Slow: y\r\n")
+                data = s.recv(4096)
+            except socket.timeout:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        assert data.startswith(b"HTTP/1.1 408"), data
+        assert time.time() - t0 < 10
+
+
+def test_half_open_connection(server):
+    # the client sends half a request and shuts its sending side: the server answers (400: the
+    # request can never complete) or closes, and does not hold the connection open
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as s:
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{\"prompt\"")
+        s.shutdown(socket.SHUT_WR)
+        t0, data = time.time(), b""
+        while True:
+            b = s.recv(4096)
+            if not b:
+                break
+            data += b
+        assert time.time() - t0 < 10
+        assert data == b"" or data.startswith(b"HTTP/1.1 4"), data
+
+
+def test_disconnect_mid_body(server):
+    # a client that goes away in the middle of its body leaves nothing behind
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"mess")
+        s.close()
+    m = metrics(server)
+    assert m["tessera_requests_running"] == 0
 
 
 def test_idle_connection_closed(server):
