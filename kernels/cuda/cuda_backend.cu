@@ -424,7 +424,10 @@ static void tsr__rope_launch(tsr_backend *be, void *q, void *k, int64_t ld, int6
         inv = c->inv_freq;
     }
     int64_t pairs = (n_head + n_kv_head) * (p->rot_dim / 2);
-    int th = pairs >= 256 ? 256 : (int)((pairs + 31) / 32 * 32);
+    // one block per token: a decode step's few tokens get whole 1024-thread blocks (Llama-3-8B:
+    // 2560 pairs, 2.5 per thread instead of 10), large batches 256-thread ones
+    int64_t cap = b->n_tok < 2 * c->prop.multiProcessorCount ? 1024 : 256;
+    int th = pairs >= cap ? (int)cap : (int)((pairs + 31) / 32 * 32);
     TSR_DISPATCH(be->dtype, {
         tsr_kv_dst<T> kvd = {(T *)k_cache, (T *)v_cache, (const T *)v, kv ? kv->block_len : 0, b->max_blocks,
                              b->block_tables};
