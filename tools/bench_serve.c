@@ -262,6 +262,7 @@ static int tsr__bs_free_port(void) {
 int tsr_bench_serve(int argc, char **argv) {
     const char *url = NULL, *key = NULL, *backend = NULL, *log_path = NULL;
     int64_t conc = 32, n_req = 0, prompt_len = 128, max_tokens = 64, threads = 0;
+    double wait_s = -1;
     const tsr_opt opts[] = {
         {"--url", TSR_OPT_STR, &url, "URL", "benchmark a running server (http://host:port); default: start one"},
         {"--concurrency", TSR_OPT_INT, &conc, "C", "concurrent streaming clients (default 32)"},
@@ -271,6 +272,7 @@ int tsr_bench_serve(int argc, char **argv) {
         {"--api-key", TSR_OPT_STR, &key, "KEY", "send 'Authorization: Bearer KEY'"},
         {"--backend", TSR_OPT_STR, &backend, "B", "started server: auto | cpu | cuda (default auto)"},
         {"--threads", TSR_OPT_INT, &threads, "N", "started server: CPU backend threads (default: all cores)"},
+        {"--wait", TSR_OPT_FLOAT, &wait_s, "S", "wait up to S s for /health (default 10 with --url, 600 otherwise)"},
         {"--server-log", TSR_OPT_STR, &log_path, "FILE", "started server: its output (default: discarded)"},
         {NULL, 0, NULL, NULL, NULL},
     };
@@ -346,7 +348,8 @@ int tsr_bench_serve(int argc, char **argv) {
             return 1;
         }
     }
-    if (!tsr__bs_wait_healthy(host, port, child, url ? 10 : 600)) {
+    if (wait_s < 0) wait_s = url ? 10 : 600;
+    if (!tsr__bs_wait_healthy(host, port, child, wait_s)) {
         fprintf(stderr, "tessera bench serve: the server at %s:%s did not answer /health%s\n", host, port,
                 child > 0 ? " (see --server-log FILE)" : "");
         if (child > 0) kill(child, SIGKILL), waitpid(child, NULL, 0);
