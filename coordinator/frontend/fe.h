@@ -69,6 +69,27 @@ void tsr__fe_make_id(const char *prefix, char *out, size_t cap);
 /* Constant-time comparison of a presented key with one configured key. */
 bool tsr__fe_key_equal(const char *given, size_t given_len, const char *key);
 
+/* ---- response shapes (shapes.c) ---- */
+typedef struct tsr__fe_chunk_info {
+    const char *id, *model;
+    long long created;
+    bool chat;                       /* chat.completion.chunk, else text_completion */
+    bool include_usage;
+} tsr__fe_chunk_info;
+/* One streamed chunk for choice index: role adds the delta's role (chat's first chunk); text
+ * NULL leaves out chat's content (completions then send ""); logprobs is taken (NULL: null);
+ * finish NULL: null. */
+cJSON *tsr__fe_stream_chunk(const tsr__fe_chunk_info *ci, int index, bool role, const char *text, cJSON *logprobs,
+                            const char *finish);
+/* The closing chunk of a stream with include_usage: "choices": [] and usage (taken). */
+cJSON *tsr__fe_usage_chunk(const tsr__fe_chunk_info *ci, cJSON *usage);
+cJSON *tsr__fe_usage(int64_t prompt_tokens, int64_t completion_tokens, int64_t cached_tokens);
+/* Completions' legacy logprobs {tokens, token_logprobs, top_logprobs, text_offset} from chat-shaped
+ * entries [{token, logprob, bytes, top_logprobs}]. */
+cJSON *tsr__fe_legacy_logprobs(const cJSON *entries);
+/* "data: <json>\n\n" (malloc'd, NUL-terminated; *len without the NUL). */
+char *tsr__fe_sse(const cJSON *j, size_t *len);
+
 /* ---- gRPC message framing (grpc_frame.c) ---- */
 enum {
     TSR__FE_FRAME_OK = 0,            /* a whole message: 5 + *msg_len bytes */

@@ -425,19 +425,11 @@ static void tsr__stream_begin(tsr__conn *c, const char *ctype) {
 }
 
 static void tsr__sse(tsr__conn *c, cJSON *j) {
-    char *s = cJSON_PrintUnformatted(j);
+    size_t l = 0;
+    char *buf = tsr__fe_sse(j, &l);
     cJSON_Delete(j);
-    if (!s) return;
-    size_t l = strlen(s);
-    char *buf = malloc(l + 9);
-    if (buf) {
-        memcpy(buf, "data: ", 6);
-        memcpy(buf + 6, s, l);
-        memcpy(buf + 6 + l, "\n\n", 2);
-        tsr__chunk(c, buf, l + 8);
-        free(buf);
-    }
-    free(s);
+    if (buf) tsr__chunk(c, buf, l);
+    free(buf);
 }
 
 static void tsr__stream_end(tsr__conn *c) {
@@ -485,50 +477,15 @@ static cJSON *tsr__logprob_entry(tsr__srv *s, const tsr_sample_result *r, bool t
     return e;
 }
 
-/* Completions' legacy shape, built from the chat-shaped entries at the end. */
-static cJSON *tsr__legacy_logprobs(const cJSON *entries) {
-    cJSON *o = cJSON_CreateObject();
-    cJSON *tokens = cJSON_AddArrayToObject(o, "tokens"), *lps = cJSON_AddArrayToObject(o, "token_logprobs");
-    cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs"), *offs = cJSON_AddArrayToObject(o, "text_offset");
-    double off = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, entries) {
-        const char *t = cJSON_GetObjectItemCaseSensitive(e, "token")->valuestring;
-        cJSON_AddItemToArray(tokens, cJSON_CreateString(t));
-        cJSON_AddItemToArray(lps, cJSON_CreateNumber(cJSON_GetObjectItemCaseSensitive(e, "logprob")->valuedouble));
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber(off));
-        off += (double)strlen(t);
-        cJSON *m = cJSON_CreateObject();
-        const cJSON *x;
-        cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(e, "top_logprobs")) {
-            const char *tt = cJSON_GetObjectItemCaseSensitive(x, "token")->valuestring;
-            if (!cJSON_GetObjectItemCaseSensitive(m, tt))
-                cJSON_AddNumberToObject(m, tt, cJSON_GetObjectItemCaseSensitive(x, "logprob")->valuedouble);
-        }
-        cJSON_AddItemToArray(tops, m);
-    }
-    return o;
-}
-
 static cJSON *tsr__usage(const tsr__call *c) {
     int64_t comp = 0;
     for (int i = 0; i < c->n; i++) comp += c->ch[i].completion_tokens;
-    cJSON *u = cJSON_CreateObject();
-    cJSON_AddNumberToObject(u, "prompt_tokens", (double)c->ch[0].prompt_tokens);
-    cJSON_AddNumberToObject(u, "completion_tokens", (double)comp);
-    cJSON_AddNumberToObject(u, "total_tokens", (double)(c->ch[0].prompt_tokens + comp));
-    cJSON *d = cJSON_AddObjectToObject(u, "prompt_tokens_details");
-    cJSON_AddNumberToObject(d, "cached_tokens", (double)c->ch[0].cached_tokens);
-    return u;
+    return tsr__fe_usage(c->ch[0].prompt_tokens, comp, c->ch[0].cached_tokens);
 }
 
-static cJSON *tsr__chunk_head(const tsr__call *c) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "id", c->id);
-    cJSON_AddStringToObject(j, "object", c->api == 1 ? "text_completion" : "chat.completion.chunk");
-    cJSON_AddNumberToObject(j, "created", (double)c->created);
-    cJSON_AddStringToObject(j, "model", c->srv->model);
-    return j;
+static tsr__fe_chunk_info tsr__chunk_info(const tsr__call *c) {
+    tsr__fe_chunk_info ci = {c->id, c->srv->model, c->created, c->api != 1, c->p.include_usage};
+    return ci;
 }
 
 static void tsr__http_on_token(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
@@ -563,32 +520,18 @@ static void tsr__http_on_token(tsr__call *c, tsr__choice *ch, const tsr_engine_e
         return;
     }
     if (!ev->text_len && !lp && ch->sent_first) return;
-    cJSON *j = tsr__chunk_head(c), *choices = cJSON_AddArrayToObject(j, "choices"), *o = cJSON_CreateObject();
-    cJSON_AddItemToArray(choices, o);
-    cJSON_AddNumberToObject(o, "index", ch->index);
-    if (c->api == 0) {
-        cJSON *d = cJSON_AddObjectToObject(o, "delta");
-        if (!ch->sent_first) cJSON_AddStringToObject(d, "role", "assistant");
-        cJSON_AddStringToObject(d, "content", ev->text);
-        if (lp) {
-            cJSON *l = cJSON_AddObjectToObject(o, "logprobs"), *arr = cJSON_AddArrayToObject(l, "content");
-            cJSON_AddItemToArray(arr, lp);
-        } else {
-            cJSON_AddNullToObject(o, "logprobs");
-        }
-    } else {
-        cJSON_AddStringToObject(o, "text", ev->text);
-        if (lp) {
-            cJSON *arr = cJSON_CreateArray();
-            cJSON_AddItemToArray(arr, lp);
-            cJSON_AddItemToObject(o, "logprobs", tsr__legacy_logprobs(arr));
-            cJSON_Delete(arr);
-        } else {
-            cJSON_AddNullToObject(o, "logprobs");
-        }
+    tsr__fe_chunk_info ci = tsr__chunk_info(c);
+    cJSON *lpo = NULL;
+    if (lp && c->api == 0) {
+        lpo = cJSON_CreateObject();
+        cJSON_AddItemToArray(cJSON_AddArrayToObject(lpo, "content"), lp);
+    } else if (lp) {
+        cJSON *arr = cJSON_CreateArray();
+        cJSON_AddItemToArray(arr, lp);
+        lpo = tsr__fe_legacy_logprobs(arr);
+        cJSON_Delete(arr);
     }
-    cJSON_AddNullToObject(o, "finish_reason");
-    if (c->p.include_usage) cJSON_AddNullToObject(j, "usage");
+    cJSON *j = tsr__fe_stream_chunk(&ci, ch->index, !ch->sent_first, ev->text, lpo, NULL);
     ch->sent_first = true;
     tsr__sse(conn, j);
 }
@@ -606,19 +549,8 @@ static void tsr__http_on_done(tsr__call *c, tsr__choice *ch, const tsr_engine_ev
         tsr__sse(conn, j);
         return;
     }
-    cJSON *j = tsr__chunk_head(c), *choices = cJSON_AddArrayToObject(j, "choices"), *o = cJSON_CreateObject();
-    cJSON_AddItemToArray(choices, o);
-    cJSON_AddNumberToObject(o, "index", ch->index);
-    if (c->api == 0) {
-        cJSON *d = cJSON_AddObjectToObject(o, "delta");
-        if (!ch->sent_first) cJSON_AddStringToObject(d, "role", "assistant");
-    } else {
-        cJSON_AddStringToObject(o, "text", "");
-    }
-    cJSON_AddNullToObject(o, "logprobs");
-    cJSON_AddStringToObject(o, "finish_reason", tsr__srv_finish_str(ch->finish));
-    if (c->p.include_usage) cJSON_AddNullToObject(j, "usage");
-    tsr__sse(conn, j);
+    tsr__fe_chunk_info ci = tsr__chunk_info(c);
+    tsr__sse(conn, tsr__fe_stream_chunk(&ci, ch->index, !ch->sent_first, NULL, NULL, tsr__srv_finish_str(ch->finish)));
 }
 
 static void tsr__http_on_complete(tsr__call *c) {
@@ -655,10 +587,8 @@ static void tsr__http_on_complete(tsr__call *c) {
         }
     } else if (c->p.stream) {
         if (c->p.include_usage) {
-            cJSON *j = tsr__chunk_head(c);
-            cJSON_AddArrayToObject(j, "choices");
-            cJSON_AddItemToObject(j, "usage", tsr__usage(c));
-            tsr__sse(conn, j);
+            tsr__fe_chunk_info ci = tsr__chunk_info(c);
+            tsr__sse(conn, tsr__fe_usage_chunk(&ci, tsr__usage(c)));
         }
         tsr__chunk(conn, "data: [DONE]\n\n", 14);
         tsr__stream_end(conn);
@@ -711,7 +641,7 @@ static void tsr__http_on_complete(tsr__call *c) {
                     }
                     if (c->p.logprobs >= 0) {
                         cJSON *arr = ch->logprobs ? ch->logprobs : cJSON_CreateArray();
-                        cJSON_AddItemToObject(o, "logprobs", tsr__legacy_logprobs(arr));
+                        cJSON_AddItemToObject(o, "logprobs", tsr__fe_legacy_logprobs(arr));
                         cJSON_Delete(arr);
                         ch->logprobs = NULL;
                     } else {

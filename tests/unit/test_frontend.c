@@ -1,7 +1,8 @@
 /* The server's pure parts (coordinator/frontend/fe.h), without sockets or a model: OpenAI
  * request bodies validated into engine requests (every parameter out of range and of the wrong
  * type rejected with its name as OpenAI's "param"), the error object's shape, UTF-8 checks, the
- * constant-time key compare, gRPC message framing fed hostile lengths, and /metrics text. */
+ * constant-time key compare, gRPC message framing fed hostile lengths, streamed chunks in OpenAI's
+ * shapes with their SSE framing, and /metrics text. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -323,6 +324,84 @@ static void test_grpc_frames(void) {
     }
 }
 
+/* Streamed chunks, the usage chunk and SSE framing in OpenAI's shapes. */
+static void test_stream_shapes(void) {
+    tsr__fe_chunk_info ci = {"chatcmpl-1", "smol", 1700000000, true, true};
+    cJSON *j = tsr__fe_stream_chunk(&ci, 1, true, "Hel", NULL, NULL);
+    size_t len = 0;
+    char *sse = tsr__fe_sse(j, &len);
+    CHECK(sse && !strncmp(sse, "data: {", 7) && len == strlen(sse) && !strcmp(sse + len - 2, "\n\n"));
+    CHECK(sse && strstr(sse + 6, "\n\n") == sse + len - 2);   /* one event */
+    cJSON *back = sse ? cJSON_Parse(sse + 6) : NULL;
+    CHECK(back != NULL);
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(back, "object")), "chat.completion.chunk"));
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(back, "id")), "chatcmpl-1"));
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(back, "model")), "smol"));
+    CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(back, "created")) == 1700000000.0);
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(back, "usage")));   /* include_usage: null until the end */
+    cJSON *ch = cJSON_GetArrayItem(cJSON_GetObjectItem(back, "choices"), 0);
+    CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(back, "choices")) == 1);
+    CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(ch, "index")) == 1);
+    cJSON *d = cJSON_GetObjectItem(ch, "delta");
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(d, "role")), "assistant"));
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(d, "content")), "Hel"));
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(ch, "logprobs")) && cJSON_IsNull(cJSON_GetObjectItem(ch, "finish_reason")));
+    cJSON_Delete(back);
+    cJSON_Delete(j);
+    free(sse);
+
+    /* the closing chunk of a choice: no content, a finish reason, no role once one was sent */
+    j = tsr__fe_stream_chunk(&ci, 0, false, NULL, NULL, "length");
+    ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    d = cJSON_GetObjectItem(ch, "delta");
+    CHECK(cJSON_IsObject(d) && cJSON_GetArraySize(d) == 0);
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(ch, "finish_reason")), "length"));
+    cJSON_Delete(j);
+
+    /* usage chunk: empty choices, the figures */
+    j = tsr__fe_usage_chunk(&ci, tsr__fe_usage(10, 5, 4));
+    CHECK(cJSON_IsArray(cJSON_GetObjectItem(j, "choices")) && cJSON_GetArraySize(cJSON_GetObjectItem(j, "choices")) == 0);
+    cJSON *u = cJSON_GetObjectItem(j, "usage");
+    CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(u, "prompt_tokens")) == 10);
+    CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(u, "completion_tokens")) == 5);
+    CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(u, "total_tokens")) == 15);
+    CHECK(cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetObjectItem(u, "prompt_tokens_details"), "cached_tokens")) == 4);
+    cJSON_Delete(j);
+
+    /* completions: text_completion chunks carry "text" (never a delta); without include_usage no usage key */
+    tsr__fe_chunk_info cc = {"cmpl-1", "smol", 1, false, false};
+    j = tsr__fe_stream_chunk(&cc, 0, true, NULL, NULL, "stop");
+    ch = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "choices"), 0);
+    CHECK(!strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(j, "object")), "text_completion"));
+    CHECK(!cJSON_GetObjectItem(ch, "delta") && !strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(ch, "text")), ""));
+    CHECK(!cJSON_GetObjectItem(j, "usage"));
+    cJSON_Delete(j);
+
+    /* text with quotes, newlines and control bytes stays one SSE event of valid JSON */
+    j = tsr__fe_stream_chunk(&ci, 0, false, "a\n\nb\"c\x01", NULL, NULL);
+    sse = tsr__fe_sse(j, &len);
+    CHECK(sse && strstr(sse, "\n\n") == sse + len - 2);
+    back = sse ? cJSON_Parse(sse + 6) : NULL;
+    d = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(back, "choices"), 0), "delta");
+    CHECK(d && !strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(d, "content")), "a\n\nb\"c\x01"));
+    cJSON_Delete(back);
+    cJSON_Delete(j);
+    free(sse);
+
+    /* legacy logprobs from chat-shaped entries: offsets accumulate, duplicate top tokens collapse */
+    const char *ent = "[{\"token\":\"He\",\"logprob\":-0.5,\"top_logprobs\":[{\"token\":\"He\",\"logprob\":-0.5},"
+                      "{\"token\":\"He\",\"logprob\":-3}]},{\"token\":\"llo\",\"logprob\":-1,\"top_logprobs\":[]}]";
+    cJSON *entries = cJSON_Parse(ent);
+    cJSON *lg = tsr__fe_legacy_logprobs(entries);
+    CHECK(cJSON_GetArraySize(cJSON_GetObjectItem(lg, "tokens")) == 2);
+    CHECK(cJSON_GetNumberValue(cJSON_GetArrayItem(cJSON_GetObjectItem(lg, "text_offset"), 1)) == 2);
+    CHECK(cJSON_GetNumberValue(cJSON_GetArrayItem(cJSON_GetObjectItem(lg, "token_logprobs"), 1)) == -1);
+    cJSON *top0 = cJSON_GetArrayItem(cJSON_GetObjectItem(lg, "top_logprobs"), 0);
+    CHECK(cJSON_GetArraySize(top0) == 1 && cJSON_GetNumberValue(cJSON_GetObjectItem(top0, "He")) == -0.5);
+    cJSON_Delete(lg);
+    cJSON_Delete(entries);
+}
+
 static void test_metrics_text(void) {
     tsr__fe_metrics m;
     tsr__fe_metrics_init(&m);
@@ -349,6 +428,7 @@ int main(void) {
     test_utf8();
     test_key_equal();
     test_grpc_frames();
+    test_stream_shapes();
     test_metrics_text();
     return tsr_test_finish();
 }
