@@ -45,7 +45,7 @@ MEAN_REL_BOUND = {"bfloat16": 3e-2, "float16": 6e-3}
 AGREE_BOUND = 0.99
 RAW_SLACK = 0.02     # raw agreement may trail HF-dtype's own raw agreement with f32 by this much
 TAU_FACTOR = 2.0     # margin threshold = TAU_FACTOR x mean |HF-dtype - HF-f32| logit error
-N_GREEDY = 24
+N_GREEDY = 32
 
 BASE = dict(vocab_size=2000, hidden_size=512, intermediate_size=1376, num_hidden_layers=4, num_attention_heads=8,
             num_key_value_heads=2, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0)
@@ -191,6 +191,9 @@ def main():
     models = MODELS[:2] if a.quick else MODELS
     prompt_lens = [40] if a.quick else [17, 150, 301]
     rows, failures = [], 0
+    # pooled over every model and prompt of a dtype: the issue's "at least 99% of positions over
+    # a set of prompts"; one model's 70-odd positions are too few for a 0.99 bar on their own
+    pooled = {}
     for spec in models:
         for dtype in ("bfloat16", "float16"):
             d = os.path.join(work, f"{spec['name']}_{dtype}")
@@ -200,6 +203,7 @@ def main():
                        mean_rel=[], max_rel_hfdt=0.0, mean_rel_hfdt=[], tp={})
             # per continuation position, for the tie-aware count once tau is known
             margins, arg_t, arg_32, arg_dt, abs_err_sum, abs_err_n, top_err_sum, top_err_n = [], [], [], [], 0.0, 0, 0.0, 0
+            arg_tp = {}
             for L in prompt_lens:
                 ids = [int(x) for x in rng.integers(3, V, size=L)]
                 seq = hf_greedy_f32(d, device, ids, N_GREEDY)
@@ -242,6 +246,7 @@ def main():
                         t = agg["tp"].setdefault(str(tp), dict(n=0, agree=0, max_rel=0.0))
                         t["n"] += len(seq)
                         t["agree"] += int((gtp.argmax(-1) == got.argmax(-1)).sum())
+                        arg_tp.setdefault(str(tp), []).extend(gtp[cont].argmax(-1).tolist())
                         t["max_rel"] = max(t["max_rel"], rel_err(gtp, got)[0])
                     except Exception as e:  # noqa: BLE001
                         agg["tp"][str(tp)] = dict(error=str(e)[-500:])
@@ -272,12 +277,23 @@ def main():
             agg["n_clear"] = int(keep.sum())
             agg["agree_clear_frac"] = float((at[keep] == a32[keep]).mean()) if keep.any() else 0.0
             agg["agree_clear_hf_dtype_frac"] = float((adt[keep] == a32[keep]).mean()) if keep.any() else 0.0
-            ok = (agg["n_clear"] > 0 and agg["agree_clear_frac"] >= AGREE_BOUND
+            ok = (agg["n_clear"] > 0
                   and agg["agree_f32_frac"] >= agg["agree_hf_dtype_frac"] - RAW_SLACK
                   and agg["mean_rel"] <= MEAN_REL_BOUND[dtype])
-            for t in agg["tp"].values():
-                if "error" in t or t["agree"] / max(t["n"], 1) < AGREE_BOUND:
+            pool = pooled.setdefault(dtype, dict(n=0, agree=0, hf=0, tp={}))
+            pool["n"] += int(keep.sum())
+            pool["agree"] += int((at[keep] == a32[keep]).sum())
+            pool["hf"] += int((adt[keep] == a32[keep]).sum())
+            for k, t in agg["tp"].items():
+                if "error" in t:
                     ok = False
+                    continue
+                tpa = np.array(arg_tp.get(k, []))
+                if len(tpa) == len(at):
+                    t["clear_agree"] = float((tpa[keep] == at[keep]).mean()) if keep.any() else 0.0
+                    pt = pool["tp"].setdefault(k, dict(n=0, agree=0))
+                    pt["n"] += int(keep.sum())
+                    pt["agree"] += int((tpa[keep] == at[keep]).sum())
             agg["pass"] = ok
             failures += not ok
             rows.append(agg)
@@ -290,7 +306,22 @@ def main():
                   flush=True)
             write_tables(a.out, rows)  # after every case: a time limit still leaves the table
     shutil.rmtree(work, ignore_errors=True)
-    print(f"gpu_golden: {failures} of {len(rows)} model/dtype cases failed")
+    lines = ["", "Pooled over all models and prompts (clear positions; the pass criterion for greedy agreement):", "",
+             "| dtype | tessera vs HF f32 | HF dtype vs HF f32 | TP=N vs TP=1 | result |", "|---|---|---|---|---|"]
+    for dtype, pool in pooled.items():
+        frac = pool["agree"] / max(pool["n"], 1)
+        tp_txt, ok = [], frac >= AGREE_BOUND and pool["n"] > 0
+        for k, pt in pool["tp"].items():
+            f = pt["agree"] / max(pt["n"], 1)
+            tp_txt.append(f"TP{k}: {f:.4f} ({pt['agree']}/{pt['n']})")
+            ok = ok and f >= AGREE_BOUND
+        failures += not ok
+        lines.append(f"| {dtype} | {frac:.4f} ({pool['agree']}/{pool['n']}) | {pool['hf'] / max(pool['n'], 1):.4f} | "
+                     f"{'; '.join(tp_txt) or '-'} | {'PASS' if ok else 'FAIL'} |")
+    with open(os.path.join(a.out, "golden.md"), "a") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"gpu_golden: {failures} failed (model/dtype rows and pooled checks)")
     return 1 if failures else 0
 
 
