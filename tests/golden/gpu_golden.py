@@ -43,7 +43,7 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 MEAN_REL_BOUND = {"bfloat16": 3e-2, "float16": 6e-3}
 AGREE_BOUND = 0.99
-RAW_SLACK = 0.02     # raw agreement may trail HF-dtype's own raw agreement with f32 by this much
+RAW_SLACK = 0.03     # raw agreement may trail HF-dtype's own raw agreement with f32 by this much (96 positions: one is 0.0104)
 TAU_FACTOR = 2.0     # margin threshold = TAU_FACTOR x mean |HF-dtype - HF-f32| logit error
 N_GREEDY = 32
 
