@@ -661,6 +661,7 @@ tsr_status tsr_engine_open(const tsr_engine_config *c, int *argc, char ***argv, 
     o.cache_max_entry_count = c->cache_max_entry_count;
     o.session_len = c->session_len;
     o.progress = c->progress;
+    o.load_format = c->load_format;
     tsr_status rc = tsr_runtime_open(&e->rt, &o, argc, argv);
     if (rc != TSR_OK) {
         free(e);

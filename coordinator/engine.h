@@ -43,6 +43,7 @@ typedef struct tsr_engine_config {
     double session_ttl_s;            /* idle sessions end after this (<= 0: never) */
     int64_t threads;                 /* CPU backend threads per rank (0: default) */
     bool progress;                   /* loading progress on rank 0 */
+    const char *load_format;         /* NULL/"auto": the files; "dummy": random weights, config shapes */
 } tsr_engine_config;
 
 void tsr_engine_config_default(tsr_engine_config *c);

@@ -115,6 +115,7 @@ tsr_status tsr_generator_open(const tsr_gen_config *cfg, tsr_generator **out) {
     ro.cache_max_entry_count = (double)n_blocks;
     ro.session_len = session_len;
     ro.progress = cfg->progress;
+    ro.load_format = cfg->load_format;
     rc = tsr_runtime_open(&g->rt, &ro, NULL, NULL);
     if (rc != TSR_OK) {
         free(g);

@@ -30,6 +30,7 @@ typedef struct tsr_gen_config {
     int n_threads;               /* CPU backend threads; 0: default */
     const char *backend;         /* "auto" (GPU when there is one) | "cpu" | "cuda"; NULL: auto */
     int64_t tp;                  /* expected TP group size (mpirun -np); 0: whatever it is */
+    const char *load_format;     /* "auto" (NULL) or "dummy" (random weights, config shapes) */
     bool progress;               /* progress line while loading */
 } tsr_gen_config;
 

@@ -150,6 +150,7 @@ tsr_status tsr__gen_cli_open(const char *cmd, const tsr__gen_cli *o, const char 
     gc.session_len = o->session_len;
     gc.n_threads = (int)o->threads;
     gc.backend = o->backend;
+    gc.load_format = o->load_format;
     gc.tp = o->tp;
     gc.progress = true;
     tsr_status rc = tsr_generator_open(&gc, g);

@@ -13,7 +13,7 @@
 #include "tools/commands.h"
 
 int tsr_cmd_serve(int argc, char **argv) {
-    const char *host = "127.0.0.1", *backend = NULL, *chat_template = NULL, *model_name = NULL;
+    const char *host = "127.0.0.1", *backend = NULL, *load_format = NULL, *chat_template = NULL, *model_name = NULL;
     int64_t port = 23333, grpc_port = 23334, tp = 0, max_batch = 64, session_len = 0, max_body = 8 << 20;
     int64_t max_prefill = 0, threads = 0, block_len = 0;
     double cache = 0, read_timeout = 30, idle_timeout = 60, session_ttl = 0;
@@ -25,6 +25,7 @@ int tsr_cmd_serve(int argc, char **argv) {
         {"--grpc-port", TSR_OPT_INT, &grpc_port, "N", "gRPC port (default 23334; 0: off)"},
         {"--tp", TSR_OPT_INT, &tp, "N", "tensor-parallel ranks expected (run under mpirun -np N)"},
         {"--backend", TSR_OPT_STR, &backend, "B", "auto | cpu | cuda (default auto)"},
+        {"--load-format", TSR_OPT_STR, &load_format, "F", "auto (the files) or dummy (random weights of the model's shapes)"},
         {"--max-batch-size", TSR_OPT_INT, &max_batch, "N", "sequences per engine step (default 64)"},
         {"--max-prefill-token-num", TSR_OPT_INT, &max_prefill, "N", "prefill tokens per step (default 2048)"},
         {"--cache-max-entry-count", TSR_OPT_FLOAT, &cache, "F", "KV pool: < 1 fraction of free memory, >= 1 blocks"},
@@ -71,6 +72,7 @@ int tsr_cmd_serve(int argc, char **argv) {
     tsr_engine_config_default(&ec);
     ec.model_path = model;
     ec.backend = backend;
+    ec.load_format = load_format;
     ec.chat_template = chat_template;
     ec.tp = tp;
     ec.max_batch_size = max_batch;

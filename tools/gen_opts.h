@@ -16,7 +16,7 @@ typedef struct tsr__gen_cli {
     tsr_str_list stop, stop_id;
     bool ignore_eos;
     const char *chat_template;
-    const char *backend;
+    const char *backend, *load_format;
     int64_t tp;
     int32_t *stop_ids_buf;
 } tsr__gen_cli;
@@ -45,7 +45,8 @@ typedef struct tsr__gen_cli {
      "chatml, llama2, llama3, internlm2, mistral or an LMDeploy JSON file (default: detect)"},     \
     {"--threads", TSR_OPT_INT, &(o).threads, "N", "CPU threads (default: all cores)"},                \
     {"--backend", TSR_OPT_STR, &(o).backend, "NAME", "auto (the GPU when there is one), cpu or cuda"}, \
-    {"--tp", TSR_OPT_INT, &(o).tp, "N", "expected tensor-parallel size: run under mpirun -np N"}
+    {"--tp", TSR_OPT_INT, &(o).tp, "N", "expected tensor-parallel size: run under mpirun -np N"},    \
+    {"--load-format", TSR_OPT_STR, &(o).load_format, "F", "auto (the files) or dummy (random weights of the model's shapes)"}
 
 void tsr__gen_cli_defaults(tsr__gen_cli *o, int64_t max_new);
 /* Checks the options and fills a request (printing a message naming the option on error). */

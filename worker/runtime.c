@@ -99,7 +99,17 @@ load:
     tsr_load_opts lo = {.tp_rank = rt->group.rank, .tp_size = rt->group.size,
                         .progress = o->progress && rt->group.rank == 0};
     double t0 = tsr_now();
-    TSR_TRY(tsr_model_load(o->model_path, rt->be, &lo, &rt->model));
+    if (o->load_format && !strcmp(o->load_format, "dummy")) {
+        /* the model's shapes from its config, random weights made on the device (speed tests of
+         * large models without their files; the values are the same hash on every backend) */
+        tsr_model_config cfg;
+        TSR_TRY(tsr_model_config_load(o->model_path, &cfg));
+        TSR_TRY(tsr_model_init_dummy(&cfg, rt->be, &lo, 1234, &rt->model));
+    } else if (o->load_format && strcmp(o->load_format, "auto")) {
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "--load-format '%s': auto or dummy", o->load_format);
+    } else {
+        TSR_TRY(tsr_model_load(o->model_path, rt->be, &lo, &rt->model));
+    }
     rt->load_seconds = tsr_now() - t0;
     return TSR_OK;
 }

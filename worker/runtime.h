@@ -37,6 +37,8 @@ typedef struct tsr_runtime_opts {
     int64_t session_len;            /* 0: the model's max_position_embeddings */
     bool progress;                  /* loading progress on rank 0 */
     bool bind;                      /* hwloc binding (default on under mpirun) */
+    const char *load_format;        /* NULL / "auto": the files; "dummy": random weights of the
+                                       config's shapes, made on the device */
 } tsr_runtime_opts;
 
 /* Defaults: auto backend, cache_max_entry_count 0.5 (CPU: of MemAvailable, capped at 1 GiB
