@@ -3,7 +3,7 @@
  * every turn to /v1/chat/completions with stream: true and the answer is printed as its SSE
  * events arrive.  Plain sockets and cJSON, so it needs nothing from the engine.
  * grpc://host:port speaks gRPC over HTTP/2 (nghttp2 client session on a blocking socket,
- * protobuf-c messages from proto/tessera.proto): the Chat RPC with the whole conversation each
+ * protobuf-c messages from proto/tessera.proto): the ChatStream RPC with the whole conversation each
  * turn, or with --generate the server-streaming Generate RPC on the raw line, printed message by
  * message as it streams. */
 #include <netdb.h>
@@ -168,15 +168,10 @@ static int tsr__gcli_on_data(nghttp2_session *ses, uint8_t flags, int32_t id, co
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
         const uint8_t *m = g->in + off + 5;
-        if (g->generate) {
-            Tessera__V1__GenerateResponse *r2 = tessera__v1__generate_response__unpack(NULL, n, m);
-            if (r2) tsr__gcli_print(g, r2->text);
-            if (r2) tessera__v1__generate_response__free_unpacked(r2, NULL);
-        } else {
-            Tessera__V1__ChatResponse *r2 = tessera__v1__chat_response__unpack(NULL, n, m);
-            if (r2 && r2->message) tsr__gcli_print(g, r2->message->content);
-            if (r2) tessera__v1__chat_response__free_unpacked(r2, NULL);
-        }
+        /* Generate and ChatStream both stream GenerateResponse messages */
+        Tessera__V1__GenerateResponse *r2 = tessera__v1__generate_response__unpack(NULL, n, m);
+        if (r2) tsr__gcli_print(g, r2->text);
+        if (r2) tessera__v1__generate_response__free_unpacked(r2, NULL);
         off += 5 + n;
     }
     memmove(g->in, g->in + off, g->in_len - off);
@@ -230,7 +225,7 @@ static char *tsr__grpc_turn(const char *host, const char *port, const char *key,
     char authority[300], bearer[600];
     snprintf(authority, sizeof authority, "%s:%s", host, port);
     snprintf(bearer, sizeof bearer, "Bearer %s", key ? key : "");
-    const char *path = generate ? "/tessera.v1.Tessera/Generate" : "/tessera.v1.Tessera/Chat";
+    const char *path = generate ? "/tessera.v1.Tessera/Generate" : "/tessera.v1.Tessera/ChatStream";
 #define NV(n, v) {(uint8_t *)(n), (uint8_t *)(v), strlen(n), strlen(v), NGHTTP2_NV_FLAG_NONE}
     nghttp2_nv nv[] = {NV(":method", "POST"), NV(":scheme", "http"), NV(":path", path), NV(":authority", authority),
                        NV("content-type", "application/grpc"), NV("te", "trailers"), NV("authorization", bearer)};

@@ -217,9 +217,14 @@ static void tsr__finish(tsr__gstream *s, int status, const char *msg) {
 
 /* ---------------------------------------------------------------- calls */
 
+/* Generate and ChatStream answer with a stream of GenerateResponse messages. */
+static bool tsr__g_streams(const tsr__gstream *s) {
+    return !strcmp(s->path, "/tessera.v1.Tessera/Generate") || !strcmp(s->path, "/tessera.v1.Tessera/ChatStream");
+}
+
 static void tsr__g_on_token(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
     tsr__gstream *s = c->owner;
-    if (strcmp(s->path, "/tessera.v1.Tessera/Generate")) {
+    if (!tsr__g_streams(s)) {
         /* Chat: accumulate */
         size_t n = ev->text_len;
         if (ch->text_len + n + 1 > ch->text_cap) {
@@ -276,7 +281,7 @@ static void tsr__g_on_complete(tsr__call *c) {
     if (ch->finish == TSR_FINISH_ERROR) {
         tsr__finish(s, ch->error == TSR_ERR_INVALID_ARG ? TSR__GRPC_INVALID_ARGUMENT : TSR__GRPC_INTERNAL,
                     ch->error_message[0] ? ch->error_message : "generation failed");
-    } else if (!strcmp(s->path, "/tessera.v1.Tessera/Generate")) {
+    } else if (tsr__g_streams(s)) {
         Tessera__V1__GenerateResponse r = TESSERA__V1__GENERATE_RESPONSE__INIT;
         r.finish_reason = (char *)tsr_finish_reason_str(ch->finish);
         r.prompt_tokens = (uint32_t)ch->prompt_tokens;
@@ -354,7 +359,7 @@ static void tsr__g_submit(tsr__gstream *s, tsr__fe_params *p) {
         tsr__call_detach(call);
         return tsr__finish(s, err.status == 400 ? TSR__GRPC_INVALID_ARGUMENT : TSR__GRPC_UNAVAILABLE, err.message);
     }
-    if (!strcmp(s->path, "/tessera.v1.Tessera/Generate")) tsr__start_response(s);   /* headers now */
+    if (tsr__g_streams(s)) tsr__start_response(s);   /* headers now */
 }
 
 static bool tsr__g_model_ok(tsr__gstream *s, const char *model) {
@@ -370,7 +375,8 @@ static void tsr__g_handle(tsr__gstream *s) {
     const char *m = s->path;
     if (strncmp(m, "/tessera.v1.Tessera/", 20)) return tsr__finish(s, TSR__GRPC_UNIMPLEMENTED, "unknown service");
     m += 20;
-    bool known = !strcmp(m, "Generate") || !strcmp(m, "Chat") || !strcmp(m, "Tokenize") || !strcmp(m, "Health") ||
+    bool known = !strcmp(m, "Generate") || !strcmp(m, "Chat") || !strcmp(m, "ChatStream") || !strcmp(m, "Tokenize") ||
+                 !strcmp(m, "Health") ||
                  !strcmp(m, "ListModels");
     if (!known) return tsr__finish(s, TSR__GRPC_UNIMPLEMENTED, "unknown method");
     if (strcmp(m, "Health") && srv->cfg.n_api_keys) {

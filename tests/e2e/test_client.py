@@ -1,5 +1,5 @@
 """`tessera client` against the shared server: two user turns piped into it over HTTP and over
-gRPC (grpc://, the Chat RPC; and --generate, the server-streaming Generate RPC).  Each turn's
+gRPC (grpc://, the server-streaming ChatStream RPC; and --generate, the streaming Generate RPC).  Each turn's
 answer must come out on its own line, and over the streaming paths the first answer must arrive
 in pieces (the client prints deltas as they come, not the whole answer at the end)."""
 import os
@@ -59,11 +59,12 @@ def test_http_client_two_turns_stream(server):
 
 
 def test_grpc_client_chat_two_turns(server):
-    rc, out, err, _ = run_client(f"grpc://127.0.0.1:{server.grpc_port}", TURNS, "--max-tokens", "16")
+    rc, out, err, reads = run_client(f"grpc://127.0.0.1:{server.grpc_port}", TURNS, "--max-tokens", "16")
     assert rc == 0, err
     assert "gRPC status" not in err and "cannot connect" not in err, err
     answers = [l for l in out.split("\n") if l.strip()]
     assert len(answers) >= 2, out
+    assert pieces_before_first_newline(reads) >= 3, reads[:5]   # streamed over ChatStream
 
 
 def test_grpc_client_generate_streams(server):

@@ -82,6 +82,17 @@ def test_chat(stub, pb):
     assert r.finish_reason in ("stop", "length") and 1 <= r.completion_tokens <= 6 and r.prompt_tokens > 5
 
 
+def test_chat_stream(stub, pb):
+    msgs = [pb[0].ChatMessage(role="user", content="Say hello.")]
+    parts = list(stub.ChatStream(pb[0].ChatRequest(messages=msgs, params=pb[0].SamplingParams(max_tokens=6, temperature=0)),
+                                 metadata=MD, timeout=120))
+    assert len(parts) >= 2 and parts[-1].finish_reason in ("stop", "length")
+    text = "".join(p.text for p in parts)
+    whole = stub.Chat(pb[0].ChatRequest(messages=msgs, params=pb[0].SamplingParams(max_tokens=6, temperature=0)),
+                      metadata=MD, timeout=120)
+    assert text == whole.message.content
+
+
 def test_status_codes(stub, pb):
     def code_of(fn, *a, **kw):
         with pytest.raises(grpc.RpcError) as e:
