@@ -106,9 +106,10 @@ struct tsr_engine {
 
     tsr_block_manager *bm;
     tsr_sched *sched;
-    tsr_sampler *sampler;
-    float *logits;                   /* [max_batch][vocab] */
     tsr_seq_step *steps;             /* [max_batch] */
+    tsr_seq_sample *samples;         /* [max_batch] what each entry of a step samples */
+    int32_t *sampled;                /* [max_batch] the ids it got */
+    tsr_sample_result *sample_res;   /* [max_batch] and their logprobs */
     tsr_sched_plan plan;
 
     pthread_t thread;
@@ -459,14 +460,13 @@ static void tsr__emit_token(tsr_engine *e, tsr__req *r, int32_t tok, const char 
     tsr__deliver(e, r, &ev);
 }
 
-/* Samples the next token of an entry whose chunk reached the end of its sequence. */
-static void tsr__sample_one(tsr_engine *e, tsr__req *r, float *row) {
+/* Takes the token sampled (tsr_forward_sample) for an entry whose chunk reached the end of its
+ * sequence; sr holds its logprobs when the request asked for them. */
+static void tsr__sample_one(tsr_engine *e, tsr__req *r, int32_t tok, const tsr_sample_result *sr_in) {
     tsr_sched_seq *q = r->seq;
-    for (int64_t v = e->tok_vocab; v < e->vocab; v++) row[v] = -INFINITY;
-    tsr_sample_history h = {q->tokens, r->n_prompt, q->tokens + r->n_prompt, r->n_gen};
     tsr_sample_result sr;
     const bool want_lp = r->sp.logprobs >= 0;
-    int32_t tok = tsr_sample(e->sampler, row, &r->sp, &h, want_lp ? &sr : NULL);
+    if (want_lp) sr = *sr_in;
     if (tsr_sched_seq_append(q, &tok, 1) != TSR_OK) {
         tsr__finish(e, r, TSR_FINISH_ERROR, TSR_ERR_OOM, "out of memory");
         return;
@@ -544,7 +544,17 @@ static void tsr__step(tsr_engine *e) {
                                      q->n_blocks};
     }
     tsr_step step = {e->steps, p->n_entries, false};
-    rc = tsr_forward(e->rt.fs, &e->rt.kv, &step, e->logits);
+    /* Entries whose chunk reaches the end of their sequence sample (on the device where the
+     * backend can: only ids and requested logprobs come back). */
+    for (int64_t i = 0; i < p->n_entries; i++) {
+        tsr_sched_seq *q = p->entries[i].seq;
+        tsr__req *r = q->user;
+        e->samples[i] = (tsr_seq_sample){NULL, {0}};
+        if (q->n_computed + p->entries[i].n_new < q->n_tokens) continue;   /* a prefill chunk short of the end */
+        e->samples[i].params = &r->sp;
+        e->samples[i].hist = (tsr_sample_history){q->tokens, r->n_prompt, q->tokens + r->n_prompt, r->n_gen};
+    }
+    rc = tsr_forward_sample(e->rt.fs, &e->rt.kv, &step, e->samples, e->tok_vocab, e->sampled, e->sample_res);
     pthread_mutex_lock(&e->mu);
     e->st.steps++;
     pthread_mutex_unlock(&e->mu);
@@ -559,8 +569,8 @@ static void tsr__step(tsr_engine *e) {
     for (int64_t i = 0; i < p->n_entries; i++) tsr_sched_advance(e->sched, p->entries[i].seq, p->entries[i].n_new);
     for (int64_t i = 0; i < p->n_entries; i++) {
         tsr_sched_seq *q = p->entries[i].seq;
-        if (q->n_computed < q->n_tokens) continue;   /* a prefill chunk short of the end */
-        tsr__sample_one(e, q->user, e->logits + i * e->vocab);
+        if (!e->samples[i].params) continue;   /* a prefill chunk short of the end */
+        tsr__sample_one(e, q->user, e->sampled[i], &e->sample_res[i]);
     }
 }
 
@@ -713,10 +723,11 @@ tsr_status tsr_engine_open(const tsr_engine_config *c, int *argc, char ***argv, 
     if ((rc = tsr_bm_init(e->rt.kv.n_blocks, e->block_len, &e->bm)) != TSR_OK) goto fail;
     tsr_sched_config sc = {e->cfg.max_batch_size, e->cfg.max_prefill_token_num, c->enable_prefix_cache};
     if ((rc = tsr_sched_init(&sc, e->bm, &e->sched)) != TSR_OK) goto fail;
-    if ((rc = tsr_sampler_init(e->vocab, &e->sampler)) != TSR_OK) goto fail;
-    e->logits = malloc((size_t)e->cfg.max_batch_size * (size_t)e->vocab * sizeof *e->logits);
     e->steps = calloc((size_t)e->cfg.max_batch_size, sizeof *e->steps);
-    if (!e->logits || !e->steps) {
+    e->samples = calloc((size_t)e->cfg.max_batch_size, sizeof *e->samples);
+    e->sampled = calloc((size_t)e->cfg.max_batch_size, sizeof *e->sampled);
+    e->sample_res = calloc((size_t)e->cfg.max_batch_size, sizeof *e->sample_res);
+    if (!e->steps || !e->samples || !e->sampled || !e->sample_res) {
         rc = tsr_errorf(TSR_ERR_OOM, "out of memory");
         goto fail;
     }
@@ -770,9 +781,10 @@ void tsr_engine_close(tsr_engine *e) {
     tsr_sched_plan_free(&e->plan);
     tsr_sched_free(e->sched);
     tsr_bm_free(e->bm);
-    tsr_sampler_free(e->sampler);
-    free(e->logits);
     free(e->steps);
+    free(e->samples);
+    free(e->sampled);
+    free(e->sample_res);
     tsr_chat_template_free(e->tmpl);
     if (e->tok) tsr_tokenizer_free(e->tok);
     if (e->rt.is_open) tsr_runtime_close(&e->rt);

@@ -335,7 +335,14 @@ tsr_status tsr_session_generate(tsr_session *s, const int32_t *new_ids, int64_t 
     st->n_cached = s->kv.n_tokens;
     st->n_prefill = s->n_ids - s->kv.n_tokens;
     double t0 = tsr_now();
-    tsr_status rc = tsr_forward_seq(g->fs, g->kv, &s->kv, s->ids + s->kv.n_tokens, st->n_prefill, false, 0, g->logits);
+    /* Prefill, then sample the first token (on the device where the backend can). */
+    const int64_t n_prompt = s->n_ids;
+    tsr_sample_result sr;
+    const bool want_lp = req->sampling.logprobs >= 0;
+    int32_t tok = -1;
+    tsr_seq_sample smp = {&req->sampling, {s->ids, n_prompt, s->ids + n_prompt, 0}};
+    tsr_status rc = tsr_forward_seq_sample(g->fs, g->kv, &s->kv, s->ids + s->kv.n_tokens, st->n_prefill, 0, &smp,
+                                           g->tok_vocab, &tok, want_lp ? &sr : NULL);
     if (rc != TSR_OK) {
         tsr_kv_seq_truncate(g->kv, &s->kv, old_fed);
         s->n_ids = old_n_ids;
@@ -348,16 +355,10 @@ tsr_status tsr_session_generate(tsr_session *s, const int32_t *new_ids, int64_t 
     tsr_detok d;
     memset(&d, 0, sizeof d);
     if (g->tok) tsr_detok_init(&d, g->tok, req->skip_special);
-    const int64_t n_prompt = s->n_ids;
     double t1 = t0;
-    tsr_sample_result sr;
-    const bool want_lp = req->sampling.logprobs >= 0;
     tsr_finish_reason fin = TSR_FINISH_NONE;
     bool stop_string = false;
     for (int64_t i = 0; fin == TSR_FINISH_NONE; i++) {
-        for (int64_t v = g->tok_vocab; v < g->vocab; v++) g->logits[v] = -INFINITY;
-        tsr_sample_history h = {s->ids, n_prompt, s->ids + n_prompt, i};
-        int32_t tok = tsr_sample(g->sampler, g->logits, &req->sampling, &h, want_lp ? &sr : NULL);
         s->ids[s->n_ids++] = tok;   /* pending: its KV comes with the next feed */
         st->ids[st->n_generated++] = tok;
         if (i == 0) {
@@ -388,7 +389,10 @@ tsr_status tsr_session_generate(tsr_session *s, const int32_t *new_ids, int64_t 
         if (!go_on && fin == TSR_FINISH_NONE) fin = TSR_FINISH_CANCELLED;
         if (fin == TSR_FINISH_NONE && st->n_generated >= max_gen) fin = TSR_FINISH_LENGTH;
         if (fin != TSR_FINISH_NONE) break;
-        rc = tsr_forward_seq(g->fs, g->kv, &s->kv, &tok, 1, false, 0, g->logits);
+        /* feed the token and sample the next one (history: the outputs so far, i + 1 of them) */
+        smp.hist.n_output = i + 1;
+        int32_t fed = tok;
+        rc = tsr_forward_seq_sample(g->fs, g->kv, &s->kv, &fed, 1, 0, &smp, g->tok_vocab, &tok, want_lp ? &sr : NULL);
         if (rc != TSR_OK) {
             fin = TSR_FINISH_ERROR;
             break;

@@ -72,6 +72,37 @@ typedef struct tsr_rope_params {
     bool use_logn_attn;
 } tsr_rope_params;
 
+/* One row of the optional device sampler (the `sample` op): worker/sampling.h's parameters as
+ * plain data, the row of logits to sample and the sequence's history (host pointers; only read
+ * when a penalty is on).  The semantics are exactly tsr_sample()'s (worker/sampling.h), the
+ * CPU twin and oracle: n_output is also the RNG counter. */
+#define TSR_SAMPLE_MAX_TOP 20
+typedef struct tsr_sample_req {
+    int64_t row;                 /* logits row */
+    float temperature;
+    int32_t top_k;
+    float top_p, min_p;
+    float repetition_penalty, presence_penalty, frequency_penalty;
+    uint64_t seed;
+    int32_t n_logprobs;          /* -1: none; else the chosen token's and the top N (<= 20) */
+    int32_t logprobs_processed;  /* 0: raw logits; 1: after penalties and temperature */
+    const int32_t *prompt_ids;
+    int64_t n_prompt;
+    const int32_t *output_ids;
+    int64_t n_output;
+} tsr_sample_req;
+
+/* The same layout as worker/sampling.h's tsr_sample_result. */
+typedef struct tsr_sample_out {
+    int32_t token;
+    float logprob;
+    int32_t n_top;
+    struct {
+        int32_t id;
+        float logprob;
+    } top[TSR_SAMPLE_MAX_TOP];
+} tsr_sample_out;
+
 typedef struct tsr_backend tsr_backend;
 
 typedef struct tsr_backend_ops {
@@ -157,6 +188,15 @@ typedef struct tsr_backend_ops {
                           const tsr_kv_layout *kv);
     void (*matmul_silu)(tsr_backend *be, void *out, void *gu, const void *x, const void *w, int64_t n_tok,
                         int64_t n_ff, int64_t k);
+    /* Samples rows of logits on the device: logits [*][vocab] of be->dtype (packed), ids past
+     * n_valid masked to -inf (the tokenizer's vocabulary may be smaller than the model's), one
+     * tsr_sample_req per row; only ids_out [n_rows] (host) and, where outs (host [n_rows]) is
+     * given and a row asks for logprobs, its tsr_sample_out come back.  Returns false (nothing
+     * sampled) when the device is out of memory for its scratch: the caller falls back to
+     * downloading the logits and sampling on the host.  NULL on the CPU backend, whose twin is
+     * worker/sampling.c. */
+    bool (*sample)(tsr_backend *be, const void *logits, int64_t n_rows, int64_t vocab, int64_t n_valid,
+                   const tsr_sample_req *reqs, int32_t *ids_out, tsr_sample_out *outs);
 } tsr_backend_ops;
 
 struct tsr_backend {

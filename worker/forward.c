@@ -66,6 +66,11 @@ void tsr_forward_state_free(tsr_forward_state *st) {
     tsr__free_outs(st);
     st->model->be->ops->dfree(st->model->be, st->ints);
     free(st->ints_host);
+    tsr_sampler_free(st->sampler);
+    free(st->host_logits);
+    free(st->sample_reqs);
+    free(st->sample_outs);
+    free(st->sample_ids);
     if (st->own_comm) tsr_comm_free(st->comm);
     free(st);
 }
@@ -162,9 +167,11 @@ static tsr_status tsr__validate(const tsr_forward_state *st, const tsr_kv_pool *
     return TSR_OK;
 }
 
-tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step, float *logits) {
+/* The step.  want: compute the LM head; logits (host) NULL with want: leave them in st->logits
+ * (TP == 1 only, for the device sampler). */
+static tsr_status tsr__run(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step, bool want, float *logits) {
     TSR_TRY(tsr__validate(st, kv, step));
-    if (st->on_step) TSR_TRY(st->on_step(st->on_step_ctx, step, logits != NULL));
+    if (st->on_step) TSR_TRY(st->on_step(st->on_step_ctx, step, want));
     tsr_model *m = st->model;
     const tsr_model_config *c = &m->cfg;
     tsr_backend *be = m->be;
@@ -183,7 +190,7 @@ tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *s
     int64_t n_out = step->all_logits ? n_tok : n_seq;
     int64_t n_ints = 2 * n_tok + 2 * n_seq + 1 + n_out + n_seq * max_blocks;
     TSR_TRY(tsr__ensure_ints(st, n_ints));
-    TSR_TRY(tsr__ensure(st, n_tok, logits ? n_out : 0));
+    TSR_TRY(tsr__ensure(st, n_tok, want ? n_out : 0));
     int32_t *hi = st->ints_host;
     int32_t *h_tok = hi, *h_pos = h_tok + n_tok, *h_qs = h_pos + n_tok, *h_ctx = h_qs + n_seq + 1,
             *h_out = h_ctx + n_seq, *h_bt = h_out + n_out;
@@ -234,7 +241,7 @@ tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *s
     bool replayed = false, recording = false;
     if (ops->graph_replay && n_tok == n_seq) {
         uint64_t h = 1469598103934665603ull;
-        const uint64_t parts[] = {(uint64_t)n_seq, (uint64_t)max_blocks, (uint64_t)(logits != NULL),
+        const uint64_t parts[] = {(uint64_t)n_seq, (uint64_t)max_blocks, (uint64_t)want,
                                   (uint64_t)(uintptr_t)m, (uint64_t)(uintptr_t)kv->data, (uint64_t)(uintptr_t)st->ints,
                                   (uint64_t)(uintptr_t)st->h, (uint64_t)(uintptr_t)st->xn,
                                   (uint64_t)(uintptr_t)st->qkv, (uint64_t)(uintptr_t)st->attn,
@@ -279,7 +286,7 @@ tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *s
         ops->matmul(be, st->proj, st->act, w->w_down, n_tok, d, ff);
         TSR_TRY(st->comm->ops->allreduce_sum(st->comm, st->proj, n_tok * d, be->dtype));
     }
-    if (logits) {
+    if (want) {
         /* ---- the LM head on the wanted rows ---- */
         ops->add_rmsnorm(be, st->h, st->proj, st->xn, m->w.out_norm, n_tok, d, eps);
         ops->get_rows(be, st->rows_out, st->xn, d_out, n_out, d);
@@ -287,9 +294,13 @@ tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *s
     }
     if (recording) ops->graph_end(be, gkey);
     }
-    if (!logits) {
+    if (!want) {
         ops->synchronize(be);
         return TSR_OK;
+    }
+    if (!logits) {
+        TSR_ASSERT(m->shard.size == 1);
+        return TSR_OK;   /* they stay in st->logits for the device sampler */
     }
 
     /* logits to the host as f32 (a half-precision backend converts on the device) */
@@ -325,6 +336,135 @@ tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *s
         for (int64_t i = 0; i < n_out; i++)
             ops->download(be, logits + i * c->vocab_size + v0,
                           (float *)st->gather + r * n_out * m->shard.vocab_pad + i * vr, sizeof(float) * (size_t)vr);
+    }
+    return TSR_OK;
+}
+
+tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step, float *logits) {
+    return tsr__run(st, kv, step, logits != NULL, logits);
+}
+
+static tsr_status tsr__ensure_sample(tsr_forward_state *st, int64_t n) {
+    int64_t V = st->model->cfg.vocab_size;
+    if (!st->sampler) TSR_TRY(tsr_sampler_init(V, &st->sampler));
+    if (n <= st->cap_sample) return TSR_OK;
+    int64_t cap = n < 8 ? 8 : n;
+    free(st->host_logits);
+    free(st->sample_reqs);
+    free(st->sample_outs);
+    free(st->sample_ids);
+    st->host_logits = malloc(sizeof(float) * (size_t)(cap * V));
+    st->sample_reqs = malloc(sizeof(tsr_sample_req) * (size_t)cap);
+    st->sample_outs = malloc(sizeof(tsr_sample_out) * (size_t)cap);
+    st->sample_ids = malloc(sizeof(int32_t) * (size_t)cap);
+    if (!st->host_logits || !st->sample_reqs || !st->sample_outs || !st->sample_ids) {
+        st->cap_sample = 0;
+        return tsr_errorf(TSR_ERR_OOM, "out of memory for sampling %lld rows", (long long)n);
+    }
+    st->cap_sample = cap;
+    return TSR_OK;
+}
+
+/* The host sampler on rows of f32 logits [n_seq][vocab] (the CPU path, bit for bit the one the
+ * engine and generator always ran). */
+static void tsr__sample_host(tsr_forward_state *st, float *logits, int64_t n_seq, const tsr_seq_sample *samples,
+                             int64_t n_valid, int32_t *ids, tsr_sample_result *res) {
+    const int64_t V = st->model->cfg.vocab_size;
+    for (int64_t s = 0; s < n_seq; s++) {
+        const tsr_seq_sample *q = &samples[s];
+        ids[s] = -1;
+        if (!q->params) continue;
+        float *row = logits + s * V;
+        for (int64_t v = n_valid; v < V; v++) row[v] = -INFINITY;
+        const bool want_lp = res && q->params->logprobs >= 0;
+        ids[s] = tsr_sample(st->sampler, row, q->params, &q->hist, want_lp ? &res[s] : NULL);
+    }
+}
+
+tsr_status tsr_forward_sample(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step,
+                              const tsr_seq_sample *samples, int64_t n_valid, int32_t *ids, tsr_sample_result *res) {
+    tsr_model *m = st->model;
+    tsr_backend *be = m->be;
+    const int64_t V = m->cfg.vocab_size, n_seq = step ? step->n_seq : 0;
+    if (!step || step->all_logits)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "forward_sample: samples the last token of each sequence only");
+    if (n_valid <= 0 || n_valid > V) n_valid = V;
+    TSR_TRY(tsr__ensure_sample(st, n_seq));
+    const char *env = getenv("TESSERA_HOST_SAMPLING");
+    const bool device = be->ops->sample && m->shard.size == 1 && !st->on_step && !(env && atoi(env) > 0);
+    if (!device) {
+        TSR_TRY(tsr__run(st, kv, step, true, st->host_logits));
+        tsr__sample_host(st, st->host_logits, n_seq, samples, n_valid, ids, res);
+        return TSR_OK;
+    }
+    TSR_TRY(tsr__run(st, kv, step, true, NULL));
+    tsr_sample_req *rq = st->sample_reqs;
+    tsr_sample_out *out = st->sample_outs;
+    int64_t n = 0;
+    bool any_lp = false;
+    for (int64_t s = 0; s < n_seq; s++) {
+        const tsr_seq_sample *q = &samples[s];
+        ids[s] = -1;
+        if (!q->params) continue;
+        const tsr_sampling_params *p = q->params;
+        rq[n] = (tsr_sample_req){
+            .row = s,
+            .temperature = p->temperature,
+            .top_k = p->top_k,
+            .top_p = p->top_p,
+            .min_p = p->min_p,
+            .repetition_penalty = p->repetition_penalty,
+            .presence_penalty = p->presence_penalty,
+            .frequency_penalty = p->frequency_penalty,
+            .seed = p->seed,
+            .n_logprobs = res ? p->logprobs : -1,
+            .logprobs_processed = p->logprobs_mode == TSR_LOGPROBS_PROCESSED,
+            .prompt_ids = q->hist.prompt_ids,
+            .n_prompt = q->hist.n_prompt,
+            .output_ids = q->hist.output_ids,
+            .n_output = q->hist.n_output,
+        };
+        if (rq[n].n_logprobs >= 0) any_lp = true;
+        n++;
+    }
+    if (n == 0) return TSR_OK;
+    if (!be->ops->sample(be, st->logits, n, V, n_valid, rq, st->sample_ids, any_lp ? out : NULL)) {
+        /* out of device memory for the sampler's scratch: this step samples on the host */
+        if (be->ops->download_f32) be->ops->download_f32(be, st->host_logits, st->logits, n_seq * V);
+        else be->ops->download(be, st->host_logits, st->logits, sizeof(float) * (size_t)(n_seq * V));
+        tsr__sample_host(st, st->host_logits, n_seq, samples, n_valid, ids, res);
+        return TSR_OK;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        int64_t s = rq[i].row;
+        ids[s] = st->sample_ids[i];
+        if (rq[i].n_logprobs >= 0) {
+            tsr_sample_result *r = &res[s];
+            r->token = out[i].token;
+            r->logprob = out[i].logprob;
+            r->n_top = out[i].n_top;
+            for (int32_t j = 0; j < out[i].n_top && j < TSR_SAMPLING_MAX_LOGPROBS; j++) {
+                r->top[j].id = out[i].top[j].id;
+                r->top[j].logprob = out[i].top[j].logprob;
+            }
+        }
+    }
+    return TSR_OK;
+}
+
+tsr_status tsr_forward_seq_sample(tsr_forward_state *st, tsr_kv_pool *kv, tsr_kv_seq *seq, const int32_t *tokens,
+                                  int64_t n, int64_t max_chunk, const tsr_seq_sample *sample, int64_t n_valid,
+                                  int32_t *id, tsr_sample_result *res) {
+    if (n < 1) return tsr_errorf(TSR_ERR_INVALID_ARG, "forward: no tokens to feed");
+    if (max_chunk <= 0) max_chunk = 512;
+    TSR_TRY(tsr_kv_seq_reserve(kv, seq, seq->n_tokens + n));
+    for (int64_t off = 0; off < n; off += max_chunk) {
+        int64_t c = n - off < max_chunk ? n - off : max_chunk;
+        tsr_seq_step q = {tokens + off, c, seq->n_tokens, seq->blocks, seq->n_blocks};
+        tsr_step step = {&q, 1, false};
+        if (off + c == n) TSR_TRY(tsr_forward_sample(st, kv, &step, sample, n_valid, id, res));
+        else TSR_TRY(tsr_forward(st, kv, &step, NULL));
+        seq->n_tokens += c;
     }
     return TSR_OK;
 }

@@ -21,6 +21,7 @@
 #include "worker/comm.h"
 #include "worker/kv_pool.h"
 #include "worker/model.h"
+#include "worker/sampling.h"
 
 /* One sequence's share of a step. */
 typedef struct tsr_seq_step {
@@ -62,6 +63,13 @@ typedef struct tsr_forward_state {
      * want_logits tells the workers whether to join the logits gather. */
     tsr_status (*on_step)(void *ctx, const tsr_step *step, bool want_logits);
     void *on_step_ctx;
+    /* tsr_forward_sample's host fallback and staging (grown on demand) */
+    tsr_sampler *sampler;
+    float *host_logits;           /* [cap_sample][vocab] */
+    void *sample_reqs;            /* tsr_sample_req [cap_sample] */
+    void *sample_outs;            /* tsr_sample_out [cap_sample] */
+    int32_t *sample_ids;          /* [cap_sample] */
+    int64_t cap_sample;
 } tsr_forward_state;
 
 /* comm NULL: a group of one (tsr_comm_single). */
@@ -74,11 +82,35 @@ void tsr_forward_state_free(tsr_forward_state *st);
  * TSR_ERR_INVALID_ARG and change nothing. */
 tsr_status tsr_forward(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step, float *logits);
 
+/* What one sequence of a step wants sampled from its last logits (tsr_forward_sample). */
+typedef struct tsr_seq_sample {
+    const tsr_sampling_params *params;   /* NULL: this sequence samples nothing this step */
+    tsr_sample_history hist;
+} tsr_seq_sample;
+
+/* Runs one step (all_logits must be false) and samples the next token of every sequence whose
+ * params are set: ids[s] (-1 for the others) and, where res is given and params->logprobs >= 0,
+ * res[s].  Logit columns >= n_valid are masked out (the tokenizer's vocabulary may be smaller
+ * than the model's; <= 0: none).  Where the backend has the `sample` op and TP == 1, sampling
+ * runs on the device (kernels/cuda/sampling.cu) and only the ids and requested logprobs come
+ * back; otherwise (CPU backend, TP > 1: the gathered logits are interleaved on the host, the
+ * device out of scratch memory, or TESSERA_HOST_SAMPLING=1) the f32 logits are downloaded and
+ * worker/sampling.c samples them -- the same function either way (the GPU twin is tested
+ * against the CPU sampler). */
+tsr_status tsr_forward_sample(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step,
+                              const tsr_seq_sample *samples, int64_t n_valid, int32_t *ids, tsr_sample_result *res);
+
 /* Convenience for one sequence in a single process: reserves blocks, feeds `tokens` after the
  * seq->n_tokens already cached (in chunks of at most max_chunk tokens; <= 0: 512), advances
  * seq->n_tokens.  logits: [n][vocab] when all_logits, else [vocab] of the last token; may be
  * NULL.  On TSR_ERR_KV_FULL nothing is fed. */
 tsr_status tsr_forward_seq(tsr_forward_state *st, tsr_kv_pool *kv, tsr_kv_seq *seq, const int32_t *tokens,
                            int64_t n, bool all_logits, int64_t max_chunk, float *logits);
+
+/* tsr_forward_seq that samples from the last token's logits (tsr_forward_sample) into *id
+ * (and *res when logprobs are wanted). */
+tsr_status tsr_forward_seq_sample(tsr_forward_state *st, tsr_kv_pool *kv, tsr_kv_seq *seq, const int32_t *tokens,
+                                  int64_t n, int64_t max_chunk, const tsr_seq_sample *sample, int64_t n_valid,
+                                  int32_t *id, tsr_sample_result *res);
 
 #endif

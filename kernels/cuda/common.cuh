@@ -49,7 +49,13 @@ struct tsr_cuda_ctx {
     int n_seen;
     long n_graph_eager, n_graph_recorded, n_graph_replayed;  // graph_begin/end/replay outcomes
     struct tsr_cuda_prof *prof;                              // per-op timing (profile.h), or NULL
+    struct tsr_cuda_sampler *sampler;                        // sampling.cu's scratch, or NULL
 };
+
+// sampling.cu: the `sample` op and its scratch
+bool tsr__cuda_sample(tsr_backend *be, const void *logits, int64_t n_rows, int64_t vocab, int64_t n_valid,
+                      const tsr_sample_req *reqs, int32_t *ids_out, tsr_sample_out *outs);
+void tsr__cuda_sampler_free(tsr_cuda_ctx *c);
 
 static inline tsr_cuda_ctx *tsr__cuda(tsr_backend *be) { return (tsr_cuda_ctx *)be->ctx; }
 

@@ -635,6 +635,7 @@ static void tsr__cu_free(tsr_backend *be) {
     tsr_cuda_ctx *c = tsr__cuda(be);
     cudaStreamSynchronize(c->stream);
     tsr__prof_free(c);
+    tsr__cuda_sampler_free(c);
     for (int i = 0; i < c->n_graphs; i++) cudaGraphExecDestroy(c->graphs[i].exec);
     cublasDestroy(c->cublas);
     cudaFree(c->cublas_ws);
@@ -673,7 +674,7 @@ static const tsr_backend_ops tsr__cuda_ops = {
     /* graph_end */ tsr__cu_graph_end,
     /* graph_replay */ tsr__cu_graph_replay,
     /* rope_kv_write */ tsr__cu_rope_kv_write,
-    /* matmul_silu */ tsr__cu_matmul_silu,
+    /* matmul_silu */ tsr__cu_matmul_silu,    /* sample */ tsr__cuda_sample,
 };
 
 extern "C" tsr_backend *tsr_backend_cuda_init(int device, tsr_dtype dtype) {
@@ -862,7 +863,7 @@ static const tsr_backend_ops tsr__cuda_prof_ops = {
     /* graph_end */ NULL,
     /* graph_replay */ NULL,
     /* rope_kv_write */ tsr__pf_rope_kv_write,
-    /* matmul_silu */ tsr__pf_matmul_silu,
+    /* matmul_silu */ tsr__pf_matmul_silu,    /* sample */ tsr__cuda_sample,
 };
 
 extern "C" void tsr_cuda_profile_start(tsr_backend *be) {
