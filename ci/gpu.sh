@@ -6,6 +6,7 @@
 #   1 build         cmake + ninja, -DCMAKE_CUDA_ARCHITECTURES=90 -DTESSERA_CUDA=ON
 #   2 kernel tests  build-gpu/tests/test_cuda_ops: every CUDA op vs its CPU twin (nmse), bf16+f16,
 #                   and a whole forward pass with CUDA graphs vs the CPU
+#   2b sampling    build-gpu/tests/test_cuda_sampling: the device sampler vs worker/sampling.c
 #   3 unit tests    ctest -L unit (the CPU tests, built by the same tree)
 #   4 golden        tests/golden/gpu_golden.py: random HF models (bf16, fp16) vs tessera --backend
 #                   cuda; TP=2/TP=4 vs TP=1 when the host has the GPUs
@@ -72,6 +73,9 @@ BIN=build-gpu/tools/tessera
 if [ $BUILD_OK = 1 ] || [ -x build-gpu/tests/test_cuda_ops ]; then
   stage kernel_tests 150 build-gpu/tests/test_cuda_ops
   grep -E "FAIL|failed" "$OUT/kernel_tests.log" | head -20 >"$OUT/kernel_failures.txt" || true
+  # the device sampler vs worker/sampling.c (ids, draw agreement, logprobs; ms/step saved)
+  stage sampling_test 150 build-gpu/tests/test_cuda_sampling
+  grep -E "^FAIL|^summary|^bench" "$OUT/sampling_test.log" >"$OUT/sampling_summary.txt" || true
 else
   skip kernel_tests "no build"
 fi
@@ -132,6 +136,11 @@ fi
   if [ -s "$OUT/kernel_tests.log" ]; then
     echo "kernel tests: $(grep -c PASS "$OUT/kernel_tests.log") PASS lines, $(grep -c 'FAIL$' "$OUT/kernel_tests.log") FAIL lines"
     grep -E 'FAIL$|NON-FINITE' "$OUT/kernel_tests.log" | head -15 | sed 's/^/    /'
+    echo
+  fi
+  if [ -s "$OUT/sampling_summary.txt" ]; then
+    echo "device sampler vs worker/sampling.c (tests/kernel/test_cuda_sampling.c):"
+    sed 's/^/    /' "$OUT/sampling_summary.txt"
     echo
   fi
   [ -s "$OUT/bench.md" ] && cat "$OUT/bench.md" && echo

@@ -2,8 +2,9 @@
  * weights made on the GPU (no checkpoint needed):
  *   - the two ceilings, measured here: device-to-device copy bandwidth (bytes read + written)
  *     and a large bf16/f16 cuBLAS GEMM;
- *   - batch-1 decode tok/s (one full step each: embeddings .. logits on the host), against the
- *     roofline = measured bandwidth / (weight bytes + KV bytes read per step);
+ *   - batch-1 decode tok/s (one full step each: embeddings .. a greedy id sampled on the device,
+ *     tsr_forward_sample; beside it the same step with f32 logits downloaded and sampled on the
+ *     host, the old path), against the roofline = measured bandwidth / (weight bytes + KV bytes read per step);
  *   - batch-B decode tok/s at context C, same roofline;
  *   - time to first token of a P-token prompt (one prefill step + logits), with its MFU
  *     against the measured GEMM rate and against the nominal 800 TFLOP/s (H100 bf16 dense);
@@ -217,14 +218,31 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
     double *dt1 = malloc(sizeof(double) * (size_t)decode_steps);
     long gc0[3], gc1[3];
     tsr_cuda_graph_counts(be, gc0);
+    /* each step samples greedily on the device (tsr_forward_sample: only the id comes back) */
+    tsr_sampling_params greedy;
+    tsr_sampling_params_default(&greedy);
+    greedy.temperature = 0.0f;
+    tsr_seq_sample smp = {&greedy, {ids, 128, NULL, 0}};
+    int32_t next_id;
     for (int64_t i = 0; i < decode_steps; i++) {
         double a = tsr_now();
-        tsr_forward_seq(fs, &kv, &s1, ids + 128 + i, 1, false, 0, logits);
+        tsr_forward_seq_sample(fs, &kv, &s1, ids + 128 + i, 1, 0, &smp, 0, &next_id, NULL);
         dt1[i] = tsr_now() - a;
     }
     tsr_cuda_graph_counts(be, gc1);
     double mean_ctx1 = 128 + decode_steps / 2.0;
     double step1 = tsr__bf_median(dt1, (int)decode_steps);
+    /* the same steps with the f32 logits downloaded and sampled on the host (the old path) */
+    const int n_host = 32;
+    double dth[32];
+    setenv("TESSERA_HOST_SAMPLING", "1", 1);
+    for (int i = 0; i < n_host; i++) {
+        double a = tsr_now();
+        tsr_forward_seq_sample(fs, &kv, &s1, ids + 128 + decode_steps + i, 1, 0, &smp, 0, &next_id, NULL);
+        dth[i] = tsr_now() - a;
+    }
+    unsetenv("TESSERA_HOST_SAMPLING");
+    double step1_host = tsr__bf_median(dth, n_host);
     /* TESSERA_PROFILE=1: a few more batch-1 steps, eager, each op timed by cudaEvent pairs (the
      * table says where a step's time goes beyond the weight stream) */
     FILE *prof = NULL;
@@ -233,7 +251,8 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
         tsr_cuda_profile_start(be);
         be->ops->synchronize(be);
         double a = tsr_now();
-        for (int i = 0; i < np; i++) tsr_forward_seq(fs, &kv, &s1, ids + 128 + decode_steps + i, 1, false, 0, logits);
+        for (int i = 0; i < np; i++)
+            tsr_forward_seq(fs, &kv, &s1, ids + 128 + decode_steps + n_host + i, 1, false, 0, logits);
         double wall = tsr_now() - a;
         tsr_cuda_profile_stop(be, prof, np, wall);
         rewind(prof);
@@ -304,6 +323,9 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
         printf("| figure | measured | roofline / peak | ratio |\n|---|---|---|---|\n");
         printf("| batch-1 decode (ctx ~%.0f) | %.1f tok/s (%.2f ms/step) | %.1f tok/s | %.0f%% |\n", mean_ctx1,
                1.0 / step1, step1 * 1e3, roof1, 100.0 * (1.0 / step1) / roof1);
+        printf("| batch-1 decode, f32 logits to the host + host sampling | %.2f ms/step | device sampling saves "
+               "%.3f ms/step | |\n",
+               step1_host * 1e3, (step1_host - step1) * 1e3);
         if (batch > 0)
             printf("| batch-%lld decode (ctx %lld) | %.0f tok/s (%.2f ms/step) | %.0f tok/s | %.0f%% |\n",
                    (long long)batch, (long long)ctx, batch / stepb, stepb * 1e3, batch * roofb,
@@ -317,8 +339,8 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
         if (batch > 0)
             printf("| prefill %lld x %lld tokens (chunks of %lld) | %.0f tok/s | | |\n", (long long)batch,
                    (long long)ctx, (long long)ctx, pf_tps);
-        printf("\nweights %.2f GB per GPU (%.2f GB read per step), KV %.0f KB/token per GPU; step = embeddings .. f32 "
-               "logits on the host\n",
+        printf("\nweights %.2f GB per GPU (%.2f GB read per step), KV %.0f KB/token per GPU; batch-1 step = embeddings .. "
+               "greedy id sampled on the device; batch-B / TTFT steps: .. f32 logits on the host\n",
                wbytes / 1e9, step_weight_bytes / 1e9, kv_tok_bytes / 1e3);
         printf("graphs in the batch-1 decode loop (%lld steps): %ld eager (new shape key), %ld recorded, %ld replayed\n",
                (long long)decode_steps, gc1[0] - gc0[0], gc1[1] - gc0[1], gc1[2] - gc0[2]);
