@@ -199,6 +199,26 @@ __global__ void __launch_bounds__(TSR__SB)
     const tsr__srow P = rows[r];
     const T *in = logits + (int64_t)P.row * V;
     float *w = work + (int64_t)r * V;
+    const bool pen = P.rep != 1.0f || P.presence != 0.0f || P.frequency != 0.0f;
+    if (P.greedy && !pen) {   // the common decode case: one pass over the row, nothing stored
+        float best = -INFINITY;
+        int32_t bid = 0;
+        for (int64_t v = tid; v < n_valid; v += TSR__SB) {
+            float l = tsr_tof(in[v]);
+            if (P.lp_processed) w[v] = l;
+            if (l > best) best = l, bid = (int32_t)v;
+        }
+        if (P.lp_processed)
+            for (int64_t v = n_valid + tid; v < V; v += TSR__SB) w[v] = -INFINITY;
+        uint64_t k = best > -INFINITY ? ((uint64_t)tsr_d_ord(best) << 32) | (0xFFFFFFFFu - (uint32_t)bid) : 0;
+        k = tsr_d_block_max_u64(k, shu);
+        if (tid == 0) {
+            tok_out[r] = k ? (int32_t)(0xFFFFFFFFu - (uint32_t)k) : 0;
+            seg_begin[r] = seg_end[r] = (int)(r * V);
+            n_cand[r] = 0;
+        }
+        return;
+    }
     for (int64_t v = tid; v < V; v += TSR__SB) w[v] = v < n_valid ? tsr_tof(in[v]) : -INFINITY;
     if (tid == 0) {
         seg_begin[r] = (int)(r * V);
