@@ -34,8 +34,6 @@ struct tsr_generator {
     tsr_forward_state *fs;     /* rt.fs: on rank 0 every step is broadcast to the workers */
     tsr_tokenizer *tok;
     tsr_chat_template *tmpl;
-    tsr_sampler *sampler;
-    float *logits;             /* [vocab] */
     int64_t vocab;             /* the model's (logit rows) */
     int64_t tok_vocab;         /* the tokenizer's; ids past it are masked out */
     int64_t session_len;
@@ -152,13 +150,6 @@ tsr_status tsr_generator_open(const tsr_gen_config *cfg, tsr_generator **out) {
     if (g->session_len > max_pos)
         TSR_LOGW("session length %lld is past the model's %lld trained positions", (long long)g->session_len,
                  (long long)max_pos);
-    rc = tsr_sampler_init(g->vocab, &g->sampler);
-    if (rc != TSR_OK) goto fail;
-    g->logits = malloc((size_t)g->vocab * sizeof *g->logits);
-    if (!g->logits) {
-        rc = tsr_errorf(TSR_ERR_OOM, "out of memory");
-        goto fail;
-    }
 
     /* Stop ids: the config's EOS ids and the tokenizer's. */
     int32_t cand[10];
@@ -192,8 +183,6 @@ fail:
 
 void tsr_generator_close(tsr_generator *g) {
     if (!g) return;
-    free(g->logits);
-    tsr_sampler_free(g->sampler);
     tsr_chat_template_free(g->tmpl);
     if (g->tok) tsr_tokenizer_free(g->tok);
     tsr_runtime_close(&g->rt);   /* rank 0: also stops the workers */
