@@ -45,25 +45,6 @@ typedef struct {
     char first_error[256];
 } tsr__bs;
 
-static int tsr__bs_connect(const char *host, const char *port) {
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, port, &hints, &res) != 0) return -1;
-    int fd = -1;
-    for (struct addrinfo *a = res; a; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
-        if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
-        if (fd >= 0) close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    if (fd >= 0) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    return fd;
-}
-
 static bool tsr__bs_send_all(int fd, const char *p, size_t n) {
     while (n) {
         ssize_t k = write(fd, p, n);
@@ -104,7 +85,7 @@ static void tsr__bs_one(tsr__bs *b, int64_t i, tsr__bs_result *r) {
                       "Content-Length: %zu\r\nConnection: close\r\n%s%s%s\r\n",
                       b->host, b->port, o, b->key ? "Authorization: Bearer " : "", b->key ? b->key : "",
                       b->key ? "\r\n" : "");
-    int fd = tsr__bs_connect(b->host, b->port);
+    int fd = tsr_cli_tcp_connect(b->host, b->port);
     double t0 = tsr_now(), last = 0;
     double *gaps = malloc(sizeof(double) * (size_t)(b->max_tokens + 8));
     int64_t n_gaps = 0, events = 0;
@@ -231,7 +212,7 @@ static bool tsr__bs_wait_healthy(const char *host, const char *port, pid_t pid, 
     while (tsr_now() - t0 < timeout_s) {
         int st;
         if (pid > 0 && waitpid(pid, &st, WNOHANG) == pid) return false;
-        int fd = tsr__bs_connect(host, port);
+        int fd = tsr_cli_tcp_connect(host, port);
         if (fd >= 0) {
             const char *q = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
             char r[256] = {0};

@@ -34,4 +34,7 @@ void tsr_cli_print_help(const char *usage, const char *description, const tsr_op
  * message telling the user how to fetch it when the default is missing (returns NULL). */
 const char *tsr_cli_model_or_default(const char *given);
 
+/* A blocking TCP connection to host:port (TCP_NODELAY set), or -1. For the client tools. */
+int tsr_cli_tcp_connect(const char *host, const char *port);
+
 #endif

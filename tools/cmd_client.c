@@ -22,24 +22,9 @@
 #include "tools/cli.h"
 #include "tools/commands.h"
 
-static int tsr__connect(const char *host, const char *port) {
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, port, &hints, &res) != 0) return -1;
-    int fd = -1;
-    for (struct addrinfo *a = res; a; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype, a->ai_protocol);
-        if (fd >= 0 && connect(fd, a->ai_addr, a->ai_addrlen) == 0) break;
-        if (fd >= 0) close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    return fd;
-}
-
 /* Sends one streaming chat request; prints deltas; returns the answer (malloc'd) or NULL. */
 static char *tsr__turn(const char *host, const char *port, const char *key, const char *body) {
-    int fd = tsr__connect(host, port);
+    int fd = tsr_cli_tcp_connect(host, port);
     if (fd < 0) {
         fprintf(stderr, "tessera client: cannot connect to %s:%s\n", host, port);
         return NULL;
@@ -200,7 +185,7 @@ static int tsr__gcli_on_close(nghttp2_session *ses, int32_t id, uint32_t code, v
 /* One RPC on a fresh connection; returns the answer text (malloc'd) or NULL. */
 static char *tsr__grpc_turn(const char *host, const char *port, const char *key, bool generate, const uint8_t *msg,
                             size_t msg_len) {
-    int fd = tsr__connect(host, port);
+    int fd = tsr_cli_tcp_connect(host, port);
     if (fd < 0) {
         fprintf(stderr, "tessera client: cannot connect to %s:%s\n", host, port);
         return NULL;
