@@ -488,6 +488,17 @@ static tsr__fe_chunk_info tsr__chunk_info(const tsr__call *c) {
     return ci;
 }
 
+/* One JSON object and a newline as a chunk of an interactive (TurboMind-style) stream; takes j. */
+static void tsr__json_line(tsr__conn *conn, cJSON *j) {
+    char *s = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!s) return;
+    size_t l = strlen(s);
+    s[l] = '\n'; /* over the NUL: the chunk is sent by length */
+    tsr__chunk(conn, s, l + 1);
+    free(s);
+}
+
 static void tsr__http_on_token(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
     tsr__conn *conn = c->owner;
     cJSON *lp = NULL;
@@ -500,14 +511,7 @@ static void tsr__http_on_token(tsr__call *c, tsr__choice *ch, const tsr_engine_e
             cJSON_AddStringToObject(j, "text", ev->text);
             cJSON_AddNumberToObject(j, "tokens", (double)ch->completion_tokens);
             cJSON_AddNullToObject(j, "finish_reason");
-            char *s = cJSON_PrintUnformatted(j);
-            cJSON_Delete(j);
-            if (s) {
-                size_t l = strlen(s);
-                s[l] = '\n';
-                tsr__chunk(conn, s, l + 1);
-                free(s);
-            }
+            tsr__json_line(conn, j);
         }
         return;
     }
@@ -572,14 +576,7 @@ static void tsr__http_on_complete(tsr__call *c) {
             cJSON_AddNumberToObject(j, "history_tokens", (double)ch->cached_tokens);
             cJSON_AddStringToObject(j, "finish_reason", tsr__srv_finish_str(ch->finish));
             if (c->p.stream) {
-                char *s = cJSON_PrintUnformatted(j);
-                cJSON_Delete(j);
-                if (s) {
-                    size_t l = strlen(s);
-                    s[l] = '\n';
-                    tsr__chunk(conn, s, l + 1);
-                    free(s);
-                }
+                tsr__json_line(conn, j);
                 tsr__stream_end(conn);
             } else {
                 tsr__respond_json(conn, 200, j);
