@@ -22,6 +22,22 @@
 #include "tools/cli.h"
 #include "tools/commands.h"
 
+enum { TSR__TURN_END, TSR__TURN_RESET, TSR__TURN_TEXT };
+
+/* The next user turn from stdin (a "> " prompt on a terminal; blank lines skipped): the text
+ * in *line, or /reset, or the end (/exit or EOF). */
+static int tsr__read_turn(char **line, size_t *cap) {
+    for (;;) {
+        if (isatty(STDIN_FILENO)) fputs("> ", stderr);
+        if (getline(line, cap, stdin) <= 0) return TSR__TURN_END;
+        (*line)[strcspn(*line, "\r\n")] = 0;
+        if (!(*line)[0]) continue;
+        if (!strcmp(*line, "/exit")) return TSR__TURN_END;
+        if (!strcmp(*line, "/reset")) return TSR__TURN_RESET;
+        return TSR__TURN_TEXT;
+    }
+}
+
 /* Sends one streaming chat request; prints deltas; returns the answer (malloc'd) or NULL. */
 static char *tsr__turn(const char *host, const char *port, const char *key, const char *body) {
     int fd = tsr_cli_tcp_connect(host, port);
@@ -265,14 +281,10 @@ static int tsr__grpc_chat(const char *host, const char *port, const char *key, c
     int base = n_msgs;
     char *line = NULL;
     size_t cap = 0;
-    bool tty = isatty(STDIN_FILENO);
     for (;;) {
-        if (tty) fputs("> ", stderr);
-        if (getline(&line, &cap, stdin) <= 0) break;
-        line[strcspn(line, "\r\n")] = 0;
-        if (!line[0]) continue;
-        if (!strcmp(line, "/exit")) break;
-        if (!strcmp(line, "/reset")) {
+        int turn = tsr__read_turn(&line, &cap);
+        if (turn == TSR__TURN_END) break;
+        if (turn == TSR__TURN_RESET) {
             while (n_msgs > base) {
                 n_msgs--;
                 free(roles[n_msgs]);
@@ -392,14 +404,10 @@ int tsr_cmd_client(int argc, char **argv) {
     }
     char *line = NULL;
     size_t cap = 0;
-    bool tty = isatty(STDIN_FILENO);
     for (;;) {
-        if (tty) fputs("> ", stderr);
-        if (getline(&line, &cap, stdin) <= 0) break;
-        line[strcspn(line, "\r\n")] = 0;
-        if (!line[0]) continue;
-        if (!strcmp(line, "/exit")) break;
-        if (!strcmp(line, "/reset")) {
+        int turn = tsr__read_turn(&line, &cap);
+        if (turn == TSR__TURN_END) break;
+        if (turn == TSR__TURN_RESET) {
             while (cJSON_GetArraySize(msgs) > (system ? 1 : 0)) cJSON_DeleteItemFromArray(msgs, cJSON_GetArraySize(msgs) - 1);
             continue;
         }
