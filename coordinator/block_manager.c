@@ -1,13 +1,19 @@
 /* The block manager (see block_manager.h for the free / cached / active state machine).
  *
- * Layout: per block a reference count, a hash (valid when `hashed`), links of a doubly linked
- * list that is either the free list or the LRU of cached blocks, and a link in its hash
- * bucket's chain.  Every operation is O(1) but for removing a block from its bucket chain,
+ * Layout: per block a reference count, a hash (valid when `hashed`) with its parent's hash and
+ * a copy of its token ids (tokens[id * block_len ...], compared on every lookup), links of a
+ * doubly linked list that is either the free list or the LRU of cached blocks, and a link in
+ * its hash bucket's chain.  Every operation is O(1) but for removing a block from its bucket chain,
  * which walks a chain of expected length < 1 (buckets >= 2 x blocks). */
 #include "coordinator/block_manager.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "common/log.h"
 
@@ -19,7 +25,7 @@ typedef struct {
     int32_t hnext;           /* hash chain (-1: end) */
     uint8_t list;            /* which list the block is on */
     bool hashed;
-    uint64_t hash;
+    uint64_t hash, parent;   /* valid when hashed */
 } tsr__block;
 
 struct tsr_block_manager {
@@ -30,6 +36,7 @@ struct tsr_block_manager {
     int64_t n_active, evictions;
     int32_t *buckets;
     uint64_t mask;
+    int32_t *tokens;            /* [n_blocks][block_len]: a hashed block's token ids */
 };
 
 static void tsr__list_push(tsr_block_manager *bm, int l, int32_t id) {
@@ -56,24 +63,72 @@ static void tsr__list_remove(tsr_block_manager *bm, int32_t id) {
     bm->count[l]--;
 }
 
-static uint64_t tsr__mix(uint64_t x) {   /* splitmix64's finalizer */
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebULL;
-    x ^= x >> 31;
-    return x;
+/* ---- the keyed block hash: SipHash-2-4 (Aumasson & Bernstein) over the little-endian words
+ * parent, block_len, then the token ids two to a word, under a per-process 128-bit key.  Written
+ * from the paper's description; a keyed PRF, so without the key a client can neither invert a
+ * hash nor search for collisions offline. ---- */
+
+static uint64_t tsr__key[2];
+static pthread_once_t tsr__key_once = PTHREAD_ONCE_INIT;
+
+static void tsr__key_init(void) {
+    uint8_t *p = (uint8_t *)tsr__key;
+    size_t got = 0;
+    while (got < sizeof tsr__key) {
+        ssize_t r = getrandom(p + got, sizeof tsr__key - got, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) break;
+        got += (size_t)r;
+    }
+    if (got < sizeof tsr__key) {   /* no getrandom (very old kernel): still unpredictable enough to a client */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        tsr__key[0] ^= (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ULL ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 32);
+        tsr__key[1] ^= (uint64_t)(uintptr_t)&ts * 0xc2b2ae3d27d4eb4fULL ^ (uint64_t)clock();
+        TSR_LOGW("block manager: getrandom() failed (%s); prefix-cache key taken from the clock", strerror(errno));
+    }
+}
+
+#define TSR__ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+
+typedef struct { uint64_t v0, v1, v2, v3; } tsr__sip;
+
+static void tsr__sip_round(tsr__sip *s) {
+    s->v0 += s->v1; s->v1 = TSR__ROTL(s->v1, 13); s->v1 ^= s->v0; s->v0 = TSR__ROTL(s->v0, 32);
+    s->v2 += s->v3; s->v3 = TSR__ROTL(s->v3, 16); s->v3 ^= s->v2;
+    s->v0 += s->v3; s->v3 = TSR__ROTL(s->v3, 21); s->v3 ^= s->v0;
+    s->v2 += s->v1; s->v1 = TSR__ROTL(s->v1, 17); s->v1 ^= s->v2; s->v2 = TSR__ROTL(s->v2, 32);
+}
+
+static void tsr__sip_word(tsr__sip *s, uint64_t m) {
+    s->v3 ^= m;
+    tsr__sip_round(s);
+    tsr__sip_round(s);
+    s->v0 ^= m;
 }
 
 uint64_t tsr_bm_hash_block(uint64_t parent, const int32_t *tokens, int64_t block_len) {
-    uint64_t h = tsr__mix(parent ^ 0x9e3779b97f4a7c15ULL) ^ (uint64_t)block_len;
-    for (int64_t i = 0; i < block_len; i++) h = tsr__mix(h ^ (uint32_t)tokens[i]) + 0x632be59bd9b4e019ULL * (uint64_t)(i + 1);
+    pthread_once(&tsr__key_once, tsr__key_init);
+    tsr__sip s = {tsr__key[0] ^ 0x736f6d6570736575ULL, tsr__key[1] ^ 0x646f72616e646f6dULL,
+                  tsr__key[0] ^ 0x6c7967656e657261ULL, tsr__key[1] ^ 0x7465646279746573ULL};
+    tsr__sip_word(&s, parent);
+    tsr__sip_word(&s, (uint64_t)block_len);
+    int64_t i = 0;
+    for (; i + 1 < block_len; i += 2)
+        tsr__sip_word(&s, (uint64_t)(uint32_t)tokens[i] | (uint64_t)(uint32_t)tokens[i + 1] << 32);
+    uint64_t nbytes = 16 + 4 * (uint64_t)block_len, last = (nbytes & 0xff) << 56;
+    if (i < block_len) last |= (uint32_t)tokens[i];   /* the 4-byte tail */
+    tsr__sip_word(&s, last);
+    s.v2 ^= 0xff;
+    for (int r = 0; r < 4; r++) tsr__sip_round(&s);
+    uint64_t h = s.v0 ^ s.v1 ^ s.v2 ^ s.v3;
     return h ? h : 1;   /* 0 is the parent of the first block */
 }
 
 tsr_status tsr_bm_init(int64_t n_blocks, int64_t block_len, tsr_block_manager **out) {
     *out = NULL;
-    if (n_blocks <= 0 || n_blocks > INT32_MAX / 4 || block_len <= 0)
+    if (n_blocks <= 0 || n_blocks > INT32_MAX / 4 || block_len <= 0 ||
+        (uint64_t)block_len > SIZE_MAX / sizeof(int32_t) / (uint64_t)n_blocks)
         return tsr_errorf(TSR_ERR_INVALID_ARG, "block manager: bad size (%lld blocks of %lld tokens)",
                           (long long)n_blocks, (long long)block_len);
     tsr_block_manager *bm = calloc(1, sizeof *bm);
@@ -82,7 +137,8 @@ tsr_status tsr_bm_init(int64_t n_blocks, int64_t block_len, tsr_block_manager **
     while (nb < (uint64_t)n_blocks * 2) nb <<= 1;
     bm->b = calloc((size_t)n_blocks, sizeof *bm->b);
     bm->buckets = malloc(nb * sizeof *bm->buckets);
-    if (!bm->b || !bm->buckets) {
+    bm->tokens = malloc((size_t)n_blocks * (size_t)block_len * sizeof *bm->tokens);
+    if (!bm->b || !bm->buckets || !bm->tokens) {
         tsr_bm_free(bm);
         return tsr_errorf(TSR_ERR_OOM, "out of memory");
     }
@@ -103,6 +159,7 @@ void tsr_bm_free(tsr_block_manager *bm) {
     if (!bm) return;
     free(bm->b);
     free(bm->buckets);
+    free(bm->tokens);
     free(bm);
 }
 
@@ -125,9 +182,15 @@ int32_t tsr_bm_ref(const tsr_block_manager *bm, int32_t id) {
     return bm->b[id].ref;
 }
 
-int32_t tsr_bm_lookup(const tsr_block_manager *bm, uint64_t h) {
+static bool tsr__same(const tsr_block_manager *bm, int32_t id, uint64_t h, uint64_t parent, const int32_t *tokens) {
+    const tsr__block *x = &bm->b[id];
+    return x->hash == h && x->parent == parent &&
+           memcmp(bm->tokens + (size_t)id * (size_t)bm->block_len, tokens, (size_t)bm->block_len * sizeof *tokens) == 0;
+}
+
+int32_t tsr_bm_lookup(const tsr_block_manager *bm, uint64_t h, uint64_t parent, const int32_t *tokens) {
     for (int32_t id = bm->buckets[h & bm->mask]; id >= 0; id = bm->b[id].hnext)
-        if (bm->b[id].hash == h) return id;
+        if (tsr__same(bm, id, h, parent, tokens)) return id;
     return -1;
 }
 
@@ -142,7 +205,7 @@ static void tsr__unhash(tsr_block_manager *bm, int32_t id) {
     *p = x->hnext;
     x->hnext = -1;
     x->hashed = false;
-    x->hash = 0;
+    x->hash = x->parent = 0;
 }
 
 tsr_status tsr_bm_alloc(tsr_block_manager *bm, int64_t n, int32_t *out) {
@@ -188,14 +251,16 @@ void tsr_bm_release(tsr_block_manager *bm, int64_t n, const int32_t *ids) {
     }
 }
 
-bool tsr_bm_set_hash(tsr_block_manager *bm, int32_t id, uint64_t h) {
+bool tsr_bm_set_hash(tsr_block_manager *bm, int32_t id, uint64_t h, uint64_t parent, const int32_t *tokens) {
     TSR_ASSERT(id >= 0 && id < bm->n_blocks);
     tsr__block *x = &bm->b[id];
     TSR_ASSERT(x->ref > 0);
-    if (x->hashed) return x->hash == h;
-    if (tsr_bm_lookup(bm, h) >= 0) return false;
+    if (x->hashed) return tsr__same(bm, id, h, parent, tokens);
+    if (tsr_bm_lookup(bm, h, parent, tokens) >= 0) return false;
     x->hashed = true;
     x->hash = h;
+    x->parent = parent;
+    memcpy(bm->tokens + (size_t)id * (size_t)bm->block_len, tokens, (size_t)bm->block_len * sizeof *tokens);
     int32_t *bk = &bm->buckets[h & bm->mask];
     x->hnext = *bk;
     *bk = id;

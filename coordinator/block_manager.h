@@ -4,9 +4,14 @@
  * hashed so later requests find them (the prefix cache).
  *
  * A block's hash is chained: hash(block i) = H(hash(block i-1), the block_len token ids of
- * block i), so equal hashes mean equal prefixes (up to 64-bit collisions), not merely equal
- * blocks.  Only full blocks whose KV has been computed are hashed; a partial block is always
- * owned by exactly one sequence, which is what makes writing into it safe.
+ * block i), so the hash stands for the whole prefix, not merely the block.  H is keyed with a
+ * per-process secret (SipHash-2-4 under a 128-bit key drawn from getrandom() the first time a
+ * manager is made), so a client cannot craft a prompt whose blocks collide with another
+ * user's: an unkeyed (or guessable-key) 64-bit hash can be inverted or brute-forced offline.
+ * A hash is only an index, never proof: every hashed block also keeps its own token ids and
+ * its parent's hash, and a lookup is a hit only when all three match (a collision is a miss).
+ * Only full blocks whose KV has been computed are hashed; a partial block is always owned by
+ * exactly one sequence, which is what makes writing into it safe.
  *
  * State machine of one block (the only transitions; tsr_bm_check verifies the counters):
  *
@@ -48,11 +53,13 @@ void tsr_bm_get_counts(const tsr_block_manager *bm, tsr_bm_counts *c);
 int64_t tsr_bm_available(const tsr_block_manager *bm);
 int32_t tsr_bm_ref(const tsr_block_manager *bm, int32_t id);
 
-/* The chained hash of one full block. parent is 0 for the first block. */
+/* The chained, keyed hash of one full block (the process secret is drawn on first use).
+ * parent is 0 for the first block. Never 0. */
 uint64_t tsr_bm_hash_block(uint64_t parent, const int32_t *tokens, int64_t block_len);
 
-/* Read-only: the block holding the prefix whose chained hash is h, or -1. */
-int32_t tsr_bm_lookup(const tsr_block_manager *bm, uint64_t h);
+/* Read-only: the block registered under hash h whose parent hash is parent and whose block_len
+ * token ids equal tokens, or -1 (a block under h holding other tokens is a miss). */
+int32_t tsr_bm_lookup(const tsr_block_manager *bm, uint64_t h, uint64_t parent, const int32_t *tokens);
 
 /* n blocks (FREE first, then the LRU's oldest CACHED), each ACTIVE with ref 1 and no hash.
  * TSR_ERR_KV_FULL and nothing taken when fewer than n are available. */
@@ -61,10 +68,11 @@ tsr_status tsr_bm_alloc(tsr_block_manager *bm, int64_t n, int32_t *out);
 void tsr_bm_acquire(tsr_block_manager *bm, int32_t id);
 /* Drops one reference from each; see the state machine. */
 void tsr_bm_release(tsr_block_manager *bm, int64_t n, const int32_t *ids);
-/* Registers a full, computed, ACTIVE block under h.  Returns false (and changes nothing) when
- * another block already holds h (two sequences computed the same prefix at once): the block
- * stays unhashed and is freed, not cached, when released. */
-bool tsr_bm_set_hash(tsr_block_manager *bm, int32_t id, uint64_t h);
+/* Registers a full, computed, ACTIVE block under h = tsr_bm_hash_block(parent, tokens), keeping
+ * a copy of its block_len token ids and its parent hash for lookups to compare.  Returns false
+ * (and changes nothing) when another block already holds the same prefix (two sequences
+ * computed it at once): the block stays unhashed and is freed, not cached, when released. */
+bool tsr_bm_set_hash(tsr_block_manager *bm, int32_t id, uint64_t h, uint64_t parent, const int32_t *tokens);
 
 /* Verifies the invariants (counters against a full scan, LRU and hash table links); returns
  * false and logs what is wrong.  O(n_blocks): tests and debug only. */

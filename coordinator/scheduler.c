@@ -292,7 +292,7 @@ tsr_status tsr_sched_make_plan(const tsr_sched *cs, tsr_sched_plan *p) {
             const int64_t n_full = (q->n_tokens - 1) / bl;
             tsr__ensure_hashes(q, n_full, bl);
             for (; hits < n_full; hits++) {
-                int32_t id = tsr_bm_lookup(s->bm, q->hashes[hits]);
+                int32_t id = tsr_bm_lookup(s->bm, q->hashes[hits], hits ? q->hashes[hits - 1] : 0, q->tokens + hits * bl);
                 if (id < 0) break;
                 pinned += tsr_bm_ref(s->bm, id) == 0;
             }
@@ -350,7 +350,7 @@ void tsr_sched_commit(tsr_sched *s, tsr_sched_plan *p) {
         q->mark = -1;   /* a fresh admission: on a failed allocation below, undo its hits */
         TSR_ASSERT(tsr__grow((void **)&q->blocks, &q->cap_blocks, e->n_hit_blocks, sizeof *q->blocks));
         for (int64_t k = 0; k < e->n_hit_blocks; k++) {
-            int32_t id = tsr_bm_lookup(s->bm, q->hashes[k]);
+            int32_t id = tsr_bm_lookup(s->bm, q->hashes[k], k ? q->hashes[k - 1] : 0, q->tokens + k * bl);
             TSR_ASSERT(id >= 0);
             tsr_bm_acquire(s->bm, id);
             q->blocks[k] = id;
@@ -398,7 +398,8 @@ void tsr_sched_advance(tsr_sched *s, tsr_sched_seq *q, int64_t n_new) {
     const int64_t n_full = q->n_computed / bl;
     if (n_full <= q->n_registered) return;
     tsr__ensure_hashes(q, n_full, bl);
-    for (int64_t i = q->n_registered; i < n_full; i++) tsr_bm_set_hash(s->bm, q->blocks[i], q->hashes[i]);
+    for (int64_t i = q->n_registered; i < n_full; i++)
+        tsr_bm_set_hash(s->bm, q->blocks[i], q->hashes[i], i ? q->hashes[i - 1] : 0, q->tokens + i * bl);
     q->n_registered = n_full;
 }
 
