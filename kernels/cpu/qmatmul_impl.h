@@ -1,0 +1,37 @@
+/* Internal to kernels/cpu/qmatmul*.c: the activation blocks the integer kernels read and the
+ * per-implementation tables of row-dot functions.  The activation blocks are Tessera's own
+ * (never stored in a file), so their scales are f32 and the integer sums that the offset and
+ * min terms of the weight formats need are precomputed once per token. */
+#ifndef TSR_CPU_QMATMUL_IMPL_H
+#define TSR_CPU_QMATMUL_IMPL_H
+
+#include <stdint.h>
+
+#include "common/wtype.h"
+
+/* Legacy formats (blocks of 32): x[i] ~ d * qs[i]; isum = sum of qs. */
+typedef struct tsr__q8a32 {
+    float d;
+    int32_t isum;
+    int8_t qs[32];
+} tsr__q8a32;
+
+/* k-quants (super-blocks of 256): x[i] ~ d * qs[i]; bsums[g] = sum of qs[16 g .. 16 g + 15]. */
+typedef struct tsr__q8a256 {
+    float d;
+    int16_t bsums[16];
+    int8_t qs[256];
+} tsr__q8a256;
+
+/* Activation layout a weight type asks for. */
+typedef enum { TSR__ACT_F32, TSR__ACT_Q8A32, TSR__ACT_Q8A256 } tsr__act_kind;
+
+/* Dot of one weight row (nb blocks; for the float types nb = elements) with one row of
+ * activations in the layout the type asks for. */
+typedef float (*tsr__qmm_dot_fn)(const uint8_t *w, const void *x, int64_t nb);
+
+/* NULL where the implementation has no kernel for t. */
+tsr__qmm_dot_fn tsr__qmm_dot_avx2(tsr_wtype t);
+tsr__qmm_dot_fn tsr__qmm_dot_vnni(tsr_wtype t);
+
+#endif
