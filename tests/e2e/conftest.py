@@ -1,4 +1,5 @@
 """e2e fixtures: one shared `tessera serve` for the session (see serve_util.Server)."""
+import re
 import subprocess
 
 import pytest
@@ -8,9 +9,13 @@ from serve_util import API_KEY, Server, tessera_bin
 
 @pytest.fixture(scope="session")
 def serve_built(tessera):
-    out = subprocess.run([tessera_bin(), "--help"], capture_output=True, text=True).stdout
-    if "serve" not in out.split("commands:")[-1]:
-        pytest.skip("this tessera binary has no `serve` command (built without the engine)")
+    # A binary without `serve` is a broken build, not a reason to skip the suite: fail, so that
+    # a lost command cannot turn every e2e test into a quiet skip.
+    p = subprocess.run([tessera_bin(), "--help"], capture_output=True, text=True)
+    listed = re.findall(r"^  ([a-z][\w-]*)\s", p.stdout.split("commands:")[-1], re.M)
+    if "serve" not in listed:
+        pytest.fail(f"`{tessera_bin()} --help` lists no `serve` command (commands: {', '.join(listed) or 'none'}; "
+                    f"exit {p.returncode}): the e2e suite needs it")
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,8 @@ needs only numpy and the real `tessera` binary (TESSERA_BIN), run as users run i
 - the default model (SmolLM2 Q4_1 GGUF): for 5 chat prompts, the 32 greedy tokens of
   transformers loading the same GGUF, and its top-10 logits at each of those positions.
 
-A test skips only when the binary lacks the command it needs (`tessera --help` says so)."""
+No test skips: a command or option the binary lacks (by `tessera --help`) is a failure, and so
+are missing fixtures, so that the suite cannot stop testing quietly."""
 import functools
 import json
 import os
@@ -58,14 +59,20 @@ def commands(binary):
     return set(re.findall(r"^\s{2}([a-z][\w-]*)\s", help_text(binary), re.M))
 
 
+def has_option(help_text_, option):
+    # the whole option: "--prompt" is not found in "--prompt-ids"
+    return re.search(r"(?<![\w-])" + re.escape(option) + r"(?![\w-])", help_text_) is not None
+
+
 def require(binary, command, options=()):
+    """The command's --help text; fails (never skips) when the command or an option is missing."""
     if command not in commands(binary):
-        pytest.skip(f"`tessera {command}` is not in this binary yet (`tessera --help` lists: "
+        pytest.fail(f"`tessera {command}` is not in this binary (`tessera --help` lists: "
                     f"{', '.join(sorted(commands(binary))) or 'nothing'})")
     h = help_text(binary, command)
-    missing = [o for o in options if not re.search(re.escape(o) + r"\b", h)]
+    missing = [o for o in options if not has_option(h, o)]
     if missing:
-        pytest.skip(f"`tessera {command}` has no {', '.join(missing)} option yet")
+        pytest.fail(f"`tessera {command} --help` lists no {', '.join(missing)} option")
     return h
 
 
@@ -120,6 +127,13 @@ def seq_of(name, sname):
 # ---------------------------------------------------------------------------------------------
 # Fixture integrity (no binary needed): the stored logits agree with the stored greedy tokens.
 # ---------------------------------------------------------------------------------------------
+
+def test_fixtures_present():
+    """An empty parameter list would skip every golden test below: the fixtures must be there."""
+    assert TINY, f"no tiny-model fixtures (*/expected.json) under {FIX}"
+    assert GGUF_FIX.is_file(), f"{GGUF_FIX} is missing"
+    assert all(load_expected(n)["sequences"] for n in TINY)
+
 
 @pytest.mark.parametrize("name,sname", seq_params())
 def test_fixture_consistent(name, sname):
@@ -200,22 +214,7 @@ def test_greedy_recomputed(tessera, name, sname):
         seq.append(want)
 
 
-@functools.lru_cache(maxsize=None)
-def generate_mode(binary):
-    """How `tessera generate` takes prompt ids and reports generated ids, from its --help:
-    returns (argv extras, parser of stdout) or a reason string when it cannot."""
-    if "generate" not in commands(binary):
-        return "`tessera generate` is not in this binary yet"
-    h = help_text(binary, "generate")
-    if "--prompt-ids" not in h:
-        return "`tessera generate` has no --prompt-ids option yet"
-    extras = []
-    if re.search(r"--ignore-eos\b", h):
-        extras.append("--ignore-eos")
-    for opt in ("--print-ids", "--output-ids", "--ids-out", "--show-ids"):
-        if re.search(re.escape(opt) + r"\b", h):
-            return extras + [opt], parse_ids_output
-    return "`tessera generate` has no option that prints the generated token ids"
+GENERATE_IDS = ("--prompt-ids", "--print-ids", "--ignore-eos", "--max-new-tokens", "--temperature")
 
 
 def parse_ids_output(text):
@@ -228,20 +227,19 @@ def parse_ids_output(text):
 
 
 def engine_generate(binary, model, prompt, n, session_len=None):
-    mode = generate_mode(binary)
-    if isinstance(mode, str):
-        pytest.skip(mode)
-    extras, parse = mode
+    """Greedy ids from `tessera generate --prompt-ids ... --print-ids --ignore-eos`; returns
+    (ids, True: EOS was ignored)."""
+    require(binary, "generate", GENERATE_IDS)
     cmd = [binary, "generate", model, "--prompt-ids", ",".join(map(str, prompt)),
-           "--max-new-tokens", str(n), "--temperature", "0", *extras]
+           "--max-new-tokens", str(n), "--temperature", "0", "--ignore-eos", "--print-ids"]
     if session_len:
         cmd += ["--session-len", str(session_len)]
     p = run(cmd)
     if p.returncode != 0:
         pytest.fail(f"tessera generate exited {p.returncode}:\n{p.stderr.decode(errors='replace')[-3000:]}")
-    ids = parse(p.stdout.decode(errors="replace"))
+    ids = parse_ids_output(p.stdout.decode(errors="replace"))
     assert ids is not None, f"no token ids in `tessera generate` output: {p.stdout[-500:]!r}"
-    return ids, "--ignore-eos" in extras
+    return ids, True
 
 
 def compare_generated(got, want, eos, ignore_eos, what):
@@ -333,7 +331,7 @@ def gguf_single_turn_cases():
 def test_gguf_chat_text(tessera, smollm2, case):
     """End to end from text: `generate --chat` (the engine's tokenizer and chat template)
     prints what transformers' greedy tokens decode to."""
-    h = require(tessera, "generate", ("--prompt", "--chat", "--max-new-tokens", "--temperature"))
+    require(tessera, "generate", ("--prompt", "--chat", "--system", "--max-new-tokens", "--temperature"))
     c = gguf_fixture()["cases"][case]
     msgs = c["messages"]
     cmd = [tessera, "generate", smollm2, "--chat", "--max-new-tokens", str(gguf_fixture()["n_greedy"]),
@@ -341,8 +339,6 @@ def test_gguf_chat_text(tessera, smollm2, case):
     if [m["role"] for m in msgs] == ["user"]:
         cmd += ["--prompt", msgs[0]["content"]]
     else:
-        if "--system" not in h:
-            pytest.skip("`tessera generate` has no --system option")
         cmd += ["--system", msgs[0]["content"], "--prompt", msgs[1]["content"]]
     p = run(cmd)
     assert p.returncode == 0, p.stderr.decode(errors="replace")[-3000:]
