@@ -2,6 +2,7 @@
 chunked uploads, and each way a client can get a request wrong -- every one answered with a
 4xx and OpenAI's error object, after which the server still answers /health."""
 import json
+import os
 import socket
 import subprocess
 import time
@@ -254,14 +255,29 @@ def test_half_open_connection(server):
         assert data == b"" or data.startswith(b"HTTP/1.1 4"), data
 
 
+def open_fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def test_disconnect_mid_body(server):
-    # a client that goes away in the middle of its body leaves nothing behind
+    # a client that goes away in the middle of its body leaves nothing behind: no request, and
+    # no connection (by the server's gauge and by its open file descriptors).  Checked well
+    # within --read-timeout (2 s), so that the timeout cannot hide a connection kept after EOF.
+    base, base_fds = metrics(server)["tessera_connections"], open_fds(server.proc.pid)
+    t0 = time.time()
     for _ in range(5):
         s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"mess")
         s.close()
-    m = metrics(server)
-    assert m["tessera_requests_running"] == 0
+    while True:
+        m, fds = metrics(server), open_fds(server.proc.pid)
+        if (m["tessera_connections"] <= base and fds <= base_fds) or time.time() - t0 > 1.0:
+            break
+        time.sleep(0.05)
+    assert time.time() - t0 < 1.9, "too slow to tell a leak from the read timeout"
+    assert m["tessera_connections"] <= base, (m["tessera_connections"], base)
+    assert fds <= base_fds, (fds, base_fds)
+    assert m["tessera_requests_running"] == 0 and m["tessera_requests_waiting"] == 0
 
 
 def test_idle_connection_closed(server):
