@@ -345,7 +345,7 @@ static void bench_large_vocab(void) {
     CHECK(tsr_sampler_init(V, &s) == TSR_OK);
     float *base = malloc(V * sizeof *base), *l = malloc(V * sizeof *l);
     srand(3);
-    for (int v = 0; v < V; v++) base[v] = 3.0f * ((float)rand() / RAND_MAX - 0.5f) * 4.0f;
+    for (int v = 0; v < V; v++) base[v] = 3.0f * ((float)rand() / (float)RAND_MAX - 0.5f) * 4.0f;
     base[17] = 30;
     tsr_sampling_params p;
     tsr_sampling_params_default(&p);
