@@ -7,7 +7,23 @@
  * as engine events arrive (the data provider defers while the buffer is empty), ended by
  * trailers carrying grpc-status.  Errors before any message are "trailers-only" responses.  A
  * client that resets its stream (cancels the RPC) or drops the connection cancels the engine
- * requests through tsr__call_detach, exactly as an HTTP client that goes away. */
+ * requests through tsr__call_detach, exactly as an HTTP client that goes away.
+ *
+ * Limits that keep one client from starving the rest (the HTTP half has the same ones):
+ * - a connection that opens no stream within read_timeout_s, or has none open for
+ *   idle_timeout_s after its last, is closed with GOAWAY;
+ * - a stream's request message must arrive within read_timeout_s of its HEADERS, else it is
+ *   answered DEADLINE_EXCEEDED;
+ * - the method and API key are checked when the HEADERS end, so an unauthenticated stream is
+ *   answered (and reset) before any of its DATA is held;
+ * - request bytes held are capped per stream (max_body_bytes), per connection
+ *   (grpc_max_conn_buffer) and over all connections (max_held_bytes, shared with HTTP):
+ *   RESOURCE_EXHAUSTED past them; at most 128 concurrent streams per connection;
+ * - past max_connections (HTTP and gRPC together) a connection's first stream is refused
+ *   (RST_STREAM REFUSED_STREAM) and the connection closed with GOAWAY;
+ * - a streaming answer whose connection has more than max_unsent_bytes not yet taken by the
+ *   client is cancelled (RST_STREAM ENHANCE_YOUR_CALM, which gRPC clients report as
+ *   RESOURCE_EXHAUSTED) and its engine requests with it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +39,7 @@ enum {
     TSR__GRPC_OK = 0,
     TSR__GRPC_CANCELLED = 1,
     TSR__GRPC_INVALID_ARGUMENT = 3,
+    TSR__GRPC_DEADLINE_EXCEEDED = 4,
     TSR__GRPC_NOT_FOUND = 5,
     TSR__GRPC_RESOURCE_EXHAUSTED = 8,
     TSR__GRPC_UNIMPLEMENTED = 12,
@@ -30,6 +47,11 @@ enum {
     TSR__GRPC_UNAVAILABLE = 14,
     TSR__GRPC_UNAUTHENTICATED = 16,
 };
+
+/* concurrent streams a connection may open (SETTINGS_MAX_CONCURRENT_STREAMS) */
+#define TSR__GRPC_MAX_STREAMS 128
+/* request bytes held per connection when grpc_max_conn_buffer is 0 */
+#define TSR__GRPC_CONN_BUFFER ((int64_t)16 << 20)
 
 typedef struct tsr__gconn tsr__gconn;
 
@@ -41,7 +63,9 @@ typedef struct tsr__gstream {
     bool grpc_ctype;
     uint8_t *in;                     /* request body (framed message) */
     size_t in_len, in_cap;
-    bool too_big;
+    uint64_t started_ms;             /* loop time of its HEADERS: the request is due read_timeout later */
+    bool request_done;               /* END_STREAM seen, or answered early: no deadline, no more DATA kept */
+    bool reset_after;                /* answered early: RST_STREAM NO_ERROR once the answer is sent */
     uint8_t *out;                    /* framed response messages not yet taken by nghttp2 */
     size_t out_len, out_off, out_cap;
     bool response_started, finished; /* finished: trailers are due once out drains */
@@ -53,10 +77,18 @@ typedef struct tsr__gstream {
 
 struct tsr__gconn {
     uv_tcp_t tcp;
+    uv_timer_t timer;                /* stream deadlines, idle timeout, and the closing grace */
     tsr__srv *srv;
     nghttp2_session *session;
     tsr__gstream *streams;
-    bool closing;
+    int64_t in_bytes;                /* request bytes held by its streams */
+    uint64_t idle_since_ms;          /* when its last stream closed (or it was accepted) */
+    int handles_open;
+    int writes_pending;
+    bool had_stream;                 /* a stream was opened: idle_timeout applies, not read_timeout */
+    bool refused;                    /* over --max-connections: its first stream is refused */
+    bool shutdown;                   /* GOAWAY submitted: close once it is written */
+    bool closing, released;
 };
 
 static void tsr__gconn_flush(tsr__gconn *c);
@@ -70,10 +102,41 @@ typedef struct {
 
 static void tsr__gconn_closed(uv_handle_t *h) {
     tsr__gconn *c = h->data;
-    c->srv->connections--;
-    free(c);
+    if (--c->handles_open == 0) {
+        c->srv->connections--;
+        free(c);
+    }
 }
 
+/* Request bytes a stream holds go back to the connection's and the server's budgets. */
+static void tsr__gstream_drop_in(tsr__gstream *s) {
+    s->conn->in_bytes -= (int64_t)s->in_len;
+    s->conn->srv->held_bytes -= (int64_t)s->in_len;
+    free(s->in);
+    s->in = NULL;
+    s->in_len = s->in_cap = 0;
+}
+
+static void tsr__gstream_free(tsr__gstream *s) {
+    tsr__gstream_drop_in(s);
+    free(s->out);
+    free(s);
+}
+
+/* Closes the socket now (pending writes are cancelled). */
+static void tsr__gconn_release(tsr__gconn *c) {
+    if (c->released) return;
+    c->released = true;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, tsr__gconn_closed);
+    uv_close((uv_handle_t *)&c->tcp, tsr__gconn_closed);
+}
+
+static void tsr__on_gtimer(uv_timer_t *t);
+static void tsr__gconn_arm(tsr__gconn *c);
+
+/* Ends the connection: its calls are cancelled at once; the socket closes once what was queued
+ * (a GOAWAY) is written, or after a short grace if the peer does not take it. */
 static void tsr__gconn_close(tsr__gconn *c) {
     if (c->closing) return;
     c->closing = true;
@@ -88,17 +151,27 @@ static void tsr__gconn_close(tsr__gconn *c) {
     while (c->streams) {
         tsr__gstream *s = c->streams;
         c->streams = s->next;
-        free(s->in);
-        free(s->out);
-        free(s);
+        tsr__gstream_free(s);
     }
-    uv_close((uv_handle_t *)&c->tcp, tsr__gconn_closed);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->writes_pending == 0) {
+        tsr__gconn_release(c);
+    } else {
+        uv_timer_stop(&c->timer);
+        uv_timer_start(&c->timer, tsr__on_gtimer, 1000, 0);
+    }
 }
 
 static void tsr__gon_write(uv_write_t *w, int status) {
     tsr__gconn *c = w->data;
     free(w);
-    if (status < 0) tsr__gconn_close(c);
+    c->writes_pending--;
+    if (status < 0) {
+        tsr__gconn_close(c);
+        tsr__gconn_release(c);
+    } else if (c->closing && c->writes_pending == 0) {
+        tsr__gconn_release(c);
+    }
 }
 
 static void tsr__gconn_flush(tsr__gconn *c) {
@@ -124,8 +197,28 @@ static void tsr__gconn_flush(tsr__gconn *c) {
             tsr__gconn_close(c);
             return;
         }
+        c->writes_pending++;
     }
-    if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)) tsr__gconn_close(c);
+    if (c->shutdown || (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session)))
+        tsr__gconn_close(c);
+    else
+        tsr__gconn_arm(c);   /* a stream may have closed: the idle clock starts */
+}
+
+/* Bytes of this connection's answers that the client has not taken yet: framed messages
+ * waiting for flow-control window, and what libuv could not hand to the kernel. */
+static int64_t tsr__gconn_unsent(const tsr__gconn *c) {
+    int64_t n = (int64_t)c->tcp.write_queue_size;
+    for (const tsr__gstream *s = c->streams; s; s = s->next) n += (int64_t)(s->out_len - s->out_off);
+    return n;
+}
+
+/* GOAWAY (no error; the last stream id it has seen), then close. */
+static void tsr__gconn_goaway(tsr__gconn *c, const char *why) {
+    if (c->closing || c->shutdown) return;
+    c->shutdown = true;
+    nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(c->session),
+                          NGHTTP2_NO_ERROR, (const uint8_t *)why, strlen(why));
 }
 
 /* ---------------------------------------------------------------- responses */
@@ -215,6 +308,17 @@ static void tsr__finish(tsr__gstream *s, int status, const char *msg) {
     nghttp2_session_resume_data(s->conn->session, s->id);
 }
 
+/* Answers a stream whose request is still arriving (or will not be read): the status goes out
+ * now, what it holds is dropped, further DATA is ignored, and RST_STREAM NO_ERROR asks the
+ * client to stop sending (RFC 9113 8.1) once the answer is written. */
+static void tsr__g_reject(tsr__gstream *s, int status, const char *msg) {
+    bool open = !s->request_done;
+    s->request_done = true;
+    tsr__gstream_drop_in(s);
+    tsr__finish(s, status, msg);
+    s->reset_after = open;   /* once the answer is out (tsr__on_frame_sent): a RST_STREAM queued now would drop it */
+}
+
 /* ---------------------------------------------------------------- calls */
 
 /* Generate and ChatStream answer with a stream of GenerateResponse messages. */
@@ -264,7 +368,23 @@ static void tsr__g_on_token(tsr__call *c, tsr__choice *ch, const tsr_engine_even
     r.completion_tokens = (uint32_t)ch->completion_tokens;
     tsr__send_msg(s, &r.base);
     for (int i = 0; i < 1 + TSR_SAMPLING_MAX_LOGPROBS; i++) free(texts[i]);
-    tsr__gconn_flush(s->conn);
+    tsr__gconn *conn = s->conn;
+    int64_t unsent = tsr__gconn_unsent(conn);
+    if (unsent > c->srv->cfg.max_unsent_bytes) {
+        /* the client is not reading: stop generating for it rather than hold its answer */
+        TSR_LOGW("gRPC %s (stream %d): client not reading, %lld bytes unsent over --max-unsent-bytes %lld; "
+                 "call cancelled (RESOURCE_EXHAUSTED)",
+                 s->path, (int)s->id, (long long)unsent, (long long)c->srv->cfg.max_unsent_bytes);
+        c->srv->metrics.slow_client_drops++;
+        s->call = NULL;
+        tsr__call_detach(c);   /* owner cleared: no more events reach s */
+        free(s->out);
+        s->out = NULL;
+        s->out_len = s->out_off = s->out_cap = 0;
+        s->finished = true;
+        nghttp2_submit_rst_stream(conn->session, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_ENHANCE_YOUR_CALM);
+    }
+    tsr__gconn_flush(conn);
 }
 
 static void tsr__g_on_done(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
@@ -370,23 +490,39 @@ static bool tsr__g_model_ok(tsr__gstream *s, const char *model) {
     return false;
 }
 
-static void tsr__g_handle(tsr__gstream *s) {
+/* When a request's HEADERS end: unknown methods and missing or wrong API keys are answered
+ * here, before any DATA is held.  Returns false if the stream was answered. */
+static bool tsr__g_headers(tsr__gstream *s) {
     tsr__srv *srv = s->conn->srv;
     const char *m = s->path;
-    if (strncmp(m, "/tessera.v1.Tessera/", 20)) return tsr__finish(s, TSR__GRPC_UNIMPLEMENTED, "unknown service");
+    if (strncmp(m, "/tessera.v1.Tessera/", 20)) {
+        tsr__g_reject(s, TSR__GRPC_UNIMPLEMENTED, "unknown service");
+        return false;
+    }
     m += 20;
     bool known = !strcmp(m, "Generate") || !strcmp(m, "Chat") || !strcmp(m, "ChatStream") || !strcmp(m, "Tokenize") ||
-                 !strcmp(m, "Health") ||
-                 !strcmp(m, "ListModels");
-    if (!known) return tsr__finish(s, TSR__GRPC_UNIMPLEMENTED, "unknown method");
+                 !strcmp(m, "Health") || !strcmp(m, "ListModels");
+    if (!known) {
+        tsr__g_reject(s, TSR__GRPC_UNIMPLEMENTED, "unknown method");
+        return false;
+    }
     if (strcmp(m, "Health") && srv->cfg.n_api_keys) {
         bool ok = false;
         if (!strncasecmp(s->auth, "Bearer ", 7))
             for (int i = 0; i < srv->cfg.n_api_keys; i++)
                 ok |= tsr__fe_key_equal(s->auth + 7, strlen(s->auth + 7), srv->cfg.api_keys[i]);
-        if (!ok) return tsr__finish(s, TSR__GRPC_UNAUTHENTICATED, "missing or invalid API key (authorization: Bearer KEY)");
+        if (!ok) {
+            tsr__g_reject(s, TSR__GRPC_UNAUTHENTICATED, "missing or invalid API key (authorization: Bearer KEY)");
+            return false;
+        }
     }
-    if (s->too_big) return tsr__finish(s, TSR__GRPC_RESOURCE_EXHAUSTED, "request message too large (--max-body-bytes)");
+    return true;
+}
+
+/* The whole request is in (END_STREAM): decode it and answer or submit. */
+static void tsr__g_handle(tsr__gstream *s) {
+    tsr__srv *srv = s->conn->srv;
+    const char *m = s->path + 20;
     size_t n = 0;
     int fr = tsr__fe_grpc_frame(s->in, s->in_len, (size_t)srv->cfg.max_body_bytes, &n);
     if (fr == TSR__FE_FRAME_TOO_BIG)
@@ -512,12 +648,20 @@ static tsr__gstream *tsr__gstream_get(nghttp2_session *ses, int32_t id) {
 static int tsr__on_begin_headers(nghttp2_session *ses, const nghttp2_frame *f, void *user) {
     tsr__gconn *c = user;
     if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST) return 0;
+    if (c->refused) {
+        /* over --max-connections: nothing of this stream was processed, the client may retry */
+        nghttp2_submit_rst_stream(ses, NGHTTP2_FLAG_NONE, f->hd.stream_id, NGHTTP2_REFUSED_STREAM);
+        tsr__gconn_goaway(c, "too many connections (--max-connections)");
+        return 0;
+    }
     tsr__gstream *s = calloc(1, sizeof *s);
     if (!s) return NGHTTP2_ERR_CALLBACK_FAILURE;
     s->conn = c;
     s->id = f->hd.stream_id;
+    s->started_ms = uv_now(c->srv->loop);
     s->next = c->streams;
     c->streams = s;
+    c->had_stream = true;
     nghttp2_session_set_stream_user_data(ses, s->id, s);
     return 0;
 }
@@ -537,29 +681,69 @@ static int tsr__on_header(nghttp2_session *ses, const nghttp2_frame *f, const ui
 static int tsr__on_data(nghttp2_session *ses, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *user) {
     (void)flags;
     tsr__gconn *c = user;
+    tsr__srv *srv = c->srv;
     tsr__gstream *s = tsr__gstream_get(ses, id);
-    if (!s || s->too_big) return 0;
-    if ((int64_t)(s->in_len + len) > c->srv->cfg.max_body_bytes + 5) {
-        s->too_big = true;
+    if (!s || s->request_done) return 0;   /* answered early: its DATA is dropped unread */
+    if ((int64_t)(s->in_len + len) > srv->cfg.max_body_bytes + 5) {
+        tsr__g_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED, "request message too large (--max-body-bytes)");
+        return 0;
+    }
+    int64_t conn_cap = srv->cfg.grpc_max_conn_buffer > 0 ? srv->cfg.grpc_max_conn_buffer : TSR__GRPC_CONN_BUFFER;
+    if (c->in_bytes + (int64_t)len > conn_cap) {
+        TSR_LOGW("gRPC stream %d: %lld request bytes held on its connection, over --grpc-max-conn-buffer %lld",
+                 (int)id, (long long)(c->in_bytes + (int64_t)len), (long long)conn_cap);
+        tsr__g_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED,
+                      "too many request bytes in flight on this connection (--grpc-max-conn-buffer)");
+        return 0;
+    }
+    if (srv->held_bytes + (int64_t)len > srv->cfg.max_held_bytes) {
+        TSR_LOGW("gRPC stream %d: %lld request bytes held by the server, over --max-held-bytes %lld", (int)id,
+                 (long long)(srv->held_bytes + (int64_t)len), (long long)srv->cfg.max_held_bytes);
+        tsr__g_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED, "the server holds too many request bytes (--max-held-bytes)");
         return 0;
     }
     if (s->in_len + len > s->in_cap) {
         size_t cap = (s->in_cap ? s->in_cap * 2 : 1024) + len;
         uint8_t *x = realloc(s->in, cap);
-        if (!x) return NGHTTP2_ERR_CALLBACK_FAILURE;
+        if (!x) {
+            tsr__g_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED, "out of memory");
+            return 0;
+        }
         s->in = x;
         s->in_cap = cap;
     }
     memcpy(s->in + s->in_len, data, len);
     s->in_len += len;
+    c->in_bytes += (int64_t)len;
+    srv->held_bytes += (int64_t)len;
+    /* the declared length is known from the first 5 bytes: no need to wait for the rest */
+    size_t n = 0;
+    if (tsr__fe_grpc_frame(s->in, s->in_len, (size_t)srv->cfg.max_body_bytes, &n) == TSR__FE_FRAME_TOO_BIG)
+        tsr__g_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED, "request message too large (--max-body-bytes)");
     return 0;
 }
 
 static int tsr__on_frame(nghttp2_session *ses, const nghttp2_frame *f, void *user) {
     (void)user;
-    if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) && (f->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-        tsr__gstream *s = tsr__gstream_get(ses, f->hd.stream_id);
-        if (s && !s->response_started && !s->call) tsr__g_handle(s);
+    if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
+    tsr__gstream *s = tsr__gstream_get(ses, f->hd.stream_id);
+    if (!s || s->request_done) return 0;
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST && !tsr__g_headers(s)) return 0;
+    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+        s->request_done = true;
+        if (!s->response_started && !s->call) tsr__g_handle(s);
+        tsr__gstream_drop_in(s);   /* decoded (the engine copied what it keeps) */
+    }
+    return 0;
+}
+
+static int tsr__on_frame_sent(nghttp2_session *ses, const nghttp2_frame *f, void *user) {
+    (void)user;
+    if (f->hd.type != NGHTTP2_HEADERS || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
+    tsr__gstream *s = tsr__gstream_get(ses, f->hd.stream_id);
+    if (s && s->reset_after) {
+        s->reset_after = false;
+        nghttp2_submit_rst_stream(ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
     }
     return 0;
 }
@@ -578,13 +762,53 @@ static int tsr__on_stream_close(nghttp2_session *ses, int32_t id, uint32_t code,
             *pp = s->next;
             break;
         }
-    free(s->in);
-    free(s->out);
-    free(s);
+    tsr__gstream_free(s);
+    if (!c->streams) c->idle_since_ms = uv_now(c->srv->loop);
     return 0;
 }
 
 /* ---------------------------------------------------------------- connections */
+
+/* The next deadline: the earliest incomplete request, or (no stream open) the idle limit --
+ * read_timeout before the first stream, idle_timeout after one. */
+static void tsr__gconn_arm(tsr__gconn *c) {
+    if (c->closing) return;
+    const tsr_server_config *cfg = &c->srv->cfg;
+    uint64_t due = UINT64_MAX;
+    if (cfg->read_timeout_s > 0)
+        for (const tsr__gstream *s = c->streams; s; s = s->next)
+            if (!s->request_done) {
+                uint64_t d = s->started_ms + (uint64_t)(cfg->read_timeout_s * 1000);
+                if (d < due) due = d;
+            }
+    double idle = c->had_stream && !c->refused ? cfg->idle_timeout_s : cfg->read_timeout_s;
+    if (!c->streams && idle > 0) {
+        uint64_t d = c->idle_since_ms + (uint64_t)(idle * 1000);
+        if (d < due) due = d;
+    }
+    uv_timer_stop(&c->timer);
+    if (due == UINT64_MAX) return;
+    uint64_t now = uv_now(c->srv->loop);
+    uv_timer_start(&c->timer, tsr__on_gtimer, due > now ? due - now : 0, 0);
+}
+
+static void tsr__on_gtimer(uv_timer_t *t) {
+    tsr__gconn *c = t->data;
+    if (c->closing) {   /* the peer did not take the last writes in time */
+        tsr__gconn_release(c);
+        return;
+    }
+    const tsr_server_config *cfg = &c->srv->cfg;
+    uint64_t now = uv_now(c->srv->loop);
+    if (cfg->read_timeout_s > 0)
+        for (tsr__gstream *s = c->streams; s; s = s->next)
+            if (!s->request_done && s->started_ms + (uint64_t)(cfg->read_timeout_s * 1000) <= now)
+                tsr__g_reject(s, TSR__GRPC_DEADLINE_EXCEEDED, "the request message did not arrive in time (--read-timeout)");
+    double idle = c->had_stream && !c->refused ? cfg->idle_timeout_s : cfg->read_timeout_s;
+    if (!c->streams && idle > 0 && c->idle_since_ms + (uint64_t)(idle * 1000) <= now)
+        tsr__gconn_goaway(c, c->had_stream ? "idle (--idle-timeout)" : "no request in time (--read-timeout)");
+    tsr__gconn_flush(c);
+}
 
 static void tsr__galloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
     (void)h;
@@ -597,6 +821,7 @@ static void tsr__gon_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
     if (n < 0 || c->closing) {
         free(b->base);
         tsr__gconn_close(c);
+        tsr__gconn_release(c);   /* the peer is gone: nothing more to write to it */
         return;
     }
     if (n > 0) {
@@ -607,6 +832,13 @@ static void tsr__gon_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
             return;
         }
         tsr__gconn_flush(c);
+        if (!c->closing && (int64_t)c->tcp.write_queue_size > c->srv->cfg.max_unsent_bytes) {
+            /* it keeps sending and does not read what its requests produce */
+            TSR_LOGW("gRPC connection: %lld bytes unsent to a client that does not read (--max-unsent-bytes); closed",
+                     (long long)c->tcp.write_queue_size);
+            tsr__gconn_close(c);
+            tsr__gconn_release(c);
+        }
         return;
     }
     free(b->base);
@@ -619,14 +851,22 @@ static void tsr__gon_connection(uv_stream_t *server, int status) {
     if (!c) return;
     c->srv = s;
     uv_tcp_init(s->loop, &c->tcp);
-    c->tcp.data = c;
+    uv_timer_init(s->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles_open = 2;
     s->connections++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         c->closing = true;
-        uv_close((uv_handle_t *)&c->tcp, tsr__gconn_closed);
+        tsr__gconn_release(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    c->idle_since_ms = uv_now(s->loop);
+    if (s->connections > s->cfg.max_connections) {
+        /* over the cap (HTTP and gRPC together): its first stream is refused, then GOAWAY */
+        s->metrics.connections_refused++;
+        c->refused = true;
+    }
     nghttp2_session_callbacks *cb;
     nghttp2_session_callbacks_new(&cb);
     nghttp2_session_callbacks_set_on_begin_headers_callback(cb, tsr__on_begin_headers);
@@ -634,13 +874,14 @@ static void tsr__gon_connection(uv_stream_t *server, int status) {
     nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, tsr__on_data);
     nghttp2_session_callbacks_set_on_frame_recv_callback(cb, tsr__on_frame);
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, tsr__on_stream_close);
+    nghttp2_session_callbacks_set_on_frame_send_callback(cb, tsr__on_frame_sent);
     nghttp2_session_server_new(&c->session, cb, c);
     nghttp2_session_callbacks_del(cb);
-    nghttp2_settings_entry iv[2] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, 128},
+    nghttp2_settings_entry iv[2] = {{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, TSR__GRPC_MAX_STREAMS},
                                     {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)s->cfg.max_header_bytes}};
     nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 2);
     tsr__gconn_flush(c);
-    uv_read_start((uv_stream_t *)&c->tcp, tsr__galloc, tsr__gon_read);
+    if (!c->closing) uv_read_start((uv_stream_t *)&c->tcp, tsr__galloc, tsr__gon_read);
 }
 
 tsr_status tsr__grpc_listen(tsr__srv *s) {
