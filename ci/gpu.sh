@@ -16,6 +16,10 @@
 #                   the per-op time of a batch-1 step (TESSERA_PROFILE=1) and graph replay counts
 # Logs go to OUTDIR/<stage>.log, the summary table to OUTDIR/summary.md (also printed last).
 # Each stage has a time limit, so the whole run stays under ~9 minutes.
+# Exit status: 0 only when every stage that ran passed and no required stage was left out (a
+# golden stage that did not run, for time or for want of a binary, fails the lane); the verdict
+# is the last line of the summary.  It is decided from the stages' exit codes, never by grepping
+# the summary's text (which holds "0 FAIL lines" on a good run).
 set -u
 OUT=${1:?usage: ci/gpu.sh OUTDIR}
 mkdir -p "$OUT"
@@ -32,7 +36,9 @@ fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
+# --- lane bookkeeping (functions only; ci/gpu.sh's final check is verdict)
 SUMMARY=()
+FAILED=()
 # stage NAME LIMIT_S CMD...: runs CMD with a time limit, logs to OUT/NAME.log, records the result
 stage() {
   local name=$1 limit=$2
@@ -47,10 +53,28 @@ stage() {
   [ $rc -ne 0 ] && res="FAIL (rc $rc)"
   [ $rc -eq 124 ] && res="TIMEOUT (${limit}s)"
   SUMMARY+=("| $name | $res | ${dt}s |")
+  [ $rc -ne 0 ] && FAILED+=("$name")
   echo "=== $name: $res in ${dt}s"
   return $rc
 }
+# skip NAME WHY: a stage this host cannot run (e.g. TP=2 on one GPU); the lane can still pass
 skip() { SUMMARY+=("| $1 | SKIPPED ($2) | - |"); echo "=== $1: skipped ($2)"; }
+# missed NAME WHY: a stage that had to run and did not: the lane fails
+missed() { SUMMARY+=("| $1 | NOT RUN ($2) | - |"); FAILED+=("$1 (not run: $2)"); echo "=== $1: NOT RUN ($2)"; }
+# fail_check NAME WHY: a stage exited 0 but its output says otherwise
+fail_check() { FAILED+=("$1 ($2)"); echo "=== $1: $2"; }
+# verdict: the summary's last line, and the exit status of the lane
+verdict() {
+  if [ ${#FAILED[@]} -eq 0 ]; then
+    echo "lane: PASS"
+    return 0
+  fi
+  local list
+  printf -v list '%s; ' "${FAILED[@]}"
+  echo "lane: FAIL: ${list%; }"
+  return 1
+}
+# --- end lane bookkeeping
 
 {
   echo "date: $(date -u +%FT%TZ)"
@@ -73,18 +97,23 @@ BIN=build-gpu/tools/tessera
 if [ $BUILD_OK = 1 ] || [ -x build-gpu/tests/test_cuda_ops ]; then
   stage kernel_tests 150 build-gpu/tests/test_cuda_ops
   grep -E "FAIL|failed" "$OUT/kernel_tests.log" | head -20 >"$OUT/kernel_failures.txt" || true
+  KFAIL=$(grep -c 'FAIL$' "$OUT/kernel_tests.log")
+  [ "$KFAIL" -gt 0 ] && fail_check kernel_tests "$KFAIL FAIL lines"
   # the device sampler vs worker/sampling.c (ids, draw agreement, logprobs; ms/step saved)
   stage sampling_test 150 build-gpu/tests/test_cuda_sampling
   grep -E "^FAIL|^summary|^bench" "$OUT/sampling_test.log" >"$OUT/sampling_summary.txt" || true
+  SFAIL=$(grep -c '^FAIL' "$OUT/sampling_test.log")
+  [ "$SFAIL" -gt 0 ] && fail_check sampling_test "$SFAIL FAIL lines"
 else
-  skip kernel_tests "no build"
+  missed kernel_tests "no build"
+  missed sampling_test "no build"
 fi
 
 # 3. unit tests (CPU), quick
 if [ $BUILD_OK = 1 ]; then
   stage unit_tests 120 ctest --test-dir build-gpu -L unit -j8 --output-on-failure --timeout 60
 else
-  skip unit_tests "no build"
+  missed unit_tests "no build"
 fi
 
 # 4. bench (before golden: the figures matter most and it has a fixed cost), through the CLI:
@@ -107,21 +136,23 @@ if [ -x "$BIN" ]; then
     skip bench_tp2 "needs 2 GPUs and mpirun"
   fi
 else
-  skip bench "no build"
+  missed bench "no build"
 fi
 
 # 5. golden
 if [ -x "$BIN" ]; then
   LEFT=$(( 520 - ($(date +%s) - T_START) ))
   if [ $LEFT -lt 60 ]; then
-    skip golden "out of time"
+    missed golden "out of time: ${LEFT}s left"
   else
     GOLDEN_ARGS=()
     [ $LEFT -lt 200 ] && GOLDEN_ARGS+=(--quick)
-    stage golden "$LEFT" python3 tests/golden/gpu_golden.py --bin "$BIN" --out "$OUT" "${GOLDEN_ARGS[@]}"
+    # an exit 0 without the pooled table (the verdict gpu_golden.py writes last) is no pass
+    stage golden "$LEFT" python3 tests/golden/gpu_golden.py --bin "$BIN" --out "$OUT" ${GOLDEN_ARGS[@]+"${GOLDEN_ARGS[@]}"} &&
+      { grep -q '^Pooled over all models' "$OUT/golden.md" 2>/dev/null || fail_check golden "no pooled table in golden.md"; }
   fi
 else
-  skip golden "no tessera binary"
+  missed golden "no tessera binary"
 fi
 
 {
@@ -155,8 +186,8 @@ fi
     grep '^|' "$OUT/bench_nographs.log" | sed 's/^/    /'
     echo
   fi
-  [ -s "$OUT/golden.md" ] && echo "## golden (tessera --backend cuda vs HF transformers)" && echo && cat "$OUT/golden.md"
+  [ -s "$OUT/golden.md" ] && echo "## golden (tessera --backend cuda vs HF transformers)" && echo && cat "$OUT/golden.md" && echo
+  verdict
 } >"$OUT/summary.md"
 cat "$OUT/summary.md"
-grep -q "FAIL\|TIMEOUT" "$OUT/summary.md" && exit 1
-exit 0
+verdict >/dev/null
