@@ -24,7 +24,9 @@ static const tsr__bench tsr__benches[] = {
     {"tokenizer", tsr_bench_tokenizer, "encode/decode throughput of the model's tokenizer on one core (MB/s)"},
     {"generate", tsr_bench_generate, "prefill and decode tok/s of one sequence (--backend cpu)"},
     {"batch", tsr_bench_batch, "decode tok/s of 1 vs 8 vs 32 concurrent requests through the batching engine"},
-    {"serve", tsr_bench_serve, "requests/s, tok/s, TTFT and inter-token latency of concurrent HTTP streaming clients"},
+    {"serve", tsr_bench_serve,
+     "requests/s, tok/s, TTFT, inter-token latency and answers by status of concurrent HTTP streaming clients "
+     "(--duration S --disconnect-fraction F: a soak)"},
     {NULL, NULL, NULL},
 };
 
