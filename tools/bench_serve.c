@@ -150,10 +150,9 @@ static tsr__bs_end tsr__bs_one(tsr__bs *b, int64_t i) {
         tsr__bs_fail(b, "cannot connect");
         goto out;
     }
-    if (!tsr__bs_send_all(fd, req, (size_t)hl) || !tsr__bs_send_all(fd, body, o)) {
-        tsr__bs_fail(b, "send failed");
-        goto out;
-    }
+    /* a server that refuses (429, 503) may answer and close before it has read the whole
+     * request: a failed send still reads what came back, and is an error only without an answer */
+    bool sent = tsr__bs_send_all(fd, req, (size_t)hl) && tsr__bs_send_all(fd, body, o);
     while (!done) {
         if (head_done && hang_up && events >= hang_after) {
             end = TSR__BS_HUNG_UP;   /* close() with unread bytes: the server sees a reset, as from a crashed client */
@@ -168,9 +167,9 @@ static tsr__bs_end tsr__bs_one(tsr__bs *b, int64_t i) {
         ssize_t k = read(fd, buf + len, bcap - len - 1);
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0) {
-            if (!head_done) {
-                tsr__bs_fail(b, k < 0 ? "connection reset before an answer" : "connection closed before an answer");
-            }
+            if (!head_done)
+                tsr__bs_fail(b, !sent ? "send failed" : k < 0 ? "connection reset before an answer"
+                                                             : "connection closed before an answer");
             break;
         }
         double now = tsr_now();
