@@ -58,7 +58,7 @@ tsr_status tsr_wtype_row_bytes(tsr_wtype t, int64_t cols, size_t *out) {
 
 tsr_status tsr_wtensor_init(tsr_wtensor *w, tsr_wtype t, int64_t rows, int64_t cols, int64_t group,
                             const void *data) {
-    size_t rb;
+    size_t rb = 0;
     if (rows < 0) return tsr_errorf(TSR_ERR_INVALID_ARG, "%s tensor: negative row count %lld", tsr_wtype_name(t), (long long)rows);
     TSR_TRY(tsr_wtype_row_bytes(t, cols, &rb));
     int64_t block = tsr_wtype_block_size(t);

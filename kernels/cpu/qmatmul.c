@@ -367,7 +367,8 @@ typedef struct {
     int64_t n_tok, nb;
     float *y;
     int64_t ldy;
-    tsr__qmm_dot_fn dot;
+    tsr__qmm_dot_fn dot;   /* portable: one token at a time */
+    tsr__qmm_dotn_fn dotn; /* SIMD: up to TSR__QMM_NT tokens per pass over a weight row */
 } tsr__qmm_job;
 
 static void tsr__qmm_rows(void *ctx, int64_t r0, int64_t r1, int tid) {
@@ -376,14 +377,21 @@ static void tsr__qmm_rows(void *ctx, int64_t r0, int64_t r1, int tid) {
     const uint8_t *wd = j->w->data;
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *row = wd + (size_t)r * j->w->row_stride;
-        for (int64_t t = 0; t < j->n_tok; t++) j->y[t * j->ldy + r] = j->dot(row, j->xa + (size_t)t * j->x_stride, j->nb);
+        if (j->dotn) {
+            for (int64_t t = 0; t < j->n_tok; t += TSR__QMM_NT) {
+                const int n = (int)(j->n_tok - t < TSR__QMM_NT ? j->n_tok - t : TSR__QMM_NT);
+                j->dotn(row, j->xa + (size_t)t * j->x_stride, j->x_stride, n, j->nb, j->y + t * j->ldy + r, j->ldy);
+            }
+        } else {
+            for (int64_t t = 0; t < j->n_tok; t++) j->y[t * j->ldy + r] = j->dot(row, j->xa + (size_t)t * j->x_stride, j->nb);
+        }
     }
 }
 
 static tsr_status tsr__qmm_check(const tsr_wtensor *w, int64_t n_tok, int64_t ldy) {
     if (!tsr_qmatmul_supports(w->type))
         return tsr_errorf(TSR_ERR_UNSUPPORTED, "matmul on %s weights is not implemented on the CPU", tsr_wtype_name(w->type));
-    size_t rb;
+    size_t rb = 0;
     TSR_TRY(tsr_wtype_row_bytes(w->type, w->cols, &rb));
     if (w->rows < 0 || n_tok < 0 || ldy < w->rows || w->row_stride < rb)
         return tsr_errorf(TSR_ERR_INVALID_ARG, "%s matmul: bad shape (rows %lld, n_tok %lld, ldy %lld, row stride %zu < %zu)",
@@ -397,14 +405,13 @@ tsr_status tsr_qmatmul(tsr_cpu_pool *pool, const tsr_wtensor *w, const float *x,
     if (!tsr_qmm_impl_available(impl))
         return tsr_errorf(TSR_ERR_UNSUPPORTED, "matmul implementation %s does not run on this CPU", tsr_qmm_impl_name(impl));
     if (impl == TSR_QMM_AUTO) impl = tsr_qmm_impl_best();
-    tsr__qmm_dot_fn dot = impl == TSR_QMM_AVX2         ? tsr__qmm_dot_avx2(w->type)
-                          : impl == TSR_QMM_AVX512VNNI ? tsr__qmm_dot_vnni(w->type)
-                                                       : tsr__qmm_dot_portable(w->type);
-    if (!dot) dot = tsr__qmm_dot_portable(w->type);
+    tsr__qmm_dotn_fn dotn = impl == TSR_QMM_AVX2         ? tsr__qmm_dot_avx2(w->type)
+                            : impl == TSR_QMM_AVX512VNNI ? tsr__qmm_dot_vnni(w->type)
+                                                         : NULL;
     if (n_tok == 0 || w->rows == 0) return TSR_OK;
 
     const tsr__act_kind kind = tsr__act_kind_of(w->type);
-    tsr__qmm_job j = {.w = w, .n_tok = n_tok, .y = y, .ldy = ldy, .dot = dot};
+    tsr__qmm_job j = {.w = w, .n_tok = n_tok, .y = y, .ldy = ldy, .dot = tsr__qmm_dot_portable(w->type), .dotn = dotn};
     void *owned = NULL;
     if (kind == TSR__ACT_F32) {
         j.xa = (const uint8_t *)x, j.x_stride = (size_t)w->cols * sizeof(float), j.nb = w->cols;

@@ -8,7 +8,7 @@
 #define TSR_SIMD_TABLE tsr__qmm_dot_avx2
 #include "kernels/cpu/qmatmul_simd.inc"
 #else
-tsr__qmm_dot_fn tsr__qmm_dot_avx2(tsr_wtype t) {
+tsr__qmm_dotn_fn tsr__qmm_dot_avx2(tsr_wtype t) {
     (void)t;
     return NULL;
 }

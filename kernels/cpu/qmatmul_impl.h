@@ -30,8 +30,14 @@ typedef enum { TSR__ACT_F32, TSR__ACT_Q8A32, TSR__ACT_Q8A256 } tsr__act_kind;
  * activations in the layout the type asks for. */
 typedef float (*tsr__qmm_dot_fn)(const uint8_t *w, const void *x, int64_t nb);
 
+/* The same for n (1..TSR__QMM_NT) rows of activations at once, x_stride bytes apart, so the
+ * SIMD kernels unpack each weight block once for all of them: y[j * ldy] for j < n. */
+#define TSR__QMM_NT 4
+typedef void (*tsr__qmm_dotn_fn)(const uint8_t *w, const void *x, size_t x_stride, int n, int64_t nb, float *y,
+                                 int64_t ldy);
+
 /* NULL where the implementation has no kernel for t. */
-tsr__qmm_dot_fn tsr__qmm_dot_avx2(tsr_wtype t);
-tsr__qmm_dot_fn tsr__qmm_dot_vnni(tsr_wtype t);
+tsr__qmm_dotn_fn tsr__qmm_dot_avx2(tsr_wtype t);
+tsr__qmm_dotn_fn tsr__qmm_dot_vnni(tsr_wtype t);
 
 #endif

@@ -89,7 +89,7 @@ static void test_type(tsr_wtype t, tsr_cpu_pool *pool) {
     double worst = 0;
     for (size_t s = 0; s < n_shapes; s++) {
         const shape sh = shapes[s];
-        size_t rb;
+        size_t rb = 0;
         uint8_t *wd = rand_weights(t, sh.rows, sh.cols, &rb);
         tsr_wtensor w;
         CHECK(tsr_wtensor_init(&w, t, sh.rows, sh.cols, 0, wd) == TSR_OK);
@@ -135,7 +135,7 @@ static void test_type(tsr_wtype t, tsr_cpu_pool *pool) {
 /* A column slice (row_stride wider than the row) computes the same as a packed copy of it. */
 static void test_column_slice(void) {
     const int64_t rows = 24, cols = 1024;
-    size_t rb;
+    size_t rb = 0;
     uint8_t *wd = rand_weights(TSR_WTYPE_Q4_K, rows, cols, &rb);
     tsr_wtensor w, part;
     CHECK(tsr_wtensor_init(&w, TSR_WTYPE_Q4_K, rows, cols, 0, wd) == TSR_OK);
