@@ -29,6 +29,7 @@
 #include "coordinator/block_manager.h"
 #include "coordinator/scheduler.h"
 #include "worker/forward.h"
+#include "worker/group.h"
 #include "worker/runtime.h"
 
 #define TSR__MAX_EOS 10
@@ -114,6 +115,18 @@ struct tsr_engine {
 
     pthread_t thread;
     bool thread_started;
+    /* opening: the step thread joins the group and loads (so every MPI call of the process is
+     * made on it, worker/group.h); the opener waits for open_state, sets up the rest, then go */
+    int *argc;
+    char ***argv;
+    int open_state;                  /* 0 pending, 1 open, -1 failed (under mu) */
+    tsr_status open_rc;
+    char open_msg[512];
+    bool go;                         /* the opener is done: run steps (or stop) */
+    int worker_code;                 /* ranks > 0: the worker loop's exit code */
+    /* health (under mu): set once when the group breaks */
+    tsr_status fatal;
+    char fatal_msg[512];
     pthread_mutex_t mu, tok_mu;
     pthread_cond_t cv, idle_cv;
     bool stopping;
@@ -193,7 +206,12 @@ static void tsr__deliver(tsr_engine *e, tsr__req *r, const tsr_engine_event *ev)
     if (e->pq_n == e->pq_cap) {   /* ring buffer: grow by unrolling */
         int64_t nc = e->pq_cap ? e->pq_cap * 2 : 64;
         tsr__polled *q = malloc((size_t)nc * sizeof *q);
-        TSR_ASSERT(q);
+        if (!q) {   /* out of host memory: the event is lost, the engine goes on */
+            pthread_mutex_unlock(&e->mu);
+            TSR_LOGE("engine: out of memory queueing an event of request %llu; dropped",
+                     (unsigned long long)ev->request_id);
+            return;
+        }
         for (int64_t i = 0; i < e->pq_n; i++) q[i] = e->pq[(e->pq_head + i) % e->pq_cap];
         free(e->pq);
         e->pq = q;
@@ -203,8 +221,7 @@ static void tsr__deliver(tsr_engine *e, tsr__req *r, const tsr_engine_event *ev)
     tsr__polled *p = &e->pq[(e->pq_head + e->pq_n) % e->pq_cap];
     memset(p, 0, sizeof *p);
     p->ev = *ev;
-    p->text = tsr__strndup(ev->text ? ev->text : "", ev->text_len);
-    TSR_ASSERT(p->text);
+    p->text = tsr__strndup(ev->text ? ev->text : "", ev->text_len);   /* NULL (no memory): polled as "" */
     if (ev->sample) {
         p->sample = *ev->sample;
         p->has_sample = true;
@@ -520,6 +537,21 @@ static void tsr__update_stats(tsr_engine *e) {
     pthread_mutex_unlock(&e->mu);
 }
 
+/* The group broke (a rank stopped answering, a collective failed): no step can run again.
+ * Every request ends with the error, later ones are refused at submit, tsr_engine_health
+ * reports it, and the embedder is told once (config.on_fatal). */
+static void tsr__go_fatal(tsr_engine *e, tsr_status rc, const char *msg) {
+    pthread_mutex_lock(&e->mu);
+    bool first = e->fatal == TSR_OK;
+    if (first) {
+        e->fatal = rc;
+        snprintf(e->fatal_msg, sizeof e->fatal_msg, "%s", msg);
+    }
+    pthread_mutex_unlock(&e->mu);
+    while (e->active) tsr__finish(e, e->active, TSR_FINISH_ERROR, rc, msg);
+    if (first && e->cfg.on_fatal) e->cfg.on_fatal(e->cfg.on_fatal_user, msg);
+}
+
 static void tsr__step(tsr_engine *e) {
     tsr_sched_plan *p = &e->plan;
     tsr_status rc = tsr_sched_make_plan(e->sched, p);
@@ -562,6 +594,11 @@ static void tsr__step(tsr_engine *e) {
         char msg[512];
         snprintf(msg, sizeof msg, "forward pass failed: %s", tsr_last_error());
         TSR_LOGE("engine: %s", msg);
+        if (rc == TSR_ERR_COMM || tsr_group_broken(NULL)) {
+            tsr__go_fatal(e, rc == TSR_ERR_COMM ? rc : TSR_ERR_COMM, msg);
+            return;
+        }
+        /* a failure of this step only (memory): its requests end with the error, the rest go on */
         for (int64_t i = 0; i < p->n_entries; i++) tsr__finish(e, p->entries[i].seq->user, TSR_FINISH_ERROR, rc, msg);
         return;
     }
@@ -574,8 +611,7 @@ static void tsr__step(tsr_engine *e) {
     }
 }
 
-static void *tsr__step_main(void *arg) {
-    tsr_engine *e = arg;
+static void tsr__step_loop(tsr_engine *e) {
     for (;;) {
         pthread_mutex_lock(&e->mu);
         for (;;) {
@@ -605,6 +641,10 @@ static void *tsr__step_main(void *arg) {
             in = in->next;
             r->next = e->active;
             e->active = r;
+            if (e->fatal != TSR_OK) {   /* only this thread writes it */
+                tsr__finish(e, r, TSR_FINISH_ERROR, e->fatal, e->fatal_msg);
+                continue;
+            }
             if (tsr__start(e, r) != TSR_OK) {
                 char msg[512];
                 snprintf(msg, sizeof msg, "%s", tsr_last_error());
@@ -628,7 +668,7 @@ static void *tsr__step_main(void *arg) {
             while (e->active) tsr__finish(e, e->active, TSR_FINISH_CANCELLED, TSR_ERR_CANCELLED, "the engine closed");
             while (e->sessions) tsr__session_end(e, e->sessions);
             tsr__update_stats(e);
-            return NULL;
+            return;
         }
         if (e->cfg.session_ttl_s > 0) {
             double now = tsr_now();
@@ -642,7 +682,60 @@ static void *tsr__step_main(void *arg) {
     }
 }
 
+/* The step thread: joins the group and loads the model, waits for the opener to finish the
+ * rest, runs steps (rank 0) or replays them (ranks > 0), and closes the runtime -- so every MPI
+ * call of the process is made here (worker/group.h). */
+static void *tsr__step_main(void *arg) {
+    tsr_engine *e = arg;
+    const tsr_engine_config *c = &e->cfg;
+    tsr_runtime_opts o;
+    tsr_runtime_opts_default(&o);
+    o.model_path = c->model_path;
+    if (c->backend) o.backend = c->backend;
+    o.tp = c->tp;
+    o.threads = c->threads;
+    o.block_len = c->cache_block_seq_len;
+    o.cache_max_entry_count = c->cache_max_entry_count;
+    o.session_len = c->session_len;
+    o.progress = c->progress;
+    o.load_format = c->load_format;
+    tsr_status rc = tsr_runtime_open(&e->rt, &o, e->argc, e->argv);
+    pthread_mutex_lock(&e->mu);
+    e->open_rc = rc;
+    if (rc != TSR_OK) snprintf(e->open_msg, sizeof e->open_msg, "%s", tsr_last_error());
+    e->open_state = rc == TSR_OK ? 1 : -1;
+    pthread_cond_broadcast(&e->cv);
+    while (rc == TSR_OK && e->rt.group.rank == 0 && !e->go) pthread_cond_wait(&e->cv, &e->mu);
+    bool stop = e->stopping;
+    pthread_mutex_unlock(&e->mu);
+    if (rc != TSR_OK) return NULL;
+    if (e->rt.group.rank != 0) {   /* a worker: replay rank 0's steps until it closes */
+        e->worker_code = tsr_runtime_worker_main(&e->rt);
+        return NULL;
+    }
+    if (!stop) tsr__step_loop(e);
+    tsr_runtime_close(&e->rt);
+    return NULL;
+}
+
 /* ---- open / close ---- */
+
+tsr_status tsr_engine_health(tsr_engine *e, char *msg, size_t cap) {
+    pthread_mutex_lock(&e->mu);
+    tsr_status st = e->fatal;
+    if (msg && cap) snprintf(msg, cap, "%s", st == TSR_OK ? "ok" : e->fatal_msg);
+    pthread_mutex_unlock(&e->mu);
+    return st;
+}
+
+static void tsr__engine_destroy(tsr_engine *e) {
+    pthread_mutex_destroy(&e->mu);
+    pthread_mutex_destroy(&e->tok_mu);
+    pthread_cond_destroy(&e->cv);
+    pthread_cond_destroy(&e->idle_cv);
+    pthread_cond_destroy(&e->poll_cv);
+    free(e);
+}
 
 tsr_status tsr_engine_open(const tsr_engine_config *c, int *argc, char ***argv, tsr_engine **out) {
     *out = NULL;
@@ -661,27 +754,25 @@ tsr_status tsr_engine_open(const tsr_engine_config *c, int *argc, char ***argv, 
     pthread_cond_init(&e->poll_cv, NULL);
     e->next_id = 1;
 
-    tsr_runtime_opts o;
-    tsr_runtime_opts_default(&o);
-    o.model_path = c->model_path;
-    if (c->backend) o.backend = c->backend;
-    o.tp = c->tp;
-    o.threads = c->threads;
-    o.block_len = c->cache_block_seq_len;
-    o.cache_max_entry_count = c->cache_max_entry_count;
-    o.session_len = c->session_len;
-    o.progress = c->progress;
-    o.load_format = c->load_format;
-    tsr_status rc = tsr_runtime_open(&e->rt, &o, argc, argv);
-    if (rc != TSR_OK) {
-        free(e);
+    e->argc = argc;
+    e->argv = argv;
+    if (pthread_create(&e->thread, NULL, tsr__step_main, e) != 0) {
+        tsr__engine_destroy(e);
+        return tsr_errorf(TSR_ERR_INTERNAL, "could not start the engine's step thread");
+    }
+    pthread_mutex_lock(&e->mu);
+    while (e->open_state == 0) pthread_cond_wait(&e->cv, &e->mu);
+    pthread_mutex_unlock(&e->mu);
+    tsr_status rc = TSR_OK;
+    if (e->open_state < 0 || e->rt.group.rank != 0) {
+        /* failed (the message was the step thread's), or a worker whose loop has run to its end */
+        pthread_join(e->thread, NULL);
+        if (e->open_state < 0) rc = tsr_errorf(e->open_rc, "%s", e->open_msg);
+        else if (e->worker_code != 0) rc = tsr_errorf(TSR_ERR_COMM, "worker step loop failed");
+        tsr__engine_destroy(e);
         return rc;
     }
-    if (e->rt.group.rank != 0) {   /* a worker: replay rank 0's steps until it closes */
-        int code = tsr_runtime_worker_main(&e->rt);
-        free(e);
-        return code == 0 ? TSR_OK : tsr_errorf(TSR_ERR_COMM, "worker step loop failed");
-    }
+    e->thread_started = true;
     const tsr_model_config *mc = &e->rt.model->cfg;
     snprintf(e->model_name, sizeof e->model_name, "%s", mc->model_name[0] ? mc->model_name : "model");
     if (tsr_tokenizer_load_model(c->model_path, &e->tok) != TSR_OK) {
@@ -732,11 +823,10 @@ tsr_status tsr_engine_open(const tsr_engine_config *c, int *argc, char ***argv, 
         goto fail;
     }
     tsr__update_stats(e);
-    if (pthread_create(&e->thread, NULL, tsr__step_main, e) != 0) {
-        rc = tsr_errorf(TSR_ERR_INTERNAL, "could not start the engine's step thread");
-        goto fail;
-    }
-    e->thread_started = true;
+    pthread_mutex_lock(&e->mu);
+    e->go = true;
+    pthread_cond_broadcast(&e->cv);
+    pthread_mutex_unlock(&e->mu);
     char desc[256];
     tsr_runtime_describe(&e->rt, desc, sizeof desc);
     TSR_LOGI("engine: %s; max_batch_size %lld, max_prefill_token_num %lld, session_len %lld, prefix cache %s",
@@ -756,9 +846,10 @@ static void tsr__polled_free(tsr__polled *p) {
 
 void tsr_engine_close(tsr_engine *e) {
     if (!e) return;
-    if (e->thread_started) {
+    if (e->thread_started) {   /* the thread finishes every request and closes the runtime */
         pthread_mutex_lock(&e->mu);
         e->stopping = true;
+        e->go = true;
         pthread_cond_broadcast(&e->cv);
         pthread_mutex_unlock(&e->mu);
         pthread_join(e->thread, NULL);
@@ -787,13 +878,7 @@ void tsr_engine_close(tsr_engine *e) {
     free(e->sample_res);
     tsr_chat_template_free(e->tmpl);
     if (e->tok) tsr_tokenizer_free(e->tok);
-    if (e->rt.is_open) tsr_runtime_close(&e->rt);
-    pthread_mutex_destroy(&e->mu);
-    pthread_mutex_destroy(&e->tok_mu);
-    pthread_cond_destroy(&e->cv);
-    pthread_cond_destroy(&e->idle_cv);
-    pthread_cond_destroy(&e->poll_cv);
-    free(e);
+    tsr__engine_destroy(e);
 }
 
 /* ---- submit ---- */
@@ -950,6 +1035,11 @@ tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *rq, tsr_en
         rc = tsr_errorf(TSR_ERR_CANCELLED, "the engine is closing");
         goto fail;
     }
+    if (e->fatal != TSR_OK) {
+        rc = tsr_errorf(TSR_ERR_COMM, "the engine cannot serve: %s", e->fatal_msg);
+        pthread_mutex_unlock(&e->mu);
+        goto fail;
+    }
     r->id = e->next_id++;
     if (e->inbox_tail) e->inbox_tail->next = r;
     else e->inbox = r;
@@ -1007,7 +1097,8 @@ int tsr_engine_poll(tsr_engine *e, tsr_engine_event *events, int max, int timeou
         e->pq_head = (e->pq_head + 1) % e->pq_cap;
         e->pq_n--;
         events[n] = p->ev;
-        events[n].text = p->text;
+        events[n].text = p->text ? p->text : "";
+        if (!p->text) events[n].text_len = 0;
         events[n].sample = p->has_sample ? &p->sample : NULL;
         events[n].error_message = p->err;
         n++;

@@ -9,7 +9,12 @@
  * tsr_engine_poll.
  *
  * Under mpirun every rank calls tsr_engine_open with the same config; on ranks > 0 it runs the
- * worker step loop and returns (TSR_OK, *out == NULL) when rank 0 closes its engine.
+ * worker step loop and returns (TSR_OK, *out == NULL) when rank 0 closes its engine.  The step
+ * thread makes every MPI call (it initializes MPI), so the library needs only FUNNELED.
+ *
+ * Errors: a request's DONE event with TSR_FINISH_ERROR carries a status in `error` for the
+ * caller to map: TSR_ERR_INVALID_ARG (the request's fault), TSR_ERR_OOM / TSR_ERR_KV_FULL (no
+ * memory for it now: retry later), TSR_ERR_COMM (the group broke: tsr_engine_health fails).
  *
  * Text: a request gives token ids, a prompt string, or chat messages (rendered with the model's
  * chat template).  Events carry the token id and the text that became final with it: complete
@@ -44,6 +49,11 @@ typedef struct tsr_engine_config {
     int64_t threads;                 /* CPU backend threads per rank (0: default) */
     bool progress;                   /* loading progress on rank 0 */
     const char *load_format;         /* NULL/"auto": the files; "dummy": random weights, config shapes */
+    /* Called once, on the step thread, when the rank group breaks (a rank stopped answering, a
+     * collective failed): every request has ended with the error and no step can run again.
+     * The server uses it to shut down (the group must be restarted); may be NULL. */
+    void (*on_fatal)(void *user, const char *message);
+    void *on_fatal_user;
 } tsr_engine_config;
 
 void tsr_engine_config_default(tsr_engine_config *c);
@@ -137,6 +147,12 @@ typedef struct tsr_engine_stats {
 } tsr_engine_stats;
 
 void tsr_engine_get_stats(tsr_engine *e, tsr_engine_stats *s);
+
+/* TSR_OK while the engine can serve; otherwise the status of the fatal error that stopped it
+ * (TSR_ERR_COMM: the rank group broke), with its message in msg (cap bytes; "ok" when healthy).
+ * A failure of one step or request (out of memory for it, say) ends only those requests and
+ * leaves the engine healthy.  Any thread. */
+tsr_status tsr_engine_health(tsr_engine *e, char *msg, size_t cap);
 
 /* What the front end needs besides requests (owned by the engine). */
 const tsr_tokenizer *tsr_engine_tokenizer(const tsr_engine *e);

@@ -33,10 +33,13 @@ struct tsr_comm {
 
 /* A group of one: rank 0 of size 1; allreduce is a no-op, allgather a copy. */
 tsr_comm *tsr_comm_single_init(void);
-/* The MPI group (MPI_COMM_WORLD, duplicated): host all-reduce for the CPU backend. */
-tsr_comm *tsr_comm_mpi_init(void);
+/* The MPI group (MPI_COMM_WORLD, duplicated): host all-reduce for the CPU backend; each wait
+ * has a deadline of timeout_s (> 0) after which the group is broken (worker/group.h). */
+tsr_comm *tsr_comm_mpi_init(double timeout_s);
 /* The NCCL group over MPI_COMM_WORLD (worker/comm_nccl.c; CUDA builds only): collectives on
- * `stream` (the CUDA backend's, tsr_backend_cuda_stream).  NULL with tsr_last_error set. */
+ * `stream` (the CUDA backend's, tsr_backend_cuda_stream).  NULL with tsr_last_error set.
+ * A wait past TESSERA_NCCL_TIMEOUT or an asynchronous NCCL error aborts the communicator and
+ * breaks the group (TSR_ERR_COMM); it never exits the process. */
 tsr_comm *tsr_comm_nccl_init(void *stream);
 
 static inline void tsr_comm_free(tsr_comm *c) {

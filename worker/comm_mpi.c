@@ -1,12 +1,19 @@
 /* The MPI communicator (the CPU backend's data plane): activations live in host memory, so the
  * row-parallel sums are MPI_Allreduce in place and the vocabulary gathers MPI_Allgather, on a
  * communicator duplicated from MPI_COMM_WORLD so data-plane traffic never mixes with the
- * control plane's step plans. */
+ * control plane's step plans.  Each is nonblocking and waited for with the group's deadline
+ * (tsr__group_wait), so a rank that stops answering fails the step instead of hanging it. */
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "worker/comm.h"
+#include "worker/group.h"
+
+typedef struct {
+    MPI_Comm comm;
+    double timeout_s;
+} tsr__mpi;
 
 static MPI_Datatype tsr__mpi_type(tsr_dtype t) {
     switch (t) {
@@ -21,31 +28,38 @@ static MPI_Datatype tsr__mpi_type(tsr_dtype t) {
 static tsr_status tsr__mpi_allreduce(tsr_comm *c, void *buf, int64_t n, tsr_dtype dtype) {
     MPI_Datatype t = tsr__mpi_type(dtype);
     if (t == MPI_DATATYPE_NULL) return tsr_errorf(TSR_ERR_UNSUPPORTED, "MPI all-reduce of %s", tsr_dtype_name(dtype));
-    MPI_Comm *comm = c->impl;
-    if (MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, t, MPI_SUM, *comm) != MPI_SUCCESS)
-        return tsr_errorf(TSR_ERR_COMM, "MPI_Allreduce of %lld elements failed", (long long)n);
-    return TSR_OK;
+    tsr__mpi *p = c->impl;
+    MPI_Request rq;
+    if (tsr_group_broken(NULL)) return tsr__group_fail("(broken)");
+    if (MPI_Iallreduce(MPI_IN_PLACE, buf, (int)n, t, MPI_SUM, p->comm, &rq) != MPI_SUCCESS)
+        return tsr__group_fail("MPI_Iallreduce of %lld elements failed", (long long)n);
+    return tsr__group_wait(&rq, p->timeout_s, "an all-reduce of activations");
 }
 
 static tsr_status tsr__mpi_allgather(tsr_comm *c, const void *send, void *recv, int64_t n, tsr_dtype dtype) {
-    MPI_Comm *comm = c->impl;
+    tsr__mpi *p = c->impl;
     size_t bytes = (size_t)n * tsr_dtype_size(dtype);
-    if (MPI_Allgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, *comm) != MPI_SUCCESS)
-        return tsr_errorf(TSR_ERR_COMM, "MPI_Allgather of %zu bytes failed", bytes);
-    return TSR_OK;
+    MPI_Request rq;
+    if (tsr_group_broken(NULL)) return tsr__group_fail("(broken)");
+    if (MPI_Iallgather(send, (int)bytes, MPI_BYTE, recv, (int)bytes, MPI_BYTE, p->comm, &rq) != MPI_SUCCESS)
+        return tsr__group_fail("MPI_Iallgather of %zu bytes failed", bytes);
+    return tsr__group_wait(&rq, p->timeout_s, "an all-gather of logits");
 }
 
 static tsr_status tsr__mpi_barrier(tsr_comm *c) {
-    MPI_Comm *comm = c->impl;
-    return MPI_Barrier(*comm) == MPI_SUCCESS ? TSR_OK : tsr_errorf(TSR_ERR_COMM, "MPI_Barrier failed");
+    tsr__mpi *p = c->impl;
+    MPI_Request rq;
+    if (tsr_group_broken(NULL)) return tsr__group_fail("(broken)");
+    if (MPI_Ibarrier(p->comm, &rq) != MPI_SUCCESS) return tsr__group_fail("MPI_Ibarrier failed");
+    return tsr__group_wait(&rq, p->timeout_s, "a barrier");
 }
 
 static void tsr__mpi_free(tsr_comm *c) {
-    MPI_Comm *comm = c->impl;
+    tsr__mpi *p = c->impl;
     int fin = 0;
     MPI_Finalized(&fin);
-    if (!fin) MPI_Comm_free(comm);
-    free(comm);
+    if (!fin && !tsr_group_broken(NULL)) MPI_Comm_free(&p->comm);
+    free(p);
     free(c);
 }
 
@@ -57,18 +71,19 @@ static const tsr_comm_ops tsr__mpi_ops = {
     .free = tsr__mpi_free,
 };
 
-tsr_comm *tsr_comm_mpi_init(void) {
+tsr_comm *tsr_comm_mpi_init(double timeout_s) {
     tsr_comm *c = calloc(1, sizeof *c);
-    MPI_Comm *comm = malloc(sizeof *comm);
-    if (!c || !comm) {
+    tsr__mpi *p = malloc(sizeof *p);
+    if (!c || !p) {
         free(c);
-        free(comm);
+        free(p);
         return NULL;
     }
-    MPI_Comm_dup(MPI_COMM_WORLD, comm);
-    MPI_Comm_rank(*comm, &c->rank);
-    MPI_Comm_size(*comm, &c->size);
+    MPI_Comm_dup(MPI_COMM_WORLD, &p->comm);
+    p->timeout_s = timeout_s;
+    MPI_Comm_rank(p->comm, &c->rank);
+    MPI_Comm_size(p->comm, &c->size);
     c->ops = &tsr__mpi_ops;
-    c->impl = comm;
+    c->impl = p;
     return c;
 }

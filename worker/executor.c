@@ -17,6 +17,7 @@ typedef struct {
 } tsr__plan_header;
 
 static tsr_status tsr__exec_on_step(void *ctx, const tsr_step *step, bool want_logits);
+static tsr_status tsr__exec_agree(void *ctx, tsr_status mine);
 static tsr_status tsr__bcast_plan(tsr_exec *e, const uint8_t *data, size_t len, uint32_t op);
 
 void tsr_exec_init(tsr_exec *e, const tsr_group *g, tsr_forward_state *fs, tsr_kv_pool *kv) {
@@ -28,10 +29,15 @@ void tsr_exec_init(tsr_exec *e, const tsr_group *g, tsr_forward_state *fs, tsr_k
         fs->on_step = tsr__exec_on_step;
         fs->on_step_ctx = e;
     }
+    if (g->size > 1) {
+        fs->on_agree = tsr__exec_agree;
+        fs->on_agree_ctx = e;
+    }
 }
 
 void tsr_exec_free(tsr_exec *e) {
     if (e->fs && e->fs->on_step == tsr__exec_on_step) e->fs->on_step = NULL;
+    if (e->fs && e->fs->on_agree == tsr__exec_agree) e->fs->on_agree = NULL;
     free(e->buf);
     memset(e, 0, sizeof *e);
 }
@@ -41,7 +47,7 @@ static void *tsr__grow(uint8_t **buf, size_t *cap, size_t need) {
     size_t c = *cap ? *cap : 4096;
     while (c < need) c *= 2;
     uint8_t *nb = realloc(*buf, c);
-    TSR_ASSERT(nb);
+    if (!nb) return NULL;
     *buf = nb;
     *cap = c;
     return nb;
@@ -56,6 +62,7 @@ size_t tsr_plan_encode(const tsr_step *step, bool want_logits, uint8_t **buf, si
     size_t body = (size_t)step->n_seq * 3 * sizeof(int64_t) + (size_t)(n_tok + n_bt) * sizeof(int32_t);
     size_t total = sizeof(tsr__plan_header) + body;
     uint8_t *p = tsr__grow(buf, cap, total);
+    if (!p) return 0;
     tsr__plan_header h = {TSR__PLAN_MAGIC, TSR__OP_STEP, step->n_seq, n_tok, n_bt, (step->all_logits ? 1 : 0) | (want_logits ? 2 : 0), body};
     memcpy(p, &h, sizeof h);
     uint8_t *q = p + sizeof h;
@@ -87,7 +94,7 @@ tsr_status tsr_plan_decode(const uint8_t *buf, size_t len, tsr_step *step, bool 
     size_t body = (size_t)h.n_seq * 3 * sizeof(int64_t) + (size_t)(h.n_tok + h.n_bt) * sizeof(int32_t);
     if (h.body_bytes != body || len != sizeof h + body) return tsr_errorf(TSR_ERR_COMM, "step plan: size mismatch");
     tsr_seq_step *seqs = realloc(*seqs_out, sizeof *seqs * (size_t)(h.n_seq ? h.n_seq : 1));
-    TSR_ASSERT(seqs);
+    if (!seqs) return tsr_errorf(TSR_ERR_OOM, "no memory to decode a step plan of %lld sequences", (long long)h.n_seq);
     *seqs_out = seqs;
     const uint8_t *q = buf + sizeof h;
     int64_t tok_sum = 0, bt_sum = 0;
@@ -119,8 +126,9 @@ tsr_status tsr_plan_decode(const uint8_t *buf, size_t len, tsr_step *step, bool 
 static tsr_status tsr__bcast_plan(tsr_exec *e, const uint8_t *data, size_t len, uint32_t op) {
     tsr__plan_header h = {TSR__PLAN_MAGIC, op, 0, 0, 0, 0, 0};
     if (data) memcpy(&h, data, sizeof h);
-    TSR_TRY(tsr_group_bcast(e->group, &h, sizeof h, 0));
-    if (data && len > sizeof h) TSR_TRY(tsr_group_bcast(e->group, (void *)(data + sizeof h), len - sizeof h, 0));
+    const double to = e->group->timeout_s;
+    TSR_TRY(tsr_group_bcast(e->group, &h, sizeof h, 0, to));
+    if (data && len > sizeof h) TSR_TRY(tsr_group_bcast(e->group, (void *)(data + sizeof h), len - sizeof h, 0, to));
     return TSR_OK;
 }
 
@@ -128,12 +136,20 @@ static tsr_status tsr__bcast_plan(tsr_exec *e, const uint8_t *data, size_t len, 
 static tsr_status tsr__exec_on_step(void *ctx, const tsr_step *step, bool want_logits) {
     tsr_exec *e = ctx;
     size_t len = tsr_plan_encode(step, want_logits, &e->buf, &e->buf_cap);
+    if (!len) return tsr_errorf(TSR_ERR_OOM, "no memory to encode the step plan");
     e->n_steps++;
     return tsr__bcast_plan(e, e->buf, len, TSR__OP_STEP);
 }
 
+/* Every rank's forward state calls this after allocating a step's activations and before the
+ * step's first collective: the step runs only where all ranks can run it. */
+static tsr_status tsr__exec_agree(void *ctx, tsr_status mine) {
+    tsr_exec *e = ctx;
+    return tsr_group_agree(e->group, mine);
+}
+
 void tsr_exec_stop(tsr_exec *e) {
-    if (e->group->size <= 1 || e->group->rank != 0) return;
+    if (e->group->size <= 1 || e->group->rank != 0 || tsr_group_broken(NULL)) return;
     tsr__bcast_plan(e, NULL, 0, TSR__OP_STOP);
 }
 
@@ -146,15 +162,18 @@ tsr_status tsr_exec_worker_loop(tsr_exec *e) {
     const int64_t vocab = e->fs->model->cfg.vocab_size;
     for (;;) {
         tsr__plan_header h;
-        st = tsr_group_bcast(e->group, &h, sizeof h, 0);
+        st = tsr_group_bcast(e->group, &h, sizeof h, 0, 0);   /* an idle server: no deadline */
         if (st != TSR_OK) break;
         if (h.magic != TSR__PLAN_MAGIC) { st = tsr_errorf(TSR_ERR_COMM, "step plan: bad magic"); break; }
         if (h.op == TSR__OP_STOP) break;
         size_t len = sizeof h + h.body_bytes;
-        tsr__grow(&e->buf, &e->buf_cap, len);
+        if (h.body_bytes > ((uint64_t)1 << 40) || !tsr__grow(&e->buf, &e->buf_cap, len)) {
+            st = tsr_errorf(TSR_ERR_OOM, "no memory for a step plan of %llu bytes", (unsigned long long)h.body_bytes);
+            break;
+        }
         memcpy(e->buf, &h, sizeof h);
         if (h.body_bytes) {
-            st = tsr_group_bcast(e->group, e->buf + sizeof h, h.body_bytes, 0);
+            st = tsr_group_bcast(e->group, e->buf + sizeof h, h.body_bytes, 0, e->group->timeout_s);
             if (st != TSR_OK) break;
         }
         tsr_step step;
@@ -162,21 +181,31 @@ tsr_status tsr_exec_worker_loop(tsr_exec *e) {
         st = tsr_plan_decode(e->buf, len, &step, &want_logits, &seqs);
         if (st != TSR_OK) break;
         size_t n_out = (size_t)(step.all_logits ? h.n_tok : h.n_seq);
-        if (n_out * (size_t)vocab > logits_cap) {
-            logits_cap = n_out * (size_t)vocab;
-            float *nl = realloc(logits, logits_cap * sizeof(float));
-            TSR_ASSERT(nl);
-            logits = nl;
+        float *out = NULL;
+        if (want_logits && n_out * (size_t)vocab > logits_cap) {
+            float *nl = realloc(logits, n_out * (size_t)vocab * sizeof(float));
+            if (nl) {
+                logits = nl;
+                logits_cap = n_out * (size_t)vocab;
+            }
         }
-        st = tsr_forward(e->fs, e->kv, &step, want_logits ? logits : NULL);
-        if (st != TSR_OK) break;
+        if (want_logits) out = n_out * (size_t)vocab <= logits_cap ? logits : NULL;
+        if (want_logits && !out) {
+            /* the step still has to be agreed on: forward fails it on every rank */
+            e->fs->fail_next = true;
+            tsr_errorf(TSR_ERR_OOM, "no host memory for %zu rows of logits", n_out);
+        }
+        st = tsr_forward(e->fs, e->kv, &step, out ? out : (want_logits ? logits : NULL));
         e->n_steps++;
+        if (st == TSR_OK) continue;
+        /* A step the group agreed to skip (a rank out of memory) fails its requests on rank 0;
+         * the group goes on.  A broken group or a bad plan ends the loop. */
+        if (tsr_group_broken(NULL) || st == TSR_ERR_COMM) break;
+        TSR_LOGW("step %lld skipped by the group: %s", (long long)e->n_steps, tsr_last_error());
+        st = TSR_OK;
     }
     free(seqs);
     free(logits);
-    if (st != TSR_OK) {
-        TSR_LOGE("worker step failed: %s", tsr_last_error());
-        tsr_group_abort(e->group, 1);
-    }
+    if (st != TSR_OK) TSR_LOGE("worker step loop failed: %s", tsr_last_error());
     return st;
 }

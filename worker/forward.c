@@ -5,6 +5,7 @@
 #include "worker/weights.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +37,17 @@ tsr_status tsr_forward_state_init(tsr_model *m, tsr_comm *comm, tsr_forward_stat
                           comm->rank, comm->size, m->shard.rank, m->shard.size);
     }
     st->comm = comm;
+    const char *fi = getenv("TESSERA_FAULT_INJECT");   /* test-only (forward.h) */
+    for (int k = 0; fi && *fi && k < 4;) {
+        long long n = 0;
+        int at = -1;
+        if (sscanf(fi, "step_alloc:%lld@%d", &n, &at) >= 1 && n > 0 && (at < 0 || at == comm->rank)) {
+            st->fault_steps[k++] = n;
+            TSR_LOGW("TESSERA_FAULT_INJECT: step %lld's allocation will fail on rank %d (a test hook)", n, comm->rank);
+        }
+        fi = strchr(fi, ',');
+        if (fi) fi++;
+    }
     *out = st;
     return TSR_OK;
 }
@@ -167,11 +179,16 @@ static tsr_status tsr__validate(const tsr_forward_state *st, const tsr_kv_pool *
     return TSR_OK;
 }
 
+static bool tsr__fault_now(const tsr_forward_state *st) {
+    for (int k = 0; k < 4; k++)
+        if (st->fault_steps[k] == st->n_steps) return true;
+    return false;
+}
+
 /* The step.  want: compute the LM head; logits (host) NULL with want: leave them in st->logits
  * (TP == 1 only, for the device sampler). */
 static tsr_status tsr__run(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step, bool want, float *logits) {
     TSR_TRY(tsr__validate(st, kv, step));
-    if (st->on_step) TSR_TRY(st->on_step(st->on_step_ctx, step, want));
     tsr_model *m = st->model;
     const tsr_model_config *c = &m->cfg;
     tsr_backend *be = m->be;
@@ -189,8 +206,25 @@ static tsr_status tsr__run(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_ste
     }
     int64_t n_out = step->all_logits ? n_tok : n_seq;
     int64_t n_ints = 2 * n_tok + 2 * n_seq + 1 + n_out + n_seq * max_blocks;
-    TSR_TRY(tsr__ensure_ints(st, n_ints));
-    TSR_TRY(tsr__ensure(st, n_tok, want ? n_out : 0));
+    /* Memory first, then the plan goes out (rank 0), then every rank agrees it can run the
+     * step: no collective of a step starts unless all ranks will make it. */
+    st->n_steps++;
+    tsr_status ok = TSR_OK;
+    if (st->fail_next) {
+        st->fail_next = false;
+        ok = TSR_ERR_OOM;   /* the executor left the message */
+    } else if (tsr__fault_now(st)) {
+        ok = tsr_errorf(TSR_ERR_OOM, "out of %s memory for the step's activations (injected by TESSERA_FAULT_INJECT)",
+                        be->ops->name);
+    }
+    if (ok == TSR_OK) ok = tsr__ensure_ints(st, n_ints);
+    if (ok == TSR_OK) ok = tsr__ensure(st, n_tok, want ? n_out : 0);
+    if (st->on_step) {
+        TSR_TRY(ok);   /* rank 0: a step it cannot run is never sent */
+        TSR_TRY(st->on_step(st->on_step_ctx, step, want));
+    }
+    if (st->on_agree) ok = st->on_agree(st->on_agree_ctx, ok);
+    TSR_TRY(ok);
     int32_t *hi = st->ints_host;
     int32_t *h_tok = hi, *h_pos = h_tok + n_tok, *h_qs = h_pos + n_tok, *h_ctx = h_qs + n_seq + 1,
             *h_out = h_ctx + n_seq, *h_bt = h_out + n_out;

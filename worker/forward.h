@@ -63,6 +63,17 @@ typedef struct tsr_forward_state {
      * want_logits tells the workers whether to join the logits gather. */
     tsr_status (*on_step)(void *ctx, const tsr_step *step, bool want_logits);
     void *on_step_ctx;
+    /* Every rank of a TP group (NULL for a group of one): called with this rank's status once the
+     * step's memory is allocated, before its first collective; returns the group's verdict, so
+     * either every rank runs the step or every rank fails it (worker/executor.c). */
+    tsr_status (*on_agree)(void *ctx, tsr_status mine);
+    void *on_agree_ctx;
+    bool fail_next;               /* the next step cannot run here (set by the executor) */
+    /* Test-only fault hook, read once by tsr_forward_state_init from TESSERA_FAULT_INJECT, a
+     * comma list of "step_alloc:N" (the activation allocation of this rank's Nth step, from 1,
+     * fails as out of memory) or "step_alloc:N@R" (only on rank R).  Never set in production. */
+    int64_t fault_steps[4];
+    int64_t n_steps;              /* steps that reached allocation on this rank */
     /* tsr_forward_sample's host fallback and staging (grown on demand) */
     tsr_sampler *sampler;
     float *host_logits;           /* [cap_sample][vocab] */

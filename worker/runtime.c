@@ -203,7 +203,7 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *
             rt->comm = tsr_comm_nccl_init(tsr_backend_cuda_stream(rt->be));
         else
 #endif
-        rt->comm = rt->group.size > 1 ? tsr_comm_mpi_init() : tsr_comm_single_init();
+        rt->comm = rt->group.size > 1 ? tsr_comm_mpi_init(tsr_group_step_timeout()) : tsr_comm_single_init();
         if (!rt->comm) st = tsr_errorf(TSR_ERR_OOM, "cannot create the communicator");
     }
     if (st == TSR_OK) st = tsr_forward_state_init(rt->model, rt->comm, &rt->fs);
@@ -217,6 +217,8 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *
     tsr_exec_init(&rt->exec, &rt->group, rt->fs, &rt->kv);
     rt->is_open = true;
     if (o->progress) tsr__report(rt);
+    /* loading took what it took on each rank; from now on a wait inside a step has a deadline */
+    rt->group.timeout_s = tsr_group_step_timeout();
     return TSR_OK;
 }
 

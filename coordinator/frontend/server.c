@@ -544,12 +544,16 @@ static void tsr__http_on_done(tsr__call *c, tsr__choice *ch, const tsr_engine_ev
     (void)ev;
     tsr__conn *conn = c->owner;
     if (!c->p.stream || c->api == 2) return;
-    if (ch->finish == TSR_FINISH_ERROR) {
+    if (ch->finish == TSR_FINISH_ERROR) {   /* the choice ends with finish_reason "error", then why */
+        tsr__fe_chunk_info ci = tsr__chunk_info(c);
+        tsr__sse(conn, tsr__fe_stream_chunk(&ci, ch->index, !ch->sent_first, NULL, NULL, "error"));
         cJSON *j = cJSON_CreateObject(), *e = cJSON_AddObjectToObject(j, "error");
         cJSON_AddStringToObject(e, "message", ch->error_message[0] ? ch->error_message : "generation failed");
         cJSON_AddStringToObject(e, "type", "server_error");
         cJSON_AddNullToObject(e, "param");
-        cJSON_AddNullToObject(e, "code");
+        if (ch->error == TSR_ERR_OOM || ch->error == TSR_ERR_KV_FULL) cJSON_AddStringToObject(e, "code", "insufficient_resources");
+        else if (ch->error == TSR_ERR_COMM) cJSON_AddStringToObject(e, "code", "engine_unavailable");
+        else cJSON_AddNullToObject(e, "code");
         tsr__sse(conn, j);
         return;
     }
@@ -595,8 +599,12 @@ static void tsr__http_on_complete(tsr__call *c) {
             if (c->ch[i].finish == TSR_FINISH_ERROR) bad = &c->ch[i];
         if (bad) {
             tsr__fe_error e;
-            tsr__fe_seterr(&e, bad->error == TSR_ERR_INVALID_ARG ? 400 : 500,
-                           bad->error == TSR_ERR_INVALID_ARG ? "invalid_request_error" : "server_error", NULL, NULL,
+            /* the engine's code picks the status: no memory for it now -> 429 (retry), the group
+             * broke -> 503, both with Retry-After */
+            const bool res = bad->error == TSR_ERR_OOM || bad->error == TSR_ERR_KV_FULL;
+            tsr__fe_seterr(&e, bad->error == TSR_ERR_INVALID_ARG ? 400 : res ? 429 : bad->error == TSR_ERR_COMM ? 503 : 500,
+                           bad->error == TSR_ERR_INVALID_ARG ? "invalid_request_error" : "server_error", NULL,
+                           res ? "insufficient_resources" : bad->error == TSR_ERR_COMM ? "engine_unavailable" : NULL,
                            "%s", bad->error_message[0] ? bad->error_message : "generation failed");
             tsr__respond_error(conn, &e);
         } else {
@@ -697,6 +705,18 @@ static void tsr__handle(tsr__conn *c) {
 
     if (!strcmp(path, "/health")) {
         if (!get) return tsr__error(c, 405, "invalid_request_error", NULL, "method_not_allowed", "use GET");
+        char why[512];
+        if (tsr_engine_health(s->engine, why, sizeof why) != TSR_OK) {   /* the rank group broke */
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddStringToObject(j, "status", "unhealthy");
+            cJSON_AddStringToObject(j, "message", why);
+            char *b = cJSON_PrintUnformatted(j);
+            cJSON_Delete(j);
+            if (!b) return tsr__respond(c, 503, "application/json", "{\"status\":\"unhealthy\"}", 22, NULL);
+            tsr__respond(c, 503, "application/json", b, strlen(b), NULL);
+            free(b);
+            return;
+        }
         if (s->draining) return tsr__respond(c, 503, "application/json", "{\"status\":\"draining\"}", 21, NULL);
         return tsr__respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
     }
