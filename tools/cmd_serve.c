@@ -2,11 +2,9 @@
  * the engine (under mpirun, ranks > 0 become workers inside tsr_engine_open and return when rank
  * 0 closes it); rank 0 runs the front end (coordinator/frontend) until SIGTERM, drains, and
  * closes the engine, which releases the workers. */
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "common/log.h"
 #include "coordinator/engine.h"
@@ -14,22 +12,14 @@
 #include "tools/cli.h"
 #include "tools/commands.h"
 
-/* The rank group broke (engine.h on_fatal): every request has ended with the error and /health
- * answers 503; stop serving as on SIGTERM, so the process exits non-zero and mpirun ends the
- * rest of the group. */
-static void tsr__serve_on_fatal(void *user, const char *message) {
-    (void)user;
-    fprintf(stderr, "tessera serve: %s; shutting down\n", message);
-    kill(getpid(), SIGTERM);
-}
-
 int tsr_cmd_serve(int argc, char **argv) {
     const char *host = "127.0.0.1", *backend = NULL, *load_format = NULL, *chat_template = NULL, *model_name = NULL;
     int64_t port = 23333, grpc_port = 23334, tp = 0, max_batch = 64, session_len = 0, max_body = 8 << 20;
     int64_t max_prefill = 0, threads = 0, block_len = 0;
     double cache = 0, read_timeout = 30, idle_timeout = 60, session_ttl = 0;
+    int64_t max_connections = 1024, max_unsent = 4 << 20, max_held = (int64_t)256 << 20, max_queue = 1024;
     bool no_prefix_cache = false;
-    tsr_str_list keys = {0};
+    tsr_str_list keys = {0}, origins = {0}, hosts = {0};
     const tsr_opt opts[] = {
         {"--server-name", TSR_OPT_STR, &host, "ADDR", "address to bind (default 127.0.0.1; 0.0.0.0 for all)"},
         {"--server-port", TSR_OPT_INT, &port, "N", "HTTP port: OpenAI API, web page, /metrics (default 23333)"},
@@ -51,6 +41,14 @@ int tsr_cmd_serve(int argc, char **argv) {
         {"--max-body-bytes", TSR_OPT_INT, &max_body, "N", "largest request body (default 8 MiB)"},
         {"--read-timeout", TSR_OPT_FLOAT, &read_timeout, "S", "a started request must arrive within S s (default 30)"},
         {"--idle-timeout", TSR_OPT_FLOAT, &idle_timeout, "S", "idle keep-alive connections close after S s (default 60)"},
+        {"--max-connections", TSR_OPT_INT, &max_connections, "N", "open HTTP + gRPC connections; more get 503 (default 1024)"},
+        {"--max-queue", TSR_OPT_INT, &max_queue, "N", "requests waiting beyond --max-batch-size; more get 429 (default 1024)"},
+        {"--max-unsent-bytes", TSR_OPT_INT, &max_unsent, "N", "a stream this far ahead of its reader is dropped (default 4 MiB)"},
+        {"--max-held-bytes", TSR_OPT_INT, &max_held, "N", "request bytes held over all connections (default 256 MiB)"},
+        {"--allowed-origins", TSR_OPT_STR_LIST, &origins, "O", "browser origins allowed besides the server's own (repeatable, "
+                                                              "comma list, * for any)"},
+        {"--allowed-hosts", TSR_OPT_STR_LIST, &hosts, "H", "Host names accepted besides the bound address and localhost "
+                                                          "(repeatable, comma list, * for any)"},
         {NULL, 0, NULL, NULL, NULL},
     };
     const char *pos[1];
@@ -62,21 +60,44 @@ int tsr_cmd_serve(int argc, char **argv) {
                            "tensor-parallel workers.  SIGTERM stops admitting, finishes what runs, and exits.",
                            opts, argc, argv, pos, 1, &n_pos);
     if (rc != TSR_CLI_OK) return rc == TSR_CLI_HELP ? 0 : 1;
-    if (port < 1 || port > 65535 || grpc_port < 0 || grpc_port > 65535 || max_body < 1 || max_batch < 1) {
-        fprintf(stderr, "tessera serve: ports in 1..65535 (--grpc-port 0: off), --max-body-bytes and "
-                        "--max-batch-size >= 1\n");
+    if (port < 1 || port > 65535 || grpc_port < 0 || grpc_port > 65535 || max_body < 1 || max_batch < 1 ||
+        max_connections < 1 || max_queue < 0 || max_unsent < 1 || max_held < 1) {
+        fprintf(stderr, "tessera serve: ports in 1..65535 (--grpc-port 0: off), --max-body-bytes, --max-batch-size, "
+                        "--max-connections, --max-unsent-bytes and --max-held-bytes >= 1, --max-queue >= 0\n");
         free(keys.items);
+        free(origins.items);
+        free(hosts.items);
         return 1;
+    }
+    /* comma lists are split in place (argv strings are writable) */
+    tsr_str_list *lists[2] = {&origins, &hosts};
+    for (int l = 0; l < 2; l++) {
+        tsr_str_list out = {0};
+        for (int i = 0; i < lists[l]->n; i++)
+            for (char *save = NULL, *t = strtok_r((char *)lists[l]->items[i], ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                while (*t == ' ') t++;
+                if (!*t) continue;
+                const char **x = realloc(out.items, sizeof *x * (size_t)(out.n + 1));
+                if (!x) break;
+                out.items = x;
+                out.items[out.n++] = t;
+            }
+        free(lists[l]->items);
+        *lists[l] = out;
     }
     for (int i = 0; i < keys.n; i++)
         if (!keys.items[i][0]) {
             fprintf(stderr, "tessera serve: --api-key must not be empty\n");
             free(keys.items);
+            free(origins.items);
+            free(hosts.items);
             return 1;
         }
     const char *model = tsr_cli_model_or_default(n_pos ? pos[0] : NULL);
     if (!model) {
         free(keys.items);
+        free(origins.items);
+        free(hosts.items);
         return 1;
     }
     tsr_engine_config ec;
@@ -95,15 +116,18 @@ int tsr_cmd_serve(int argc, char **argv) {
     ec.session_ttl_s = session_ttl;
     ec.threads = threads;
     ec.progress = true;
-    ec.on_fatal = tsr__serve_on_fatal;
     tsr_engine *e = NULL;
     if (tsr_engine_open(&ec, &argc, &argv, &e) != TSR_OK) {
         fprintf(stderr, "tessera serve: %s\n", tsr_last_error());
         free(keys.items);
+        free(origins.items);
+        free(hosts.items);
         return 1;
     }
     if (!e) {   /* a worker rank: rank 0 has closed the engine */
         free(keys.items);
+        free(origins.items);
+        free(hosts.items);
         return 0;
     }
     tsr_server_config sc;
@@ -117,10 +141,20 @@ int tsr_cmd_serve(int argc, char **argv) {
     sc.read_timeout_s = read_timeout;
     sc.idle_timeout_s = idle_timeout;
     sc.model_name = model_name;
+    sc.max_connections = max_connections;
+    sc.max_queue = max_queue;
+    sc.max_running = max_batch;
+    sc.max_unsent_bytes = max_unsent;
+    sc.max_held_bytes = max_held;
+    sc.allowed_origins = origins.items;
+    sc.n_allowed_origins = origins.n;
+    sc.allowed_hosts = hosts.items;
+    sc.n_allowed_hosts = hosts.n;
     tsr_status st = tsr_server_run(e, &sc);
     if (st != TSR_OK) fprintf(stderr, "tessera serve: %s\n", tsr_last_error());
-    const bool broken = tsr_engine_health(e, NULL, 0) != TSR_OK;
     tsr_engine_close(e);
     free(keys.items);
-    return st == TSR_OK && !broken ? 0 : 1;
+    free(origins.items);
+    free(hosts.items);
+    return st == TSR_OK ? 0 : 1;
 }

@@ -115,6 +115,12 @@ typedef struct tsr__fe_hist {
 typedef struct tsr__fe_metrics {
     int64_t requests[4][6];          /* [kind: chat, completion, interactive, grpc][finish] */
     int64_t http_errors;             /* 4xx/5xx answers */
+    int64_t slow_client_drops;       /* streams dropped past --max-unsent-bytes */
+    int64_t connections_refused;     /* connections past --max-connections */
+    int64_t queue_refused;           /* requests past --max-queue (429) */
+    int64_t origin_refused;          /* requests from an Origin not allowed (403) */
+    int64_t held_refused;            /* connections closed past --max-held-bytes */
+    int64_t held_bytes;              /* gauge: request bytes held now (set before rendering) */
     int64_t prompt_tokens, completion_tokens, cached_tokens;
     tsr__fe_hist ttft, tpot, e2e;
 } tsr__fe_metrics;

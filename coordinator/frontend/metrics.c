@@ -83,6 +83,18 @@ char *tsr__fe_metrics_render(const tsr__fe_metrics *m, const tsr_engine_stats *s
             tsr__bp(&b, "tessera_requests_total{api=\"%s\",finish_reason=\"%s\"} %lld\n", kinds[k], fin[f],
                     (long long)m->requests[k][f]);
     tsr__gauge(&b, "counter", "tessera_http_errors_total", "Requests answered with an error status.", (long long)m->http_errors);
+    tsr__gauge(&b, "counter", "tessera_slow_client_drops_total",
+               "Streams dropped because the client did not read (--max-unsent-bytes).", (long long)m->slow_client_drops);
+    tsr__gauge(&b, "counter", "tessera_connections_refused_total",
+               "Connections refused past --max-connections.", (long long)m->connections_refused);
+    tsr__gauge(&b, "counter", "tessera_queue_refused_total", "Requests answered 429 past --max-queue.",
+               (long long)m->queue_refused);
+    tsr__gauge(&b, "counter", "tessera_origin_refused_total", "Requests refused for their Origin (403).",
+               (long long)m->origin_refused);
+    tsr__gauge(&b, "counter", "tessera_held_refused_total",
+               "Connections closed because the server held --max-held-bytes of requests.", (long long)m->held_refused);
+    tsr__gauge(&b, "gauge", "tessera_held_request_bytes", "Request bytes held (unparsed or bodies), all connections.",
+               (long long)m->held_bytes);
     tsr__gauge(&b, "counter", "tessera_prompt_tokens_total", "Prompt tokens of finished requests.", (long long)m->prompt_tokens);
     tsr__gauge(&b, "counter", "tessera_generation_tokens_total", "Generated tokens of finished requests.",
                (long long)m->completion_tokens);

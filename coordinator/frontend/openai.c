@@ -115,14 +115,18 @@ static bool tsr__get_num(cJSON *o, const char *name, double lo, double hi, doubl
     return true;
 }
 
+/* Integers arrive as doubles: the range is checked before any conversion (a double outside
+ * int64_t's range converted to it is undefined behaviour), then integrality.  lo and hi must be
+ * exactly representable and within +-2^63. */
 static bool tsr__get_int(cJSON *o, const char *name, double lo, double hi, int64_t *v, tsr__fe_error *err) {
     cJSON *x = cJSON_GetObjectItemCaseSensitive(o, name);
     if (!x || cJSON_IsNull(x)) return true;
-    if (!cJSON_IsNumber(x) || x->valuedouble != (double)(int64_t)x->valuedouble)
-        return BAD(name, "invalid_type", "'%s' must be an integer", name);
-    if (!(x->valuedouble >= lo && x->valuedouble <= hi))
-        return BAD(name, "invalid_value", "'%s' must be in [%.0f, %.0f], got %.0f", name, lo, hi, x->valuedouble);
-    *v = (int64_t)x->valuedouble;
+    if (!cJSON_IsNumber(x)) return BAD(name, "invalid_type", "'%s' must be an integer", name);
+    double d = x->valuedouble;
+    if (!(d >= lo && d <= hi))   /* NaN fails too */
+        return BAD(name, "invalid_value", "'%s' must be an integer in [%.0f, %.0f], got %g", name, lo, hi, d);
+    if (d != (double)(int64_t)d) return BAD(name, "invalid_type", "'%s' must be an integer, got %g", name, d);
+    *v = (int64_t)d;
     return true;
 }
 
@@ -223,7 +227,7 @@ static bool tsr__prompt(tsr__fe_params *p, cJSON *x, tsr__fe_error *err) {
     if (!p->prompt_ids) return BAD("prompt", NULL, "out of memory");
     cJSON *t;
     cJSON_ArrayForEach(t, x) {
-        if (!cJSON_IsNumber(t) || t->valuedouble < 0 || t->valuedouble > 2147483647.0 ||
+        if (!cJSON_IsNumber(t) || !(t->valuedouble >= 0 && t->valuedouble <= 2147483647.0) ||
             t->valuedouble != (double)(int64_t)t->valuedouble)
             return BAD("prompt", "invalid_type", "'prompt' token ids must be non-negative integers");
         p->prompt_ids[p->n_prompt_ids++] = (int32_t)t->valuedouble;
@@ -263,8 +267,14 @@ void tsr__fe_params_free(tsr__fe_params *p) {
 }
 
 static bool tsr__parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_params *p, tsr__fe_error *err) {
-    p->root = cJSON_ParseWithLength(body, len);
+    const char *end = NULL;
+    p->root = cJSON_ParseWithLengthOpts(body, len, &end, false);
     if (!p->root) return BAD(NULL, "invalid_json", "the request body is not valid JSON");
+    /* one JSON value and nothing after it but whitespace */
+    for (const char *q = end; q && q < body + len; q++)
+        if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r')
+            return BAD(NULL, "invalid_json", "the request body has bytes after its JSON value (at offset %zu)",
+                       (size_t)(q - body));
     cJSON *o = p->root;
     if (!cJSON_IsObject(o)) return BAD(NULL, "invalid_json", "the request body must be a JSON object");
     if (!tsr__get_str(o, "model", &p->model, err)) return false;
@@ -316,9 +326,10 @@ static bool tsr__parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_
     p->sampling.frequency_penalty = (float)v;
     cJSON *seed = cJSON_GetObjectItemCaseSensitive(o, "seed");
     if (seed && !cJSON_IsNull(seed)) {
-        if (!cJSON_IsNumber(seed) || seed->valuedouble != (double)(int64_t)seed->valuedouble)
-            return BAD("seed", "invalid_type", "'seed' must be an integer");
-        p->sampling.seed = (uint64_t)(int64_t)seed->valuedouble;
+        /* OpenAI's seed is a 64-bit signed integer; exact up to 2^53 in JSON doubles */
+        int64_t sv = 0;
+        if (!tsr__get_int(o, "seed", -9223372036854775808.0, 9223372036854774784.0, &sv, err)) return false;
+        p->sampling.seed = (uint64_t)sv;
     } else {
         p->sampling.seed = tsr_sampling_random_seed();
     }

@@ -17,8 +17,13 @@
 #include <time.h>
 
 #include <http_parser.h>
+#include <sys/ioctl.h>
+#ifdef __linux__
+#include <linux/sockios.h>
+#endif
 
 #include "common/log.h"
+#include "coordinator/frontend/http_conn.h"
 #include "coordinator/frontend/srv.h"
 
 /* the web page, embedded at build time (frontend.cmake) */
@@ -34,6 +39,11 @@ void tsr_server_config_default(tsr_server_config *c) {
     c->max_header_bytes = 16 << 10;
     c->read_timeout_s = 30;
     c->idle_timeout_s = 60;
+    c->max_connections = 1024;
+    c->max_unsent_bytes = 4 << 20;
+    c->max_held_bytes = (int64_t)256 << 20;
+    c->max_running = 64;
+    c->max_queue = 1024;
 }
 
 /* ---------------------------------------------------------------- events from the engine */
@@ -136,6 +146,7 @@ static void tsr__dispatch(tsr__evnode *n) {
     }
     tsr__fe_hist_add(&s->metrics.e2e, ev->total_s);
     c->outstanding--;
+    s->inflight--;
     if (c->owner) {
         c->ops->on_done(c, ch, ev);
         if (c->outstanding == 0 && c->owner) c->ops->on_complete(c);
@@ -185,6 +196,15 @@ tsr__call *tsr__call_new(tsr__srv *s, int api, tsr__fe_params *p, void *owner, c
 }
 
 bool tsr__call_submit(tsr__call *c, tsr__fe_error *err) {
+    tsr__srv *s = c->srv;
+    if (s->inflight + c->n > s->cfg.max_running + s->cfg.max_queue) {
+        /* a bounded queue: what it cannot hold is told to come back (429 + Retry-After) */
+        s->metrics.queue_refused++;
+        tsr__fe_seterr(err, 429, "rate_limit_error", NULL, "queue_full",
+                       "the server is at capacity (%lld running or waiting, --max-queue %lld); retry later",
+                       (long long)s->inflight, (long long)s->cfg.max_queue);
+        return false;
+    }
     for (int i = 0; i < c->n; i++) {
         tsr_engine_request r;
         tsr__fe_to_engine(&c->p, i, &r);
@@ -206,6 +226,7 @@ bool tsr__call_submit(tsr__call *c, tsr__fe_error *err) {
         c->ch[i].rid = rid;
         c->ch[i].submitted = true;
         c->outstanding++;
+        s->inflight++;
     }
     return true;
 }
@@ -249,32 +270,17 @@ const char *tsr__srv_finish_str(tsr_finish_reason f) {
 typedef struct tsr__conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
+    uv_idle_t resume;            /* continues draining pipelined requests on the next loop turn */
     tsr__srv *srv;
-    http_parser parser;
+    tsr__http_in in;             /* the request being read and the bytes held after it */
     int handles_open;
     int writes_pending;
+    size_t unsent;               /* bytes handed to uv_write and not yet written to the socket */
+    size_t held;                 /* this connection's share of srv->held_bytes */
     bool closing, close_after_writes;
-    /* the request being read */
-    bool in_request, need_arm;
-    char url[2048];
-    size_t url_len;
-    bool url_too_long;
-    size_t header_bytes;
-    char field[32];
-    size_t field_len;
-    bool field_done;
-    int capture;                 /* 1 authorization, 2 expect */
-    char auth[512];
-    size_t auth_len;
-    bool expect_continue;
-    char *body;
-    size_t body_len, body_cap;
-    int reject;                  /* 0, or an HTTP status decided while reading (413 / 431) */
-    bool message_complete, keep_alive;
-    bool head;                   /* HEAD: the answer's headers only (RFC 9110 9.3.2) */
-    /* bytes read past a complete request while it is being answered */
-    char *pending;
-    size_t pending_len;
+    bool pumping, reading;
+    bool refused;                /* over --max-connections: its first request gets 503 */
+    char cors[768];              /* CORS headers for the current request's answer ("" if none) */
     /* the answer */
     tsr__call *call;
     bool stream_started;
@@ -284,11 +290,12 @@ static void tsr__conn_handle_closed(uv_handle_t *h) {
     tsr__conn *c = h->data;
     if (--c->handles_open == 0) {
         c->srv->connections--;
-        free(c->body);
-        free(c->pending);
+        tsr__http_in_free(&c->in);
         free(c);
     }
 }
+
+static void tsr__conn_account(tsr__conn *c);
 
 static void tsr__conn_close(tsr__conn *c) {
     if (c->closing) return;
@@ -297,20 +304,24 @@ static void tsr__conn_close(tsr__conn *c) {
         tsr__call_detach(c->call);   /* a client gone mid-answer cancels its requests */
         c->call = NULL;
     }
+    tsr__conn_account(c);   /* closing: its held bytes no longer count */
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, tsr__conn_handle_closed);
+    uv_close((uv_handle_t *)&c->resume, tsr__conn_handle_closed);
     uv_close((uv_handle_t *)&c->tcp, tsr__conn_handle_closed);
 }
 
 typedef struct {
     uv_write_t req;
     tsr__conn *conn;
+    size_t len;
     char data[];
 } tsr__wreq;
 
 static void tsr__on_write(uv_write_t *w, int status) {
     tsr__wreq *r = (tsr__wreq *)w;
     tsr__conn *c = r->conn;
+    c->unsent -= r->len;
     free(r);
     c->writes_pending--;
     if (status < 0) {
@@ -330,9 +341,12 @@ static void tsr__conn_write(tsr__conn *c, const char *data, size_t len) {
     }
     memcpy(r->data, data, len);
     r->conn = c;
+    r->len = len;
     uv_buf_t b = uv_buf_init(r->data, (unsigned)len);
     c->writes_pending++;
+    c->unsent += len;
     if (uv_write(&r->req, (uv_stream_t *)&c->tcp, &b, 1, tsr__on_write) < 0) {
+        c->unsent -= len;
         free(r);
         c->writes_pending--;
         tsr__conn_close(c);
@@ -341,18 +355,24 @@ static void tsr__conn_write(tsr__conn *c, const char *data, size_t len) {
 
 static const char *tsr__reason(int status) {
     switch (status) {
+    /* RFC 9110 / 6585 reason phrases for every status this server sends */
     case 200: return "OK";
+    case 204: return "No Content";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
-    case 413: return "Payload Too Large";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 421: return "Misdirected Request";
+    case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 503: return "Service Unavailable";
-    default: return "Error";
+    default: return status < 500 ? "Bad Request" : "Internal Server Error";
     }
 }
 
@@ -361,17 +381,19 @@ static void tsr__conn_request_done(tsr__conn *c);
 /* A whole response with a body. */
 static void tsr__respond(tsr__conn *c, int status, const char *ctype, const char *body, size_t len,
                          const char *extra_headers) {
-    char head[512];
-    bool close = !c->keep_alive || c->reject || c->srv->draining;
+    char head[1536];
+    bool close = !c->in.keep_alive || c->in.reject || c->srv->draining;
     int k = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s\r\n", status,
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s%s%s%s\r\n", status,
                      tsr__reason(status), ctype, len, close ? "Connection: close\r\n" : "",
+                     status == 429 || status == 503 ? "Retry-After: 1\r\n" : "", c->cors,
                      extra_headers ? extra_headers : "");
+    if (k < 0 || (size_t)k >= sizeof head) k = 0;
     if (status >= 400) c->srv->metrics.http_errors++;
     tsr__conn_write(c, head, (size_t)k);
-    if (!c->head) tsr__conn_write(c, body, len);   /* Content-Length still says what GET would get */
+    if (!c->in.head) tsr__conn_write(c, body, len);   /* Content-Length still says what GET would get */
     if (close) {
-        c->keep_alive = false;
+        c->in.keep_alive = false;
         c->close_after_writes = true;
         if (c->writes_pending == 0) tsr__conn_close(c);
     }
@@ -415,11 +437,11 @@ static void tsr__chunk(tsr__conn *c, const char *data, size_t len) {
 }
 
 static void tsr__stream_begin(tsr__conn *c, const char *ctype) {
-    char head[256];
+    char head[1280];
     int k = snprintf(head, sizeof head,
                      "HTTP/1.1 200 OK\r\nContent-Type: %s\r\nCache-Control: no-cache\r\n"
-                     "Transfer-Encoding: chunked\r\n%s\r\n",
-                     ctype, c->keep_alive && !c->srv->draining ? "" : "Connection: close\r\n");
+                     "Transfer-Encoding: chunked\r\n%s%s\r\n",
+                     ctype, c->in.keep_alive && !c->srv->draining ? "" : "Connection: close\r\n", c->cors);
     tsr__conn_write(c, head, (size_t)k);
     c->stream_started = true;
 }
@@ -434,8 +456,8 @@ static void tsr__sse(tsr__conn *c, cJSON *j) {
 
 static void tsr__stream_end(tsr__conn *c) {
     tsr__conn_write(c, "0\r\n\r\n", 5);
-    if (!c->keep_alive || c->srv->draining) {
-        c->keep_alive = false;
+    if (!c->in.keep_alive || c->srv->draining) {
+        c->in.keep_alive = false;
         c->close_after_writes = true;
         if (c->writes_pending == 0) tsr__conn_close(c);
     }
@@ -499,7 +521,7 @@ static void tsr__json_line(tsr__conn *conn, cJSON *j) {
     free(s);
 }
 
-static void tsr__http_on_token(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
+static void tsr__http_token_out(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
     tsr__conn *conn = c->owner;
     cJSON *lp = NULL;
     if (c->p.logprobs >= 0 && ev->sample) lp = tsr__logprob_entry(c->srv, ev->sample, true);
@@ -538,6 +560,37 @@ static void tsr__http_on_token(tsr__call *c, tsr__choice *ch, const tsr_engine_e
     cJSON *j = tsr__fe_stream_chunk(&ci, ch->index, !ch->sent_first, ev->text, lpo, NULL);
     ch->sent_first = true;
     tsr__sse(conn, j);
+}
+
+/* Bytes written and not yet taken by the client: queued in libuv plus, on Linux, still in the
+ * kernel's send queue (not acknowledged), so the limit does not wait for socket buffers that
+ * autotuning grows to megabytes. */
+static size_t tsr__conn_unsent(tsr__conn *c) {
+    size_t n = c->unsent;
+#ifdef SIOCOUTQ
+    uv_os_fd_t fd;
+    int q = 0;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 && ioctl(fd, SIOCOUTQ, &q) == 0 && q > 0) n += (size_t)q;
+#endif
+    return n;
+}
+
+/* Backpressure: a client that does not read its stream is dropped once its unsent bytes pass
+ * --max-unsent-bytes (its requests are cancelled: finish reason "abort", a warning in the log,
+ * tessera_slow_client_drops_total), so a slow reader costs bounded memory and no generation.
+ * Checked on tokens only: a TOKEN means this choice's DONE is still to come, so closing here
+ * cannot free the call under tsr__dispatch. */
+static void tsr__http_on_token(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
+    tsr__http_token_out(c, ch, ev);
+    tsr__conn *conn = c->owner;
+    if (!conn || conn->closing || !c->p.stream) return;
+    size_t unsent = tsr__conn_unsent(conn);
+    if ((int64_t)unsent > c->srv->cfg.max_unsent_bytes) {
+        c->srv->metrics.slow_client_drops++;
+        TSR_LOGW("dropping %s: the client has %zu unsent bytes (--max-unsent-bytes %lld); its requests are cancelled",
+                 c->id, unsent, (long long)c->srv->cfg.max_unsent_bytes);
+        tsr__conn_close(conn);
+    }
 }
 
 static void tsr__http_on_done(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
@@ -682,12 +735,57 @@ static cJSON *tsr__models_json(tsr__srv *s) {
 static bool tsr__authorized(tsr__conn *c) {
     const tsr_server_config *cfg = &c->srv->cfg;
     if (cfg->n_api_keys == 0) return true;
-    if (c->auth_len < 7 || strncasecmp(c->auth, "Bearer ", 7)) return false;
-    const char *k = c->auth + 7;
-    size_t kl = c->auth_len - 7;
+    if (c->in.auth_len < 7 || strncasecmp(c->in.auth, "Bearer ", 7)) return false;
+    const char *k = c->in.auth + 7;
+    size_t kl = c->in.auth_len - 7;
     bool ok = false;
     for (int i = 0; i < cfg->n_api_keys; i++) ok |= tsr__fe_key_equal(k, kl, cfg->api_keys[i]);
     return ok;
+}
+
+/* Host and Origin (DNS rebinding, cross-origin pages): false after answering 421 / 403.  An
+ * allowed Origin gets CORS headers on the answer, and OPTIONS preflights are answered here. */
+static bool tsr__origin_checked(tsr__conn *c) {
+    const tsr_server_config *cfg = &c->srv->cfg;
+    tsr__http_policy pol = {cfg->host, cfg->port, cfg->allowed_origins, cfg->n_allowed_origins,
+                            cfg->allowed_hosts, cfg->n_allowed_hosts};
+    const tsr__http_in *in = &c->in;
+    if (in->host_too_long || (in->has_host && !tsr__http_host_ok(&pol, in->host))) {
+        c->in.keep_alive = false;
+        tsr__error(c, 421, "invalid_request_error", NULL, "host_not_allowed",
+                   "this server does not answer to that Host name (--allowed-hosts)");
+        return false;
+    }
+    bool preflight = in->method == HTTP_OPTIONS;
+    if (in->has_origin) {
+        if (in->origin_too_long || !tsr__http_origin_ok(&pol, in->origin, in->has_host ? in->host : NULL)) {
+            c->in.keep_alive = false;
+            c->srv->metrics.origin_refused++;
+            tsr__error(c, 403, "invalid_request_error", NULL, "origin_not_allowed",
+                       "cross-origin requests from this Origin are not allowed (--allowed-origins)");
+            return false;
+        }
+        /* header names only: letters, digits, '-', ',' and spaces (anything else is dropped) */
+        char hdrs[256];
+        size_t k = 0;
+        for (size_t i = 0; i < in->acr_len && k < sizeof hdrs - 1; i++) {
+            char ch = in->acr_headers[i];
+            if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+                ch == ',' || ch == ' ')
+                hdrs[k++] = ch;
+        }
+        hdrs[k] = 0;
+        snprintf(c->cors, sizeof c->cors,
+                 "Access-Control-Allow-Origin: %s\r\nVary: Origin\r\n%s%s%s%s", in->origin,
+                 preflight ? "Access-Control-Allow-Methods: GET, POST, OPTIONS\r\nAccess-Control-Max-Age: 600\r\n" : "",
+                 preflight ? "Access-Control-Allow-Headers: " : "",
+                 preflight ? (k ? hdrs : "Authorization, Content-Type") : "", preflight ? "\r\n" : "");
+    }
+    if (preflight) {
+        tsr__respond(c, 200, "text/plain", "", 0, "Allow: GET, HEAD, POST, OPTIONS\r\n");
+        return false;
+    }
+    return true;
 }
 
 static void tsr__handle(tsr__conn *c) {
@@ -695,28 +793,18 @@ static void tsr__handle(tsr__conn *c) {
     struct http_parser_url u;
     http_parser_url_init(&u);
     char path[2048];
-    if (http_parser_parse_url(c->url, c->url_len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH))) {
+    if (http_parser_parse_url(c->in.url, c->in.url_len, 0, &u) != 0 || !(u.field_set & (1 << UF_PATH))) {
         tsr__error(c, 400, "invalid_request_error", NULL, "bad_url", "malformed request target");
         return;
     }
-    snprintf(path, sizeof path, "%.*s", (int)u.field_data[UF_PATH].len, c->url + u.field_data[UF_PATH].off);
-    int method = c->parser.method;
+    snprintf(path, sizeof path, "%.*s", (int)u.field_data[UF_PATH].len, c->in.url + u.field_data[UF_PATH].off);
+    int method = c->in.method;
     bool get = method == HTTP_GET || method == HTTP_HEAD, post = method == HTTP_POST;
+    /* /health carries no data and load balancers probe it with their own Host: not checked */
+    if (strcmp(path, "/health") && !tsr__origin_checked(c)) return;
 
     if (!strcmp(path, "/health")) {
         if (!get) return tsr__error(c, 405, "invalid_request_error", NULL, "method_not_allowed", "use GET");
-        char why[512];
-        if (tsr_engine_health(s->engine, why, sizeof why) != TSR_OK) {   /* the rank group broke */
-            cJSON *j = cJSON_CreateObject();
-            cJSON_AddStringToObject(j, "status", "unhealthy");
-            cJSON_AddStringToObject(j, "message", why);
-            char *b = cJSON_PrintUnformatted(j);
-            cJSON_Delete(j);
-            if (!b) return tsr__respond(c, 503, "application/json", "{\"status\":\"unhealthy\"}", 22, NULL);
-            tsr__respond(c, 503, "application/json", b, strlen(b), NULL);
-            free(b);
-            return;
-        }
         if (s->draining) return tsr__respond(c, 503, "application/json", "{\"status\":\"draining\"}", 21, NULL);
         return tsr__respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
     }
@@ -732,6 +820,7 @@ static void tsr__handle(tsr__conn *c) {
         if (!get) return tsr__error(c, 405, "invalid_request_error", NULL, "method_not_allowed", "use GET");
         tsr_engine_stats st;
         tsr_engine_get_stats(s->engine, &st);
+        s->metrics.held_bytes = s->held_bytes;
         char *text = tsr__fe_metrics_render(&s->metrics, &st, s->connections, s->draining);
         tsr__respond(c, 200, "text/plain; version=0.0.4", text ? text : "", text ? strlen(text) : 0, NULL);
         free(text);
@@ -760,12 +849,12 @@ static void tsr__handle(tsr__conn *c) {
     if (!post) return tsr__error(c, 405, "invalid_request_error", NULL, "method_not_allowed", "use POST");
     if (s->draining)
         return tsr__error(c, 503, "server_error", NULL, "shutting_down", "the server is shutting down");
-    if (!tsr__fe_utf8_valid(c->body, c->body_len))
+    if (!tsr__fe_utf8_valid(c->in.body, c->in.body_len))
         return tsr__error(c, 400, "invalid_request_error", NULL, "invalid_utf8", "the request body is not valid UTF-8");
     tsr__fe_params p;
     tsr__fe_error err;
     tsr__fe_kind kind = api == 0 ? TSR__FE_CHAT : api == 1 ? TSR__FE_COMPLETION : TSR__FE_INTERACTIVE;
-    if (!tsr__fe_parse(kind, c->body ? c->body : "", c->body_len, &p, &err)) return tsr__respond_error(c, &err);
+    if (!tsr__fe_parse(kind, c->in.body ? c->in.body : "", c->in.body_len, &p, &err)) return tsr__respond_error(c, &err);
     if (p.model && p.model[0] && strcmp(p.model, s->model)) {
         tsr__fe_seterr(&err, 404, "invalid_request_error", "model", "model_not_found",
                        "the model '%.200s' does not exist; this server serves '%.200s'", p.model, s->model);
@@ -798,213 +887,109 @@ static void tsr__handle(tsr__conn *c) {
     /* the answer continues from the engine's events (tsr__http_ops) */
 }
 
-/* ---------------------------------------------------------------- http-parser callbacks */
-
-static int tsr__on_message_begin(http_parser *p) {
-    tsr__conn *c = p->data;
-    c->in_request = true;
-    c->url_len = 0;
-    c->url_too_long = false;
-    c->header_bytes = 0;
-    c->field_len = 0;
-    c->field_done = false;
-    c->capture = 0;
-    c->auth_len = 0;
-    c->expect_continue = false;
-    c->body_len = 0;
-    c->reject = 0;
-    c->head = false;
-    c->message_complete = false;
-    c->stream_started = false;
-    uv_timer_stop(&c->timer);
-    c->need_arm = true;   /* the read timeout starts with the request's first byte */
-    return 0;
-}
-
-static int tsr__header_budget(tsr__conn *c, size_t n) {
-    c->header_bytes += n;
-    if ((int64_t)c->header_bytes > c->srv->cfg.max_header_bytes) {
-        c->reject = 431;
-        return 1;
-    }
-    return 0;
-}
-
-static int tsr__on_url(http_parser *p, const char *at, size_t n) {
-    tsr__conn *c = p->data;
-    if (tsr__header_budget(c, n)) return 1;
-    if (c->url_len + n >= sizeof c->url) {
-        c->reject = 414;
-        return 1;
-    }
-    memcpy(c->url + c->url_len, at, n);
-    c->url_len += n;
-    c->url[c->url_len] = 0;
-    return 0;
-}
-
-static int tsr__on_header_field(http_parser *p, const char *at, size_t n) {
-    tsr__conn *c = p->data;
-    if (tsr__header_budget(c, n)) return 1;
-    if (c->field_done) {
-        c->field_len = 0;
-        c->field_done = false;
-    }
-    for (size_t i = 0; i < n && c->field_len < sizeof c->field - 1; i++) c->field[c->field_len++] = at[i];
-    c->field[c->field_len] = 0;
-    return 0;
-}
-
-static int tsr__on_header_value(http_parser *p, const char *at, size_t n) {
-    tsr__conn *c = p->data;
-    if (tsr__header_budget(c, n)) return 1;
-    if (!c->field_done) {
-        c->field_done = true;
-        c->capture = !strcasecmp(c->field, "authorization") ? 1 : !strcasecmp(c->field, "expect") ? 2 : 0;
-        if (c->capture == 1) c->auth_len = 0;
-    }
-    if (c->capture == 1) {
-        for (size_t i = 0; i < n && c->auth_len < sizeof c->auth - 1; i++) c->auth[c->auth_len++] = at[i];
-        c->auth[c->auth_len] = 0;
-    } else if (c->capture == 2) {
-        if (n >= 12 && !strncasecmp(at, "100-continue", 12)) c->expect_continue = true;
-    }
-    return 0;
-}
-
-static int tsr__on_headers_complete(http_parser *p) {
-    tsr__conn *c = p->data;
-    c->head = p->method == HTTP_HEAD;
-    if (p->content_length != ULLONG_MAX && (int64_t)p->content_length > c->srv->cfg.max_body_bytes) {
-        c->reject = 413;
-        return -1;   /* not 1/2 ("skip body"): an error, answered by tsr__conn_parse */
-    }
-    if (c->expect_continue) tsr__conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    return 0;
-}
-
-static int tsr__on_body(http_parser *p, const char *at, size_t n) {
-    tsr__conn *c = p->data;
-    if ((int64_t)(c->body_len + n) > c->srv->cfg.max_body_bytes) {
-        c->reject = 413;
-        return 1;
-    }
-    if (c->body_len + n + 1 > c->body_cap) {
-        size_t cap = c->body_cap ? c->body_cap : 4096;
-        while (cap < c->body_len + n + 1) cap *= 2;
-        char *b = realloc(c->body, cap);
-        if (!b) {
-            c->reject = 413;
-            return 1;
-        }
-        c->body = b;
-        c->body_cap = cap;
-    }
-    memcpy(c->body + c->body_len, at, n);
-    c->body_len += n;
-    c->body[c->body_len] = 0;
-    return 0;
-}
-
-static int tsr__on_message_complete(http_parser *p) {
-    tsr__conn *c = p->data;
-    c->message_complete = true;
-    c->keep_alive = http_should_keep_alive(p);
-    http_parser_pause(p, 1);   /* one request at a time: the rest waits in c->pending */
-    return 0;
-}
-
-static const http_parser_settings tsr__settings = {
-    .on_message_begin = tsr__on_message_begin,
-    .on_url = tsr__on_url,
-    .on_header_field = tsr__on_header_field,
-    .on_header_value = tsr__on_header_value,
-    .on_headers_complete = tsr__on_headers_complete,
-    .on_body = tsr__on_body,
-    .on_message_complete = tsr__on_message_complete,
-};
+/* ---------------------------------------------------------------- reading and draining requests */
 
 static void tsr__on_timer(uv_timer_t *t);
 
 static void tsr__arm_timer(tsr__conn *c) {
-    double s = c->in_request ? c->srv->cfg.read_timeout_s : c->srv->cfg.idle_timeout_s;
+    double s = c->in.in_request ? c->srv->cfg.read_timeout_s : c->srv->cfg.idle_timeout_s;
     uv_timer_stop(&c->timer);
     if (s > 0) uv_timer_start(&c->timer, tsr__on_timer, (uint64_t)(s * 1000), 0);
 }
 
-/* Parses what is buffered; answers a complete request, or an error. */
-static void tsr__conn_parse(tsr__conn *c, const char *data, size_t len) {
-    if (c->closing || c->call) return;
-    size_t done = http_parser_execute(&c->parser, &tsr__settings, data, len);
-    enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
-    if (e != HPE_OK && e != HPE_PAUSED) {
-        c->keep_alive = false;
-        c->reject = c->reject ? c->reject : e == HPE_HEADER_OVERFLOW ? 431 : 400;
-        char msg[200];
-        snprintf(msg, sizeof msg, "malformed HTTP request: %s", http_errno_description(e));
-        if (c->reject == 413) {
-            snprintf(msg, sizeof msg, "the request body exceeds %lld bytes (--max-body-bytes)",
-                     (long long)c->srv->cfg.max_body_bytes);
-        } else if (c->reject == 431) {
-            snprintf(msg, sizeof msg, "the request headers exceed %lld bytes", (long long)c->srv->cfg.max_header_bytes);
-        } else if (c->reject == 414) {
-            snprintf(msg, sizeof msg, "the request target is too long");
-        }
-        c->in_request = false;
-        tsr__error(c, c->reject, "invalid_request_error", NULL,
-                   c->reject == 413 ? "request_too_large" : c->reject == 400 ? "bad_request" : "headers_too_large", msg);
-        return;
-    }
-    /* keep what was not parsed for after this request's answer */
-    size_t rest = len - done;
-    if (rest) {
-        char *buf = malloc(rest);
-        if (!buf) {
-            tsr__conn_close(c);
-            return;
-        }
-        memcpy(buf, data + done, rest);
-        free(c->pending);
-        c->pending = buf;
-        c->pending_len = rest;
-    } else {
-        free(c->pending);
-        c->pending = NULL;
-        c->pending_len = 0;
-    }
-    if (c->message_complete) {
-        c->in_request = false;
-        uv_timer_stop(&c->timer);
-        tsr__handle(c);
-    } else if (c->in_request && c->need_arm) {
-        c->need_arm = false;
-        tsr__arm_timer(c);
-    }
+/* Keeps srv->held_bytes (every connection's unparsed bytes and bodies) in step with c. */
+static void tsr__conn_account(tsr__conn *c) {
+    size_t now = c->closing ? 0 : tsr__http_in_held(&c->in);
+    c->srv->held_bytes += (int64_t)now - (int64_t)c->held;
+    c->held = now;
 }
 
-/* After an answer: next pipelined request, or wait for one. */
-static void tsr__conn_request_done(tsr__conn *c) {
-    c->message_complete = false;
-    c->in_request = false;
-    if (c->closing || !c->keep_alive) return;
-    if (c->parser.http_errno == HPE_PAUSED) http_parser_pause(&c->parser, 0);
-    tsr__arm_timer(c);
-    if (c->pending_len) {
-        char *buf = c->pending;
-        size_t n = c->pending_len;
-        c->pending = NULL;
-        c->pending_len = 0;
-        tsr__conn_parse(c, buf, n);
-        free(buf);
+static void tsr__alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+static void tsr__on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b);
+
+/* Reading stops while a connection holds more unparsed bytes than one request may have (its
+ * pipelined requests wait for the answer in progress) and resumes once they are parsed. */
+static void tsr__conn_flow(tsr__conn *c) {
+    if (c->closing) return;
+    size_t limit = (size_t)c->srv->cfg.max_header_bytes + (size_t)c->srv->cfg.max_body_bytes;
+    bool want = tsr__http_in_unparsed(&c->in) < limit;
+    if (want && !c->reading) uv_read_start((uv_stream_t *)&c->tcp, tsr__alloc, tsr__on_read);
+    else if (!want && c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
+    c->reading = want;
+}
+
+static void tsr__on_resume(uv_idle_t *i);
+
+/* Answers the complete requests held, in order, one at a time: a loop, never recursion (an
+ * answer given at once comes back here through tsr__conn_request_done's flag).  At most
+ * TSR__PIPELINE_BURST per loop turn, so one connection's pipeline cannot starve the others. */
+#define TSR__PIPELINE_BURST 32
+static void tsr__conn_pump(tsr__conn *c) {
+    if (c->pumping) return;
+    c->pumping = true;
+    int budget = TSR__PIPELINE_BURST;
+    while (!c->closing && !c->close_after_writes && !c->call && budget > 0) {
+        int r = tsr__http_in_next(&c->in);
+        if (c->in.send_continue) {
+            c->in.send_continue = false;
+            tsr__conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+        }
+        if (r == TSR__HTTP_NEED_MORE) {
+            if (c->in.in_request && c->in.started && !c->refused) {
+                c->in.started = false;
+                tsr__arm_timer(c);   /* the read timeout starts with the request's first byte */
+            }
+            break;
+        }
+        if (r == TSR__HTTP_ERROR) {
+            char msg[200];
+            const char *code = tsr__http_in_error(&c->in, msg, sizeof msg);
+            tsr__error(c, c->in.reject, "invalid_request_error", NULL, code, msg);
+            break;
+        }
+        c->in.started = false;
+        uv_timer_stop(&c->timer);
+        budget--;
+        if (c->refused) {
+            char msg[128];
+            snprintf(msg, sizeof msg, "too many connections (--max-connections %lld); retry later",
+                     (long long)c->srv->cfg.max_connections);
+            c->in.keep_alive = false;
+            tsr__error(c, 503, "server_error", NULL, "too_many_connections", msg);
+            break;
+        }
+        tsr__handle(c);   /* answers now, or later from the engine's events */
     }
+    c->pumping = false;
+    if (c->closing || c->close_after_writes) return;
+    tsr__conn_account(c);
+    tsr__conn_flow(c);
+    if (budget == 0 && !c->call && tsr__http_in_unparsed(&c->in)) uv_idle_start(&c->resume, tsr__on_resume);
+}
+
+static void tsr__on_resume(uv_idle_t *i) {
+    tsr__conn *c = i->data;
+    uv_idle_stop(i);
+    tsr__conn_pump(c);
+}
+
+/* After an answer: the next pipelined request is taken by the pump (on the next loop turn when
+ * the answer came from an engine event), or the idle timeout runs. */
+static void tsr__conn_request_done(tsr__conn *c) {
+    tsr__http_in_done(&c->in);
+    c->cors[0] = 0;
+    if (c->closing || !c->in.keep_alive) return;
+    tsr__arm_timer(c);
+    if (!c->pumping && tsr__http_in_unparsed(&c->in)) uv_idle_start(&c->resume, tsr__on_resume);
 }
 
 static void tsr__on_timer(uv_timer_t *t) {
     tsr__conn *c = t->data;
     if (c->call || c->closing) return;
-    if (c->in_request) {
-        c->keep_alive = false;
-        c->reject = 408;
+    if (c->refused) return tsr__conn_close(c);
+    if (c->in.in_request) {
+        c->in.keep_alive = false;
+        c->in.reject = 408;
         tsr__error(c, 408, "invalid_request_error", NULL, "request_timeout",
                    "the request did not arrive in time (--read-timeout)");
     } else {
@@ -1025,49 +1010,27 @@ static void tsr__on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
         tsr__conn_close(c);   /* EOF or reset: a streaming answer's requests are cancelled */
         return;
     }
-    if (n == 0 || c->closing) {
+    if (n == 0 || c->closing || c->close_after_writes) {   /* nothing more is read once closing */
         free(b->base);
         return;
     }
-    if (c->call || c->message_complete) {
-        /* answering: hold the bytes (a pipelined request), bounded */
-        size_t cap = (size_t)c->srv->cfg.max_body_bytes + (size_t)c->srv->cfg.max_header_bytes;
-        if (c->pending_len + (size_t)n > cap) {
-            free(b->base);
-            tsr__conn_close(c);
-            return;
-        }
-        char *x = realloc(c->pending, c->pending_len + (size_t)n);
-        if (!x) {
-            free(b->base);
-            tsr__conn_close(c);
-            return;
-        }
-        memcpy(x + c->pending_len, b->base, (size_t)n);
-        c->pending = x;
-        c->pending_len += (size_t)n;
+    tsr__srv *s = c->srv;
+    if (s->held_bytes + n > s->cfg.max_held_bytes) {
+        /* every connection's held bytes together are bounded too (--max-held-bytes) */
         free(b->base);
-        return;
+        s->metrics.held_refused++;
+        TSR_LOGW("closing a connection: the server holds %lld request bytes (--max-held-bytes %lld)",
+                 (long long)s->held_bytes, (long long)s->cfg.max_held_bytes);
+        if (c->call || c->in.in_request) return tsr__conn_close(c);
+        c->in.keep_alive = false;
+        return tsr__error(c, 503, "server_error", NULL, "server_busy",
+                          "the server holds too many request bytes; retry later");
     }
-    if (c->pending_len) {
-        /* leftovers first (a partial request held from before) */
-        char *x = realloc(c->pending, c->pending_len + (size_t)n);
-        if (!x) {
-            free(b->base);
-            tsr__conn_close(c);
-            return;
-        }
-        memcpy(x + c->pending_len, b->base, (size_t)n);
-        free(b->base);
-        c->pending = NULL;
-        size_t total = c->pending_len + (size_t)n;
-        c->pending_len = 0;
-        tsr__conn_parse(c, x, total);
-        free(x);
-    } else {
-        tsr__conn_parse(c, b->base, (size_t)n);
-        free(b->base);
-    }
+    bool ok = tsr__http_in_push(&c->in, b->base, (size_t)n);
+    free(b->base);
+    if (!ok) return tsr__conn_close(c);
+    tsr__conn_account(c);
+    tsr__conn_pump(c);
 }
 
 static void tsr__on_connection(uv_stream_t *server, int status) {
@@ -1078,18 +1041,27 @@ static void tsr__on_connection(uv_stream_t *server, int status) {
     c->srv = s;
     uv_tcp_init(s->loop, &c->tcp);
     uv_timer_init(s->loop, &c->timer);
-    c->tcp.data = c->timer.data = c;
-    c->handles_open = 2;
+    uv_idle_init(s->loop, &c->resume);
+    c->tcp.data = c->timer.data = c->resume.data = c;
+    c->handles_open = 3;
+    tsr__http_in_init(&c->in, s->cfg.max_header_bytes, s->cfg.max_body_bytes);
     s->connections++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         tsr__conn_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
-    c->keep_alive = true;
-    tsr__arm_timer(c);
+    if (s->connections > s->cfg.max_connections) {
+        /* Over the cap (HTTP and gRPC together): the first request is read, so that closing
+         * does not reset the connection under the answer, and answered 503; a client that
+         * sends nothing is closed after a second. */
+        s->metrics.connections_refused++;
+        c->refused = true;
+        uv_timer_start(&c->timer, tsr__on_timer, 1000, 0);
+    } else {
+        tsr__arm_timer(c);
+    }
+    c->reading = true;
     uv_read_start((uv_stream_t *)&c->tcp, tsr__alloc, tsr__on_read);
 }
 

@@ -31,6 +31,8 @@ typedef struct tsr__srv {
     tsr__fe_metrics metrics;
     int64_t connections;
     int64_t live_calls;              /* calls with engine requests outstanding */
+    int64_t inflight;                /* engine requests submitted without their DONE yet */
+    int64_t held_bytes;              /* request bytes held by every connection (HTTP and gRPC) */
     bool draining;
     bool dead;                       /* guarded by mu: the loop has exited */
 } tsr__srv;
