@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 
 #include "coordinator/frontend/fe.h"
+#include "coordinator/frontend/http_conn.h"
 #include "tests/test_util.h"
 
 static const char *CHAT_MSGS = "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]";
@@ -222,6 +223,149 @@ static void test_malformed_json(void) {
     free(deep);
 }
 
+/* Every JSON number that becomes an integer is range-checked before it is converted (a double
+ * outside int64_t converted to it is undefined behaviour): out of range is invalid_value naming
+ * the parameter, a fraction is invalid_type. */
+static void test_integer_params_huge(void) {
+    static const struct { tsr__fe_kind kind; const char *param, *prefix; } params[] = {
+        {TSR__FE_CHAT, "max_tokens", ""}, {TSR__FE_CHAT, "max_completion_tokens", ""}, {TSR__FE_CHAT, "n", ""},
+        {TSR__FE_CHAT, "seed", ""}, {TSR__FE_CHAT, "top_k", ""}, {TSR__FE_CHAT, "top_logprobs", "\"logprobs\":true,"},
+        {TSR__FE_COMPLETION, "logprobs", ""}, {TSR__FE_COMPLETION, "max_tokens", ""}, {TSR__FE_COMPLETION, "seed", ""},
+        {TSR__FE_INTERACTIVE, "session_id", ""}, {TSR__FE_INTERACTIVE, "request_output_len", ""},
+        {TSR__FE_INTERACTIVE, "max_tokens", ""}, {TSR__FE_INTERACTIVE, "n", ""},
+    };
+    static const struct { const char *v, *code; } values[] = {
+        {"1e300", "invalid_value"}, {"-1e300", "invalid_value"}, {"1e20", "invalid_value"}, {"-1e20", "invalid_value"},
+        {"9223372036854775808", "invalid_value"}, {"1e999", "invalid_value"}, {"-1e999", "invalid_value"},
+        {"1.5", "invalid_type"},
+    };
+    for (size_t i = 0; i < sizeof params / sizeof params[0]; i++)
+        for (size_t j = 0; j < sizeof values / sizeof values[0]; j++) {
+            char extra[256];
+            snprintf(extra, sizeof extra, "%s\"%s\":%s", params[i].prefix, params[i].param, values[j].v);
+            tsr__fe_params p;
+            tsr__fe_error e;
+            bool ok = parse_with(params[i].kind, extra, &p, &e);
+            CHECK_MSG(!ok, "accepted: %s", extra);
+            if (ok) {
+                tsr__fe_params_free(&p);
+                continue;
+            }
+            CHECK_MSG(e.status == 400 && e.param && !strcmp(e.param, params[i].param), "%s: param %s", extra,
+                      e.param ? e.param : "null");
+            CHECK_MSG(e.code && !strcmp(e.code, values[j].code), "%s: code %s, want %s", extra, e.code ? e.code : "null",
+                      values[j].code);
+        }
+    /* the extremes of seed's range are integers and accepted */
+    expect_ok(TSR__FE_CHAT, "\"seed\":-9223372036854775808");
+    expect_ok(TSR__FE_CHAT, "\"seed\":9007199254740993");
+}
+
+/* One JSON value per body: anything but whitespace after it is a 400. */
+static void test_trailing_bytes(void) {
+    static const char *bad[] = {"{\"prompt\":\"a\"} x", "{\"prompt\":\"a\"}{}", "{\"prompt\":\"a\"}]", "{\"prompt\":\"a\"}\n\n1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        tsr__fe_params p;
+        tsr__fe_error e;
+        bool ok = tsr__fe_parse(TSR__FE_COMPLETION, bad[i], strlen(bad[i]), &p, &e);
+        CHECK_MSG(!ok, "accepted: %s", bad[i]);
+        if (ok) tsr__fe_params_free(&p);
+        else CHECK(e.status == 400 && e.code && !strcmp(e.code, "invalid_json"));
+    }
+    const char nul[] = "{\"prompt\":\"a\"}\0garbage";
+    tsr__fe_params p;
+    tsr__fe_error e;
+    CHECK(!tsr__fe_parse(TSR__FE_COMPLETION, nul, sizeof nul - 1, &p, &e));
+    const char ws[] = "{\"prompt\":\"a\"} \r\n\t ";
+    CHECK(tsr__fe_parse(TSR__FE_COMPLETION, ws, sizeof ws - 1, &p, &e));
+    tsr__fe_params_free(&p);
+}
+
+/* The HTTP input side without sockets: thousands of pipelined requests come out one at a time
+ * (each only after the previous one is done), and the limits give their statuses. */
+static void test_http_pipelining(void) {
+    tsr__http_in h;
+    tsr__http_in_init(&h, 16 << 10, 1 << 20);
+    const char one[] = "GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    const char post[] = "POST /v1/completions HTTP/1.1\r\nHost: h:1\r\nOrigin: http://o\r\nContent-Length: 5\r\n\r\nhello";
+    int n = 5000;
+    for (int i = 0; i < n; i++) CHECK(tsr__http_in_push(&h, one, sizeof one - 1));
+    CHECK(tsr__http_in_push(&h, post, sizeof post - 1));
+    int got = 0;
+    for (;;) {
+        int r = tsr__http_in_next(&h);
+        if (r != TSR__HTTP_REQUEST) {
+            CHECK(r == TSR__HTTP_NEED_MORE);
+            break;
+        }
+        CHECK(tsr__http_in_next(&h) == TSR__HTTP_REQUEST);   /* stays on it until done */
+        got++;
+        if (got <= n) CHECK(h.method == HTTP_GET && !strcmp(h.url, "/x") && !strcmp(h.host, "a") && !h.has_origin);
+        tsr__http_in_done(&h);
+    }
+    CHECK_MSG(got == n + 1, "%d requests", got);
+    CHECK(h.method == HTTP_POST && h.body_len == 5 && !memcmp(h.body, "hello", 5) && !strcmp(h.origin, "http://o"));
+    CHECK(tsr__http_in_unparsed(&h) == 0);
+    tsr__http_in_free(&h);
+
+    static const struct { const char *req; int status; const char *code; } errs[] = {
+        {"GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", 414, "uri_too_long"},
+        {"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n", 413, "request_too_large"},
+        {"GET / HTTP/1.1\r\nX: 0123456789012345678901234567890123456789012345678901234567890123456789\r\n", 431, "headers_too_large"},
+        {"NOPE\r\n\r\n", 400, "bad_request"},
+    };
+    for (size_t i = 0; i < sizeof errs / sizeof errs[0]; i++) {
+        tsr__http_in_init(&h, 2100, 1000);
+        if (errs[i].status == 414) {   /* a target longer than 2047 bytes, pushed in pieces */
+            h.max_header_bytes = 1 << 20;
+            tsr__http_in_push(&h, "GET /", 5);
+            for (int k = 0; k < 30; k++) tsr__http_in_push(&h, errs[i].req + 5, 100);
+        } else if (errs[i].status == 431) {
+            tsr__http_in_push(&h, errs[i].req, strlen(errs[i].req));
+            for (int k = 0; k < 40; k++) tsr__http_in_push(&h, "Y: 01234567890123456789012345678901234567890123456789\r\n", 55);
+        } else {
+            tsr__http_in_push(&h, errs[i].req, strlen(errs[i].req));
+        }
+        CHECK_MSG(tsr__http_in_next(&h) == TSR__HTTP_ERROR, "case %zu", i);
+        CHECK_MSG(h.reject == errs[i].status, "case %zu: %d", i, h.reject);
+        char msg[200];
+        CHECK(!strcmp(tsr__http_in_error(&h, msg, sizeof msg), errs[i].code) && msg[0]);
+        tsr__http_in_free(&h);
+    }
+}
+
+static void test_origin_host_policy(void) {
+    const char *origins[] = {"http://good.example", "https://b.example:8443"};
+    tsr__http_policy p = {"127.0.0.1", 23333, origins, 2, NULL, 0};
+    static const char *hosts_ok[] = {"127.0.0.1", "127.0.0.1:23333", "localhost", "LocalHost:1", "[::1]", "[::1]:23333"};
+    static const char *hosts_bad[] = {"evil.example", "evil.example:23333", "127.0.0.2", "[::2]", "", "[::1", "a b",
+                                      "localhost.evil.example", "x@127.0.0.1"};
+    for (size_t i = 0; i < sizeof hosts_ok / sizeof *hosts_ok; i++) CHECK_MSG(tsr__http_host_ok(&p, hosts_ok[i]), "%s", hosts_ok[i]);
+    for (size_t i = 0; i < sizeof hosts_bad / sizeof *hosts_bad; i++) CHECK_MSG(!tsr__http_host_ok(&p, hosts_bad[i]), "%s", hosts_bad[i]);
+    /* bound to every address: any name, unless --allowed-hosts narrows it */
+    tsr__http_policy any = {"0.0.0.0", 23333, NULL, 0, NULL, 0};
+    CHECK(tsr__http_host_ok(&any, "my-box.lan:23333"));
+    const char *allowed[] = {"api.example"};
+    any.allowed_hosts = allowed;
+    any.n_allowed_hosts = 1;
+    CHECK(tsr__http_host_ok(&any, "api.example:23333") && tsr__http_host_ok(&any, "localhost"));
+    CHECK(!tsr__http_host_ok(&any, "my-box.lan:23333"));
+
+    CHECK(tsr__http_origin_ok(&p, "http://127.0.0.1:23333", "127.0.0.1:23333"));
+    CHECK(tsr__http_origin_ok(&p, "http://localhost:23333", "127.0.0.1:23333"));   /* loopback forms */
+    CHECK(tsr__http_origin_ok(&p, "http://[::1]:23333", NULL));
+    CHECK(tsr__http_origin_ok(&p, "http://good.example", "127.0.0.1:23333"));
+    CHECK(tsr__http_origin_ok(&p, "HTTPS://B.example:8443", NULL));
+    CHECK(!tsr__http_origin_ok(&p, "http://localhost:8080", "127.0.0.1:23333"));  /* another port, another origin */
+    CHECK(!tsr__http_origin_ok(&p, "http://evil.example", "127.0.0.1:23333"));
+    CHECK(!tsr__http_origin_ok(&p, "https://127.0.0.1:23333", "127.0.0.1:23333"));
+    CHECK(!tsr__http_origin_ok(&p, "null", "127.0.0.1:23333"));
+    CHECK(!tsr__http_origin_ok(&p, "http://good.example.evil", NULL));
+    const char *star[] = {"*"};
+    tsr__http_policy open = {"127.0.0.1", 23333, star, 1, NULL, 0};
+    CHECK(tsr__http_origin_ok(&open, "https://anything.example", NULL));
+}
+
 static void test_error_json_shape(void) {
     tsr__fe_error e;
     tsr__fe_seterr(&e, 400, "invalid_request_error", "top_p", "invalid_value", "bad \"%s\" \xff", "x");
@@ -424,6 +568,10 @@ int main(void) {
     test_out_of_range();
     test_wrong_types();
     test_malformed_json();
+    test_integer_params_huge();
+    test_trailing_bytes();
+    test_http_pipelining();
+    test_origin_host_policy();
     test_error_json_shape();
     test_utf8();
     test_key_equal();
