@@ -58,11 +58,12 @@ void tsr_sched_seq_free(tsr_sched_seq *s) {
 }
 
 /* Chained hashes of the first n full blocks of the history (computed once, tokens only grow
- * or are truncated by tsr_sched_seq_truncate, which drops stale hashes). */
+ * or are truncated by tsr_sched_seq_truncate, which drops stale hashes).  Out of memory, fewer
+ * are there (s->n_hashes): the prefix cache then matches less, nothing else changes. */
 static void tsr__ensure_hashes(tsr_sched_seq *s, int64_t n, int64_t bl) {
     if (n <= s->n_hashes) return;
     TSR_ASSERT(n * bl <= s->n_tokens);
-    TSR_ASSERT(tsr__grow((void **)&s->hashes, &s->cap_hashes, n, sizeof *s->hashes));
+    if (!tsr__grow((void **)&s->hashes, &s->cap_hashes, n, sizeof *s->hashes)) return;
     for (int64_t i = s->n_hashes; i < n; i++)
         s->hashes[i] = tsr_bm_hash_block(i ? s->hashes[i - 1] : 0, s->tokens + i * bl, bl);
     s->n_hashes = n;
@@ -289,8 +290,8 @@ tsr_status tsr_sched_make_plan(const tsr_sched *cs, tsr_sched_plan *p) {
          q = q->next) {
         int64_t hits = 0, pinned = 0, n_comp = q->n_computed, have = q->n_blocks;
         if (have == 0 && s->cfg.prefix_cache) {
-            const int64_t n_full = (q->n_tokens - 1) / bl;
-            tsr__ensure_hashes(q, n_full, bl);
+            tsr__ensure_hashes(q, (q->n_tokens - 1) / bl, bl);
+            const int64_t n_full = q->n_hashes < (q->n_tokens - 1) / bl ? q->n_hashes : (q->n_tokens - 1) / bl;
             for (; hits < n_full; hits++) {
                 int32_t id = tsr_bm_lookup(s->bm, q->hashes[hits], hits ? q->hashes[hits - 1] : 0, q->tokens + hits * bl);
                 if (id < 0) break;
@@ -348,7 +349,8 @@ void tsr_sched_commit(tsr_sched *s, tsr_sched_plan *p) {
         tsr_sched_seq *q = e->seq;
         if (!e->admit || q->n_blocks > 0) continue;
         q->mark = -1;   /* a fresh admission: on a failed allocation below, undo its hits */
-        TSR_ASSERT(tsr__grow((void **)&q->blocks, &q->cap_blocks, e->n_hit_blocks, sizeof *q->blocks));
+        if (!tsr__grow((void **)&q->blocks, &q->cap_blocks, e->n_hit_blocks, sizeof *q->blocks))
+            e->n_hit_blocks = 0;   /* out of host memory: no hits; the allocation below decides */
         for (int64_t k = 0; k < e->n_hit_blocks; k++) {
             int32_t id = tsr_bm_lookup(s->bm, q->hashes[k], k ? q->hashes[k - 1] : 0, q->tokens + k * bl);
             TSR_ASSERT(id >= 0);
@@ -368,7 +370,12 @@ void tsr_sched_commit(tsr_sched *s, tsr_sched_plan *p) {
         tsr_sched_seq *q = e.seq;
         const int64_t need = tsr__blocks_for(q->n_computed + e.n_new, bl) - q->n_blocks;
         if (need > 0) {
-            TSR_ASSERT(tsr__grow((void **)&q->blocks, &q->cap_blocks, q->n_blocks + need, sizeof *q->blocks));
+            /* out of host memory for the block table: this sequence sits this step out (an
+             * admission waits, a running one keeps what it has and tries again next step) */
+            if (!tsr__grow((void **)&q->blocks, &q->cap_blocks, q->n_blocks + need, sizeof *q->blocks)) {
+                if (e.admit && q->mark == -1) tsr__release_blocks(s, q);
+                continue;
+            }
             if (tsr_bm_alloc(s->bm, need, q->blocks + q->n_blocks) != TSR_OK) {
                 /* Only an admission can get here (the plan's count of pinned cached blocks is
                  * conservative but not exact after session evictions); it waits a step. */
@@ -395,9 +402,11 @@ void tsr_sched_advance(tsr_sched *s, tsr_sched_seq *q, int64_t n_new) {
     q->n_computed += n_new;
     TSR_ASSERT(q->n_computed <= q->n_tokens && q->n_computed <= q->n_blocks * bl);
     if (!s->cfg.prefix_cache) return;
-    const int64_t n_full = q->n_computed / bl;
+    int64_t n_full = q->n_computed / bl;
     if (n_full <= q->n_registered) return;
     tsr__ensure_hashes(q, n_full, bl);
+    if (n_full > q->n_hashes) n_full = q->n_hashes;   /* out of memory: register fewer */
+    if (n_full <= q->n_registered) return;
     for (int64_t i = q->n_registered; i < n_full; i++)
         tsr_bm_set_hash(s->bm, q->blocks[i], q->hashes[i], i ? q->hashes[i - 1] : 0, q->tokens + i * bl);
     q->n_registered = n_full;

@@ -197,6 +197,12 @@ typedef struct tsr_backend_ops {
      * worker/sampling.c. */
     bool (*sample)(tsr_backend *be, const void *logits, int64_t n_rows, int64_t vocab, int64_t n_valid,
                    const tsr_sample_req *reqs, int32_t *ids_out, tsr_sample_out *outs);
+
+    /* Optional (NULL: ops cannot fail).  The ops above return nothing, so one that could not do
+     * its work -- no memory for a scratch buffer, a stream wait past its deadline -- leaves a
+     * status here (message in tsr_last_error of the caller) and the forward pass fails the step
+     * with it.  Reading it clears it. */
+    tsr_status (*take_error)(tsr_backend *be);
 } tsr_backend_ops;
 
 struct tsr_backend {
@@ -216,6 +222,10 @@ int tsr_backend_cpu_n_threads(const tsr_backend *be);
 tsr_backend *tsr_backend_cuda_init(int device, tsr_dtype dtype);
 /* The backend's cudaStream_t (for the NCCL communicator), as void *. */
 void *tsr_backend_cuda_stream(tsr_backend *be);
+/* In a multi-rank group the stream can hold collectives that wait on peers: every host wait on
+ * it then gives up after timeout_s (> 0; 0: wait as long as it takes) with TSR_ERR_COMM in
+ * take_error, instead of hanging on a dead rank. */
+void tsr_backend_cuda_set_wait_timeout(tsr_backend *be, double timeout_s);
 
 /* The uniform value in [-1, 1) behind dummy weights (splitmix64 of key ^ index, 53 bits). */
 static inline uint64_t tsr_hash_mix(uint64_t x) {

@@ -5,10 +5,11 @@
  *
  * Never hang: the communicator is non-blocking (ncclConfig_t.blocking = 0), and every place
  * that waits -- initialization, enqueueing, and the stream waits of allgather/barrier -- polls
- * ncclCommGetAsyncError.  A wait longer than TESSERA_NCCL_TIMEOUT seconds (default 300), or an
- * asynchronous NCCL error (a peer died, a network fault), aborts the communicator with
- * ncclCommAbort and exits the process with a message: the group cannot continue without this
- * rank, and mpirun then takes the others down. */
+ * ncclCommGetAsyncError.  A wait longer than TESSERA_NCCL_TIMEOUT seconds (default 300; the
+ * first collectives set up connections lazily), or an asynchronous NCCL error (a peer died, a
+ * network fault), aborts the communicator with ncclCommAbort and breaks the group
+ * (worker/group.h): the call fails with TSR_ERR_COMM, so does every later one, and the engine
+ * reports it (/health 503) while the process exits on its own terms. */
 #ifdef TSR_HAVE_CUDA
 #include <cuda_runtime.h>
 #include <mpi.h>
@@ -22,12 +23,14 @@
 
 #include "common/log.h"
 #include "worker/comm.h"
+#include "worker/group.h"
 
 typedef struct {
     ncclComm_t comm;
     cudaStream_t stream;
     double timeout_s;
     void *one;   /* device scratch for barrier */
+    bool aborted;
 } tsr__nccl;
 
 static double tsr__nccl_now(void) {
@@ -36,37 +39,39 @@ static double tsr__nccl_now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static void tsr__nccl_die(tsr__nccl *n, int rank, const char *what, const char *why) {
-    fprintf(stderr, "tessera: rank %d: NCCL %s: %s; aborting the communicator and exiting\n", rank, what, why);
-    fflush(stderr);
-    ncclCommAbort(n->comm);
-    exit(3);
+/* The communicator cannot go on: abort it (its kernels return) and break the group. */
+static tsr_status tsr__nccl_fail(tsr__nccl *n, int rank, const char *what, const char *why) {
+    if (!n->aborted) {
+        ncclCommAbort(n->comm);
+        n->aborted = true;
+    }
+    return tsr__group_fail("rank %d: NCCL %s: %s", rank, what, why);
 }
 
 /* Waits until the communicator has no operation in progress (a non-blocking call returned). */
-static void tsr__nccl_settle(tsr__nccl *n, int rank, const char *what, ncclResult_t r) {
+static tsr_status tsr__nccl_settle(tsr__nccl *n, int rank, const char *what, ncclResult_t r) {
+    if (n->aborted) return tsr__group_fail("rank %d: NCCL %s: the communicator was aborted", rank, what);
     double t0 = tsr__nccl_now();
     while (r == ncclInProgress) {
-        if (tsr__nccl_now() - t0 > n->timeout_s) tsr__nccl_die(n, rank, what, "timed out");
+        if (tsr__nccl_now() - t0 > n->timeout_s) return tsr__nccl_fail(n, rank, what, "timed out");
         ncclCommGetAsyncError(n->comm, &r);
     }
-    if (r != ncclSuccess) tsr__nccl_die(n, rank, what, ncclGetErrorString(r));
+    if (r != ncclSuccess) return tsr__nccl_fail(n, rank, what, ncclGetErrorString(r));
+    return TSR_OK;
 }
 
 /* Waits for the stream (everything enqueued so far) while watching for NCCL errors. */
-static void tsr__nccl_wait_stream(tsr__nccl *n, int rank, const char *what) {
+static tsr_status tsr__nccl_wait_stream(tsr__nccl *n, int rank, const char *what) {
+    if (n->aborted) return tsr__group_fail("rank %d: NCCL %s: the communicator was aborted", rank, what);
     double t0 = tsr__nccl_now();
     for (;;) {
         cudaError_t e = cudaStreamQuery(n->stream);
-        if (e == cudaSuccess) return;
-        if (e != cudaErrorNotReady) {
-            fprintf(stderr, "tessera: rank %d: CUDA error while waiting for %s: %s\n", rank, what, cudaGetErrorString(e));
-            exit(3);
-        }
+        if (e == cudaSuccess) return TSR_OK;
+        if (e != cudaErrorNotReady) return tsr__nccl_fail(n, rank, what, cudaGetErrorString(e));
         ncclResult_t r = ncclSuccess;
         ncclCommGetAsyncError(n->comm, &r);
-        if (r != ncclSuccess && r != ncclInProgress) tsr__nccl_die(n, rank, what, ncclGetErrorString(r));
-        if (tsr__nccl_now() - t0 > n->timeout_s) tsr__nccl_die(n, rank, what, "timed out");
+        if (r != ncclSuccess && r != ncclInProgress) return tsr__nccl_fail(n, rank, what, ncclGetErrorString(r));
+        if (tsr__nccl_now() - t0 > n->timeout_s) return tsr__nccl_fail(n, rank, what, "timed out");
         usleep(20);
     }
 }
@@ -88,36 +93,40 @@ static tsr_status tsr__nccl_allreduce(tsr_comm *c, void *buf, int64_t n, tsr_dty
     ncclDataType_t t;
     if (!tsr__nccl_type(dtype, &t)) return tsr_errorf(TSR_ERR_UNSUPPORTED, "NCCL all-reduce of %s", tsr_dtype_name(dtype));
     if (n <= 0) return TSR_OK;
-    tsr__nccl_settle(p, c->rank, "all-reduce", ncclAllReduce(buf, buf, (size_t)n, t, ncclSum, p->comm, p->stream));
-    return TSR_OK;
+    if (p->aborted) return tsr__group_fail("rank %d: NCCL all-reduce: the communicator was aborted", c->rank);
+    return tsr__nccl_settle(p, c->rank, "all-reduce", ncclAllReduce(buf, buf, (size_t)n, t, ncclSum, p->comm, p->stream));
 }
 
 static tsr_status tsr__nccl_allgather(tsr_comm *c, const void *send, void *recv, int64_t n, tsr_dtype dtype) {
     tsr__nccl *p = c->impl;
     ncclDataType_t t;
     if (!tsr__nccl_type(dtype, &t)) return tsr_errorf(TSR_ERR_UNSUPPORTED, "NCCL all-gather of %s", tsr_dtype_name(dtype));
-    tsr__nccl_settle(p, c->rank, "all-gather", ncclAllGather(send, recv, (size_t)n, t, p->comm, p->stream));
+    if (p->aborted) return tsr__group_fail("rank %d: NCCL all-gather: the communicator was aborted", c->rank);
+    TSR_TRY(tsr__nccl_settle(p, c->rank, "all-gather", ncclAllGather(send, recv, (size_t)n, t, p->comm, p->stream)));
     /* the caller reads the result next: wait here, where a dead peer is noticed */
-    tsr__nccl_wait_stream(p, c->rank, "all-gather");
-    return TSR_OK;
+    return tsr__nccl_wait_stream(p, c->rank, "all-gather");
 }
 
 static tsr_status tsr__nccl_barrier(tsr_comm *c) {
     tsr__nccl *p = c->impl;
-    tsr__nccl_settle(p, c->rank, "barrier", ncclAllReduce(p->one, p->one, 1, ncclFloat32, ncclSum, p->comm, p->stream));
-    tsr__nccl_wait_stream(p, c->rank, "barrier");
-    return TSR_OK;
+    if (p->aborted) return tsr__group_fail("rank %d: NCCL barrier: the communicator was aborted", c->rank);
+    TSR_TRY(tsr__nccl_settle(p, c->rank, "barrier",
+                             ncclAllReduce(p->one, p->one, 1, ncclFloat32, ncclSum, p->comm, p->stream)));
+    return tsr__nccl_wait_stream(p, c->rank, "barrier");
 }
 
 static void tsr__nccl_free(tsr_comm *c) {
     tsr__nccl *p = c->impl;
     if (p) {
-        tsr__nccl_wait_stream(p, c->rank, "shutdown");
-        ncclResult_t r = ncclCommFinalize(p->comm);
-        double t0 = tsr__nccl_now();
-        while (r == ncclInProgress && tsr__nccl_now() - t0 < p->timeout_s) ncclCommGetAsyncError(p->comm, &r);
-        if (r == ncclSuccess) ncclCommDestroy(p->comm);
-        else ncclCommAbort(p->comm);
+        if (!p->aborted && !tsr_group_broken(NULL) && tsr__nccl_wait_stream(p, c->rank, "shutdown") == TSR_OK) {
+            ncclResult_t r = ncclCommFinalize(p->comm);
+            double t0 = tsr__nccl_now();
+            while (r == ncclInProgress && tsr__nccl_now() - t0 < p->timeout_s) ncclCommGetAsyncError(p->comm, &r);
+            if (r == ncclSuccess) ncclCommDestroy(p->comm);
+            else ncclCommAbort(p->comm);
+        } else if (!p->aborted) {
+            ncclCommAbort(p->comm);
+        }
         cudaFree(p->one);
         free(p);
     }

@@ -2,6 +2,7 @@
  * against the backend table and the communicator so TP = 1 and TP = N, CPU and GPU, run the
  * same code. */
 #include "worker/forward.h"
+#include "worker/group.h"
 #include "worker/weights.h"
 
 #include <math.h>
@@ -187,7 +188,26 @@ static bool tsr__fault_now(const tsr_forward_state *st) {
 
 /* The step.  want: compute the LM head; logits (host) NULL with want: leave them in st->logits
  * (TP == 1 only, for the device sampler). */
+static tsr_status tsr__run_ops(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step, bool want,
+                               float *logits);
+
+/* A backend op that could not do its work (backend.h take_error) fails the step; a device
+ * stream stuck past its deadline means a peer stopped answering: the group is broken. */
+static tsr_status tsr__backend_error(tsr_forward_state *st) {
+    tsr_backend *be = st->model->be;
+    tsr_status s = be->ops->take_error ? be->ops->take_error(be) : TSR_OK;
+    if (s == TSR_ERR_COMM) return tsr__group_fail("rank %d: %s", st->comm->rank, tsr_last_error());
+    return s;
+}
+
 static tsr_status tsr__run(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step, bool want, float *logits) {
+    tsr_status s = tsr__run_ops(st, kv, step, want, logits);
+    tsr_status b = tsr__backend_error(st);
+    return s != TSR_OK ? s : b;
+}
+
+static tsr_status tsr__run_ops(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step, bool want,
+                               float *logits) {
     TSR_TRY(tsr__validate(st, kv, step));
     tsr_model *m = st->model;
     const tsr_model_config *c = &m->cfg;
@@ -463,9 +483,11 @@ tsr_status tsr_forward_sample(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_
     }
     if (n == 0) return TSR_OK;
     if (!be->ops->sample(be, st->logits, n, V, n_valid, rq, st->sample_ids, any_lp ? out : NULL)) {
+        TSR_TRY(tsr__backend_error(st));
         /* out of device memory for the sampler's scratch: this step samples on the host */
         if (be->ops->download_f32) be->ops->download_f32(be, st->host_logits, st->logits, n_seq * V);
         else be->ops->download(be, st->host_logits, st->logits, sizeof(float) * (size_t)(n_seq * V));
+        TSR_TRY(tsr__backend_error(st));
         tsr__sample_host(st, st->host_logits, n_seq, samples, n_valid, ids, res);
         return TSR_OK;
     }

@@ -219,6 +219,10 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *
     if (o->progress) tsr__report(rt);
     /* loading took what it took on each rank; from now on a wait inside a step has a deadline */
     rt->group.timeout_s = tsr_group_step_timeout();
+#ifdef TSR_HAVE_CUDA
+    if (rt->group.size > 1 && !strcmp(rt->be->ops->name, "cuda"))
+        tsr_backend_cuda_set_wait_timeout(rt->be, rt->group.timeout_s);
+#endif
     return TSR_OK;
 }
 

@@ -394,23 +394,30 @@ static void tsr__attn_launch(tsr_backend *be, T *out, const T *q, const T *kc, c
     int n_split = 1;
     int64_t cap = b->max_blocks * a.block_len;
     if (decode) n_split = tsr__cuda_decode_splits(be, b->n_seq, a.n_kv_head, cap);
+    const int64_t n_rows = b->n_tok * a.n_head;
+    size_t need = sizeof(float) * (size_t)n_split * (size_t)n_rows * (size_t)(hd + 2);
+    if (n_split > 1 && need > c->part_bytes) {
+        TSR_ASSERT(!c->capturing);  // recorded steps were run once before, which sized this
+        if (!tsr__cuda_wait(c, "attention")) return;  // the step fails (take_error)
+        if (c->part) CUDA_CHECK(cudaFree(c->part));
+        c->part = NULL;
+        c->part_bytes = 0;
+        tsr__cuda_graphs_invalidate(c);  // recordings point at the old buffer
+        if (cudaMalloc(&c->part, need + need / 2) == cudaSuccess) {
+            c->part_bytes = need + need / 2;
+        } else {  // out of device memory: one split needs no scratch (slower, same result)
+            cudaGetLastError();
+            c->part = NULL;
+            n_split = 1;
+        }
+    }
     int chunk = (int)((cap + n_split - 1) / n_split);
     chunk = (chunk + ATT_KT - 1) / ATT_KT * ATT_KT;
-    int64_t n_rows = b->n_tok * a.n_head;
     dim3 grid(decode ? tsr_cdiv(G, ATT_RB) : tsr_cdiv(b->n_tok * G, ATT_RB), gy, (unsigned)n_split);
     if (n_split == 1) {
         tsr_k_attn_generic<T><<<grid, ATT_THREADS, sm, c->stream>>>(out, q, kc, vc, a, chunk, NULL, NULL, n_rows);
         TSR_LAUNCH_CHECK();
         return;
-    }
-    size_t need = sizeof(float) * (size_t)n_split * (size_t)n_rows * (size_t)(hd + 2);
-    if (need > c->part_bytes) {
-        TSR_ASSERT(!c->capturing);  // recorded steps were run once before, which sized this
-        CUDA_CHECK(cudaStreamSynchronize(c->stream));
-        if (c->part) CUDA_CHECK(cudaFree(c->part));
-        c->part_bytes = need + need / 2;
-        CUDA_CHECK(cudaMalloc(&c->part, c->part_bytes));
-        tsr__cuda_graphs_invalidate(c);  // recordings point at the old buffer
     }
     float *po = c->part, *pml = c->part + (size_t)n_split * n_rows * hd;
     tsr_k_attn_generic<T><<<grid, ATT_THREADS, sm, c->stream>>>(out, q, kc, vc, a, chunk, po, pml, n_rows);

@@ -50,7 +50,18 @@ struct tsr_cuda_ctx {
     long n_graph_eager, n_graph_recorded, n_graph_replayed;  // graph_begin/end/replay outcomes
     struct tsr_cuda_prof *prof;                              // per-op timing (profile.h), or NULL
     struct tsr_cuda_sampler *sampler;                        // sampling.cu's scratch, or NULL
+    // error paths (backend.h take_error): a host wait's deadline, and what failed since the
+    // last take_error
+    double wait_timeout_s;
+    tsr_status err;
+    char err_msg[256];
 };
+
+// Waits for everything enqueued on the stream, polling with the ctx's deadline; false (with
+// c->err set) when it passed or the stream failed.
+bool tsr__cuda_wait(tsr_cuda_ctx *c, const char *what);
+// Records an error for take_error (the first one sticks until taken).
+void tsr__cuda_set_error(tsr_cuda_ctx *c, tsr_status st, const char *what);
 
 // sampling.cu: the `sample` op and its scratch
 bool tsr__cuda_sample(tsr_backend *be, const void *logits, int64_t n_rows, int64_t vocab, int64_t n_valid,

@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/profile.h"
@@ -27,6 +29,51 @@ static void *tsr__cu_alloc(tsr_backend *be, size_t nbytes) {
     return p;
 }
 
+void tsr__cuda_set_error(tsr_cuda_ctx *c, tsr_status st, const char *what) {
+    if (c->err != TSR_OK) return;
+    c->err = st;
+    snprintf(c->err_msg, sizeof c->err_msg, "%s", what);
+}
+
+bool tsr__cuda_wait(tsr_cuda_ctx *c, const char *what) {
+    if (c->wait_timeout_s <= 0) {
+        CUDA_CHECK(cudaStreamSynchronize(c->stream));
+        return true;
+    }
+    if (c->err == TSR_ERR_COMM) return false;  // a stream that timed out once stays stuck
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (long spins = 0;; spins++) {
+        cudaError_t e = cudaStreamQuery(c->stream);
+        if (e == cudaSuccess) return true;
+        if (e != cudaErrorNotReady) CUDA_CHECK(e);  // a device fault: an invariant broke
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double el = (double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec);
+        if (el > c->wait_timeout_s) {
+            char m[200];
+            snprintf(m, sizeof m, "the GPU stream did not finish %s within %.1f s (a collective waiting on a rank "
+                     "that stopped answering?)", what, c->wait_timeout_s);
+            tsr__cuda_set_error(c, TSR_ERR_COMM, m);
+            return false;
+        }
+        if (spins > 1000) usleep(50);
+    }
+}
+
+static tsr_status tsr__cu_take_error(tsr_backend *be) {
+    tsr_cuda_ctx *c = tsr__cuda(be);
+    tsr_status st = c->err;
+    if (st != TSR_OK) {
+        tsr_errorf(st, "%s", c->err_msg);
+        if (st != TSR_ERR_COMM) c->err = TSR_OK;   // a stuck stream stays reported
+    }
+    return st;
+}
+
+extern "C" void tsr_backend_cuda_set_wait_timeout(tsr_backend *be, double timeout_s) {
+    tsr__cuda(be)->wait_timeout_s = timeout_s;
+}
+
 static void tsr__cu_dfree(tsr_backend *be, void *p) {
     (void)be;
     if (p) CUDA_CHECK(cudaFree(p));
@@ -37,21 +84,21 @@ static void tsr__cu_upload(tsr_backend *be, void *dst, const void *src, size_t n
     tsr_cuda_ctx *c = tsr__cuda(be);
     CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, c->stream));
     // the caller may reuse its host buffer at once
-    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    tsr__cuda_wait(c, "an upload");
 }
 
 static void tsr__cu_download(tsr_backend *be, void *dst, const void *src, size_t n) {
     if (!n) return;
     tsr_cuda_ctx *c = tsr__cuda(be);
     CUDA_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, c->stream));
-    CUDA_CHECK(cudaStreamSynchronize(c->stream));
+    tsr__cuda_wait(c, "a download");
 }
 
 static void tsr__cu_memset0(tsr_backend *be, void *dst, size_t n) {
     if (n) CUDA_CHECK(cudaMemsetAsync(dst, 0, n, tsr__cuda(be)->stream));
 }
 
-static void tsr__cu_sync(tsr_backend *be) { CUDA_CHECK(cudaStreamSynchronize(tsr__cuda(be)->stream)); }
+static void tsr__cu_sync(tsr_backend *be) { tsr__cuda_wait(tsr__cuda(be), "the step"); }
 
 // ------------------------------------------------------------------------------------------
 // get_rows
@@ -416,7 +463,7 @@ static void tsr__rope_launch(tsr_backend *be, void *q, void *k, int64_t ld, int6
             tsr__inv_freq_host(p, h);
             CUDA_CHECK(cudaMemcpyAsync(c->inv_freq, h, sizeof(float) * (size_t)(p->rot_dim / 2), cudaMemcpyHostToDevice,
                                        c->stream));
-            CUDA_CHECK(cudaStreamSynchronize(c->stream));
+            tsr__cuda_wait(c, "a RoPE table upload");
             c->inv_params = *p;
             c->inv_valid = true;
             tsr__cuda_graphs_invalidate(c);  // recordings read the old table
@@ -491,17 +538,29 @@ template <typename T> __global__ void tsr_k_to_f32(float *out, const T *in, int6
         out[i] = tsr_tof(in[i]);
 }
 
-static void tsr__grow(void **p, size_t *cap, size_t need, bool host) {
-    if (need <= *cap) return;
+// Grows a staging buffer; false (the buffer gone, the error recorded for take_error) when
+// there is no memory for it.
+static bool tsr__grow(tsr_cuda_ctx *c, void **p, size_t *cap, size_t need, bool host) {
+    if (need <= *cap) return true;
     size_t n = need + need / 4;
+    cudaError_t e;
     if (host) {
         if (*p) CUDA_CHECK(cudaFreeHost(*p));
-        CUDA_CHECK(cudaMallocHost(p, n));
+        e = cudaMallocHost(p, n);
     } else {
         if (*p) CUDA_CHECK(cudaFree(*p));
-        CUDA_CHECK(cudaMalloc(p, n));
+        e = cudaMalloc(p, n);
+    }
+    if (e != cudaSuccess) {
+        cudaGetLastError();  // out of memory is not sticky
+        *p = NULL;
+        *cap = 0;
+        tsr__cuda_set_error(c, TSR_ERR_OOM, host ? "out of pinned host memory for staging logits"
+                                                  : "out of device memory for converting logits");
+        return false;
     }
     *cap = n;
+    return true;
 }
 
 static void tsr__cu_download_f32(tsr_backend *be, float *dst, const void *src, int64_t n) {
@@ -509,17 +568,16 @@ static void tsr__cu_download_f32(tsr_backend *be, float *dst, const void *src, i
     tsr_cuda_ctx *c = tsr__cuda(be);
     TSR_ASSERT(!c->capturing);
     size_t bytes = sizeof(float) * (size_t)n;
-    tsr__grow((void **)&c->h_stage, &c->h_stage_bytes, bytes, true);
+    if (!tsr__grow(c, (void **)&c->h_stage, &c->h_stage_bytes, bytes, true)) return;
     const float *from = (const float *)src;
     if (be->dtype != TSR_F32) {
-        tsr__grow((void **)&c->f32_stage, &c->f32_stage_bytes, bytes, false);
+        if (!tsr__grow(c, (void **)&c->f32_stage, &c->f32_stage_bytes, bytes, false)) return;
         TSR_DISPATCH(be->dtype, tsr_k_to_f32<T><<<tsr__ew_blocks(c, n), 256, 0, c->stream>>>(c->f32_stage, (const T *)src, n));
         TSR_LAUNCH_CHECK();
         from = c->f32_stage;
     }
     CUDA_CHECK(cudaMemcpyAsync(c->h_stage, from, bytes, cudaMemcpyDeviceToHost, c->stream));
-    CUDA_CHECK(cudaStreamSynchronize(c->stream));
-    memcpy(dst, c->h_stage, bytes);
+    if (tsr__cuda_wait(c, "a logits download")) memcpy(dst, c->h_stage, bytes);
 }
 
 __device__ __forceinline__ uint64_t tsr_d_mix(uint64_t x) {
@@ -675,6 +733,7 @@ static const tsr_backend_ops tsr__cuda_ops = {
     /* graph_replay */ tsr__cu_graph_replay,
     /* rope_kv_write */ tsr__cu_rope_kv_write,
     /* matmul_silu */ tsr__cu_matmul_silu,    /* sample */ tsr__cuda_sample,
+    /* take_error */ tsr__cu_take_error,
 };
 
 extern "C" tsr_backend *tsr_backend_cuda_init(int device, tsr_dtype dtype) {
@@ -703,10 +762,19 @@ extern "C" tsr_backend *tsr_backend_cuda_init(int device, tsr_dtype dtype) {
     CUBLAS_CHECK(cublasSetStream(c->cublas, c->stream));
     // an explicit workspace: cuBLAS then allocates nothing itself, so steps can be recorded
     c->cublas_ws_bytes = (size_t)32 << 20;
-    CUDA_CHECK(cudaMalloc(&c->cublas_ws, c->cublas_ws_bytes));
+    if (cudaMalloc(&c->cublas_ws, c->cublas_ws_bytes) != cudaSuccess ||
+        cudaMalloc(&c->inv_freq, sizeof(float) * 512) != cudaSuccess) {
+        cudaGetLastError();
+        cudaFree(c->cublas_ws);
+        cublasDestroy(c->cublas);
+        cudaStreamDestroy(c->stream);
+        free(be);
+        free(c);
+        tsr_errorf(TSR_ERR_OOM, "out of memory on CUDA device %d for the backend's workspace", device);
+        return NULL;
+    }
     CUBLAS_CHECK(cublasSetWorkspace(c->cublas, c->cublas_ws, c->cublas_ws_bytes));
     CUBLAS_CHECK(cublasSetMathMode(c->cublas, CUBLAS_DEFAULT_MATH));
-    CUDA_CHECK(cudaMalloc(&c->inv_freq, sizeof(float) * 512));
     tsr__cuda_attention_init(c);
     be->ops = &tsr__cuda_ops;
     be->dtype = dtype;
@@ -864,6 +932,7 @@ static const tsr_backend_ops tsr__cuda_prof_ops = {
     /* graph_replay */ NULL,
     /* rope_kv_write */ tsr__pf_rope_kv_write,
     /* matmul_silu */ tsr__pf_matmul_silu,    /* sample */ tsr__cuda_sample,
+    /* take_error */ tsr__cu_take_error,
 };
 
 extern "C" void tsr_cuda_profile_start(tsr_backend *be) {

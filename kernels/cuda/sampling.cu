@@ -578,7 +578,7 @@ bool tsr__cuda_sample(tsr_backend *be, const void *logits, int64_t n_rows, int64
         CUDA_CHECK(cudaMemcpyAsync(s->h_out, s->d_out, sizeof(tsr_sample_out) * (size_t)n_rows, cudaMemcpyDeviceToHost, st));
     }
     CUDA_CHECK(cudaMemcpyAsync(s->h_tok, s->d_tok, sizeof(int32_t) * (size_t)n_rows, cudaMemcpyDeviceToHost, st));
-    CUDA_CHECK(cudaStreamSynchronize(st));
+    if (!tsr__cuda_wait(c, "sampling")) return false;  // the step fails (take_error)
     memcpy(ids_out, s->h_tok, sizeof(int32_t) * (size_t)n_rows);
     if (outs) {
         for (int64_t r = 0; r < n_rows; r++) {
