@@ -128,8 +128,10 @@ static void tsr__gconn_release(tsr__gconn *c) {
     if (c->released) return;
     c->released = true;
     uv_timer_stop(&c->timer);
-    uv_close((uv_handle_t *)&c->timer, tsr__gconn_closed);
-    uv_close((uv_handle_t *)&c->tcp, tsr__gconn_closed);
+    /* at exit the server's final walk may have closed them already (its writes then come back
+     * cancelled, and here) */
+    if (!uv_is_closing((uv_handle_t *)&c->timer)) uv_close((uv_handle_t *)&c->timer, tsr__gconn_closed);
+    if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, tsr__gconn_closed);
 }
 
 static void tsr__on_gtimer(uv_timer_t *t);
@@ -728,8 +730,12 @@ static int tsr__on_frame(nghttp2_session *ses, const nghttp2_frame *f, void *use
     if (f->hd.type != NGHTTP2_HEADERS && f->hd.type != NGHTTP2_DATA) return 0;
     tsr__gstream *s = tsr__gstream_get(ses, f->hd.stream_id);
     if (!s || s->request_done) return 0;
-    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST && !tsr__g_headers(s)) return 0;
-    if (f->hd.flags & NGHTTP2_FLAG_END_STREAM) {
+    bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
+    if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
+        s->request_done = end;   /* nothing more comes: an early answer needs no RST_STREAM */
+        if (!tsr__g_headers(s)) return 0;
+    }
+    if (end) {
         s->request_done = true;
         if (!s->response_started && !s->call) tsr__g_handle(s);
         tsr__gstream_drop_in(s);   /* decoded (the engine copied what it keeps) */
@@ -741,7 +747,7 @@ static int tsr__on_frame_sent(nghttp2_session *ses, const nghttp2_frame *f, void
     (void)user;
     if (f->hd.type != NGHTTP2_HEADERS || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
     tsr__gstream *s = tsr__gstream_get(ses, f->hd.stream_id);
-    if (s && s->reset_after) {
+    if (s && s->reset_after && !nghttp2_session_get_stream_remote_close(ses, s->id)) {
         s->reset_after = false;
         nghttp2_submit_rst_stream(ses, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_NO_ERROR);
     }
