@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generates the Unicode tables the tokenizer needs (coordinator/tokenizer.c includes the output):
+"""Generates the Unicode tables the tokenizer needs (coordinator/unicode.c includes the output):
 general-category classes (L, N, M, P, S), the White_Space property, and what NFC needs
 (canonical combining classes, full canonical decompositions, primary compositions).
 
@@ -13,7 +13,7 @@ usage: gen_unicode.py OUT.h
 import sys
 import unicodedata as ud
 
-# Class codes stored in the low 3 bits of each entry (keep in step with tokenizer.c).
+# Class codes stored in the low 3 bits of each entry (keep in step with unicode.h).
 OTHER, LETTER, NUMBER, MARK, PUNCT, SYMBOL = 0, 1, 2, 3, 4, 5
 F_SPACE = 0x08   # White_Space (what \s matches in the regex engine HF tokenizers uses)
 F_NFC = 0x10     # may change under NFC or take part in a composition: leave the fast path

@@ -930,9 +930,9 @@ static void tsr__conn_pump(tsr__conn *c) {
     int budget = TSR__PIPELINE_BURST;
     while (!c->closing && !c->close_after_writes && !c->call && budget > 0) {
         int r = tsr__http_in_next(&c->in);
-        if (c->in.send_continue) {
+        if (c->in.send_continue) {   /* not before an error answer (413 on Content-Length) */
             c->in.send_continue = false;
-            tsr__conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+            if (r != TSR__HTTP_ERROR) tsr__conn_write(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
         }
         if (r == TSR__HTTP_NEED_MORE) {
             if (c->in.in_request && c->in.started && !c->refused) {

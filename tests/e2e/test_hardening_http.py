@@ -128,6 +128,8 @@ def test_integer_params_out_of_range(hserver, api, param, value):
     st, j = post(hserver, path, doc.encode())
     assert st == 400, (param, value, j)
     assert j["error"]["param"] == param, j
+    # out of range is said as such (checked before any conversion); a fraction is the wrong type
+    assert j["error"]["code"] == ("invalid_type" if value == "1.5" else "invalid_value"), j
     assert hserver.proc.poll() is None
 
 

@@ -1,0 +1,43 @@
+/* The word cache's hot half, inline for bpe.c: looking a word up before BPE and storing its
+ * ids after.  The cache itself (what it is, making and clearing it) is word_cache.c. */
+#ifndef TSR_TOKENIZER_WORD_CACHE_H
+#define TSR_TOKENIZER_WORD_CACHE_H
+
+#include "coordinator/tokenizer/internal.h"
+
+/* Looks up the word w[0, n): on a hit its ids go to ids[TSR__CACHE_IDS] and their count is
+ * returned, else -1.  *slot (with its hash *h) is where to store the word after a miss, NULL
+ * when it is not to be cached (too long, cache off, or the cache was busy). */
+static inline int tsr__word_cache_get(const tsr_tokenizer *t, const uint8_t *w, size_t n, tsr__cache_entry **slot,
+                                      uint64_t *h, int32_t *ids) {
+    *slot = NULL;
+    *h = 0;
+    if (n > TSR__CACHE_KEY || t->no_cache) return -1;
+    *h = tsr__hash(w, n);
+    tsr__cache_entry *ce = (tsr__cache_entry *)&t->cache[*h & (TSR__CACHE_SIZE - 1)];
+    pthread_mutex_t *lock = (pthread_mutex_t *)&t->cache_lock;
+    if (pthread_mutex_trylock(lock) != 0) return -1;
+    bool hit = ce->h == *h && ce->klen == n && !memcmp(ce->key, w, n);
+    int nids = ce->nids;
+    if (hit) memcpy(ids, ce->ids, sizeof(int32_t) * (size_t)nids);
+    pthread_mutex_unlock(lock);
+    if (hit) return nids;
+    *slot = ce;
+    return -1;
+}
+
+/* Stores the ids of the word just encoded in the slot a miss gave (skipped if the cache is busy). */
+static inline void tsr__word_cache_put(const tsr_tokenizer *t, tsr__cache_entry *slot, uint64_t h, const uint8_t *w,
+                                       size_t n, const int32_t *ids, int nids) {
+    pthread_mutex_t *lock = (pthread_mutex_t *)&t->cache_lock;
+    if (pthread_mutex_trylock(lock) == 0) {
+        slot->h = h;
+        slot->klen = (uint8_t)n;
+        memcpy(slot->key, w, n);
+        slot->nids = (uint8_t)nids;
+        memcpy(slot->ids, ids, sizeof(int32_t) * (size_t)slot->nids);
+        pthread_mutex_unlock(lock);
+    }
+}
+
+#endif
