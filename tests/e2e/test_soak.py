@@ -77,7 +77,7 @@ def soak(seconds, warmup, log=lambda s: None):
         with tempfile.TemporaryDirectory() as td:
             log(f"warm-up: {warmup:.0f} s, {CLIENTS} clients against --max-batch-size {MAX_BATCH} "
                 f"--max-queue {MAX_QUEUE}")
-            wp, _ = bench(server, warmup, td, "warmup")
+            wp, wres = bench(server, warmup, td, "warmup")
             settled(server, base)
             rss0 = rss_kb(server.proc.pid)
             log(f"after warm-up: VmRSS {rss0} kB; soak: {seconds:.0f} s")
@@ -88,7 +88,8 @@ def soak(seconds, warmup, log=lambda s: None):
             t.join()
             m = settled(server, base)
             rss1 = rss_kb(server.proc.pid)
-        fig.update(rc=p.returncode, warmup_rc=wp.returncode, counts=res.get("counts", {}), requests=res.get("requests"),
+        fig.update(rc=p.returncode, warmup_rc=wp.returncode,
+                   warmup_429=wres.get("counts", {}).get("429"), queue_refused_total=m["tessera_queue_refused_total"], counts=res.get("counts", {}), requests=res.get("requests"),
                    wall_s=res.get("wall_s"), requests_per_s=res.get("requests_per_s"),
                    output_tok_per_s=res.get("output_tok_per_s"), ttft_ms=res.get("ttft_ms"),
                    first_error=res.get("first_error"), peak=peak, connections_baseline=base,
@@ -117,6 +118,9 @@ def problems(f):
             out.append(f"{c[k]} answers counted as {k} (first error: {f['first_error']})")
     if c["2xx"] + c["429"] + c["503"] != f["requests"] - c["connection_errors"]:
         out.append(f"statuses other than 2xx/429/503: {c}")
+    if f["queue_refused_total"] != c["429"] + (f["warmup_429"] or 0):
+        out.append(f"the server counted {f['queue_refused_total']:.0f} queue refusals, the clients saw "
+                   f"{c['429']} + {f['warmup_429']} 429s")
     if not (c["completed"] and c["hung_up"] and c["429"]):
         out.append(f"the soak did not complete, hang up and overflow the queue (429) all at once: {c}")
     if f["peak"]["waiting"] > MAX_QUEUE or f["peak"]["running"] > MAX_BATCH:
