@@ -18,6 +18,7 @@ int tsr_cmd_serve(int argc, char **argv) {
     int64_t max_prefill = 0, threads = 0, block_len = 0;
     double cache = 0, read_timeout = 30, idle_timeout = 60, session_ttl = 0;
     int64_t max_connections = 1024, max_unsent = 4 << 20, max_held = (int64_t)256 << 20, max_queue = 1024;
+    int64_t grpc_conn_buffer = 16 << 20;
     bool no_prefix_cache = false;
     tsr_str_list keys = {0}, origins = {0}, hosts = {0};
     const tsr_opt opts[] = {
@@ -45,6 +46,7 @@ int tsr_cmd_serve(int argc, char **argv) {
         {"--max-queue", TSR_OPT_INT, &max_queue, "N", "requests waiting beyond --max-batch-size; more get 429 (default 1024)"},
         {"--max-unsent-bytes", TSR_OPT_INT, &max_unsent, "N", "a stream this far ahead of its reader is dropped (default 4 MiB)"},
         {"--max-held-bytes", TSR_OPT_INT, &max_held, "N", "request bytes held over all connections (default 256 MiB)"},
+        {"--grpc-max-conn-buffer", TSR_OPT_INT, &grpc_conn_buffer, "N", "gRPC request bytes held per connection (default 16 MiB)"},
         {"--allowed-origins", TSR_OPT_STR_LIST, &origins, "O", "browser origins allowed besides the server's own (repeatable, "
                                                               "comma list, * for any)"},
         {"--allowed-hosts", TSR_OPT_STR_LIST, &hosts, "H", "Host names accepted besides the bound address and localhost "
@@ -61,7 +63,8 @@ int tsr_cmd_serve(int argc, char **argv) {
                            opts, argc, argv, pos, 1, &n_pos);
     if (rc != TSR_CLI_OK) return rc == TSR_CLI_HELP ? 0 : 1;
     if (port < 1 || port > 65535 || grpc_port < 0 || grpc_port > 65535 || max_body < 1 || max_batch < 1 ||
-        max_connections < 1 || max_queue < 0 || max_unsent < 1 || max_held < 1) {
+        max_connections < 1 || max_queue < 0 || max_unsent < 1 || max_held < 1 ||
+        grpc_conn_buffer < 1) {
         fprintf(stderr, "tessera serve: ports in 1..65535 (--grpc-port 0: off), --max-body-bytes, --max-batch-size, "
                         "--max-connections, --max-unsent-bytes and --max-held-bytes >= 1, --max-queue >= 0\n");
         free(keys.items);
@@ -146,6 +149,7 @@ int tsr_cmd_serve(int argc, char **argv) {
     sc.max_running = max_batch;
     sc.max_unsent_bytes = max_unsent;
     sc.max_held_bytes = max_held;
+    sc.grpc_max_conn_buffer = grpc_conn_buffer;
     sc.allowed_origins = origins.items;
     sc.n_allowed_origins = origins.n;
     sc.allowed_hosts = hosts.items;

@@ -24,6 +24,7 @@ typedef struct tsr_server_config {
     int64_t max_connections;       /* open HTTP + gRPC connections; past it: 503 / refused (default 1024) */
     int64_t max_unsent_bytes;      /* a streaming client this far behind is dropped (default 4 MiB) */
     int64_t max_held_bytes;        /* request bytes held over all connections (default 256 MiB) */
+    int64_t grpc_max_conn_buffer;  /* gRPC request bytes held per connection (0: default 16 MiB) */
     int64_t max_running;           /* engine requests run at once (the engine's max batch; default 64) */
     int64_t max_queue;             /* engine requests waiting beyond max_running; past it: 429 (default 1024) */
     const char *const *allowed_origins; /* browser origins besides the server's own ("*": any) */
