@@ -5,7 +5,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "common/fileutil.h"
 
@@ -118,14 +117,5 @@ tsr_status tsr_ini_get_f64(const tsr_ini *ini, const char *section, const char *
     double x = strtod(v, &end);
     if (errno || end == v || *end) return tsr_errorf(TSR_ERR_FORMAT, "%s: %s = '%s' is not a number", ini->path, key, v);
     *out = x;
-    return TSR_OK;
-}
-
-tsr_status tsr_ini_get_bool(const tsr_ini *ini, const char *section, const char *key, bool *out) {
-    const char *v = tsr_ini_get(ini, section, key);
-    if (!v) return tsr_errorf(TSR_ERR_NOT_FOUND, "%s: [%s] has no '%s'", ini->path, section, key);
-    if (!strcmp(v, "1") || !strcasecmp(v, "true")) *out = true;
-    else if (!strcmp(v, "0") || !strcasecmp(v, "false")) *out = false;
-    else return tsr_errorf(TSR_ERR_FORMAT, "%s: %s = '%s' is not 0/1", ini->path, key, v);
     return TSR_OK;
 }

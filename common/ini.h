@@ -5,7 +5,6 @@
 #ifndef TSR_INI_H
 #define TSR_INI_H
 
-#include <stdbool.h>
 #include <stdint.h>
 
 #include "common/status.h"
@@ -19,6 +18,5 @@ const char *tsr_ini_get(const tsr_ini *ini, const char *section, const char *key
 /* TSR_ERR_NOT_FOUND when absent (message names the key), TSR_ERR_FORMAT when not a number. */
 tsr_status tsr_ini_get_i64(const tsr_ini *ini, const char *section, const char *key, int64_t *out);
 tsr_status tsr_ini_get_f64(const tsr_ini *ini, const char *section, const char *key, double *out);
-tsr_status tsr_ini_get_bool(const tsr_ini *ini, const char *section, const char *key, bool *out);
 
 #endif

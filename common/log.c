@@ -13,7 +13,6 @@ static int tsr__log_rank = -1;
 static int tsr__log_level = -1;
 
 void tsr_log_set_rank(int rank) { tsr__log_rank = rank; }
-void tsr_log_set_level(tsr_log_level lvl) { tsr__log_level = (int)lvl; }
 
 tsr_log_level tsr_log_get_level(void) {
     if (tsr__log_level < 0) {

@@ -8,7 +8,6 @@
 typedef enum { TSR_LOG_DEBUG = 0, TSR_LOG_INFO, TSR_LOG_WARN, TSR_LOG_ERROR } tsr_log_level;
 
 void tsr_log_set_rank(int rank);           /* -1: no prefix */
-void tsr_log_set_level(tsr_log_level lvl);
 tsr_log_level tsr_log_get_level(void);
 void tsr_log(tsr_log_level lvl, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

@@ -214,7 +214,6 @@ struct tsr_backend {
 /* The CPU backend: f32, GEMMs through OpenBLAS (kept single-threaded), everything else
  * threaded on a small pool of n_threads (0: one per online core, or $TESSERA_THREADS). */
 tsr_backend *tsr_backend_cpu_init(int n_threads);
-int tsr_backend_cpu_n_threads(const tsr_backend *be);
 
 /* The CUDA backend (kernels/cuda): one device, one stream, compute type bf16 or f16 with f32
  * accumulation, GEMMs through cuBLAS.  NULL (with tsr_last_error set) when the device cannot

@@ -479,7 +479,3 @@ tsr_backend *tsr_backend_cpu_init(int n_threads) {
     be->ctx = c;
     return be;
 }
-
-int tsr_backend_cpu_n_threads(const tsr_backend *be) {
-    return tsr_cpu_pool_size(((const tsr__cpu_ctx *)be->ctx)->pool);
-}
