@@ -6,8 +6,13 @@
  *
  * Limits that keep bad clients from hurting the server: a request must arrive within
  * read_timeout_s of its first byte (slow-loris), idle keep-alive connections close after
- * idle_timeout_s, headers and bodies are bounded (431 / 413), and while a request is being
- * answered the connection's further bytes are held (bounded) rather than parsed. */
+ * idle_timeout_s, headers and bodies are bounded (431 / 413 / 414, parsed in http_conn.c), and
+ * while a request is being answered the connection's further bytes are held rather than parsed
+ * (reading stops past one request's worth; all connections together hold at most
+ * max_held_bytes).  Pipelined requests are answered from a loop, a burst per loop turn.  Past
+ * max_connections a connection gets one 503; past max_running + max_queue engine requests a
+ * call gets 429; a stream whose client stops reading is dropped past max_unsent_bytes.  Host
+ * and Origin are checked against the bound address, loopback names and the allowed lists. */
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
