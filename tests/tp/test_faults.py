@@ -187,7 +187,7 @@ def _listeners(pids):
 
 @pytest.fixture(scope="module")
 def one_rank(tmp_path_factory):
-    srv = Serve(tmp_path_factory.mktemp("one"), env={"TESSERA_FAULT_INJECT": "step_alloc:3"})
+    srv = Serve(tmp_path_factory.mktemp("one"), env={"TESSERA_FAULT_INJECT": "step_alloc:3,step_alloc:5"})
     yield srv
     assert srv.stop() == 0, srv.text()
 
@@ -204,6 +204,10 @@ def test_step_allocation_failure_ends_its_request_and_the_server_goes_on(one_ran
     assert err is not None and "injected" in str(err), (finishes, err)
     assert finishes == ["error"], finishes
     assert one_rank.health()[0] == 200
+    # not streamed: step 4 is the prefill, step 5 fails -> "come back later" (429), never a 500
+    with pytest.raises(openai.RateLimitError) as e:
+        _answer(one_rank)
+    assert "injected" in str(e.value), e.value
     text, fin = _answer(one_rank)
     assert text and fin == "length"
     assert one_rank.proc.poll() is None
