@@ -132,6 +132,8 @@ class Serve:
             self.proc.wait()
 
     def stop(self):
+        if hasattr(self, "client"):
+            self.client.close()   # no keep-alive connection left open at shutdown
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
