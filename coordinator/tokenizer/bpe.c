@@ -1,9 +1,9 @@
 /* BPE over one pre-tokenized word, for byte-level vocabularies (the word's bytes in the GPT-2
  * alphabet) and SentencePiece-style ones (its characters, unknown ones as <0xNN> byte tokens
  * or <unk>).  Merges run on a linked list of symbols with a binary heap of candidate pairs
- * keyed (rank, position), which is the order HF applies merges in.  The word cache is asked
- * first. */
-#include "coordinator/tokenizer/word_cache.h"
+ * keyed (rank, position), which is the order HF applies merges in.  The word cache
+ * (word_cache.h) stands in front of it. */
+#include "coordinator/tokenizer/internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -66,21 +66,11 @@ static bool tsr__sym_reserve(tsr__enc *e, size_t n) {
 
 void tsr__bpe_word(tsr__enc *e, const uint8_t *w, size_t n) {
     const tsr_tokenizer *t = e->t;
-    if (!n) return;
-    uint64_t h;
-    tsr__cache_entry *ce;
-    int32_t cached[TSR__CACHE_IDS];
-    int nids = tsr__word_cache_get(t, w, n, &ce, &h, cached);
-    if (nids >= 0) {
-        for (int k = 0; k < nids; k++) tsr__emit(e, cached[k]);
-        return;
-    }
-    int64_t first_out = e->n;
     if (t->ignore_merges) {
         int32_t id = tsr__smap_get(&t->raw_map, t->raw, t->raw_len, w, n);
         if (id >= 0) {
             tsr__emit(e, id);
-            goto cache_store;
+            return;
         }
     }
     if (!tsr__sym_reserve(e, n)) return;
@@ -153,7 +143,4 @@ void tsr__bpe_word(tsr__enc *e, const uint8_t *w, size_t n) {
             tsr__heap_push(e, &hn, (tsr__heap_item){rank, a, nid});
     }
     for (int32_t i = 0; i >= 0 && ns > 0; i = e->sym_next[i]) tsr__emit(e, e->sym_id[i]);
-cache_store:
-    if (ce && !e->oom && e->n > first_out && e->n - first_out <= TSR__CACHE_IDS)   /* e->ids may still be NULL */
-        tsr__word_cache_put(t, ce, h, w, n, e->ids + first_out, (int)(e->n - first_out));
 }

@@ -17,7 +17,7 @@
  *   normalizers.c             the normalizer steps
  *   pre_tokenizers.c          the pre-tokenizer steps and the hand-written split patterns
  *   bpe.c                     BPE merges over one word
- *   word_cache.c, .h          the cache of recent words' ids (lookups inline for bpe.c)
+ *   word_cache.c, .h          the cache of recent words' ids, in front of BPE (hits inline)
  *   detok.c                   streaming detokenization (and whole decodes)
  *   decoders.c                the decoder steps applied to one token
  *   byte_level.c              GPT-2's byte alphabet
@@ -318,7 +318,8 @@ void tsr__pretok(tsr__enc *e, int step, const uint8_t *s, size_t n, bool at_star
 bool tsr__pattern_find(const char *regex, tsr__pat *pat);
 
 /* bpe.c */
-/* BPE over one pre-tokenized word; appends its ids. */
+/* BPE over one pre-tokenized word (n > 0); appends its ids.  tsr__encode_word (word_cache.h)
+ * asks the cache first. */
 void tsr__bpe_word(tsr__enc *e, const uint8_t *w, size_t n);
 
 /* decoders.c: the decoder steps on one token's piece (*s)[0, *n); first: the text's first

@@ -3,7 +3,7 @@
  * to BPE.  No general regex engine: the split patterns models use are recognised by their exact
  * text and matched by hand-written functions that follow the regex's alternation order and
  * backtracking (an unknown pattern is TSR_ERR_UNSUPPORTED at load). */
-#include "coordinator/tokenizer/internal.h"
+#include "coordinator/tokenizer/word_cache.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -257,7 +257,7 @@ void tsr__pretok(tsr__enc *e, int step, const uint8_t *s, size_t n, bool at_star
     const tsr_tokenizer *t = e->t;
     if (e->oom || !n) return;
     if (step >= t->n_pre) {
-        tsr__bpe_word(e, s, n);
+        tsr__encode_word(e, s, n);
         return;
     }
     const tsr__pre *pre = &t->pre[step];

@@ -1,5 +1,7 @@
-/* The word cache's hot half, inline for bpe.c: looking a word up before BPE and storing its
- * ids after.  The cache itself (what it is, making and clearing it) is word_cache.c. */
+/* The word cache's hot half, inline for the pre-tokenizer's last step: a word's ids from the
+ * cache, else from BPE and then remembered.  Inline because most words of prose hit, and a hit
+ * should cost no more than a hash and a compare.  The cache itself (what it is, making and
+ * clearing it) is word_cache.c. */
 #ifndef TSR_TOKENIZER_WORD_CACHE_H
 #define TSR_TOKENIZER_WORD_CACHE_H
 
@@ -38,6 +40,24 @@ static inline void tsr__word_cache_put(const tsr_tokenizer *t, tsr__cache_entry 
         memcpy(slot->ids, ids, sizeof(int32_t) * (size_t)slot->nids);
         pthread_mutex_unlock(lock);
     }
+}
+
+/* Encodes one pre-tokenized word: from the cache, else by BPE (then remembered). */
+static inline void tsr__encode_word(tsr__enc *e, const uint8_t *w, size_t n) {
+    const tsr_tokenizer *t = e->t;
+    if (!n) return;
+    uint64_t h;
+    tsr__cache_entry *ce;
+    int32_t cached[TSR__CACHE_IDS];
+    int nids = tsr__word_cache_get(t, w, n, &ce, &h, cached);
+    if (nids >= 0) {
+        for (int k = 0; k < nids; k++) tsr__emit(e, cached[k]);
+        return;
+    }
+    int64_t first_out = e->n;
+    tsr__bpe_word(e, w, n);
+    if (ce && !e->oom && e->n > first_out && e->n - first_out <= TSR__CACHE_IDS)   /* e->ids may still be NULL */
+        tsr__word_cache_put(t, ce, h, w, n, e->ids + first_out, (int)(e->n - first_out));
 }
 
 #endif
