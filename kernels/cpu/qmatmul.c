@@ -405,9 +405,9 @@ tsr_status tsr_qmatmul(tsr_cpu_pool *pool, const tsr_wtensor *w, const float *x,
     if (!tsr_qmm_impl_available(impl))
         return tsr_errorf(TSR_ERR_UNSUPPORTED, "matmul implementation %s does not run on this CPU", tsr_qmm_impl_name(impl));
     if (impl == TSR_QMM_AUTO) impl = tsr_qmm_impl_best();
-    tsr__qmm_dotn_fn dotn = impl == TSR_QMM_AVX2         ? tsr__qmm_dot_avx2(w->type)
-                            : impl == TSR_QMM_AVX512VNNI ? tsr__qmm_dot_vnni(w->type)
-                                                         : NULL;
+    tsr__qmm_dotn_fn dotn = NULL;
+    if (impl == TSR_QMM_AVX512VNNI) dotn = tsr__qmm_dot_vnni(w->type);
+    if (impl == TSR_QMM_AVX2 || (impl == TSR_QMM_AVX512VNNI && !dotn)) dotn = tsr__qmm_dot_avx2(w->type);
     if (n_tok == 0 || w->rows == 0) return TSR_OK;
 
     const tsr__act_kind kind = tsr__act_kind_of(w->type);
