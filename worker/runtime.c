@@ -238,6 +238,12 @@ int tsr_runtime_worker_main(tsr_runtime *rt) {
 
 void tsr_runtime_close(tsr_runtime *rt) {
     if (rt->is_open && rt->group.rank == 0) tsr_exec_stop(&rt->exec);
+    if (tsr_group_broken(NULL) && rt->comm) {
+        /* first: NCCL kernels stuck on a dead peer end only with the communicator, and freeing
+         * device memory below waits for them */
+        tsr_comm_free(rt->comm);
+        rt->comm = NULL;
+    }
     tsr_exec_free(&rt->exec);
     if (rt->fs) tsr_forward_state_free(rt->fs);
     rt->fs = NULL;
