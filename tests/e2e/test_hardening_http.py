@@ -26,7 +26,7 @@ def hserver(serve_built, smollm2):
 
 @pytest.fixture(scope="module")
 def small(serve_built, smollm2):
-    s = Server(["--max-connections", "6", "--max-queue", "1", "--max-batch-size", "1"],
+    s = Server(["--max-connections", "6", "--max-queue", "1", "--max-batch-size", "1", "--max-held-bytes", "65536"],
                log_name="hardening_small")
     yield s
     rc = s.stop()
@@ -275,4 +275,31 @@ def test_queue_full_is_429(small):
     assert b"Retry-After: 1\r\n" in r429
     assert json.loads(r429.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "queue_full"
     st, j = post(small, "/v1/completions", {"prompt": "hi", "max_tokens": 2})
+    assert st == 200, j
+
+
+def test_held_bytes_bounded_globally(small):
+    # one client holds 50 KB of an unfinished body; another's 30 KB would pass --max-held-bytes
+    # (64 KiB over all connections): it gets 503 and the server keeps both bounded
+    hold = socket.create_connection(("127.0.0.1", small.port), timeout=10)
+    try:
+        hold.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 60000\r\n\r\n" + b" " * 50000)
+        deadline = time.time() + 10
+        while metrics(small)["tessera_held_request_bytes"] < 50000 and time.time() < deadline:
+            time.sleep(0.1)
+        assert metrics(small)["tessera_held_request_bytes"] >= 50000
+        body = b'{"prompt":"hi","max_tokens":1}' + b" " * 30000
+        resp = raw(small, b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert status_line(resp) == b"HTTP/1.1 503 Service Unavailable", resp[:300]
+        assert json.loads(resp.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "server_busy"
+        assert metrics(small)["tessera_held_refused_total"] >= 1
+    finally:
+        hold.close()
+    deadline = time.time() + 10
+    while metrics(small)["tessera_held_request_bytes"] > 0 and time.time() < deadline:
+        time.sleep(0.1)
+    body = b'{"prompt":"hi","max_tokens":1}' + b" " * 30000
+    st, j = post(small, "/v1/completions", body)
     assert st == 200, j
