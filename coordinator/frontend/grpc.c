@@ -81,6 +81,7 @@ struct tsr__gconn {
     tsr__srv *srv;
     nghttp2_session *session;
     tsr__gstream *streams;
+    struct tsr__gconn *prev, *next;  /* srv->grpc_conns */
     int64_t in_bytes;                /* request bytes held by its streams */
     uint64_t idle_since_ms;          /* when its last stream closed (or it was accepted) */
     int handles_open;
@@ -104,6 +105,9 @@ static void tsr__gconn_closed(uv_handle_t *h) {
     tsr__gconn *c = h->data;
     if (--c->handles_open == 0) {
         c->srv->connections--;
+        if (c->prev) c->prev->next = c->next;
+        else c->srv->grpc_conns = c->next;
+        if (c->next) c->next->prev = c->prev;
         free(c);
     }
 }
@@ -861,6 +865,9 @@ static void tsr__gon_connection(uv_stream_t *server, int status) {
     c->tcp.data = c->timer.data = c;
     c->handles_open = 2;
     s->connections++;
+    c->next = s->grpc_conns;
+    if (c->next) c->next->prev = c;
+    s->grpc_conns = c;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {
         c->closing = true;
         tsr__gconn_release(c);
@@ -905,4 +912,11 @@ tsr_status tsr__grpc_listen(tsr__srv *s) {
     return TSR_OK;
 }
 
-void tsr__grpc_close(tsr__srv *s) { (void)s; /* handles are closed by the server's final walk */ }
+/* At exit: every connection's calls are detached and its memory freed by the close callbacks
+ * that the server's final loop run delivers. */
+void tsr__grpc_close(tsr__srv *s) {
+    for (tsr__gconn *c = s->grpc_conns; c; c = c->next) {
+        tsr__gconn_close(c);
+        tsr__gconn_release(c);
+    }
+}

@@ -23,6 +23,7 @@ typedef struct tsr__srv {
     const char *model;
     uv_tcp_t http_listener, grpc_listener;
     bool grpc_on;
+    struct tsr__gconn *grpc_conns;  /* open gRPC connections (grpc.c), closed at exit */
     uv_async_t async;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;

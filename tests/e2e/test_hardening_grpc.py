@@ -168,7 +168,7 @@ def srv(serve_built, smollm2):
 def capped(serve_built, smollm2):
     s = Server(["--api-key", KEY, "--read-timeout", "5", "--idle-timeout", "5", "--max-connections", "4",
                 "--grpc-max-conn-buffer", str(1 << 20), "--max-held-bytes", str(3 << 19),
-                "--max-unsent-bytes", str(8 << 10)], log_name="server-hardening-grpc-capped")
+                "--max-unsent-bytes", str(4 << 10)], log_name="server-hardening-grpc-capped")
     yield s
     assert s.stop() == 0, s.log_text()
 
