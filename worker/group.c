@@ -5,6 +5,7 @@
 #include "worker/group.h"
 
 #include <mpi.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -66,10 +67,13 @@ tsr_status tsr__group_wait(void *req, double timeout_s, const char *what) {
         if (timeout_s > 0 && el > timeout_s)
             return tsr__group_fail("rank %d: no answer from the other ranks within %.1f s (%s): a rank died, "
                                    "stopped or lost its link", tsr_group_world_rank(), timeout_s, what);
-        /* spin for a moment (a step's collectives are quick), then back off to at most 1 ms, so
-         * a worker waiting for the next step of an idle server does not hold a core */
-        if (el > 0.002) {
-            sleep_ns = sleep_ns ? (sleep_ns * 2 > 1000000 ? 1000000 : sleep_ns * 2) : 20000;
+        /* a step's collectives are quick: poll, yielding the core (ranks may share cores);
+         * after 100 ms back off to sleeps of at most 1 ms, so a worker waiting for the next step
+         * of an idle server does not hold a core */
+        if (el < 0.1) {
+            sched_yield();
+        } else {
+            sleep_ns = sleep_ns ? (sleep_ns * 2 > 1000000 ? 1000000 : sleep_ns * 2) : 50000;
             struct timespec ts = {0, sleep_ns};
             nanosleep(&ts, NULL);
         }
