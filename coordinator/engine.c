@@ -612,7 +612,11 @@ static void tsr__step(tsr_engine *e) {
 }
 
 static void tsr__step_loop(tsr_engine *e) {
+    /* an idle TP group exchanges a heartbeat every second, so a rank that stops answering is
+     * found (and reported) with no request running, and workers know rank 0 is alive */
+    const bool beats = e->rt.group.size > 1;
     for (;;) {
+        bool beat = false;
         pthread_mutex_lock(&e->mu);
         for (;;) {
             bool work = e->inbox || e->cancels || e->stopping;
@@ -620,11 +624,11 @@ static void tsr__step_loop(tsr_engine *e) {
             tsr_sched_counts sc;
             tsr_sched_get_counts(e->sched, &sc);
             if (sc.running || sc.waiting) break;
-            if (e->cfg.session_ttl_s > 0 && e->sessions) {
+            if ((e->cfg.session_ttl_s > 0 && e->sessions) || (beats && e->fatal == TSR_OK)) {
                 struct timespec ts;
                 clock_gettime(CLOCK_REALTIME, &ts);
                 ts.tv_sec += 1;
-                pthread_cond_timedwait(&e->cv, &e->mu, &ts);
+                beat = pthread_cond_timedwait(&e->cv, &e->mu, &ts) != 0 && beats && e->fatal == TSR_OK;
                 break;
             }
             pthread_cond_wait(&e->cv, &e->mu);
@@ -635,6 +639,11 @@ static void tsr__step_loop(tsr_engine *e) {
         e->cancels = NULL;
         bool stopping = e->stopping;
         pthread_mutex_unlock(&e->mu);
+        if (beat && !stopping && tsr_exec_heartbeat(&e->rt.exec) != TSR_OK) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", tsr_last_error());
+            tsr__go_fatal(e, TSR_ERR_COMM, msg);
+        }
 
         while (in) {
             tsr__req *r = in;

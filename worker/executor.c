@@ -8,7 +8,7 @@
 
 #define TSR__PLAN_MAGIC 0x4e4c5054u /* "TPLN" */
 
-enum { TSR__OP_STEP = 1, TSR__OP_STOP = 2 };
+enum { TSR__OP_STEP = 1, TSR__OP_STOP = 2, TSR__OP_BEAT = 3 };
 
 typedef struct {
     uint32_t magic, op;
@@ -148,6 +148,12 @@ static tsr_status tsr__exec_agree(void *ctx, tsr_status mine) {
     return tsr_group_agree(e->group, mine);
 }
 
+tsr_status tsr_exec_heartbeat(tsr_exec *e) {
+    if (e->group->size <= 1 || e->group->rank != 0) return TSR_OK;
+    TSR_TRY(tsr__bcast_plan(e, NULL, 0, TSR__OP_BEAT));
+    return tsr_group_agree(e->group, TSR_OK);   /* both ways: rank 0 hears from every worker */
+}
+
 void tsr_exec_stop(tsr_exec *e) {
     if (e->group->size <= 1 || e->group->rank != 0 || tsr_group_broken(NULL)) return;
     tsr__bcast_plan(e, NULL, 0, TSR__OP_STOP);
@@ -159,13 +165,22 @@ tsr_status tsr_exec_worker_loop(tsr_exec *e) {
     float *logits = NULL;
     size_t logits_cap = 0;
     tsr_status st = TSR_OK;
+    bool beating = false;
     const int64_t vocab = e->fs->model->cfg.vocab_size;
     for (;;) {
         tsr__plan_header h;
-        st = tsr_group_bcast(e->group, &h, sizeof h, 0, 0);   /* an idle server: no deadline */
+        /* no deadline while idle -- unless rank 0 sends heartbeats, then missing ones mean it
+         * stopped answering */
+        st = tsr_group_bcast(e->group, &h, sizeof h, 0, beating ? e->group->timeout_s + 1.0 : 0);
         if (st != TSR_OK) break;
         if (h.magic != TSR__PLAN_MAGIC) { st = tsr_errorf(TSR_ERR_COMM, "step plan: bad magic"); break; }
         if (h.op == TSR__OP_STOP) break;
+        if (h.op == TSR__OP_BEAT) {
+            beating = true;
+            st = tsr_group_agree(e->group, TSR_OK);
+            if (st != TSR_OK) break;
+            continue;
+        }
         size_t len = sizeof h + h.body_bytes;
         if (h.body_bytes > ((uint64_t)1 << 40) || !tsr__grow(&e->buf, &e->buf_cap, len)) {
             st = tsr_errorf(TSR_ERR_OOM, "no memory for a step plan of %llu bytes", (unsigned long long)h.body_bytes);

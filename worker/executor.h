@@ -8,7 +8,7 @@
  *
  * Wire format of a plan (host memory, little-endian, one MPI_Bcast of a fixed header then one
  * of the body):
- *   header: magic, op (STEP | STOP), n_seq, n_tok, n_bt, flags, body bytes
+ *   header: magic, op (STEP | STOP | BEAT), n_seq, n_tok, n_bt, flags, body bytes
  *   body:   n_seq x {n_new, n_past, n_blocks} (int64) | tokens [n_tok] (int32) | blocks [n_bt] (int32)
  */
 #ifndef TSR_EXECUTOR_H
@@ -36,6 +36,11 @@ void tsr_exec_free(tsr_exec *e);
 
 /* Rank 0: tell the workers to leave their loop (idempotent; a no-op for a group of one). */
 void tsr_exec_stop(tsr_exec *e);
+/* Rank 0, while idle (the engine: every second): every rank answers, within the group's
+ * deadline, or the group is broken (TSR_ERR_COMM).  Once a worker has seen one, it also expects
+ * the next within the deadline (+1 s) and leaves its loop with TSR_ERR_COMM when rank 0 stops
+ * answering.  A no-op for a group of one. */
+tsr_status tsr_exec_heartbeat(tsr_exec *e);
 /* Ranks > 0: receive and run plans until rank 0 stops.  A failing step aborts the group with
  * a message naming this rank (a worker cannot report per-request errors: rank 0 validated the
  * plan before sending it). */

@@ -277,14 +277,25 @@ def test_mpi_is_called_from_one_thread(two_ranks):
     assert "called from a second thread" not in log, log[-3000:]
 
 
+def _alive(pid):
+    """Still running (a zombie or a reaped pid is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except OSError:
+        return False
+
+
 def _stop_rank1_mid_stream(tmp, sig):
     srv = Serve(tmp, np=2)
+    ranks = []
     try:
         stream = _stream(srv, 1900)
         it = iter(stream)
         next(it)
         next(it)   # tokens flow: the group is in its step loop
-        worker = next(p for p in srv.pids() if rank_of(p) == 1)
+        ranks = srv.pids()[1:]
+        worker = next(p for p in ranks if rank_of(p) == 1)
         os.kill(worker, sig)
         t0 = time.time()
         err = None
@@ -300,11 +311,12 @@ def _stop_rank1_mid_stream(tmp, sig):
         assert st in (503, None), (st, body)   # unhealthy, or already gone
         srv.proc.wait(timeout=max(1.0, 10 - (time.time() - t0)) + 5)
         gone = time.time() - t0
-        left = [p for p in srv.pids()[1:]]
+        time.sleep(0.5)
+        left = [p for p in ranks if _alive(p)]
         return ended, gone, err, left, srv
     finally:
         if sig == signal.SIGSTOP:
-            for p in srv.pids()[1:]:
+            for p in srv.pids()[1:] + [q for q in ranks if _alive(q)]:
                 try:
                     os.kill(p, signal.SIGCONT)
                 except OSError:
@@ -326,3 +338,41 @@ def test_killed_rank_is_detected_and_the_group_exits(tmp_path):
     print(f"SIGKILL: stream ended after {ended:.1f} s, mpirun exited after {gone:.1f} s")
     assert srv.proc.returncode != 0
     assert not left, f"processes left behind: {left}"
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_idle_group_notices_a_stopped_rank(tmp_path, rank):
+    # no request running: the heartbeat finds it (rank 1 stopped: rank 0 reports it on /health
+    # and exits; rank 0 stopped: the worker stops hearing from it and exits) -- mpirun ends
+    srv = Serve(tmp_path, np=2)
+    ranks = []
+    try:
+        time.sleep(1.5)   # a heartbeat or two first: workers then expect them
+        ranks = srv.pids()[1:]
+        victim = next(p for p in ranks if rank_of(p) == rank)
+        os.kill(victim, signal.SIGSTOP)
+        t0 = time.time()
+        unhealthy = None
+        while srv.proc.poll() is None and time.time() - t0 < 20:
+            st, body = srv.health() if rank == 1 else (None, "")
+            if st == 503 and unhealthy is None:
+                unhealthy = time.time() - t0
+                assert "no answer" in body, body
+            time.sleep(0.2)
+        gone = time.time() - t0
+        print(f"idle, rank {rank} SIGSTOPped: /health 503 after {unhealthy}, mpirun exited after {gone:.1f} s")
+        assert srv.proc.poll() is not None and gone < 10, f"mpirun still running after {gone:.1f} s: {srv.text()}"
+        assert srv.proc.returncode != 0
+        if rank == 1:
+            assert unhealthy is not None and unhealthy < 10
+        time.sleep(0.5)
+        left = [p for p in ranks if _alive(p)]
+        assert not left, f"processes left behind: {left}"
+    finally:
+        for p in srv.pids()[1:] + [q for q in ranks if _alive(q)]:
+            try:
+                os.kill(p, signal.SIGCONT)
+            except OSError:
+                pass
+        srv.kill()
+        srv.log.close()
