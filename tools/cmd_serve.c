@@ -2,15 +2,26 @@
  * the engine (under mpirun, ranks > 0 become workers inside tsr_engine_open and return when rank
  * 0 closes it); rank 0 runs the front end (coordinator/frontend) until SIGTERM, drains, and
  * closes the engine, which releases the workers. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "coordinator/engine.h"
 #include "coordinator/frontend/server.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
+
+/* The rank group broke (engine.h on_fatal): every request has ended with the error and /health
+ * answers 503; stop serving as on SIGTERM, so the process exits non-zero and mpirun ends the
+ * rest of the group. */
+static void tsr__serve_on_fatal(void *user, const char *message) {
+    (void)user;
+    fprintf(stderr, "tessera serve: %s; shutting down\n", message);
+    kill(getpid(), SIGTERM);
+}
 
 int tsr_cmd_serve(int argc, char **argv) {
     const char *host = "127.0.0.1", *backend = NULL, *load_format = NULL, *chat_template = NULL, *model_name = NULL;
@@ -119,6 +130,7 @@ int tsr_cmd_serve(int argc, char **argv) {
     ec.session_ttl_s = session_ttl;
     ec.threads = threads;
     ec.progress = true;
+    ec.on_fatal = tsr__serve_on_fatal;
     tsr_engine *e = NULL;
     if (tsr_engine_open(&ec, &argc, &argv, &e) != TSR_OK) {
         fprintf(stderr, "tessera serve: %s\n", tsr_last_error());
@@ -156,9 +168,10 @@ int tsr_cmd_serve(int argc, char **argv) {
     sc.n_allowed_hosts = hosts.n;
     tsr_status st = tsr_server_run(e, &sc);
     if (st != TSR_OK) fprintf(stderr, "tessera serve: %s\n", tsr_last_error());
+    const bool broken = tsr_engine_health(e, NULL, 0) != TSR_OK;
     tsr_engine_close(e);
     free(keys.items);
     free(origins.items);
     free(hosts.items);
-    return st == TSR_OK ? 0 : 1;
+    return st == TSR_OK && !broken ? 0 : 1;
 }

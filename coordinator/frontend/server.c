@@ -810,6 +810,18 @@ static void tsr__handle(tsr__conn *c) {
 
     if (!strcmp(path, "/health")) {
         if (!get) return tsr__error(c, 405, "invalid_request_error", NULL, "method_not_allowed", "use GET");
+        char why[512];
+        if (tsr_engine_health(s->engine, why, sizeof why) != TSR_OK) {   /* the rank group broke */
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddStringToObject(j, "status", "unhealthy");
+            cJSON_AddStringToObject(j, "message", why);
+            char *b = cJSON_PrintUnformatted(j);
+            cJSON_Delete(j);
+            if (!b) return tsr__respond(c, 503, "application/json", "{\"status\":\"unhealthy\"}", 22, NULL);
+            tsr__respond(c, 503, "application/json", b, strlen(b), NULL);
+            free(b);
+            return;
+        }
         if (s->draining) return tsr__respond(c, 503, "application/json", "{\"status\":\"draining\"}", 21, NULL);
         return tsr__respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
     }
