@@ -4,10 +4,11 @@
  * are written as tight per-block loops with no per-element branches.  The layouts follow the
  * GGUF/ggml specification; tests/formats checks every type against python gguf's numpy
  * dequantizers on random blocks. */
+#include "common/ggml_quants.h"
+
 #include <stdint.h>
 #include <string.h>
 
-#include "common/gguf.h"
 #include "common/tensor.h"
 
 #if defined(__F16C__)

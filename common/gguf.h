@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/ggml_quants.h"
 #include "common/status.h"
 
 typedef enum tsr_gguf_vtype {
@@ -18,15 +19,6 @@ typedef enum tsr_gguf_vtype {
     TSR_GGUF_STRING = 8, TSR_GGUF_ARRAY = 9, TSR_GGUF_UINT64 = 10, TSR_GGUF_INT64 = 11,
     TSR_GGUF_FLOAT64 = 12,
 } tsr_gguf_vtype;
-
-/* ggml tensor types (numbering as in the GGUF spec). */
-typedef enum tsr_ggml_type {
-    TSR_GGML_F32 = 0, TSR_GGML_F16 = 1, TSR_GGML_Q4_0 = 2, TSR_GGML_Q4_1 = 3,
-    TSR_GGML_Q5_0 = 6, TSR_GGML_Q5_1 = 7, TSR_GGML_Q8_0 = 8, TSR_GGML_Q8_1 = 9,
-    TSR_GGML_Q2_K = 10, TSR_GGML_Q3_K = 11, TSR_GGML_Q4_K = 12, TSR_GGML_Q5_K = 13,
-    TSR_GGML_Q6_K = 14, TSR_GGML_Q8_K = 15, TSR_GGML_I8 = 24, TSR_GGML_I16 = 25,
-    TSR_GGML_I32 = 26, TSR_GGML_I64 = 27, TSR_GGML_F64 = 28, TSR_GGML_BF16 = 30,
-} tsr_ggml_type;
 
 typedef struct tsr_gguf_str {
     const char *ptr;   /* into the mmap: NOT NUL-terminated */
@@ -88,12 +80,6 @@ const tsr_gguf_tensor *tsr_gguf_tensor_at(const tsr_gguf *g, int64_t i);
 const tsr_gguf_tensor *tsr_gguf_find_tensor(const tsr_gguf *g, const char *name);
 int64_t tsr_gguf_tensor_numel(const tsr_gguf_tensor *t);
 
-const char *tsr_ggml_type_name(tsr_ggml_type t);
-/* Elements per block and bytes per block; 0 for an unknown type. */
-int64_t tsr_ggml_block_size(tsr_ggml_type t);
-size_t tsr_ggml_type_size(tsr_ggml_type t);
-/* Dequantize n elements (a multiple of the block size) of type t to f32. */
-tsr_status tsr_ggml_dequantize(tsr_ggml_type t, const void *src, float *dst, int64_t n);
 /* Whole tensor (all ne[] elements) to f32; dst holds numel floats. */
 tsr_status tsr_gguf_tensor_to_f32(const tsr_gguf_tensor *t, float *dst);
 /* Rows [row0, row0 + nrows) of a 2-D tensor (rows are ne[1], row length ne[0]) to f32:
