@@ -7,7 +7,7 @@
 #include "common/status.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
-#include "worker/workspace.h"
+#include "worker/workspace_convert.h"
 
 int tsr_cmd_convert(int argc, char **argv) {
     const char *dst = NULL, *dtype_s = "f32";

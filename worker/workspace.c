@@ -1,18 +1,15 @@
-/* Workspace config.ini and the convert driver (see workspace.h); the per-rank weight files are
- * written and read by worker/weights.c, which owns tensor naming and the shard rules. */
+/* A workspace's config.ini: writing it, and reading its model fields and runtime knobs (see
+ * workspace.h).  The rank files are written by worker/workspace_convert.c and read by
+ * worker/weights_workspace.c. */
 #include "worker/workspace.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "common/fileutil.h"
-#include "common/gguf.h"
 #include "common/ini.h"
-#include "common/log.h"
-#include "worker/weights.h"
 
 #define TSR__SEC "llama"
 
@@ -161,56 +158,4 @@ tsr_status tsr_workspace_read_knobs(const char *dir, tsr_ws_knobs *k) {
 #undef TSR__K
     tsr_ini_free(ini);
     return st;
-}
-
-static tsr_status tsr__copy_file(const char *src, const char *dst) {
-    char *data;
-    size_t len;
-    TSR_TRY(tsr_read_file(src, (size_t)1 << 30, &data, &len));
-    tsr_status st = tsr_write_file(dst, data, len);
-    free(data);
-    return st;
-}
-
-tsr_status tsr_workspace_convert(const char *model_path, const char *dir, int tp, tsr_dtype dtype) {
-    if (tp < 1) return tsr_errorf(TSR_ERR_INVALID_ARG, "--tp must be at least 1");
-    tsr_model_config cfg;
-    TSR_TRY(tsr_model_config_load(model_path, &cfg));
-    for (int r = 0; r < tp; r++) { /* refuse an impossible split before writing anything */
-        tsr_shard sh;
-        TSR_TRY(tsr_shard_plan(&cfg, r, tp, &sh));
-    }
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
-        return tsr_errorf(TSR_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
-    /* tokenizer and chat template, in the form they came in */
-    if (!tsr_path_is_dir(model_path)) {
-        tsr_gguf *g;
-        TSR_TRY(tsr_gguf_open(model_path, &g));
-        static const char *const keep[] = {"tokenizer.", "general.", NULL};
-        char *dst = tsr_path_join(dir, "tokenizer.gguf");
-        tsr_status st = tsr_gguf_write_metadata(dst, g, keep);
-        free(dst);
-        tsr_gguf_close(g);
-        TSR_TRY(st);
-    } else {
-        static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
-                                            "special_tokens_map.json", NULL};
-        for (const char *const *f = files; *f; f++) {
-            char *src = tsr_path_join(model_path, *f), *dst = tsr_path_join(dir, *f);
-            tsr_status st = tsr_path_exists(src) ? tsr__copy_file(src, dst) : TSR_OK;
-            free(src);
-            free(dst);
-            TSR_TRY(st);
-        }
-    }
-    for (int r = 0; r < tp; r++) {
-        char name[64];
-        snprintf(name, sizeof name, "rank%d.safetensors", r);
-        char *path = tsr_path_join(dir, name);
-        TSR_LOGI("converting rank %d of %d -> %s", r, tp, path);
-        tsr_status st = tsr_workspace_write_rank(model_path, r, tp, dtype, path);
-        free(path);
-        TSR_TRY(st);
-    }
-    return tsr_workspace_write_config(dir, &cfg, tp, dtype, cfg.max_position_embeddings);
 }

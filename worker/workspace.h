@@ -2,11 +2,12 @@
  * model already split for a TP size, so loading splits nothing:
  *   config.ini                 [llama] model fields + runtime knobs (TurboMind's keys)
  *   rank0.safetensors ...      one file per rank: that rank's tensors, local shapes, named by
- *                              kind ("layers.3.q", "tok_embd", ...; weights.c tsr_ws_name)
+ *                              kind ("layers.3.q", "tok_embd", ...; weights_workspace.c)
  *   tokenizer.json (+ tokenizer_config.json) from an HF source, or tokenizer.gguf (the
  *                              source GGUF's tokenizer.* and general.* metadata)
  * The runtime knobs take effect when a user edits config.ini; the model fields are checked
- * against the weights when a rank loads. */
+ * against the weights when a rank loads.  This file is config.ini; `tessera convert` is
+ * worker/workspace_convert.h. */
 #ifndef TSR_WORKSPACE_H
 #define TSR_WORKSPACE_H
 
@@ -34,9 +35,5 @@ tsr_status tsr_workspace_read_knobs(const char *dir, tsr_ws_knobs *knobs);
 /* Writes config.ini. */
 tsr_status tsr_workspace_write_config(const char *dir, const tsr_model_config *cfg, int tp, tsr_dtype weight_type,
                                       int64_t session_len);
-
-/* `tessera convert`: MODEL (HF dir or GGUF) -> dir, split for tp ranks, weights stored as
- * dtype (TSR_F32 / TSR_F16 / TSR_BF16).  Shows progress. */
-tsr_status tsr_workspace_convert(const char *model_path, const char *dir, int tp, tsr_dtype dtype);
 
 #endif

@@ -1,0 +1,110 @@
+/* The workspace weight source (see weights_source.h, worker/workspace.h): a directory made by
+ * `tessera convert`, whose rank<N>.safetensors hold each kind's local slice under the names
+ * below, so a rank reads its share without splitting anything. */
+#include "worker/weights_workspace.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/fileutil.h"
+#include "common/safetensors.h"
+#include "worker/workspace.h"
+
+static const char *const tsr__ws_names[TSR_W_COUNT] = {
+    [TSR_W_TOK_EMBD] = "tok_embd",           [TSR_W_ATTN_NORM] = "layers.%d.attn_norm",
+    [TSR_W_Q] = "layers.%d.q",                [TSR_W_K] = "layers.%d.k",
+    [TSR_W_V] = "layers.%d.v",                [TSR_W_Q_BIAS] = "layers.%d.q_bias",
+    [TSR_W_K_BIAS] = "layers.%d.k_bias",      [TSR_W_V_BIAS] = "layers.%d.v_bias",
+    [TSR_W_O] = "layers.%d.o",                [TSR_W_O_BIAS] = "layers.%d.o_bias",
+    [TSR_W_FFN_NORM] = "layers.%d.ffn_norm",  [TSR_W_GATE] = "layers.%d.gate",
+    [TSR_W_UP] = "layers.%d.up",              [TSR_W_DOWN] = "layers.%d.down",
+    [TSR_W_OUT_NORM] = "out_norm",            [TSR_W_LM_HEAD] = "lm_head",
+};
+
+void tsr__ws_tensor_name(char *buf, size_t n, tsr_wkind k, int layer) {
+    tsr__weights_name(buf, n, tsr__ws_names, k, layer);
+}
+
+typedef struct {
+    tsr__src base;
+    char *dir;
+    tsr_safetensors *st;   /* this rank's file, opened on first use */
+} tsr__ws_src;
+
+static tsr_status tsr__ws_find(tsr__ws_src *s, tsr_wkind k, int layer, const tsr_st_tensor **t, int64_t *r0,
+                               int64_t *c0) {
+    const tsr_shard *sh = s->base.shard;
+    TSR_ASSERT(sh);
+    if (!s->st) {
+        char name[64];
+        snprintf(name, sizeof name, "rank%d.safetensors", sh->rank);
+        char *path = tsr_path_join(s->dir, name);
+        tsr_status st = tsr_safetensors_open(path, &s->st);
+        free(path);
+        TSR_TRY(st);
+    }
+    char name[128];
+    tsr__weights_name(name, sizeof name, tsr__ws_names, k, layer);
+    *t = tsr_safetensors_find(s->st, name);
+    if (!*t) return tsr_errorf(TSR_ERR_NOT_FOUND, "%s/rank%d.safetensors: no tensor '%s'", s->dir, sh->rank, name);
+    int64_t nr, nc;
+    tsr__shard_local_slice(s->base.cfg, sh, k, r0, &nr, c0, &nc);
+    int64_t fr = (*t)->shape[0], fc = (*t)->n_dims == 2 ? (*t)->shape[1] : 1;
+    if ((*t)->n_dims < 1 || (*t)->n_dims > 2 || fr != nr || fc != nc ||
+        ((*t)->dtype != TSR_F32 && (*t)->dtype != TSR_F16 && (*t)->dtype != TSR_BF16))
+        return tsr_errorf(TSR_ERR_FORMAT,
+                          "%s/rank%d.safetensors: '%s' is %s [%lld, %lld] but config.ini's model fields make rank %d's "
+                          "share [%lld, %lld]: the workspace and its config.ini disagree (convert it again)",
+                          s->dir, sh->rank, name, tsr_dtype_name((*t)->dtype), (long long)fr, (long long)fc, sh->rank,
+                          (long long)nr, (long long)nc);
+    return TSR_OK;
+}
+
+static tsr_status tsr__ws_shape(tsr__src *base, tsr_wkind k, int layer, int64_t *rows, int64_t *cols) {
+    const tsr_st_tensor *t;
+    int64_t r0, c0;
+    TSR_TRY(tsr__ws_find((tsr__ws_src *)base, k, layer, &t, &r0, &c0));
+    tsr__shard_global_shape(base->cfg, k, rows, cols); /* the local shape matched this rank's share */
+    return TSR_OK;
+}
+
+static tsr_status tsr__ws_read(tsr__src *base, tsr_wkind k, int layer, const int64_t *rows, int64_t n_rows,
+                               int64_t c0, int64_t n_cols, float *dst) {
+    const tsr_st_tensor *t;
+    int64_t lr0, lc0;
+    TSR_TRY(tsr__ws_find((tsr__ws_src *)base, k, layer, &t, &lr0, &lc0));
+    int64_t cols = t->n_dims == 2 ? t->shape[1] : 1;
+    size_t es = tsr_dtype_size(t->dtype);
+    TSR_ASSERT(c0 - lc0 >= 0 && c0 - lc0 + n_cols <= cols);
+    for (int64_t i = 0; i < n_rows; i++) {
+        int64_t r = rows[i] - lr0;
+        TSR_ASSERT(r >= 0 && r < t->shape[0]);
+        const uint8_t *p = (const uint8_t *)t->data + ((size_t)r * (size_t)cols + (size_t)(c0 - lc0)) * es;
+        tsr_convert_to_f32(t->dtype, p, dst + i * n_cols, n_cols);
+    }
+    return TSR_OK;
+}
+
+static void tsr__ws_close(tsr__src *base) {
+    tsr__ws_src *s = (tsr__ws_src *)base;
+    if (s->st) tsr_safetensors_close(s->st);
+    free(s->dir);
+    free(s);
+}
+
+tsr_status tsr__ws_source_open(const char *path, tsr_model_config *cfg, tsr__src **out) {
+    tsr__ws_src *s = calloc(1, sizeof *s);
+    if (!s) return tsr_errorf(TSR_ERR_OOM, "out of memory");
+    tsr_status st = tsr_workspace_read_config(path, cfg, &s->base.ws_tp, NULL);
+    if (st != TSR_OK) {
+        free(s);
+        return st;
+    }
+    s->dir = strdup(path);
+    s->base.shape = tsr__ws_shape;
+    s->base.read = tsr__ws_read;
+    s->base.close = tsr__ws_close;
+    s->base.kind_name = "workspace";
+    *out = &s->base;
+    return TSR_OK;
+}

@@ -1,0 +1,136 @@
+/* `tessera convert` (see workspace_convert.h): a model (HF directory or GGUF) -> a workspace
+ * directory split for N ranks.  Each rank file is written by reading that rank's slices
+ * through the same reader and shard rules the loader uses (worker/weights_reader.h), so a
+ * workspace rank holds exactly what loading the source on that rank would. */
+#include "worker/workspace_convert.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "common/fileutil.h"
+#include "common/gguf.h"
+#include "common/log.h"
+#include "common/safetensors.h"
+#include "worker/weights.h"
+#include "worker/weights_reader.h"
+#include "worker/weights_workspace.h"
+#include "worker/workspace.h"
+
+tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, tsr_dtype dtype, const char *out_path) {
+    if (dtype != TSR_F32 && dtype != TSR_F16 && dtype != TSR_BF16)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "workspace weights are f32, f16 or bf16, not %s", tsr_dtype_name(dtype));
+    tsr_model_config cfg;
+    tsr__src *src;
+    TSR_TRY(tsr__reader_open_source(model_path, &cfg, &src));
+    tsr_model m = {0};
+    m.cfg = cfg;
+    src->cfg = &m.cfg;
+    tsr_status st = tsr_shard_plan(&cfg, rank, size, &m.shard);
+    src->shard = &m.shard;
+    tsr__slice_reader L = {.m = &m, .src = src};
+    int64_t n_max = 2 + 16 * cfg.n_layer, n = 0;
+    tsr_st_write_tensor *ts = calloc((size_t)n_max, sizeof *ts);
+    char (*names)[96] = calloc((size_t)n_max, sizeof *names);
+    void **bufs = calloc((size_t)n_max, sizeof *bufs);
+    if (!ts || !names || !bufs) st = tsr_errorf(TSR_ERR_OOM, "out of memory");
+    for (int layer = -1; layer < (int)cfg.n_layer && st == TSR_OK; layer++) {
+        for (int k = 0; k < TSR_W_COUNT && st == TSR_OK; k++) {
+            if (tsr_shard_rule_of((tsr_wkind)k)->per_layer != (layer >= 0)) continue;
+            bool present;
+            st = tsr__reader_check(&L, (tsr_wkind)k, layer < 0 ? 0 : layer, &present);
+            if (st != TSR_OK || !present) continue;
+            int64_t r0, nr, c0, nc, cnt;
+            tsr__shard_local_slice(&cfg, &m.shard, (tsr_wkind)k, &r0, &nr, &c0, &nc);
+            st = tsr__reader_stage(&L, (size_t)(nr * nc));
+            if (st == TSR_OK) st = tsr__reader_read_local(&L, (tsr_wkind)k, layer < 0 ? 0 : layer, L.stage, &cnt);
+            if (st != TSR_OK) break;
+            size_t es = tsr_dtype_size(dtype);
+            bufs[n] = malloc(es * (size_t)cnt);
+            if (!bufs[n]) {
+                st = tsr_errorf(TSR_ERR_OOM, "out of memory");
+                break;
+            }
+            for (int64_t i = 0; i < cnt; i++) {
+                if (dtype == TSR_F32) ((float *)bufs[n])[i] = L.stage[i];
+                else if (dtype == TSR_F16) ((uint16_t *)bufs[n])[i] = tsr_f32_to_f16(L.stage[i]);
+                else ((uint16_t *)bufs[n])[i] = tsr_f32_to_bf16(L.stage[i]);
+            }
+            tsr__ws_tensor_name(names[n], sizeof names[n], (tsr_wkind)k, layer < 0 ? 0 : layer);
+            bool vec = k == TSR_W_ATTN_NORM || k == TSR_W_FFN_NORM || k == TSR_W_OUT_NORM || k == TSR_W_Q_BIAS ||
+                       k == TSR_W_K_BIAS || k == TSR_W_V_BIAS || k == TSR_W_O_BIAS;
+            ts[n] = (tsr_st_write_tensor){.name = names[n], .dtype = dtype, .n_dims = vec ? 1 : 2,
+                                          .shape = {nr, nc}, .data = bufs[n]};
+            n++;
+        }
+        if (layer >= 0) tsr_progress("converting layers", layer + 1, cfg.n_layer);
+    }
+    if (st == TSR_OK) {
+        char rank_s[16], size_s[16];
+        snprintf(rank_s, sizeof rank_s, "%d", rank);
+        snprintf(size_s, sizeof size_s, "%d", size);
+        const char *meta[] = {"format", "tessera-workspace", "rank", rank_s, "tensor_para_size", size_s, NULL};
+        st = tsr_safetensors_write(out_path, ts, n, meta);
+    }
+    for (int64_t i = 0; i < n; i++) free(bufs[i]);
+    free(bufs);
+    free(names);
+    free(ts);
+    tsr__reader_free(&L);
+    src->close(src);
+    return st;
+}
+
+static tsr_status tsr__copy_file(const char *src, const char *dst) {
+    char *data;
+    size_t len;
+    TSR_TRY(tsr_read_file(src, (size_t)1 << 30, &data, &len));
+    tsr_status st = tsr_write_file(dst, data, len);
+    free(data);
+    return st;
+}
+
+tsr_status tsr_workspace_convert(const char *model_path, const char *dir, int tp, tsr_dtype dtype) {
+    if (tp < 1) return tsr_errorf(TSR_ERR_INVALID_ARG, "--tp must be at least 1");
+    tsr_model_config cfg;
+    TSR_TRY(tsr_model_config_load(model_path, &cfg));
+    for (int r = 0; r < tp; r++) { /* refuse an impossible split before writing anything */
+        tsr_shard sh;
+        TSR_TRY(tsr_shard_plan(&cfg, r, tp, &sh));
+    }
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+        return tsr_errorf(TSR_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
+    /* tokenizer and chat template, in the form they came in */
+    if (!tsr_path_is_dir(model_path)) {
+        tsr_gguf *g;
+        TSR_TRY(tsr_gguf_open(model_path, &g));
+        static const char *const keep[] = {"tokenizer.", "general.", NULL};
+        char *dst = tsr_path_join(dir, "tokenizer.gguf");
+        tsr_status st = tsr_gguf_write_metadata(dst, g, keep);
+        free(dst);
+        tsr_gguf_close(g);
+        TSR_TRY(st);
+    } else {
+        static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
+                                            "special_tokens_map.json", NULL};
+        for (const char *const *f = files; *f; f++) {
+            char *src = tsr_path_join(model_path, *f), *dst = tsr_path_join(dir, *f);
+            tsr_status st = tsr_path_exists(src) ? tsr__copy_file(src, dst) : TSR_OK;
+            free(src);
+            free(dst);
+            TSR_TRY(st);
+        }
+    }
+    for (int r = 0; r < tp; r++) {
+        char name[64];
+        snprintf(name, sizeof name, "rank%d.safetensors", r);
+        char *path = tsr_path_join(dir, name);
+        TSR_LOGI("converting rank %d of %d -> %s", r, tp, path);
+        tsr_status st = tsr_workspace_write_rank(model_path, r, tp, dtype, path);
+        free(path);
+        TSR_TRY(st);
+    }
+    return tsr_workspace_write_config(dir, &cfg, tp, dtype, cfg.max_position_embeddings);
+}
