@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "common/gguf.h"
+#include "common/rope_type.h"
 #include "common/status.h"
 
 typedef enum tsr_arch {
@@ -16,13 +17,6 @@ typedef enum tsr_arch {
     TSR_ARCH_QWEN2,       /* Qwen2ForCausalLM: biases on q/k/v */
     TSR_ARCH_INTERNLM2,   /* InternLM2ForCausalLM: packed wqkv, different weight names */
 } tsr_arch;
-
-typedef enum tsr_rope_type {
-    TSR_ROPE_DEFAULT = 0,
-    TSR_ROPE_LINEAR,      /* positions divided by factor */
-    TSR_ROPE_LLAMA3,      /* per-frequency smooth scaling (low/high_freq_factor) */
-    TSR_ROPE_DYNAMIC,     /* dynamic NTK: base grows once seq len > max_position_embeddings */
-} tsr_rope_type;
 
 typedef struct tsr_model_config {
     char model_name[128];

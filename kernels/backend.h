@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/model_config.h"
+#include "common/rope_type.h"
 #include "common/status.h"
 #include "common/tensor.h"
 
