@@ -163,7 +163,7 @@ typedef struct tsr_backend_ops {
     void (*download_f32)(tsr_backend *be, float *dst_host, const void *src, int64_t n);
     /* Dummy weights made on the device: dst [n_rows][n_cols] (row-major, of be->dtype) with
      *   dst[i][j] = offset + scale * tsr_hash_uniform(key, first + i * row_stride + j)
-     * (the formula of worker/weights.c's host generator, so both make the same values).
+     * (the formula of worker/weights_dummy.c's host generator, so both make the same values).
      * Fallback: generate on the host and upload. */
     void (*fill_hash)(tsr_backend *be, void *dst, int64_t n_rows, int64_t n_cols, uint64_t key,
                       int64_t first, int64_t row_stride, float scale, float offset);
