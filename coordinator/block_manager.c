@@ -1,4 +1,4 @@
-/* The block manager (see block_manager.h for the free / cached / active state machine).
+/* The block manager: the one owner of KV block state (see block_manager.h for its role).
  *
  * Layout: per block a reference count, a hash (valid when `hashed`) with its parent's hash and
  * a copy of its token ids (tokens[id * block_len ...], compared on every lookup), links of a
@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "worker/kv_pool.h"
 
 enum { TSR__LIST_NONE = 0, TSR__LIST_FREE, TSR__LIST_LRU };
 
@@ -208,6 +209,21 @@ static void tsr__unhash(tsr_block_manager *bm, int32_t id) {
     x->hash = x->parent = 0;
 }
 
+/* ---- the state machine of one block; the functions below are the only ones that move it:
+ *
+ *     FREE   --alloc-------------------------------> ACTIVE (ref 1, no hash)
+ *     ACTIVE --acquire (another sequence)----------> ACTIVE (ref + 1)
+ *     ACTIVE --set_hash (full, computed)-----------> ACTIVE (hashed)
+ *     ACTIVE --release, ref -> 0, no hash----------> FREE   (tail of the free list)
+ *     ACTIVE --release, ref -> 0, hashed-----------> CACHED (tail of the LRU, still findable)
+ *     CACHED --acquire (a prefix hit)--------------> ACTIVE (ref 1, leaves the LRU)
+ *     CACHED --alloc when no FREE block is left----> ACTIVE (ref 1, hash dropped: evicted,
+ *                                                    the least recently released first)
+ *
+ * FREE: ref 0, on the free list, no hash.  CACHED: ref 0, on the LRU, hashed.  ACTIVE: ref > 0,
+ * on no list, hashed or not.  A partial block is never hashed, so it is owned by exactly one
+ * sequence, which is what makes writing into it safe. ---- */
+
 tsr_status tsr_bm_alloc(tsr_block_manager *bm, int64_t n, int32_t *out) {
     if (n < 0 || n > tsr_bm_available(bm))
         return tsr_errorf(TSR_ERR_KV_FULL, "out of KV blocks: %lld wanted, %lld available of %lld", (long long)n,
@@ -265,6 +281,39 @@ bool tsr_bm_set_hash(tsr_block_manager *bm, int32_t id, uint64_t h, uint64_t par
     x->hnext = *bk;
     *bk = id;
     return true;
+}
+
+/* ---- one sequence's block table, on the calls above ---- */
+
+tsr_status tsr_bm_seq_reserve(tsr_block_manager *bm, tsr_kv_seq *s, int64_t n_total) {
+    int64_t need = (n_total + bm->block_len - 1) / bm->block_len;
+    if (need <= s->n_blocks) return TSR_OK;
+    if (need > s->cap) {
+        int64_t cap = s->cap ? s->cap : 8;
+        while (cap < need) cap *= 2;
+        int32_t *b = realloc(s->blocks, sizeof(int32_t) * (size_t)cap);
+        if (!b) return tsr_errorf(TSR_ERR_OOM, "out of memory");
+        s->blocks = b, s->cap = cap;
+    }
+    TSR_TRY(tsr_bm_alloc(bm, need - s->n_blocks, s->blocks + s->n_blocks));
+    s->n_blocks = need;
+    return TSR_OK;
+}
+
+void tsr_bm_seq_truncate(tsr_block_manager *bm, tsr_kv_seq *s, int64_t n_keep) {
+    if (n_keep < 0) n_keep = 0;
+    if (n_keep < s->n_tokens) s->n_tokens = n_keep;
+    int64_t keep_blocks = (n_keep + bm->block_len - 1) / bm->block_len;
+    if (keep_blocks < s->n_blocks) {
+        tsr_bm_release(bm, s->n_blocks - keep_blocks, s->blocks + keep_blocks);
+        s->n_blocks = keep_blocks;
+    }
+}
+
+void tsr_bm_seq_release(tsr_block_manager *bm, tsr_kv_seq *s) {
+    tsr_bm_seq_truncate(bm, s, 0);
+    free(s->blocks);
+    memset(s, 0, sizeof *s);
 }
 
 bool tsr_bm_check(const tsr_block_manager *bm) {

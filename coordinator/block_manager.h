@@ -13,21 +13,16 @@
  * Only full blocks whose KV has been computed are hashed; a partial block is always owned by
  * exactly one sequence, which is what makes writing into it safe.
  *
- * State machine of one block (the only transitions; tsr_bm_check verifies the counters):
+ * Every block is FREE, CACHED or ACTIVE; the state machine (the only transitions) is written
+ * down in block_manager.c beside the functions that move it.  Cached blocks are reused before
+ * anything is evicted, and allocation fails (KV_FULL) only when every block is ACTIVE.
+ * free + cached + active == total at all times (tsr_bm_check verifies it).
  *
- *     FREE   --alloc-------------------------------> ACTIVE (ref 1, no hash)
- *     ACTIVE --acquire (another sequence)----------> ACTIVE (ref + 1)
- *     ACTIVE --set_hash (full, computed)-----------> ACTIVE (hashed)
- *     ACTIVE --release, ref -> 0, no hash----------> FREE
- *     ACTIVE --release, ref -> 0, hashed-----------> CACHED (tail of the LRU, still findable)
- *     CACHED --acquire (a prefix hit)--------------> ACTIVE (ref 1, leaves the LRU)
- *     CACHED --alloc when no FREE block is left----> ACTIVE (ref 1, hash dropped: evicted,
- *                                                    the least recently released first)
+ * This is the only allocator of KV block ids: the pool (worker/kv_pool.h) is memory addressed
+ * by id and keeps no state of its own, and single-sequence users of tsr_forward_seq (tools,
+ * tests) take their ids here too, through tsr_bm_seq_*.
  *
- * So cached blocks are reused before anything is evicted, and allocation fails (KV_FULL) only
- * when every block is ACTIVE.  free + cached + active == total at all times.
- *
- * Not thread-safe: the engine's step thread is its only user.  Read-only queries (lookup,
+ * Not thread-safe: one thread uses a manager (the engine's step thread; a tool's own one).  Read-only queries (lookup,
  * ref, counters) never change anything, so the scheduler can plan with them and commit later. */
 #ifndef TSR_BLOCK_MANAGER_H
 #define TSR_BLOCK_MANAGER_H
@@ -38,6 +33,7 @@
 #include "common/status.h"
 
 typedef struct tsr_block_manager tsr_block_manager;
+typedef struct tsr_kv_seq tsr_kv_seq;   /* worker/kv_pool.h */
 
 typedef struct tsr_bm_counts {
     int64_t total, free, cached, active;
@@ -73,6 +69,14 @@ void tsr_bm_release(tsr_block_manager *bm, int64_t n, const int32_t *ids);
  * (and changes nothing) when another block already holds the same prefix (two sequences
  * computed it at once): the block stays unhashed and is freed, not cached, when released. */
 bool tsr_bm_set_hash(tsr_block_manager *bm, int32_t id, uint64_t h, uint64_t parent, const int32_t *tokens);
+
+/* One sequence's block table (worker/kv_pool.h) for single-sequence users: reserve makes it
+ * cover n_total tokens (alloc; TSR_ERR_KV_FULL and nothing taken when too few are available),
+ * truncate keeps the first n_keep tokens (releasing the blocks past them; 0 empties it), and
+ * release returns every block and frees the table.  Its blocks are never hashed. */
+tsr_status tsr_bm_seq_reserve(tsr_block_manager *bm, tsr_kv_seq *s, int64_t n_total);
+void tsr_bm_seq_truncate(tsr_block_manager *bm, tsr_kv_seq *s, int64_t n_keep);
+void tsr_bm_seq_release(tsr_block_manager *bm, tsr_kv_seq *s);
 
 /* Verifies the invariants (counters against a full scan, LRU and hash table links); returns
  * false and logs what is wrong.  O(n_blocks): tests and debug only. */

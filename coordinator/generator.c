@@ -19,6 +19,7 @@
 
 #include "common/fileutil.h"
 #include "common/log.h"
+#include "coordinator/block_manager.h"
 #include "worker/forward.h"
 #include "worker/kv_pool.h"
 #include "worker/model.h"
@@ -30,7 +31,8 @@
 struct tsr_generator {
     tsr_runtime rt;            /* group, backend, this rank's shard, KV pool, forward state */
     tsr_model *model;          /* rt.model */
-    tsr_kv_pool *kv;           /* &rt.kv: block ids from its single-process allocator */
+    tsr_kv_pool *kv;           /* &rt.kv */
+    tsr_block_manager *bm;     /* rt.kv's block ids (the generator is the pool's only user) */
     tsr_forward_state *fs;     /* rt.fs: on rank 0 every step is broadcast to the workers */
     tsr_tokenizer *tok;
     tsr_chat_template *tmpl;
@@ -128,6 +130,7 @@ tsr_status tsr_generator_open(const tsr_gen_config *cfg, tsr_generator **out) {
     g->model = g->rt.model;
     g->kv = &g->rt.kv;
     g->fs = g->rt.fs;
+    if ((rc = tsr_bm_init(g->kv->n_blocks, g->kv->layout.block_len, &g->bm)) != TSR_OK) goto fail;
     /* A model without a tokenizer (the golden tests' tiny checkpoints) still generates from
      * ids to ids; text in or out then fails with this reason. */
     if (tsr_tokenizer_load_model(cfg->model_path, &g->tok) != TSR_OK) {
@@ -185,6 +188,7 @@ void tsr_generator_close(tsr_generator *g) {
     if (!g) return;
     tsr_chat_template_free(g->tmpl);
     if (g->tok) tsr_tokenizer_free(g->tok);
+    tsr_bm_free(g->bm);
     tsr_runtime_close(&g->rt);   /* rank 0: also stops the workers */
     free(g);
 }
@@ -230,7 +234,7 @@ static void tsr__free_msgs(tsr_session *s) {
 }
 
 void tsr_session_reset(tsr_session *s) {
-    tsr_kv_seq_release(s->g->kv, &s->kv);
+    tsr_bm_seq_release(s->g->bm, &s->kv);
     memset(&s->kv, 0, sizeof s->kv);
     s->n_ids = 0;
     tsr__free_msgs(s);
@@ -330,10 +334,12 @@ tsr_status tsr_session_generate(tsr_session *s, const int32_t *new_ids, int64_t 
     const bool want_lp = req->sampling.logprobs >= 0;
     int32_t tok = -1;
     tsr_seq_sample smp = {&req->sampling, {s->ids, n_prompt, s->ids + n_prompt, 0}};
-    tsr_status rc = tsr_forward_seq_sample(g->fs, g->kv, &s->kv, s->ids + s->kv.n_tokens, st->n_prefill, 0, &smp,
-                                           g->tok_vocab, &tok, want_lp ? &sr : NULL);
+    tsr_status rc = tsr_bm_seq_reserve(g->bm, &s->kv, s->n_ids);
+    if (rc == TSR_OK)
+        rc = tsr_forward_seq_sample(g->fs, g->kv, &s->kv, s->ids + s->kv.n_tokens, st->n_prefill, 0, &smp, g->tok_vocab,
+                                    &tok, want_lp ? &sr : NULL);
     if (rc != TSR_OK) {
-        tsr_kv_seq_truncate(g->kv, &s->kv, old_fed);
+        tsr_bm_seq_truncate(g->bm, &s->kv, old_fed);
         s->n_ids = old_n_ids;
         tsr_stop_free(&r.stop);
         tsr_gen_stats_free(st);
@@ -381,7 +387,10 @@ tsr_status tsr_session_generate(tsr_session *s, const int32_t *new_ids, int64_t 
         /* feed the token and sample the next one (history: the outputs so far, i + 1 of them) */
         smp.hist.n_output = i + 1;
         int32_t fed = tok;
-        rc = tsr_forward_seq_sample(g->fs, g->kv, &s->kv, &fed, 1, 0, &smp, g->tok_vocab, &tok, want_lp ? &sr : NULL);
+        rc = tsr_bm_seq_reserve(g->bm, &s->kv, s->kv.n_tokens + 1);
+        if (rc == TSR_OK)
+            rc = tsr_forward_seq_sample(g->fs, g->kv, &s->kv, &fed, 1, 0, &smp, g->tok_vocab, &tok,
+                                        want_lp ? &sr : NULL);
         if (rc != TSR_OK) {
             fin = TSR_FINISH_ERROR;
             break;
@@ -509,7 +518,7 @@ tsr_status tsr_session_chat(tsr_session *s, const char *system, const char *cont
     r2.n_stop = req->n_stop + g->n_tmpl_stop_strs;
 
     if (!incremental && s->n_ids > 0) {   /* start the KV over, keep the conversation */
-        tsr_kv_seq_release(g->kv, &s->kv);
+        tsr_bm_seq_release(g->bm, &s->kv);
         memset(&s->kv, 0, sizeof s->kv);
         s->n_ids = 0;
     }

@@ -190,14 +190,6 @@ void tsr_sched_seq_truncate(tsr_sched *s, tsr_sched_seq *q, int64_t n_keep, int6
     if (q->n_hashes > q->n_tokens / bl) q->n_hashes = q->n_tokens / bl;
 }
 
-void tsr_sched_evict_idle(tsr_sched *s, tsr_sched_seq *q) {
-    TSR_ASSERT(q->state == TSR_SEQ_IDLE);
-    tsr__release_blocks(s, q);
-}
-
-tsr_sched_seq *tsr_sched_idle_first(tsr_sched *s) { return s->idle.head; }
-tsr_sched_seq *tsr_sched_idle_next(tsr_sched_seq *q) { return q->next; }
-
 /* ---- plan ---- */
 
 void tsr_sched_plan_free(tsr_sched_plan *p) {

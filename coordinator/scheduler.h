@@ -89,11 +89,6 @@ void tsr_sched_resume(tsr_sched *s, tsr_sched_seq *q);
  * shared block is ever written again) and drops the history past n_tokens_new.  For a session
  * whose next turn does not extend its history exactly.  q must be IDLE or NEW. */
 void tsr_sched_seq_truncate(tsr_sched *s, tsr_sched_seq *q, int64_t n_keep, int64_t n_tokens_new);
-/* IDLE: drop its blocks (it stays IDLE and recomputes when resumed). */
-void tsr_sched_evict_idle(tsr_sched *s, tsr_sched_seq *q);
-/* The least recently parked idle sequence, or NULL; and the next one after q. */
-tsr_sched_seq *tsr_sched_idle_first(tsr_sched *s);
-tsr_sched_seq *tsr_sched_idle_next(tsr_sched_seq *q);
 
 typedef struct tsr_sched_entry {
     tsr_sched_seq *seq;

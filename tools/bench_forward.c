@@ -43,6 +43,7 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
 #include <cuda_runtime.h>
 
 #include "common/log.h"
+#include "coordinator/block_manager.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/profile.h"
 #include "worker/comm.h"
@@ -189,10 +190,12 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
     int64_t per_seq = (ctx + decode_steps + bl) / bl + 1, pre_blocks = (prompt + bl) / bl + 1;
     int64_t n_blocks = (batch > 0 ? batch : 1) * per_seq + pre_blocks + (128 + decode_steps + bl) / bl + 8;
     tsr_kv_pool kv;
+    tsr_block_manager *bm = NULL;   /* the pool's block ids */
     tsr_forward_state *fs = NULL;
     tsr_comm *comm = grp.size > 1 ? tsr_comm_nccl_init(tsr_backend_cuda_stream(be)) : tsr_comm_single_init();
     st = comm ? TSR_OK : tsr_errorf(TSR_ERR_COMM, "cannot create the communicator");
     if (st == TSR_OK) st = tsr_kv_pool_init_for_model(&kv, m, bl, n_blocks);
+    if (st == TSR_OK) st = tsr_bm_init(n_blocks, bl, &bm);
     if (st == TSR_OK) st = tsr_forward_state_init(m, comm, &fs);
     if (tsr_group_agree(&grp, st) != TSR_OK) TSR__BF_FAIL(r0);
 
@@ -214,7 +217,8 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
 
     /* ---- batch-1 decode after a 128-token prompt ---- */
     tsr_kv_seq s1 = {0};
-    if (tsr_forward_seq(fs, &kv, &s1, ids, 128, false, 0, logits) != TSR_OK) TSR__BF_FAIL(r0);
+    if (tsr_bm_seq_reserve(bm, &s1, 128) != TSR_OK || tsr_forward_seq(fs, &kv, &s1, ids, 128, false, 0, logits) != TSR_OK)
+        TSR__BF_FAIL(r0);
     double *dt1 = malloc(sizeof(double) * (size_t)decode_steps);
     long gc0[3], gc1[3];
     tsr_cuda_graph_counts(be, gc0);
@@ -225,6 +229,7 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
     tsr_seq_sample smp = {&greedy, {ids, 128, NULL, 0}};
     int32_t next_id;
     for (int64_t i = 0; i < decode_steps; i++) {
+        if (tsr_bm_seq_reserve(bm, &s1, s1.n_tokens + 1) != TSR_OK) TSR__BF_FAIL(r0);
         double a = tsr_now();
         tsr_forward_seq_sample(fs, &kv, &s1, ids + 128 + i, 1, 0, &smp, 0, &next_id, NULL);
         dt1[i] = tsr_now() - a;
@@ -237,6 +242,7 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
     double dth[32];
     setenv("TESSERA_HOST_SAMPLING", "1", 1);
     for (int i = 0; i < n_host; i++) {
+        if (tsr_bm_seq_reserve(bm, &s1, s1.n_tokens + 1) != TSR_OK) TSR__BF_FAIL(r0);
         double a = tsr_now();
         tsr_forward_seq_sample(fs, &kv, &s1, ids + 128 + decode_steps + i, 1, 0, &smp, 0, &next_id, NULL);
         dth[i] = tsr_now() - a;
@@ -248,6 +254,7 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
     FILE *prof = NULL;
     if (getenv("TESSERA_PROFILE") && (prof = tmpfile()) != NULL) {
         const int np = 16;
+        if (tsr_bm_seq_reserve(bm, &s1, s1.n_tokens + np) != TSR_OK) TSR__BF_FAIL(r0);
         tsr_cuda_profile_start(be);
         be->ops->synchronize(be);
         double a = tsr_now();
@@ -258,7 +265,7 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
         rewind(prof);
     }
     double roof1 = bw / (step_weight_bytes + kv_tok_bytes * mean_ctx1);
-    tsr_kv_seq_release(&kv, &s1);
+    tsr_bm_seq_release(bm, &s1);
     if (r0) fprintf(stderr, "bench: batch-1 decode %.1f tok/s\n", 1.0 / step1);
 
     /* ---- TTFT of a prompt (one prefill step) ---- */
@@ -269,9 +276,11 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
             tsr_kv_seq s = {0};
             be->ops->synchronize(be);
             double a = tsr_now();
-            if (tsr_forward_seq(fs, &kv, &s, ids, prompt, false, prompt, logits) != TSR_OK) TSR__BF_FAIL(r0);
+            if (tsr_bm_seq_reserve(bm, &s, prompt) != TSR_OK ||
+                tsr_forward_seq(fs, &kv, &s, ids, prompt, false, prompt, logits) != TSR_OK)
+                TSR__BF_FAIL(r0);
             if (r >= 0) tt[r] = tsr_now() - a;
-            tsr_kv_seq_release(&kv, &s);
+            tsr_bm_seq_release(bm, &s);
         }
         ttft = tsr__bf_median(tt, 3);
         double qkv_dim = (double)(cfg.n_head + 2 * cfg.n_kv_head) * cfg.head_dim;
@@ -291,7 +300,9 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
         tsr_kv_seq *seqs = calloc((size_t)batch, sizeof *seqs);
         double pf0 = tsr_now();
         for (int64_t s = 0; s < batch; s++)
-            if (tsr_forward_seq(fs, &kv, &seqs[s], ids + (s % 7), ctx, false, ctx, NULL) != TSR_OK) TSR__BF_FAIL(r0);
+            if (tsr_bm_seq_reserve(bm, &seqs[s], ctx) != TSR_OK ||
+                tsr_forward_seq(fs, &kv, &seqs[s], ids + (s % 7), ctx, false, ctx, NULL) != TSR_OK)
+                TSR__BF_FAIL(r0);
         be->ops->synchronize(be);
         pf_tps = (double)(batch * ctx) / (tsr_now() - pf0);
         tsr_seq_step *qs = calloc((size_t)batch, sizeof *qs);
@@ -299,7 +310,7 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
         double *dtb = malloc(sizeof(double) * (size_t)nb_steps);
         for (int64_t i = 0; i < nb_steps; i++) {
             for (int64_t s = 0; s < batch; s++) {
-                if (tsr_kv_seq_reserve(&kv, &seqs[s], seqs[s].n_tokens + 1) != TSR_OK) TSR__BF_FAIL(r0);
+                if (tsr_bm_seq_reserve(bm, &seqs[s], seqs[s].n_tokens + 1) != TSR_OK) TSR__BF_FAIL(r0);
                 tok[s] = ids[(i + s) % 1000];
                 qs[s] = (tsr_seq_step){&tok[s], 1, seqs[s].n_tokens, seqs[s].blocks, seqs[s].n_blocks};
             }
@@ -311,7 +322,7 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
         }
         stepb = tsr__bf_median(dtb, (int)nb_steps);
         roofb = bw / (step_weight_bytes + kv_tok_bytes * batch * (ctx + nb_steps / 2.0));
-        for (int64_t s = 0; s < batch; s++) tsr_kv_seq_release(&kv, &seqs[s]);
+        for (int64_t s = 0; s < batch; s++) tsr_bm_seq_release(bm, &seqs[s]);
         free(seqs), free(qs), free(tok), free(dtb);
     }
 
@@ -357,6 +368,7 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
     free(dt1), free(logits), free(ids);
     tsr_forward_state_free(fs);
     tsr_comm_free(comm);
+    tsr_bm_free(bm);
     tsr_kv_pool_free(&kv);
     tsr_model_free(m);
     tsr_backend_free(be);

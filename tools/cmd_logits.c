@@ -10,6 +10,7 @@
 
 #include "common/log.h"
 #include "common/status.h"
+#include "coordinator/block_manager.h"
 #include "kernels/backend.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
@@ -116,6 +117,7 @@ int tsr_cmd_logits(int argc, char **argv) {
     int status = 1;
     tsr_runtime rt;
     tsr_kv_seq seq = {0};
+    tsr_block_manager *bm = NULL;   /* the pool's block ids */
     float *logits = NULL;
     tsr_runtime_opts ro;
     tsr_runtime_opts_default(&ro);
@@ -143,6 +145,8 @@ int tsr_cmd_logits(int argc, char **argv) {
         fprintf(stderr, "tessera logits: out of memory for %lld x %lld logits\n", (long long)n_out, (long long)vocab);
         goto done;
     }
+    if (tsr_bm_init(kv->n_blocks, kv->layout.block_len, &bm) != TSR_OK || tsr_bm_seq_reserve(bm, &seq, n) != TSR_OK)
+        goto fail;
     double t0 = tsr_now();
     if (tsr_forward_seq(fs, kv, &seq, ids, n, all, chunk, logits) != TSR_OK) goto fail;
     TSR_LOGI("%lld tokens in %.3f s (%.1f tok/s)", (long long)n, tsr_now() - t0, (double)n / (tsr_now() - t0));
@@ -169,7 +173,8 @@ int tsr_cmd_logits(int argc, char **argv) {
 fail:
     fprintf(stderr, "tessera logits: %s\n", tsr_last_error());
 done:
-    tsr_kv_seq_release(kv, &seq);
+    if (bm) tsr_bm_seq_release(bm, &seq);
+    tsr_bm_free(bm);
     free(logits);
     tsr_runtime_close(&rt);
     free(ids);

@@ -508,12 +508,20 @@ tsr_status tsr_forward_sample(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_
     return TSR_OK;
 }
 
+/* The caller reserved the blocks (the block manager's ids): check before feeding anything. */
+static tsr_status tsr__seq_covers(const tsr_kv_pool *kv, const tsr_kv_seq *seq, int64_t n) {
+    if (seq->n_blocks * kv->layout.block_len < seq->n_tokens + n)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "forward: the block table covers %lld tokens, %lld needed",
+                          (long long)(seq->n_blocks * kv->layout.block_len), (long long)(seq->n_tokens + n));
+    return TSR_OK;
+}
+
 tsr_status tsr_forward_seq_sample(tsr_forward_state *st, tsr_kv_pool *kv, tsr_kv_seq *seq, const int32_t *tokens,
                                   int64_t n, int64_t max_chunk, const tsr_seq_sample *sample, int64_t n_valid,
                                   int32_t *id, tsr_sample_result *res) {
     if (n < 1) return tsr_errorf(TSR_ERR_INVALID_ARG, "forward: no tokens to feed");
     if (max_chunk <= 0) max_chunk = 512;
-    TSR_TRY(tsr_kv_seq_reserve(kv, seq, seq->n_tokens + n));
+    TSR_TRY(tsr__seq_covers(kv, seq, n));
     for (int64_t off = 0; off < n; off += max_chunk) {
         int64_t c = n - off < max_chunk ? n - off : max_chunk;
         tsr_seq_step q = {tokens + off, c, seq->n_tokens, seq->blocks, seq->n_blocks};
@@ -529,7 +537,7 @@ tsr_status tsr_forward_seq(tsr_forward_state *st, tsr_kv_pool *kv, tsr_kv_seq *s
                            int64_t n, bool all_logits, int64_t max_chunk, float *logits) {
     if (n < 1) return tsr_errorf(TSR_ERR_INVALID_ARG, "forward: no tokens to feed");
     if (max_chunk <= 0) max_chunk = 512;
-    TSR_TRY(tsr_kv_seq_reserve(kv, seq, seq->n_tokens + n));
+    TSR_TRY(tsr__seq_covers(kv, seq, n));
     int64_t vocab = st->model->cfg.vocab_size;
     for (int64_t off = 0; off < n; off += max_chunk) {
         int64_t c = n - off < max_chunk ? n - off : max_chunk;

@@ -111,10 +111,11 @@ typedef struct tsr_seq_sample {
 tsr_status tsr_forward_sample(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step,
                               const tsr_seq_sample *samples, int64_t n_valid, int32_t *ids, tsr_sample_result *res);
 
-/* Convenience for one sequence in a single process: reserves blocks, feeds `tokens` after the
- * seq->n_tokens already cached (in chunks of at most max_chunk tokens; <= 0: 512), advances
- * seq->n_tokens.  logits: [n][vocab] when all_logits, else [vocab] of the last token; may be
- * NULL.  On TSR_ERR_KV_FULL nothing is fed. */
+/* Convenience for one sequence in a single process: feeds `tokens` after the seq->n_tokens
+ * already cached (in chunks of at most max_chunk tokens; <= 0: 512), advances seq->n_tokens.
+ * seq->blocks must already cover n_tokens + n (the caller reserves them from the block
+ * manager, tsr_bm_seq_reserve); TSR_ERR_INVALID_ARG and nothing fed when they do not.
+ * logits: [n][vocab] when all_logits, else [vocab] of the last token; may be NULL. */
 tsr_status tsr_forward_seq(tsr_forward_state *st, tsr_kv_pool *kv, tsr_kv_seq *seq, const int32_t *tokens,
                            int64_t n, bool all_logits, int64_t max_chunk, float *logits);
 

@@ -1,7 +1,7 @@
-/* Paged KV memory (see kv_pool.h for the layout and who owns block ids). */
+/* Paged KV memory addressed by block id (see kv_pool.h for the layout; block ids are the
+ * block manager's). */
 #include "worker/kv_pool.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 size_t tsr_kv_block_bytes(const tsr_model *m, int64_t block_len) {
@@ -31,14 +31,6 @@ tsr_status tsr_kv_pool_init(tsr_kv_pool *p, tsr_backend *be, int64_t n_layer, in
                           (long long)n_blocks, (long long)block_len, (double)total / 1e6, be->ops->name);
     /* Zeroed so that a stale read of an unwritten slot is at least deterministic. */
     be->ops->memset0(be, p->data, total);
-    p->free_ids = malloc(sizeof(int32_t) * (size_t)n_blocks);
-    if (!p->free_ids) {
-        be->ops->dfree(be, p->data);
-        return tsr_errorf(TSR_ERR_OOM, "out of memory");
-    }
-    /* a stack popped from the end: ids come out 0, 1, 2, ... */
-    for (int64_t i = 0; i < n_blocks; i++) p->free_ids[i] = (int32_t)(n_blocks - 1 - i);
-    p->n_free = n_blocks;
     return TSR_OK;
 }
 
@@ -49,7 +41,6 @@ tsr_status tsr_kv_pool_init_for_model(tsr_kv_pool *p, const tsr_model *m, int64_
 void tsr_kv_pool_free(tsr_kv_pool *p) {
     if (!p || !p->be) return;
     p->be->ops->dfree(p->be, p->data);
-    free(p->free_ids);
     memset(p, 0, sizeof *p);
 }
 
@@ -63,48 +54,10 @@ void *tsr_kv_pool_v(const tsr_kv_pool *p, int64_t layer) {
     return (char *)p->data + (size_t)(2 * layer + 1) * p->part_bytes;
 }
 
-tsr_status tsr_kv_pool_alloc_blocks(tsr_kv_pool *p, int64_t n, int32_t *out) {
-    if (n > p->n_free)
-        return tsr_errorf(TSR_ERR_KV_FULL, "KV cache full: %lld blocks needed, %lld of %lld free", (long long)n,
-                          (long long)p->n_free, (long long)p->n_blocks);
-    for (int64_t i = 0; i < n; i++) out[i] = p->free_ids[--p->n_free];
-    return TSR_OK;
-}
-
-void tsr_kv_pool_free_blocks(tsr_kv_pool *p, int64_t n, const int32_t *ids) {
-    for (int64_t i = 0; i < n; i++) {
-        TSR_ASSERT(ids[i] >= 0 && ids[i] < p->n_blocks && p->n_free < p->n_blocks);
-        p->free_ids[p->n_free++] = ids[i];
-    }
-}
-
-tsr_status tsr_kv_seq_reserve(tsr_kv_pool *p, tsr_kv_seq *s, int64_t n_total) {
-    int64_t need = (n_total + p->layout.block_len - 1) / p->layout.block_len;
-    if (need <= s->n_blocks) return TSR_OK;
-    if (need > s->cap) {
-        int64_t cap = s->cap ? s->cap : 8;
-        while (cap < need) cap *= 2;
-        int32_t *b = realloc(s->blocks, sizeof(int32_t) * (size_t)cap);
-        if (!b) return tsr_errorf(TSR_ERR_OOM, "out of memory");
-        s->blocks = b, s->cap = cap;
-    }
-    TSR_TRY(tsr_kv_pool_alloc_blocks(p, need - s->n_blocks, s->blocks + s->n_blocks));
-    s->n_blocks = need;
-    return TSR_OK;
-}
-
-void tsr_kv_seq_truncate(tsr_kv_pool *p, tsr_kv_seq *s, int64_t n_keep) {
-    if (n_keep < 0) n_keep = 0;
-    if (n_keep < s->n_tokens) s->n_tokens = n_keep;
-    int64_t keep_blocks = (n_keep + p->layout.block_len - 1) / p->layout.block_len;
-    if (keep_blocks < s->n_blocks) {
-        tsr_kv_pool_free_blocks(p, s->n_blocks - keep_blocks, s->blocks + keep_blocks);
-        s->n_blocks = keep_blocks;
-    }
-}
-
-void tsr_kv_seq_release(tsr_kv_pool *p, tsr_kv_seq *s) {
-    tsr_kv_seq_truncate(p, s, 0);
-    free(s->blocks);
-    memset(s, 0, sizeof *s);
+void *tsr_kv_pool_slot(const tsr_kv_pool *p, int64_t layer, int v, int32_t block, int64_t head) {
+    TSR_ASSERT(layer >= 0 && layer < p->n_layer && (v == 0 || v == 1) && block >= 0 && block < p->n_blocks &&
+               head >= 0 && head < p->layout.n_kv_head);
+    size_t slot = (size_t)p->layout.block_len * (size_t)p->layout.head_dim * tsr_dtype_size(p->be->dtype);
+    return (char *)p->data + (size_t)(2 * layer + v) * p->part_bytes +
+           ((size_t)block * (size_t)p->layout.n_kv_head + (size_t)head) * slot;
 }

@@ -1,13 +1,11 @@
 /* Paged KV memory of one rank (DESIGN.md): blocks of block_len (cache_block_seq_len) tokens,
- * per layer, per local KV head.  Block ids mean the same on every rank, so the coordinator's
- * block manager can hand out ids once and every worker writes into the same slots.  The pool is
- * one backend allocation laid out as
+ * per layer, per local KV head.  The pool is memory addressed by block id and nothing else: it
+ * is allocated once at start, keeps no per-block state and hands out no ids.  Which id holds
+ * what is decided in one place, the block manager on rank 0 (coordinator/block_manager.h), and
+ * block ids mean the same on every rank, so every worker writes into the same slots.  The pool
+ * is one backend allocation laid out as
  *   [n_layer][2 (K, V)][n_blocks][n_kv_head_l][block_len][head_dim]
- * (tsr_kv_layout in kernels/backend.h describes one layer's K or V part).
- *
- * Also here, for single-process users (tools, tests, the generation loop before the scheduler
- * exists): a free-list allocator of block ids and tsr_kv_seq, one sequence's growing block
- * table.  Under the scheduler those ids come from the coordinator's block manager instead. */
+ * (tsr_kv_layout in kernels/backend.h describes one layer's K or V part). */
 #ifndef TSR_KV_POOL_H
 #define TSR_KV_POOL_H
 
@@ -27,9 +25,6 @@ typedef struct tsr_kv_pool {
     int64_t n_blocks;
     void *data;                   // [n_layer][2][n_blocks][n_kv_head_l][block_len][head_dim]
     size_t part_bytes;            /* bytes of one layer's K (or V): n_blocks * block bytes */
-    /* single-process allocator (a stack of free ids) */
-    int32_t *free_ids;            // [n_blocks]
-    int64_t n_free;
 } tsr_kv_pool;
 
 /* Bytes one block takes across all layers, K and V (for sizing from a memory budget). */
@@ -41,27 +36,20 @@ tsr_status tsr_kv_pool_init(tsr_kv_pool *p, tsr_backend *be, int64_t n_layer, in
 tsr_status tsr_kv_pool_init_for_model(tsr_kv_pool *p, const tsr_model *m, int64_t block_len, int64_t n_blocks);
 void tsr_kv_pool_free(tsr_kv_pool *p);
 
-/* Device pointers of layer l's K and V parts. */
+/* Device pointers of layer l's K and V parts (what the attention ops take). */
 void *tsr_kv_pool_k(const tsr_kv_pool *p, int64_t layer);
 void *tsr_kv_pool_v(const tsr_kv_pool *p, int64_t layer);
+/* Device pointer of one KV head's slot in one block: [block_len][head_dim] elements of layer
+ * l's K (v == 0) or V (v == 1) part.  Any id in [0, n_blocks) is valid: nothing is allocated. */
+void *tsr_kv_pool_slot(const tsr_kv_pool *p, int64_t layer, int v, int32_t block, int64_t head);
 
-/* n ids into out; TSR_ERR_KV_FULL (nothing taken) when fewer are free. */
-tsr_status tsr_kv_pool_alloc_blocks(tsr_kv_pool *p, int64_t n, int32_t *out);
-void tsr_kv_pool_free_blocks(tsr_kv_pool *p, int64_t n, const int32_t *ids);
-
-/* One sequence's block table for single-process use; zero-initialize, then reserve before
- * each step.  n_tokens counts tokens whose KV is in the cache (advanced by tsr_forward_seq). */
+/* One sequence's block table for single-sequence callers of tsr_forward_seq (tools, tests):
+ * zero-initialize; the ids are the block manager's (tsr_bm_seq_reserve and friends fill and
+ * empty it).  n_tokens counts tokens whose KV is in the cache (advanced by tsr_forward_seq). */
 typedef struct tsr_kv_seq {
     int32_t *blocks;      // [cap]
     int64_t n_blocks, cap;
     int64_t n_tokens;
 } tsr_kv_seq;
-
-/* Makes the table cover n_total tokens (taking blocks from the pool as needed). */
-tsr_status tsr_kv_seq_reserve(tsr_kv_pool *p, tsr_kv_seq *s, int64_t n_total);
-/* Keeps the first n_keep tokens (frees blocks past them); n_keep = 0 empties it. */
-void tsr_kv_seq_truncate(tsr_kv_pool *p, tsr_kv_seq *s, int64_t n_keep);
-/* Returns every block and frees the table. */
-void tsr_kv_seq_release(tsr_kv_pool *p, tsr_kv_seq *s);
 
 #endif

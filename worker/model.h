@@ -12,9 +12,12 @@
  *   TSR_TRY(tsr_kv_pool_init_for_model(&kv, m, 64, n_blocks));   // worker/kv_pool.h
  *   tsr_forward_state *fs;
  *   TSR_TRY(tsr_forward_state_init(m, NULL, &fs));       // worker/forward.h
+ *   tsr_block_manager *bm;                                // block ids: coordinator/block_manager.h
+ *   TSR_TRY(tsr_bm_init(kv.n_blocks, kv.layout.block_len, &bm));
  *   tsr_kv_seq seq = {0};
- *   TSR_TRY(tsr_forward_seq(fs, &kv, &seq, ids, n, false, logits));  // logits [vocab]
- *   ... (append one token at a time the same way; tsr_kv_seq_release at the end) */
+ *   TSR_TRY(tsr_bm_seq_reserve(bm, &seq, n));
+ *   TSR_TRY(tsr_forward_seq(fs, &kv, &seq, ids, n, false, 0, logits));  // logits [vocab]
+ *   ... (reserve and append one token at a time the same way; tsr_bm_seq_release at the end) */
 #ifndef TSR_MODEL_H
 #define TSR_MODEL_H
 

@@ -247,7 +247,7 @@ void tsr_runtime_close(tsr_runtime *rt) {
     tsr_exec_free(&rt->exec);
     if (rt->fs) tsr_forward_state_free(rt->fs);
     rt->fs = NULL;
-    if (rt->kv.data || rt->kv.free_ids) tsr_kv_pool_free(&rt->kv);
+    if (rt->kv.data) tsr_kv_pool_free(&rt->kv);
     if (rt->comm) tsr_comm_free(rt->comm);
     rt->comm = NULL;
     if (rt->model) tsr_model_free(rt->model);

@@ -16,6 +16,7 @@
 
 #include "common/log.h"
 #include "common/tensor.h"
+#include "coordinator/block_manager.h"
 #include "kernels/backend.h"
 #include "kernels/devices.h"
 #include "worker/forward.h"
@@ -492,9 +493,11 @@ static void test_forward(const char *name, int64_t n_head, int64_t n_kv, int64_t
     tsr_model *mc = NULL, *mg = NULL;
     tsr_forward_state *fc = NULL, *fg = NULL;
     tsr_kv_pool kc, kg;
+    tsr_block_manager *bc = NULL, *bg = NULL;   /* each pool's block ids */
     if (tsr_model_init_dummy(&cfg, g_cpu, NULL, seed, &mc) != TSR_OK || tsr_model_init_dummy(&cfg, g_gpu, NULL, seed, &mg) != TSR_OK ||
         tsr_kv_pool_init_for_model(&kc, mc, 16, 64) != TSR_OK || tsr_kv_pool_init_for_model(&kg, mg, 16, 64) != TSR_OK ||
-        tsr_forward_state_init(mc, NULL, &fc) != TSR_OK || tsr_forward_state_init(mg, NULL, &fg) != TSR_OK) {
+        tsr_forward_state_init(mc, NULL, &fc) != TSR_OK || tsr_forward_state_init(mg, NULL, &fg) != TSR_OK ||
+        tsr_bm_init(64, 16, &bc) != TSR_OK || tsr_bm_init(64, 16, &bg) != TSR_OK) {
         printf("forward %s: setup failed: %s  FAIL\n", name, tsr_last_error());
         g_fail++, g_cases++;
         return;
@@ -504,6 +507,8 @@ static void test_forward(const char *name, int64_t n_head, int64_t n_kv, int64_t
     for (int64_t i = 0; i < n_prompt + n_dec; i++) ids[i] = (int32_t)(3 + rnd_int(V - 3));
     float *lc = malloc(sizeof(float) * (size_t)(n_prompt * V)), *lg = malloc(sizeof(float) * (size_t)(n_prompt * V));
     tsr_kv_seq sc = {0}, sg = {0};
+    if (tsr_bm_seq_reserve(bc, &sc, n_prompt + n_dec) != TSR_OK || tsr_bm_seq_reserve(bg, &sg, n_prompt + n_dec) != TSR_OK)
+        printf("KV reserve failed: %s\n", tsr_last_error());
     tsr_status s1 = tsr_forward_seq(fc, &kc, &sc, ids, n_prompt, true, 64, lc);
     tsr_status s2 = tsr_forward_seq(fg, &kg, &sg, ids, n_prompt, true, 64, lg);
     char sh[96];
@@ -533,8 +538,9 @@ static void test_forward(const char *name, int64_t n_head, int64_t n_kv, int64_t
     printf("%-5s %-12s %-44s nmse %.3e (bound %.0e)  %s\n", tsr_dtype_name(g_gpu->dtype), "forward", sh, worst,
            bound(2e-3), ok ? "PASS" : "FAIL");
     free(ids), free(lc), free(lg);
-    tsr_kv_seq_release(&kc, &sc);
-    tsr_kv_seq_release(&kg, &sg);
+    tsr_bm_seq_release(bc, &sc);
+    tsr_bm_seq_release(bg, &sg);
+    tsr_bm_free(bc), tsr_bm_free(bg);
     tsr_forward_state_free(fc), tsr_forward_state_free(fg);
     tsr_kv_pool_free(&kc), tsr_kv_pool_free(&kg);
     tsr_model_free(mc), tsr_model_free(mg);

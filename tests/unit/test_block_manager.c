@@ -1,6 +1,7 @@
-/* Block manager: the free / cached / active state machine (block_manager.h), prefix lookup by
+/* Block manager: the free / cached / active state machine (block_manager.c), prefix lookup by
  * chained hashes, LRU order of eviction, the counters under random operations, and the prefix
- * cache's defence against crafted collisions (keyed hash, token ids compared on a hit). */
+ * cache's defence against crafted collisions (keyed hash, token ids compared on a hit), and one
+ * sequence's block table taken from it (tsr_bm_seq_*, the single-sequence users' allocator). */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 
 #include "coordinator/block_manager.h"
 #include "tests/test_util.h"
+#include "worker/kv_pool.h"
 
 static void test_state_machine(void) {
     tsr_block_manager *bm;
@@ -62,6 +64,30 @@ static void test_state_machine(void) {
 }
 
 /* Random operations against a model of the reference counts. */
+/* A sequence's table grows by whole blocks, shrinks back, and returns everything to FREE. */
+static void test_seq(void) {
+    tsr_block_manager *bm;
+    CHECK(tsr_bm_init(6, 4, &bm) == TSR_OK);
+    tsr_bm_counts c;
+    tsr_kv_seq s = {0}, t = {0};
+    CHECK(tsr_bm_seq_reserve(bm, &s, 9) == TSR_OK && s.n_blocks == 3);
+    CHECK(tsr_bm_seq_reserve(bm, &s, 12) == TSR_OK && s.n_blocks == 3);   /* still covered */
+    for (int64_t i = 0; i < s.n_blocks; i++) CHECK(tsr_bm_ref(bm, s.blocks[i]) == 1);
+    CHECK(tsr_bm_seq_reserve(bm, &t, 16) == TSR_ERR_KV_FULL && t.n_blocks == 0);   /* nothing taken */
+    tsr_bm_get_counts(bm, &c);
+    CHECK(c.active == 3 && c.free == 3);
+    s.n_tokens = 9;
+    tsr_bm_seq_truncate(bm, &s, 5);
+    tsr_bm_get_counts(bm, &c);
+    CHECK(s.n_blocks == 2 && s.n_tokens == 5 && c.active == 2 && c.free == 4);
+    CHECK(tsr_bm_seq_reserve(bm, &t, 16) == TSR_OK && t.n_blocks == 4);
+    tsr_bm_seq_release(bm, &s);
+    tsr_bm_seq_release(bm, &t);
+    tsr_bm_get_counts(bm, &c);
+    CHECK(s.blocks == NULL && s.n_blocks == 0 && c.active == 0 && c.free == 6 && c.cached == 0 && tsr_bm_check(bm));
+    tsr_bm_free(bm);
+}
+
 static void test_random(void) {
     enum { NB = 64, NH = 40 };
     tsr_block_manager *bm;
@@ -235,6 +261,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     test_state_machine();
+    test_seq();
     test_random();
     test_poisoning(argv[0]);
     return tsr_test_finish();

@@ -2,12 +2,15 @@
  * agree -- one whole prefill, chunked prefill, token-by-token decode through the paged cache,
  * several sequences in one varlen step, any block length -- and a TP group of N ranks (run
  * in-process, one thread per rank, through a test communicator) must give the TP = 1 logits.
- * Agreement with HF transformers itself is tests/golden's job. */
+ * The KV pool is memory addressed by block id: a sequence runs on any ids in range that no
+ * allocator handed out, its KV lands in exactly those blocks' slots, and the block manager is
+ * the only record of which ids are taken.  Agreement with HF transformers itself is tests/golden's job. */
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "coordinator/block_manager.h"
 #include "kernels/backend.h"
 #include "tests/test_util.h"
 #include "worker/comm.h"
@@ -62,17 +65,23 @@ static float *run_seq(tsr_model *m, const int32_t *tokens, int64_t n, int64_t ch
     tsr_kv_pool kv;
     tsr_forward_state *fs;
     float *logits = malloc(sizeof(float) * (size_t)(n * m->cfg.vocab_size));
+    tsr_block_manager *bm;
     CHECK(tsr_kv_pool_init_for_model(&kv, m, block_len, (n + block_len - 1) / block_len + 2) == TSR_OK);
+    CHECK(tsr_bm_init(kv.n_blocks, block_len, &bm) == TSR_OK);
     CHECK(tsr_forward_state_init(m, NULL, &fs) == TSR_OK);
     tsr_kv_seq seq = {0};
     /* a first block taken by "someone else", so this sequence's ids do not start at 0 */
     int32_t other;
-    CHECK(tsr_kv_pool_alloc_blocks(&kv, 1, &other) == TSR_OK);
+    CHECK(tsr_bm_alloc(bm, 1, &other) == TSR_OK);
+    CHECK(tsr_bm_seq_reserve(bm, &seq, n) == TSR_OK);
     tsr_status st = tsr_forward_seq(fs, &kv, &seq, tokens, n, true, chunk, logits);
     CHECK_MSG(st == TSR_OK, "forward_seq: %s", tsr_last_error());
     CHECK(seq.n_tokens == n);
-    tsr_kv_seq_release(&kv, &seq);
-    CHECK(kv.n_free == kv.n_blocks - 1);
+    tsr_bm_seq_release(bm, &seq);
+    tsr_bm_counts bc;
+    tsr_bm_get_counts(bm, &bc);
+    CHECK(bc.free == bc.total - 1 && bc.active == 1 && tsr_bm_check(bm));
+    tsr_bm_free(bm);
     tsr_forward_state_free(fs);
     tsr_kv_pool_free(&kv);
     return logits;
@@ -104,16 +113,21 @@ static void test_feeding_agrees(tsr_backend *be, const tsr_model_config *cfg, in
     int32_t *a = rand_tokens(20, V, 11), *b = rand_tokens(9, V, 12), *c = rand_tokens(30, V, 13);
     float *ra = run_seq(m, a, 20, 1000, 4), *rb = run_seq(m, b, 9, 1000, 4), *rc = run_seq(m, c, 30, 1000, 4);
     tsr_kv_pool kv;
+    tsr_block_manager *bm;
     tsr_forward_state *fs;
     CHECK(tsr_kv_pool_init_for_model(&kv, m, 4, 40) == TSR_OK);
+    CHECK(tsr_bm_init(kv.n_blocks, 4, &bm) == TSR_OK);
     CHECK(tsr_forward_state_init(m, NULL, &fs) == TSR_OK);
     tsr_kv_seq sa = {0}, sb = {0}, sc = {0};
     /* history first: a has 12 cached, c has 29 cached, b none */
+    CHECK(tsr_bm_seq_reserve(bm, &sa, 12) == TSR_OK && tsr_bm_seq_reserve(bm, &sc, 29) == TSR_OK);
     CHECK(tsr_forward_seq(fs, &kv, &sa, a, 12, false, 0, NULL) == TSR_OK);
     CHECK(tsr_forward_seq(fs, &kv, &sc, c, 29, false, 0, NULL) == TSR_OK);
-    CHECK(tsr_kv_seq_reserve(&kv, &sa, 20) == TSR_OK);
-    CHECK(tsr_kv_seq_reserve(&kv, &sb, 9) == TSR_OK);
-    CHECK(tsr_kv_seq_reserve(&kv, &sc, 30) == TSR_OK);
+    /* a table too short for what is fed is refused, and nothing is fed */
+    CHECK(tsr_forward_seq(fs, &kv, &sa, a + 12, 8, false, 0, NULL) == TSR_ERR_INVALID_ARG && sa.n_tokens == 12);
+    CHECK(tsr_bm_seq_reserve(bm, &sa, 20) == TSR_OK);
+    CHECK(tsr_bm_seq_reserve(bm, &sb, 9) == TSR_OK);
+    CHECK(tsr_bm_seq_reserve(bm, &sc, 30) == TSR_OK);
     tsr_seq_step steps[3] = {
         {a + 12, 8, 12, sa.blocks, sa.n_blocks},  /* chunked prefill after a prefix */
         {b, 9, 0, sb.blocks, sb.n_blocks},        /* fresh prefill */
@@ -146,14 +160,71 @@ static void test_feeding_agrees(tsr_backend *be, const tsr_model_config *cfg, in
     CHECK(tsr_forward(fs, &kv, &bstep, out_last) == TSR_ERR_INVALID_ARG);
     /* running out of KV blocks */
     tsr_kv_seq big = {0};
-    CHECK(tsr_kv_seq_reserve(&kv, &big, 4 * 1000) == TSR_ERR_KV_FULL);
-    tsr_kv_seq_release(&kv, &big);
+    CHECK(tsr_bm_seq_reserve(bm, &big, 4 * 1000) == TSR_ERR_KV_FULL && big.n_blocks == 0);
+    tsr_bm_seq_release(bm, &big);
 
-    tsr_kv_seq_release(&kv, &sa), tsr_kv_seq_release(&kv, &sb), tsr_kv_seq_release(&kv, &sc);
-    CHECK(kv.n_free == kv.n_blocks);
+    tsr_bm_seq_release(bm, &sa), tsr_bm_seq_release(bm, &sb), tsr_bm_seq_release(bm, &sc);
+    tsr_bm_counts bc;
+    tsr_bm_get_counts(bm, &bc);
+    CHECK(bc.free == kv.n_blocks && bc.active == 0 && tsr_bm_check(bm));
+    tsr_bm_free(bm);
     tsr_forward_state_free(fs);
     tsr_kv_pool_free(&kv);
     free(a), free(b), free(c), free(ra), free(rb), free(rc), free(out_last), free(out_all), free(tok);
+    tsr_model_free(m);
+}
+
+/* The pool is memory addressed by block id: nothing hands ids out but the block manager, so a
+ * sequence runs on ids no allocator gave it (the last block, then one in the middle), its K/V
+ * land in exactly those blocks' slots, and its logits equal a run on the manager's ids. */
+static void test_pool_by_id(tsr_backend *be) {
+    tsr_model_config cfg = tiny_cfg(4, 2, 8);
+    tsr_model *m;
+    tsr_status st = tsr_model_init_dummy(&cfg, be, NULL, 42, &m);
+    CHECK_MSG(st == TSR_OK, "pool by id: %s", tsr_last_error());
+    if (st != TSR_OK) return;
+    const int64_t bl = 4, nb = 8, n = 6, V = cfg.vocab_size, hd = cfg.head_dim;
+    int32_t *tok = rand_tokens(n, V, 5);
+    float *ref = run_seq(m, tok, n, 1000, bl), *logits = malloc(sizeof(float) * (size_t)(n * V));
+    tsr_kv_pool kv;
+    tsr_forward_state *fs;
+    CHECK(be->dtype == TSR_F32);
+    CHECK(tsr_kv_pool_init_for_model(&kv, m, bl, nb) == TSR_OK);
+    CHECK(tsr_forward_state_init(m, NULL, &fs) == TSR_OK);
+    /* the slots tile the pool in the order (layer, K/V, block, head), nothing between them */
+    size_t slot = (size_t)(bl * hd) * sizeof(float), i = 0;
+    bool tiled = true;
+    for (int64_t l = 0; l < kv.n_layer; l++)
+        for (int v = 0; v < 2; v++)
+            for (int32_t b = 0; b < nb; b++)
+                for (int64_t h = 0; h < kv.layout.n_kv_head; h++, i++)
+                    tiled &= tsr_kv_pool_slot(&kv, l, v, b, h) == (char *)kv.data + i * slot;
+    CHECK(tiled && i * slot == 2 * (size_t)kv.n_layer * kv.part_bytes);
+    CHECK(tsr_kv_pool_k(&kv, 2) == tsr_kv_pool_slot(&kv, 2, 0, 0, 0));
+    CHECK(tsr_kv_pool_v(&kv, 2) == tsr_kv_pool_slot(&kv, 2, 1, 0, 0));
+
+    int32_t table[2] = {(int32_t)nb - 1, 3};
+    tsr_kv_seq seq = {.blocks = table, .n_blocks = 2, .cap = 2, .n_tokens = 0};
+    st = tsr_forward_seq(fs, &kv, &seq, tok, n, true, 0, logits);
+    CHECK_MSG(st == TSR_OK, "pool by id: %s", tsr_last_error());
+    CHECK_MSG(rel_diff(ref, logits, n * V) < 1e-5, "pool by id: logits differ from a run on other ids");
+    /* tokens 0..3 sit in block nb - 1, tokens 4..5 in rows 0..1 of block 3; all else is zero */
+    bool placed = true;
+    for (int64_t l = 0; l < kv.n_layer; l++)
+        for (int v = 0; v < 2; v++)
+            for (int32_t b = 0; b < nb; b++)
+                for (int64_t h = 0; h < kv.layout.n_kv_head; h++) {
+                    const float *x = tsr_kv_pool_slot(&kv, l, v, b, h);
+                    for (int64_t r = 0; r < bl; r++) {
+                        bool nonzero = false;
+                        for (int64_t d = 0; d < hd; d++) nonzero |= x[r * hd + d] != 0.0f;
+                        placed &= nonzero == (b == nb - 1 || (b == 3 && r < 2));
+                    }
+                }
+    CHECK_MSG(placed, "pool by id: K/V written outside the sequence's blocks");
+    tsr_forward_state_free(fs);
+    tsr_kv_pool_free(&kv);
+    free(tok), free(ref), free(logits);
     tsr_model_free(m);
 }
 
@@ -250,18 +321,23 @@ static void *tp_rank_main(void *arg) {
     if (a->st == TSR_OK) {
         a->weight_bytes = m->weight_bytes;
         tsr_kv_pool kv;
+        tsr_block_manager *bm;   /* each rank's own: the same ids come out everywhere */
         tsr_forward_state *fs;
         a->st = tsr_kv_pool_init_for_model(&kv, m, 8, 16);
+        TSR_ASSERT(a->st == TSR_OK);
+        a->st = tsr_bm_init(16, 8, &bm);
         TSR_ASSERT(a->st == TSR_OK);
         a->st = tsr_forward_state_init(m, comm, &fs);
         TSR_ASSERT(a->st == TSR_OK);
         tsr_kv_seq seq = {0};
         /* prefill in two chunks, then decode the rest token by token */
         int64_t V = a->cfg->vocab_size, p1 = a->n - 6;
-        a->st = tsr_forward_seq(fs, &kv, &seq, a->tokens, p1, true, 9, a->logits);
+        a->st = tsr_bm_seq_reserve(bm, &seq, a->n);
+        if (a->st == TSR_OK) a->st = tsr_forward_seq(fs, &kv, &seq, a->tokens, p1, true, 9, a->logits);
         for (int64_t i = p1; i < a->n && a->st == TSR_OK; i++)
             a->st = tsr_forward_seq(fs, &kv, &seq, a->tokens + i, 1, false, 0, a->logits + i * V);
-        tsr_kv_seq_release(&kv, &seq);
+        tsr_bm_seq_release(bm, &seq);
+        tsr_bm_free(bm);
         tsr_forward_state_free(fs);
         tsr_kv_pool_free(&kv);
         tsr_model_free(m);
@@ -379,6 +455,7 @@ int main(void) {
     c.rope_type = TSR_ROPE_LLAMA3, c.rope_factor = 8, c.rope_low_freq_factor = 1, c.rope_high_freq_factor = 4;
     c.rope_original_max_pos = 16;
     test_feeding_agrees(be, &c, 45, "llama3 rope");
+    test_pool_by_id(be);
     tsr_backend_free(be);
 
     test_shard_plan();
