@@ -57,8 +57,8 @@ struct tsr_cuda_ctx {
     char err_msg[256];
 };
 
-// Waits for everything enqueued on the stream, polling with the ctx's deadline; false (with
-// c->err set) when it passed or the stream failed.
+// errors.cu: waits for everything enqueued on the stream, polling with the ctx's deadline;
+// false (with c->err set) when it passed or the stream failed.
 bool tsr__cuda_wait(tsr_cuda_ctx *c, const char *what);
 // Records an error for take_error (the first one sticks until taken).
 void tsr__cuda_set_error(tsr_cuda_ctx *c, tsr_status st, const char *what);
@@ -140,8 +140,14 @@ static inline unsigned tsr_cdiv(int64_t a, int64_t b) { return (unsigned)((a + b
         }                                                         \
     } while (0)
 
-// Drops every recorded graph (a buffer they baked in was replaced).
+// graphs.cu: the op table's graph entries, and dropping every recorded graph (a buffer they
+// baked in was replaced).
+bool tsr__cuda_graph_begin(tsr_backend *be, int64_t key);
+void tsr__cuda_graph_end(tsr_backend *be, int64_t key);
+bool tsr__cuda_graph_replay(tsr_backend *be, int64_t key);
 void tsr__cuda_graphs_invalidate(tsr_cuda_ctx *c);
+// profile.cu: frees the per-op timing state (the backend's free).
+void tsr__cuda_prof_free(tsr_cuda_ctx *c);
 // The attention kernels (attention.cu); _init once per backend.
 void tsr__cuda_attention_init(tsr_cuda_ctx *c);
 void tsr__cuda_attention(tsr_backend *be, void *out, const void *q, int64_t ld_q, const void *k_cache,

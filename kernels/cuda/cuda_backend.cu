@@ -1,20 +1,18 @@
 // The CUDA backend (kernels/backend.h's op table on one NVIDIA GPU): activations, weights and
 // the KV cache in bf16 or f16 (f32 also works, for debugging), every kernel accumulating in f32,
-// GEMMs through cuBLAS, attention in attention.cu.  Everything is enqueued on one stream;
-// upload/download/synchronize wait.  Each kernel's CPU twin in kernels/cpu/cpu_backend.c is its
-// oracle (tests/kernel/test_cuda_ops.c).  Where a half-precision framework rounds an
-// intermediate (HF transformers: the normed activation before the weight multiply, SiLU before
-// the up multiply, cos/sin before RoPE), these kernels round at the same place, so golden
-// comparisons see the same function.
+// GEMMs through cuBLAS, attention in attention.cu, sampling in sampling.cu, CUDA graphs in
+// graphs.cu, per-op timing in profile.cu, the error record and stream waits in errors.cu.
+// Everything is enqueued on one stream; upload/download/synchronize wait.  Each kernel's CPU
+// twin in kernels/cpu/cpu_backend.c is its oracle (tests/kernel/test_cuda_ops.c).  Where a
+// half-precision framework rounds an intermediate (HF transformers: the normed activation
+// before the weight multiply, SiLU before the up multiply, cos/sin before RoPE), these kernels
+// round at the same place, so golden comparisons see the same function.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "kernels/cuda/common.cuh"
-#include "kernels/cuda/profile.h"
 
 // ------------------------------------------------------------------------------------------
 // memory
@@ -27,37 +25,6 @@ static void *tsr__cu_alloc(tsr_backend *be, size_t nbytes) {
         return NULL;
     }
     return p;
-}
-
-void tsr__cuda_set_error(tsr_cuda_ctx *c, tsr_status st, const char *what) {
-    if (c->err != TSR_OK) return;
-    c->err = st;
-    snprintf(c->err_msg, sizeof c->err_msg, "%s", what);
-}
-
-bool tsr__cuda_wait(tsr_cuda_ctx *c, const char *what) {
-    if (c->wait_timeout_s <= 0) {
-        CUDA_CHECK(cudaStreamSynchronize(c->stream));
-        return true;
-    }
-    if (c->err == TSR_ERR_COMM) return false;  // a stream that timed out once stays stuck
-    struct timespec t0, now;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (long spins = 0;; spins++) {
-        cudaError_t e = cudaStreamQuery(c->stream);
-        if (e == cudaSuccess) return true;
-        if (e != cudaErrorNotReady) CUDA_CHECK(e);  // a device fault: an invariant broke
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        double el = (double)(now.tv_sec - t0.tv_sec) + 1e-9 * (double)(now.tv_nsec - t0.tv_nsec);
-        if (el > c->wait_timeout_s) {
-            char m[200];
-            snprintf(m, sizeof m, "the GPU stream did not finish %s within %.1f s (a collective waiting on a rank "
-                     "that stopped answering?)", what, c->wait_timeout_s);
-            tsr__cuda_set_error(c, TSR_ERR_COMM, m);
-            return false;
-        }
-        if (spins > 1000) usleep(50);
-    }
 }
 
 static tsr_status tsr__cu_take_error(tsr_backend *be) {
@@ -614,85 +581,12 @@ static void tsr__cu_mem_info(tsr_backend *be, size_t *free_bytes, size_t *total_
 }
 
 // ------------------------------------------------------------------------------------------
-// graphs: a few recorded steps keyed by the caller (least recently made is replaced)
-
-static tsr_cuda_graph_slot *tsr__graph_find(tsr_cuda_ctx *c, int64_t key) {
-    for (int i = 0; i < c->n_graphs; i++)
-        if (c->graphs[i].key == key) return &c->graphs[i];
-    return NULL;
-}
-
-void tsr__cuda_graphs_invalidate(tsr_cuda_ctx *c) {
-    TSR_ASSERT(!c->capturing);
-    for (int i = 0; i < c->n_graphs; i++) CUDA_CHECK(cudaGraphExecDestroy(c->graphs[i].exec));
-    c->n_graphs = 0;
-    c->n_seen = 0;
-}
-
-// The first step of a key runs eagerly (it grows scratch buffers, sets RoPE tables and lets
-// cuBLAS pick its kernels, none of which may happen while recording); the second records.
-static bool tsr__cu_graph_begin(tsr_backend *be, int64_t key) {
-    tsr_cuda_ctx *c = tsr__cuda(be);
-    if (c->capturing || getenv("TESSERA_NO_GRAPHS")) return false;
-    bool seen = false;
-    for (int i = 0; i < c->n_seen; i++) seen |= c->seen[i] == key;
-    if (!seen) {
-        c->n_graph_eager++;
-        if (c->n_seen == 2 * TSR_CUDA_GRAPH_SLOTS) {
-            memmove(&c->seen[0], &c->seen[1], sizeof c->seen[0] * (c->n_seen - 1));
-            c->n_seen--;
-        }
-        c->seen[c->n_seen++] = key;
-        return false;
-    }
-    CUDA_CHECK(cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal));
-    c->capturing = true;
-    return true;
-}
-
-static void tsr__cu_graph_end(tsr_backend *be, int64_t key) {
-    tsr_cuda_ctx *c = tsr__cuda(be);
-    TSR_ASSERT(c->capturing);
-    cudaGraph_t g;
-    CUDA_CHECK(cudaStreamEndCapture(c->stream, &g));
-    c->capturing = false;
-    cudaGraphExec_t exec;
-    CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
-    CUDA_CHECK(cudaGraphDestroy(g));
-    tsr_cuda_graph_slot *s = tsr__graph_find(c, key);
-    if (s) {
-        CUDA_CHECK(cudaGraphExecDestroy(s->exec));
-    } else if (c->n_graphs < TSR_CUDA_GRAPH_SLOTS) {
-        s = &c->graphs[c->n_graphs++];
-    } else {
-        CUDA_CHECK(cudaGraphExecDestroy(c->graphs[0].exec));
-        memmove(&c->graphs[0], &c->graphs[1], sizeof c->graphs[0] * (TSR_CUDA_GRAPH_SLOTS - 1));
-        s = &c->graphs[TSR_CUDA_GRAPH_SLOTS - 1];
-    }
-    s->key = key;
-    s->exec = exec;
-    c->n_graph_recorded++;
-    CUDA_CHECK(cudaGraphLaunch(exec, c->stream));
-}
-
-static bool tsr__cu_graph_replay(tsr_backend *be, int64_t key) {
-    tsr_cuda_ctx *c = tsr__cuda(be);
-    tsr_cuda_graph_slot *s = tsr__graph_find(c, key);
-    if (!s || getenv("TESSERA_NO_GRAPHS")) return false;
-    c->n_graph_replayed++;
-    CUDA_CHECK(cudaGraphLaunch(s->exec, c->stream));
-    return true;
-}
-
-// ------------------------------------------------------------------------------------------
 // the table
-
-static void tsr__prof_free(tsr_cuda_ctx *c);
 
 static void tsr__cu_free(tsr_backend *be) {
     tsr_cuda_ctx *c = tsr__cuda(be);
     cudaStreamSynchronize(c->stream);
-    tsr__prof_free(c);
+    tsr__cuda_prof_free(c);
     tsr__cuda_sampler_free(c);
     for (int i = 0; i < c->n_graphs; i++) cudaGraphExecDestroy(c->graphs[i].exec);
     cublasDestroy(c->cublas);
@@ -728,9 +622,9 @@ static const tsr_backend_ops tsr__cuda_ops = {
     /* download_f32 */ tsr__cu_download_f32,
     /* fill_hash */ tsr__cu_fill_hash,
     /* mem_info */ tsr__cu_mem_info,
-    /* graph_begin */ tsr__cu_graph_begin,
-    /* graph_end */ tsr__cu_graph_end,
-    /* graph_replay */ tsr__cu_graph_replay,
+    /* graph_begin */ tsr__cuda_graph_begin,
+    /* graph_end */ tsr__cuda_graph_end,
+    /* graph_replay */ tsr__cuda_graph_replay,
     /* rope_kv_write */ tsr__cu_rope_kv_write,
     /* matmul_silu */ tsr__cu_matmul_silu,    /* sample */ tsr__cuda_sample,
     /* take_error */ tsr__cu_take_error,
@@ -783,215 +677,3 @@ extern "C" tsr_backend *tsr_backend_cuda_init(int device, tsr_dtype dtype) {
 }
 
 extern "C" void *tsr_backend_cuda_stream(tsr_backend *be) { return (void *)tsr__cuda(be)->stream; }
-
-// ------------------------------------------------------------------------------------------
-// per-op timing (profile.h): while on, be->ops is a copy of the table whose ops are wrapped in
-// cudaEvent pairs and whose graph entries are NULL, so the forward pass runs eagerly and every
-// op is timed on the GPU; times are summed per op kind (matmuls per shape).
-
-#define TSR_PROF_PAIRS 2048
-#define TSR_PROF_KINDS 48
-
-struct tsr_cuda_prof {
-    cudaEvent_t ev[2 * TSR_PROF_PAIRS];
-    int kind[TSR_PROF_PAIRS];
-    int n;  // pairs recorded since the last flush
-    char name[TSR_PROF_KINDS][64];
-    double us[TSR_PROF_KINDS];
-    long calls[TSR_PROF_KINDS];
-    int n_kinds;
-    const tsr_backend_ops *saved;
-};
-
-static void tsr__prof_flush(tsr_cuda_prof *p) {
-    if (!p->n) return;
-    CUDA_CHECK(cudaEventSynchronize(p->ev[2 * p->n - 1]));
-    for (int i = 0; i < p->n; i++) {
-        float ms = 0.0f;
-        CUDA_CHECK(cudaEventElapsedTime(&ms, p->ev[2 * i], p->ev[2 * i + 1]));
-        p->us[p->kind[i]] += 1e3 * (double)ms;
-        p->calls[p->kind[i]]++;
-    }
-    p->n = 0;
-}
-
-static void tsr__prof_free(tsr_cuda_ctx *c) {
-    if (!c->prof) return;
-    for (int i = 0; i < 2 * TSR_PROF_PAIRS; i++) cudaEventDestroy(c->prof->ev[i]);
-    free(c->prof);
-    c->prof = NULL;
-}
-
-// Starts a pair for kind `name`; returns its index for tsr__prof_end.
-static int tsr__prof_begin(tsr_backend *be, const char *name) {
-    tsr_cuda_ctx *c = tsr__cuda(be);
-    tsr_cuda_prof *p = c->prof;
-    if (p->n == TSR_PROF_PAIRS) tsr__prof_flush(p);
-    int k = 0;
-    while (k < p->n_kinds && strcmp(p->name[k], name)) k++;
-    if (k == p->n_kinds) {
-        if (k == TSR_PROF_KINDS) k--;  // (never with the forward pass's few kinds) lump into the last
-        else snprintf(p->name[p->n_kinds++], sizeof p->name[0], "%s", name);
-    }
-    int i = p->n++;
-    p->kind[i] = k;
-    CUDA_CHECK(cudaEventRecord(p->ev[2 * i], c->stream));
-    return i;
-}
-
-static void tsr__prof_end(tsr_backend *be, int i) {
-    tsr_cuda_ctx *c = tsr__cuda(be);
-    CUDA_CHECK(cudaEventRecord(c->prof->ev[2 * i + 1], c->stream));
-}
-
-#define TSR__PF(name, call)                    \
-    do {                                       \
-        int pf_i_ = tsr__prof_begin(be, name); \
-        call;                                  \
-        tsr__prof_end(be, pf_i_);              \
-    } while (0)
-
-static void tsr__pf_upload(tsr_backend *be, void *dst, const void *src, size_t n) {
-    TSR__PF("upload (step ints, sync)", tsr__cu_upload(be, dst, src, n));
-}
-static void tsr__pf_get_rows(tsr_backend *be, void *out, const void *table, const int32_t *rows, int64_t n, int64_t d) {
-    TSR__PF("get_rows", tsr__cu_get_rows(be, out, table, rows, n, d));
-}
-static void tsr__pf_rmsnorm(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t d,
-                            float eps) {
-    TSR__PF("rmsnorm", tsr__cu_rmsnorm(be, out, x, w, n_tok, d, eps));
-}
-static void tsr__pf_add_rmsnorm(tsr_backend *be, void *residual, const void *x, void *out, const void *w,
-                                int64_t n_tok, int64_t d, float eps) {
-    TSR__PF("add_rmsnorm", tsr__cu_add_rmsnorm(be, residual, x, out, w, n_tok, d, eps));
-}
-static void tsr__pf_matmul(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t n,
-                           int64_t k) {
-    char name[64];
-    snprintf(name, sizeof name, "matmul n=%lld k=%lld", (long long)n, (long long)k);
-    TSR__PF(name, tsr__cu_matmul(be, out, x, w, n_tok, n, k));
-}
-static void tsr__pf_add_bias(tsr_backend *be, void *x, const void *b, int64_t n_tok, int64_t n, int64_t ld) {
-    TSR__PF("add_bias", tsr__cu_add_bias(be, x, b, n_tok, n, ld));
-}
-static void tsr__pf_add(tsr_backend *be, void *x, const void *y, int64_t n) { TSR__PF("add", tsr__cu_add(be, x, y, n)); }
-static void tsr__pf_rope(tsr_backend *be, void *q, void *k, int64_t ld, int64_t n_head, int64_t n_kv_head,
-                         int64_t head_dim, const tsr_attn_batch *b, const tsr_rope_params *p) {
-    TSR__PF("rope", tsr__cu_rope(be, q, k, ld, n_head, n_kv_head, head_dim, b, p));
-}
-static void tsr__pf_silu_mul(tsr_backend *be, void *out, const void *gu, int64_t n_tok, int64_t n_ff) {
-    TSR__PF("silu_mul", tsr__cu_silu_mul(be, out, gu, n_tok, n_ff));
-}
-static void tsr__pf_kv_write(tsr_backend *be, void *kc, void *vc, const tsr_kv_layout *kv, const void *k,
-                             const void *v, int64_t ld, const tsr_attn_batch *b) {
-    TSR__PF("kv_write", tsr__cu_kv_write(be, kc, vc, kv, k, v, ld, b));
-}
-static void tsr__pf_attention(tsr_backend *be, void *out, const void *q, int64_t ld_q, const void *kc, const void *vc,
-                              const tsr_kv_layout *kv, int64_t n_head, const tsr_attn_batch *b, float scale) {
-    TSR__PF("attention", tsr__cuda_attention(be, out, q, ld_q, kc, vc, kv, n_head, b, scale));
-}
-static void tsr__pf_download_f32(tsr_backend *be, float *dst, const void *src, int64_t n) {
-    TSR__PF("download_f32 (logits, sync)", tsr__cu_download_f32(be, dst, src, n));
-}
-static void tsr__pf_rope_kv_write(tsr_backend *be, void *q, void *k, const void *v, int64_t ld, int64_t n_head,
-                                  const tsr_attn_batch *b, const tsr_rope_params *p, void *kc, void *vc,
-                                  const tsr_kv_layout *kv) {
-    TSR__PF("rope_kv_write", tsr__cu_rope_kv_write(be, q, k, v, ld, n_head, b, p, kc, vc, kv));
-}
-static void tsr__pf_matmul_silu(tsr_backend *be, void *out, void *gu, const void *x, const void *w, int64_t n_tok,
-                                int64_t n_ff, int64_t k) {
-    char name[64];
-    snprintf(name, sizeof name, "matmul_silu n=%lld k=%lld", (long long)(2 * n_ff), (long long)k);
-    TSR__PF(name, tsr__cu_matmul_silu(be, out, gu, x, w, n_tok, n_ff, k));
-}
-
-static const tsr_backend_ops tsr__cuda_prof_ops = {
-    /* name */ "cuda",
-    /* free */ tsr__cu_free,
-    /* alloc */ tsr__cu_alloc,
-    /* dfree */ tsr__cu_dfree,
-    /* upload */ tsr__pf_upload,
-    /* download */ tsr__cu_download,
-    /* memset0 */ tsr__cu_memset0,
-    /* synchronize */ tsr__cu_sync,
-    /* get_rows */ tsr__pf_get_rows,
-    /* rmsnorm */ tsr__pf_rmsnorm,
-    /* add_rmsnorm */ tsr__pf_add_rmsnorm,
-    /* matmul */ tsr__pf_matmul,
-    /* add_bias */ tsr__pf_add_bias,
-    /* add */ tsr__pf_add,
-    /* rope */ tsr__pf_rope,
-    /* silu_mul */ tsr__pf_silu_mul,
-    /* kv_write */ tsr__pf_kv_write,
-    /* attention */ tsr__pf_attention,
-    /* download_f32 */ tsr__pf_download_f32,
-    /* fill_hash */ tsr__cu_fill_hash,
-    /* mem_info */ tsr__cu_mem_info,
-    /* graph_begin */ NULL,  // eager while timing (events inside a recording time nothing)
-    /* graph_end */ NULL,
-    /* graph_replay */ NULL,
-    /* rope_kv_write */ tsr__pf_rope_kv_write,
-    /* matmul_silu */ tsr__pf_matmul_silu,    /* sample */ tsr__cuda_sample,
-    /* take_error */ tsr__cu_take_error,
-};
-
-extern "C" void tsr_cuda_profile_start(tsr_backend *be) {
-    tsr_cuda_ctx *c = tsr__cuda(be);
-    TSR_ASSERT(!c->capturing);
-    if (!c->prof) {
-        c->prof = (tsr_cuda_prof *)calloc(1, sizeof *c->prof);
-        TSR_ASSERT(c->prof);
-        for (int i = 0; i < 2 * TSR_PROF_PAIRS; i++) CUDA_CHECK(cudaEventCreate(&c->prof->ev[i]));
-        c->prof->saved = be->ops;
-    }
-    tsr_cuda_prof *p = c->prof;
-    p->n = p->n_kinds = 0;
-    memset(p->us, 0, sizeof p->us);
-    memset(p->calls, 0, sizeof p->calls);
-    // the table's fused entries follow the plain one's (TESSERA_NO_FUSE drops both)
-    static tsr_backend_ops ops;
-    ops = tsr__cuda_prof_ops;
-    if (!be->ops->rope_kv_write) ops.rope_kv_write = NULL;
-    if (!be->ops->matmul_silu) ops.matmul_silu = NULL;
-    be->ops = &ops;
-}
-
-extern "C" void tsr_cuda_profile_stop(tsr_backend *be, FILE *f, int n_steps, double wall_s) {
-    tsr_cuda_ctx *c = tsr__cuda(be);
-    tsr_cuda_prof *p = c->prof;
-    if (!p) return;
-    CUDA_CHECK(cudaStreamSynchronize(c->stream));
-    tsr__prof_flush(p);
-    be->ops = p->saved;
-    if (n_steps < 1) n_steps = 1;
-    int order[TSR_PROF_KINDS];
-    double total = 0.0;
-    for (int i = 0; i < p->n_kinds; i++) {
-        order[i] = i;
-        total += p->us[i];
-    }
-    for (int i = 1; i < p->n_kinds; i++)  // by time, largest first
-        for (int j = i; j > 0 && p->us[order[j]] > p->us[order[j - 1]]; j--) {
-            int t = order[j];
-            order[j] = order[j - 1];
-            order[j - 1] = t;
-        }
-    double step_us = 1e6 * wall_s / n_steps;
-    fprintf(f, "| op (eager step, cudaEvent pairs) | calls/step | us/step | %% of step |\n|---|---|---|---|\n");
-    for (int i = 0; i < p->n_kinds; i++) {
-        int k = order[i];
-        fprintf(f, "| %s | %.1f | %.1f | %.1f%% |\n", p->name[k], (double)p->calls[k] / n_steps, p->us[k] / n_steps,
-                100.0 * p->us[k] / n_steps / step_us);
-    }
-    fprintf(f, "| sum of ops (GPU) | | %.1f | %.1f%% |\n", total / n_steps, 100.0 * total / n_steps / step_us);
-    fprintf(f, "| gaps between ops + host (step - sum) | | %.1f | %.1f%% |\n", step_us - total / n_steps,
-            100.0 * (step_us - total / n_steps) / step_us);
-    fprintf(f, "| step (host wall, eager) | | %.1f | 100%% |\n", step_us);
-}
-
-extern "C" void tsr_cuda_graph_counts(tsr_backend *be, long counts[3]) {
-    tsr_cuda_ctx *c = tsr__cuda(be);
-    counts[0] = c->n_graph_eager;
-    counts[1] = c->n_graph_recorded;
-    counts[2] = c->n_graph_replayed;
-}
