@@ -16,7 +16,7 @@
 #include <cjson/cJSON.h>
 #include <nghttp2/nghttp2.h>
 
-#include "coordinator/frontend/fe.h"
+#include "common/grpc_frame.h"
 #include "tessera.pb-c.h"
 
 #include "tools/cli.h"
@@ -161,9 +161,9 @@ static int tsr__gcli_on_data(nghttp2_session *ses, uint8_t flags, int32_t id, co
     g->in_len += len;
     size_t off = 0, n = 0;
     for (;;) {
-        int r = tsr__fe_grpc_frame(g->in + off, g->in_len - off, (size_t)64 << 20, &n);
-        if (r == TSR__FE_FRAME_NEED_MORE) break;
-        if (r != TSR__FE_FRAME_OK) {
+        int r = tsr_grpc_frame(g->in + off, g->in_len - off, (size_t)64 << 20, &n);
+        if (r == TSR_GRPC_FRAME_NEED_MORE) break;
+        if (r != TSR_GRPC_FRAME_OK) {
             fprintf(stderr, "\ntessera client: bad gRPC message frame from the server\n");
             g->failed = true;
             return NGHTTP2_ERR_CALLBACK_FAILURE;
@@ -211,7 +211,7 @@ static char *tsr__grpc_turn(const char *host, const char *port, const char *key,
         close(fd);
         return NULL;
     }
-    tsr__fe_grpc_header(req, msg_len);
+    tsr_grpc_frame_header(req, msg_len);
     memcpy(req + 5, msg, msg_len);
     tsr__gcli g = {.fd = fd, .req = req, .req_len = msg_len + 5, .generate = generate, .status = -1};
     nghttp2_session_callbacks *cb;

@@ -90,19 +90,6 @@ cJSON *tsr__fe_legacy_logprobs(const cJSON *entries);
 /* "data: <json>\n\n" (malloc'd, NUL-terminated; *len without the NUL). */
 char *tsr__fe_sse(const cJSON *j, size_t *len);
 
-/* ---- gRPC message framing (grpc_frame.c) ---- */
-enum {
-    TSR__FE_FRAME_OK = 0,            /* a whole message: 5 + *msg_len bytes */
-    TSR__FE_FRAME_NEED_MORE = 1,     /* not all of it yet (*msg_len set once the prefix is in) */
-    TSR__FE_FRAME_TOO_BIG = -1,      /* the declared length is over max_msg */
-    TSR__FE_FRAME_COMPRESSED = -2,   /* compressed flag: no compression is negotiated */
-    TSR__FE_FRAME_BAD_FLAG = -3,     /* flag byte other than 0 or 1 */
-};
-/* Looks at the frame at the start of buf[0..len). */
-int tsr__fe_grpc_frame(const uint8_t *buf, size_t len, size_t max_msg, size_t *msg_len);
-/* Writes the 5-byte prefix of an uncompressed message of msg_len bytes; returns 5. */
-size_t tsr__fe_grpc_header(uint8_t out[5], size_t msg_len);
-
 /* ---- metrics (metrics.c): owned by the loop thread ---- */
 #define TSR__FE_HIST_BUCKETS 14
 typedef struct tsr__fe_hist {

@@ -31,8 +31,10 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "common/grpc_frame.h"
 #include "common/log.h"
-#include "coordinator/frontend/srv.h"
+#include "coordinator/frontend/call.h"
+#include "coordinator/frontend/grpc.h"
 #include "tessera.pb-c.h"
 
 enum {
@@ -288,7 +290,7 @@ static void tsr__send_msg(tsr__gstream *s, const ProtobufCMessage *m) {
         s->out_cap = cap;
     }
     uint8_t *p = s->out + s->out_len;
-    tsr__fe_grpc_header(p, n);
+    tsr_grpc_frame_header(p, n);
     protobuf_c_message_pack(m, p + 5);
     s->out_len += n + 5;
     tsr__start_response(s);
@@ -335,18 +337,7 @@ static bool tsr__g_streams(const tsr__gstream *s) {
 static void tsr__g_on_token(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
     tsr__gstream *s = c->owner;
     if (!tsr__g_streams(s)) {
-        /* Chat: accumulate */
-        size_t n = ev->text_len;
-        if (ch->text_len + n + 1 > ch->text_cap) {
-            size_t cap = (ch->text_cap ? ch->text_cap * 2 : 256) + n;
-            char *x = realloc(ch->text, cap);
-            if (!x) return;
-            ch->text = x;
-            ch->text_cap = cap;
-        }
-        memcpy(ch->text + ch->text_len, ev->text, n);
-        ch->text_len += n;
-        ch->text[ch->text_len] = 0;
+        tsr__choice_text_append(ch, ev->text, ev->text_len);   /* Chat: accumulate */
         return;
     }
     Tessera__V1__GenerateResponse r = TESSERA__V1__GENERATE_RESPONSE__INIT;
@@ -475,6 +466,15 @@ static bool tsr__g_params(const Tessera__V1__SamplingParams *sp, tsr__fe_params 
     return true;
 }
 
+/* The gRPC code for a refused call, from the HTTP status the front end chose for it. */
+static int tsr__g_code(int http_status) {
+    switch (http_status) {
+    case 400: return TSR__GRPC_INVALID_ARGUMENT;
+    case 429: return TSR__GRPC_RESOURCE_EXHAUSTED;   /* past --max-queue: come back later */
+    default: return TSR__GRPC_UNAVAILABLE;
+    }
+}
+
 static void tsr__g_submit(tsr__gstream *s, tsr__fe_params *p) {
     tsr__call *call = tsr__call_new(s->conn->srv, 3, p, s, &tsr__grpc_ops);
     if (!call) return tsr__finish(s, TSR__GRPC_RESOURCE_EXHAUSTED, "out of memory");
@@ -483,7 +483,7 @@ static void tsr__g_submit(tsr__gstream *s, tsr__fe_params *p) {
     if (!tsr__call_submit(call, &err)) {
         s->call = NULL;
         tsr__call_detach(call);
-        return tsr__finish(s, err.status == 400 ? TSR__GRPC_INVALID_ARGUMENT : TSR__GRPC_UNAVAILABLE, err.message);
+        return tsr__finish(s, tsr__g_code(err.status), err.message);
     }
     if (tsr__g_streams(s)) tsr__start_response(s);   /* headers now */
 }
@@ -530,11 +530,11 @@ static void tsr__g_handle(tsr__gstream *s) {
     tsr__srv *srv = s->conn->srv;
     const char *m = s->path + 20;
     size_t n = 0;
-    int fr = tsr__fe_grpc_frame(s->in, s->in_len, (size_t)srv->cfg.max_body_bytes, &n);
-    if (fr == TSR__FE_FRAME_TOO_BIG)
+    int fr = tsr_grpc_frame(s->in, s->in_len, (size_t)srv->cfg.max_body_bytes, &n);
+    if (fr == TSR_GRPC_FRAME_TOO_BIG)
         return tsr__finish(s, TSR__GRPC_RESOURCE_EXHAUSTED, "request message too large (--max-body-bytes)");
-    if (fr == TSR__FE_FRAME_COMPRESSED) return tsr__finish(s, TSR__GRPC_UNIMPLEMENTED, "compressed messages are not supported");
-    if (fr != TSR__FE_FRAME_OK) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "missing or malformed request message");
+    if (fr == TSR_GRPC_FRAME_COMPRESSED) return tsr__finish(s, TSR__GRPC_UNIMPLEMENTED, "compressed messages are not supported");
+    if (fr != TSR_GRPC_FRAME_OK) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "missing or malformed request message");
     if (n != s->in_len - 5) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "exactly one request message expected");
     const uint8_t *msg = s->in + 5;
     char err[300];
@@ -724,7 +724,7 @@ static int tsr__on_data(nghttp2_session *ses, uint8_t flags, int32_t id, const u
     srv->held_bytes += (int64_t)len;
     /* the declared length is known from the first 5 bytes: no need to wait for the rest */
     size_t n = 0;
-    if (tsr__fe_grpc_frame(s->in, s->in_len, (size_t)srv->cfg.max_body_bytes, &n) == TSR__FE_FRAME_TOO_BIG)
+    if (tsr_grpc_frame(s->in, s->in_len, (size_t)srv->cfg.max_body_bytes, &n) == TSR_GRPC_FRAME_TOO_BIG)
         tsr__g_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED, "request message too large (--max-body-bytes)");
     return 0;
 }
@@ -820,12 +820,6 @@ static void tsr__on_gtimer(uv_timer_t *t) {
     tsr__gconn_flush(c);
 }
 
-static void tsr__galloc(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
-    (void)h;
-    b->base = malloc(suggested);
-    b->len = b->base ? suggested : 0;
-}
-
 static void tsr__gon_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
     tsr__gconn *c = st->data;
     if (n < 0 || c->closing) {
@@ -854,7 +848,7 @@ static void tsr__gon_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
     free(b->base);
 }
 
-static void tsr__gon_connection(uv_stream_t *server, int status) {
+void tsr__grpc_on_connection(uv_stream_t *server, int status) {
     tsr__srv *s = server->data;
     if (status < 0) return;
     tsr__gconn *c = calloc(1, sizeof *c);
@@ -894,26 +888,9 @@ static void tsr__gon_connection(uv_stream_t *server, int status) {
                                     {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, (uint32_t)s->cfg.max_header_bytes}};
     nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, 2);
     tsr__gconn_flush(c);
-    if (!c->closing) uv_read_start((uv_stream_t *)&c->tcp, tsr__galloc, tsr__gon_read);
+    if (!c->closing) uv_read_start((uv_stream_t *)&c->tcp, tsr__srv_alloc, tsr__gon_read);
 }
 
-tsr_status tsr__grpc_listen(tsr__srv *s) {
-    struct sockaddr_storage addr;
-    if (uv_ip4_addr(s->cfg.host, s->cfg.grpc_port, (struct sockaddr_in *)&addr) != 0 &&
-        uv_ip6_addr(s->cfg.host, s->cfg.grpc_port, (struct sockaddr_in6 *)&addr) != 0)
-        return tsr_errorf(TSR_ERR_INVALID_ARG, "--server-name '%s' is not an IP address", s->cfg.host);
-    uv_tcp_init(s->loop, &s->grpc_listener);
-    s->grpc_listener.data = s;
-    int r = uv_tcp_bind(&s->grpc_listener, (const struct sockaddr *)&addr, 0);
-    if (r == 0) r = uv_listen((uv_stream_t *)&s->grpc_listener, 511, tsr__gon_connection);
-    if (r != 0)
-        return tsr_errorf(TSR_ERR_IO, "cannot listen for gRPC on %s:%d: %s", s->cfg.host, s->cfg.grpc_port,
-                          uv_strerror(r));
-    return TSR_OK;
-}
-
-/* At exit: every connection's calls are detached and its memory freed by the close callbacks
- * that the server's final loop run delivers. */
 void tsr__grpc_close(tsr__srv *s) {
     for (tsr__gconn *c = s->grpc_conns; c; c = c->next) {
         tsr__gconn_close(c);

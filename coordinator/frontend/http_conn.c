@@ -1,6 +1,6 @@
 /* HTTP/1.1 request parsing for the server (http_conn.h): http-parser's callbacks build one
  * request at a time into tsr__http_in, with the limits that keep a client from growing memory
- * (431 for headers, 414 for the target, 413 for bodies).  No sockets, no engine: server.c feeds
+ * (431 for headers, 414 for the target, 413 for bodies).  No sockets, no engine: http.c feeds
  * it from its read callback and tests/fuzz/fuzz_http.c from libFuzzer. */
 #include <limits.h>
 #include <stdio.h>

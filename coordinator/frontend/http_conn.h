@@ -1,6 +1,6 @@
 /* The input side of one HTTP/1.1 connection, without sockets: bytes go in (tsr__http_in_push),
  * whole requests come out one at a time (tsr__http_in_next), each bounded (header and body
- * limits) and with the few headers the server acts on captured.  The server (server.c) owns the
+ * limits) and with the few headers the server acts on captured.  The server (http.c) owns the
  * socket and answers; tests/fuzz/fuzz_http.c feeds this directly.  Pipelined requests stay in
  * the held buffer until the previous one is answered, so holding is bounded by the caller's
  * push limit and parsing never recurses into answering. */

@@ -1,5 +1,5 @@
 /* OpenAI's response shapes for streams, built from plain values (no call, no engine) so the
- * server (server.c) and the unit tests use the same builders: a streamed chunk of one choice,
+ * server (http_answer.c) and the unit tests use the same builders: a streamed chunk of one choice,
  * the closing usage chunk, usage, the completions API's legacy logprobs, and SSE framing. */
 #include <stdlib.h>
 #include <string.h>

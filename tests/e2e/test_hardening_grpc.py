@@ -7,7 +7,8 @@ Each test fails on a server without the limit: idle connections are closed (GOAW
 descriptors come back, a stalled request gets DEADLINE_EXCEEDED, a stream without a key is
 answered UNAUTHENTICATED on its HEADERS and its DATA is not held, request bytes are capped per
 connection and over the server, a connection past --max-connections has its stream refused,
-and a streaming answer nobody reads is cancelled instead of growing memory."""
+a streaming answer nobody reads is cancelled instead of growing memory, and a call past
+--max-queue is told to come back (RESOURCE_EXHAUSTED, as HTTP's 429)."""
 import os
 import re
 import socket
@@ -169,6 +170,13 @@ def capped(serve_built, smollm2):
     s = Server(["--api-key", KEY, "--read-timeout", "5", "--idle-timeout", "5", "--max-connections", "4",
                 "--grpc-max-conn-buffer", str(1 << 20), "--max-held-bytes", str(3 << 19),
                 "--max-unsent-bytes", str(4 << 10)], log_name="server-hardening-grpc-capped")
+    yield s
+    assert s.stop() == 0, s.log_text()
+
+
+@pytest.fixture(scope="module")
+def one_slot(serve_built, smollm2):
+    s = Server(["--max-batch-size", "1", "--max-queue", "0"], log_name="server-hardening-grpc-queue")
     yield s
     assert s.stop() == 0, s.log_text()
 
@@ -378,3 +386,20 @@ def test_unread_stream_is_cancelled(capped):
         return re.search(r'tessera_requests_total\{api="grpc",finish_reason="cancelled"\} [1-9]', text) and \
             re.search(r"tessera_slow_client_drops_total [1-9]", text)
     assert wait_for(cancelled, 10), "the generation went on after its stream was cancelled"
+
+
+def test_queue_full_is_resource_exhausted(one_slot):
+    # room for one running request and no queue: of two Generate calls at once the second is
+    # refused with RESOURCE_EXHAUSTED (a client may retry it), not UNAVAILABLE, and the first runs
+    cl = H2Client(one_slot.grpc_port)
+    params = pb_field(1, 0, pb_varint(32)) + pb_field(11, 0, pb_varint(1))   # max_tokens, ignore_eos
+    req = grpc_frame(pb_field(2, 2, b"Count from one to ten.") + pb_field(4, 2, params))
+    first = cl.request("Generate", key=None, end_stream=True, body=req)
+    second = cl.request("Generate", key=None, end_stream=True, body=req)
+    assert cl.wait(lambda e: cl.ended(first) and cl.ended(second), 60), "the calls did not end"
+    st = cl.grpc_status(second)
+    assert st and st[0] == 8 and "--max-queue" in st[1], st
+    assert cl.grpc_status(first) == (0, ""), cl.grpc_status(first)
+    cl.close()
+    st, text = http(one_slot, "GET", "/metrics", key=None)
+    assert st == 200 and re.search(r"tessera_queue_refused_total 1\b", text), text

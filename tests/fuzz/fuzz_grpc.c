@@ -1,5 +1,5 @@
 /* libFuzzer harness for what the gRPC port reads (run by ci/fuzz.sh): the length-prefixed
- * message framing (coordinator/frontend/grpc_frame.c) and protobuf-c's unpack of every
+ * message framing (common/grpc_frame.c) and protobuf-c's unpack of every
  * tessera.proto message (the server's requests and the responses `tessera client grpc://`
  * reads).  The first byte picks the message type and the frame limit, the rest is a stream of
  * frames.  A frame must be refused or be whole inside the input; a decoded message must pass
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "coordinator/frontend/fe.h"
+#include "common/grpc_frame.h"
 #include "tessera.pb-c.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -54,14 +54,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t left = size - 1;
     for (;;) {
         size_t n = (size_t)-1;
-        int r = tsr__fe_grpc_frame(p, left, max_msg, &n);
-        if (r != TSR__FE_FRAME_OK) {
-            if (r == TSR__FE_FRAME_NEED_MORE && left >= 5 && (n > max_msg || left - 5 >= n)) abort();
+        int r = tsr_grpc_frame(p, left, max_msg, &n);
+        if (r != TSR_GRPC_FRAME_OK) {
+            if (r == TSR_GRPC_FRAME_NEED_MORE && left >= 5 && (n > max_msg || left - 5 >= n)) abort();
             break;
         }
         if (n > max_msg || n > left - 5) abort();
         uint8_t hdr[5];
-        if (tsr__fe_grpc_header(hdr, n) != 5 || (p[0] == 0 && memcmp(hdr, p, 5) != 0)) abort();
+        if (tsr_grpc_frame_header(hdr, n) != 5 || (p[0] == 0 && memcmp(hdr, p, 5) != 0)) abort();
         /* an exact-size copy, so protobuf-c reading past the message is caught */
         uint8_t *msg = malloc(n ? n : 1);
         if (!msg) abort();

@@ -9,6 +9,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "common/grpc_frame.h"
 #include "coordinator/frontend/fe.h"
 #include "coordinator/frontend/http_conn.h"
 #include "tests/test_util.h"
@@ -428,37 +429,37 @@ static void test_key_equal(void) {
 static void test_grpc_frames(void) {
     size_t n = 99;
     uint8_t b[16] = {0};
-    CHECK(tsr__fe_grpc_frame(b, 0, 100, &n) == TSR__FE_FRAME_NEED_MORE);
-    CHECK(tsr__fe_grpc_frame(b, 4, 100, &n) == TSR__FE_FRAME_NEED_MORE);
-    CHECK(tsr__fe_grpc_frame(b, 5, 100, &n) == TSR__FE_FRAME_OK && n == 0);   /* an empty message */
-    CHECK(tsr__fe_grpc_header(b, 3) == 5);
+    CHECK(tsr_grpc_frame(b, 0, 100, &n) == TSR_GRPC_FRAME_NEED_MORE);
+    CHECK(tsr_grpc_frame(b, 4, 100, &n) == TSR_GRPC_FRAME_NEED_MORE);
+    CHECK(tsr_grpc_frame(b, 5, 100, &n) == TSR_GRPC_FRAME_OK && n == 0);   /* an empty message */
+    CHECK(tsr_grpc_frame_header(b, 3) == 5);
     CHECK(b[0] == 0 && b[1] == 0 && b[4] == 3);
     memcpy(b + 5, "abc", 3);
-    CHECK(tsr__fe_grpc_frame(b, 7, 100, &n) == TSR__FE_FRAME_NEED_MORE && n == 3);
-    CHECK(tsr__fe_grpc_frame(b, 8, 100, &n) == TSR__FE_FRAME_OK && n == 3);
-    CHECK(tsr__fe_grpc_frame(b, 16, 100, &n) == TSR__FE_FRAME_OK && n == 3);  /* more after: next frame */
-    CHECK(tsr__fe_grpc_frame(b, 8, 2, &n) == TSR__FE_FRAME_TOO_BIG);
+    CHECK(tsr_grpc_frame(b, 7, 100, &n) == TSR_GRPC_FRAME_NEED_MORE && n == 3);
+    CHECK(tsr_grpc_frame(b, 8, 100, &n) == TSR_GRPC_FRAME_OK && n == 3);
+    CHECK(tsr_grpc_frame(b, 16, 100, &n) == TSR_GRPC_FRAME_OK && n == 3);  /* more after: next frame */
+    CHECK(tsr_grpc_frame(b, 8, 2, &n) == TSR_GRPC_FRAME_TOO_BIG);
     /* hostile lengths: declared far past what arrived or what is allowed */
     uint8_t h[5] = {0, 0xFF, 0xFF, 0xFF, 0xFF};
-    CHECK(tsr__fe_grpc_frame(h, 5, (size_t)64 << 20, &n) == TSR__FE_FRAME_TOO_BIG);
-    CHECK(tsr__fe_grpc_frame(h, 5, SIZE_MAX, &n) == TSR__FE_FRAME_NEED_MORE && n == 0xFFFFFFFFu);
+    CHECK(tsr_grpc_frame(h, 5, (size_t)64 << 20, &n) == TSR_GRPC_FRAME_TOO_BIG);
+    CHECK(tsr_grpc_frame(h, 5, SIZE_MAX, &n) == TSR_GRPC_FRAME_NEED_MORE && n == 0xFFFFFFFFu);
     uint8_t h2[5] = {0, 0x80, 0, 0, 0};
-    CHECK(tsr__fe_grpc_frame(h2, 5, (size_t)8 << 20, &n) == TSR__FE_FRAME_TOO_BIG);
+    CHECK(tsr_grpc_frame(h2, 5, (size_t)8 << 20, &n) == TSR_GRPC_FRAME_TOO_BIG);
     uint8_t c[5] = {1, 0, 0, 0, 1};
-    CHECK(tsr__fe_grpc_frame(c, 5, 100, &n) == TSR__FE_FRAME_COMPRESSED);
+    CHECK(tsr_grpc_frame(c, 5, 100, &n) == TSR_GRPC_FRAME_COMPRESSED);
     uint8_t f[5] = {7, 0, 0, 0, 1};
-    CHECK(tsr__fe_grpc_frame(f, 5, 100, &n) == TSR__FE_FRAME_BAD_FLAG);
+    CHECK(tsr_grpc_frame(f, 5, 100, &n) == TSR_GRPC_FRAME_BAD_FLAG);
     /* a stream of frames split at every byte boundary parses to the same messages */
     uint8_t s[64];
     size_t len = 0;
     for (int m = 0; m < 4; m++) {
-        len += tsr__fe_grpc_header(s + len, (size_t)m * 2);
+        len += tsr_grpc_frame_header(s + len, (size_t)m * 2);
         memset(s + len, 'a' + m, (size_t)m * 2);
         len += (size_t)m * 2;
     }
     for (size_t cut = 0; cut <= len; cut++) {
         size_t off = 0, got = 0;
-        while (tsr__fe_grpc_frame(s + off, cut - off, 100, &n) == TSR__FE_FRAME_OK) {
+        while (tsr_grpc_frame(s + off, cut - off, 100, &n) == TSR_GRPC_FRAME_OK) {
             CHECK(n == got * 2);
             off += 5 + n;
             got++;

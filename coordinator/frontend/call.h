@@ -1,0 +1,81 @@
+/* Calls: the bridge between the engine and the front end's two halves (HTTP in http_*.c, gRPC
+ * in grpc.c).  A call is one client request, which becomes n engine requests (choices).  The
+ * engine's callback runs on its step thread: it copies the event into the server's queue and
+ * wakes the loop (uv_async_t), which hands it to the call's owner through tsr__call_ops.  A call
+ * outlives its connection: when a client goes away the call is detached and its engine requests
+ * cancelled, and it is freed when the last DONE event arrives, so no engine callback ever points
+ * at freed memory.  This file knows neither half nor the loop: owners come in through ops. */
+#ifndef TSR_CALL_H
+#define TSR_CALL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "coordinator/frontend/srv.h"
+
+typedef struct tsr__call tsr__call;
+
+typedef struct tsr__choice {
+    tsr__call *call;
+    int index;
+    uint64_t rid;
+    bool submitted, done;
+    char *text;                      /* accumulated text (non-streaming answers) */
+    size_t text_len, text_cap;
+    cJSON *logprobs;                 /* accumulated per-token logprob entries (or NULL) */
+    int32_t *ids;                    /* generated ids (gRPC) */
+    int64_t n_ids, cap_ids;
+    bool sent_first;                 /* streaming: the role delta went out */
+    tsr_finish_reason finish;
+    tsr_status error;
+    char error_message[256];
+    int64_t prompt_tokens, cached_tokens, completion_tokens;
+} tsr__choice;
+
+/* What the owner (an HTTP connection or a gRPC stream) does with a call's events; called on
+ * the loop thread only while the owner is attached. */
+typedef struct tsr__call_ops {
+    void (*on_token)(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev);
+    void (*on_done)(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev);
+    void (*on_complete)(tsr__call *c);   /* every choice is done; the owner must detach */
+} tsr__call_ops;
+
+struct tsr__call {
+    tsr__srv *srv;
+    int api;                         /* 0 chat, 1 completion, 2 interactive, 3 grpc */
+    tsr__fe_params p;
+    void *owner;                     /* NULL once detached */
+    const tsr__call_ops *ops;
+    int outstanding;                 /* submitted engine requests without their DONE yet */
+    char id[64];
+    long long created;
+    int n;
+    tsr__choice ch[TSR__FE_MAX_N];
+};
+
+/* The event queue's loop side: s->async is initialized with this (s as its data). */
+void tsr__call_on_async(uv_async_t *a);
+/* At exit, after the loop's last run: drops queued events and marks the server dead so that a
+ * late engine callback queues nothing. */
+void tsr__call_queue_close(tsr__srv *s);
+
+/* A call for params p (taken over: the call frees it). */
+tsr__call *tsr__call_new(tsr__srv *s, int api, tsr__fe_params *p, void *owner, const tsr__call_ops *ops);
+/* Submits every choice.  On failure cancels what went in, leaves a message in err, and returns
+ * false; the caller then detaches (tsr__call_detach) and answers with err. */
+bool tsr__call_submit(tsr__call *c, tsr__fe_error *err);
+/* The owner lets go (client gone or answer complete): cancels what still runs; the call frees
+ * itself once nothing is outstanding. */
+void tsr__call_detach(tsr__call *c);
+
+/* Draining (SIGTERM): once no call is live the loop stops, after a moment for the last writes. */
+void tsr__call_drain_check(tsr__srv *s);
+
+/* Appends generated text to a choice (answers that are sent whole; out of memory: dropped). */
+void tsr__choice_text_append(tsr__choice *ch, const char *t, size_t n);
+/* Token text for logprobs (decoded alone, invalid UTF-8 replaced; malloc'd). */
+char *tsr__srv_token_text(tsr__srv *s, int32_t id);
+/* The finish reason string OpenAI uses for a choice. */
+const char *tsr__srv_finish_str(tsr_finish_reason f);
+
+#endif
