@@ -12,6 +12,10 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 start=$(date +%s)
+echo "== layering: no dependency cycles, no upward includes or calls (ci/check_deps.py) ==" >&2
+.venv/bin/python ci/check_deps.py build
+echo "== files over 800 lines must say why in their opening comment (ci/check_sizes.sh) ==" >&2
+bash ci/check_sizes.sh
 echo "== unit tests (release) ==" >&2
 ctest --test-dir build -L unit --output-on-failure -j2
 echo "== unit tests (ASan + UBSan) ==" >&2
