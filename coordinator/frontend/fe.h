@@ -58,6 +58,20 @@ typedef struct tsr__fe_params {
  * fills err (status 400 and the offending param) and returns false; p is then freed. */
 bool tsr__fe_parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_params *p, tsr__fe_error *err);
 void tsr__fe_params_free(tsr__fe_params *p);
+/* The rules both halves apply to what a request asks for (the HTTP body's reader above, and
+ * grpc.c's for protobuf), each failing with err (400, the field's name as param):
+ * a numeric field by its name (temperature, top_p, top_k, min_p, repetition_penalty,
+ * presence_penalty, frequency_penalty, seed, max_tokens, max_completion_tokens,
+ * request_output_len, n, top_logprobs, completions' logprobs, session_id) within its range; */
+bool tsr__fe_check(const char *name, double v, tsr__fe_error *err);
+/* one more stop string (non-empty, at most TSR_STOP_MAX_STRING_LEN bytes, TSR__FE_MAX_STOP in all); */
+bool tsr__fe_add_stop(tsr__fe_params *p, const char *s, tsr__fe_error *err);
+/* a message's role: "system", "user", "assistant" ("developer" is "system"), else NULL; */
+const char *tsr__fe_role(const char *role, tsr__fe_error *err);
+/* the model asked for (NULL or "": any) is the one served (else 404 model_not_found); */
+bool tsr__fe_check_model(const char *given, const char *served, tsr__fe_error *err);
+/* and, once p is filled, the sampling parameters together (p->logprobs included). */
+bool tsr__fe_check_sampling(tsr__fe_params *p, tsr__fe_error *err);
 /* Fills an engine request that points into p (valid while p lives); choice picks the seed. */
 void tsr__fe_to_engine(const tsr__fe_params *p, int choice, tsr_engine_request *r);
 

@@ -422,13 +422,24 @@ static void tsr__g_on_complete(tsr__call *c) {
 
 static const tsr__call_ops tsr__grpc_ops = {tsr__g_on_token, tsr__g_on_done, tsr__g_on_complete};
 
-/* SamplingParams -> params; proto3 zero means "not set" for the knobs whose zero is invalid. */
-static bool tsr__g_params(const Tessera__V1__SamplingParams *sp, tsr__fe_params *p, char *err, size_t cap) {
+/* SamplingParams -> params, by the rules HTTP's requests follow (openai.c); proto3's zero means
+ * "not set" for the knobs whose zero is invalid. */
+static bool tsr__g_params(const Tessera__V1__SamplingParams *sp, tsr__fe_params *p, tsr__fe_error *err) {
     tsr_sampling_params_default(&p->sampling);
     p->max_tokens = 128;
     p->logprobs = -1;
     p->n = 1;
+    p->sampling.seed = sp && sp->has_seed ? sp->seed : tsr_sampling_random_seed();
     if (sp) {
+        if ((sp->max_tokens && !tsr__fe_check("max_tokens", sp->max_tokens, err)) ||
+            !tsr__fe_check("temperature", sp->temperature, err) ||
+            (sp->top_p > 0 && !tsr__fe_check("top_p", sp->top_p, err)) || !tsr__fe_check("top_k", sp->top_k, err) ||
+            !tsr__fe_check("min_p", sp->min_p, err) ||
+            (sp->repetition_penalty > 0 && !tsr__fe_check("repetition_penalty", sp->repetition_penalty, err)) ||
+            !tsr__fe_check("presence_penalty", sp->presence_penalty, err) ||
+            !tsr__fe_check("frequency_penalty", sp->frequency_penalty, err) ||
+            !tsr__fe_check("top_logprobs", sp->top_logprobs, err))
+            return false;
         if (sp->max_tokens) p->max_tokens = sp->max_tokens;
         p->sampling.temperature = sp->temperature;
         if (sp->top_p > 0) p->sampling.top_p = sp->top_p;
@@ -437,39 +448,19 @@ static bool tsr__g_params(const Tessera__V1__SamplingParams *sp, tsr__fe_params 
         if (sp->repetition_penalty > 0) p->sampling.repetition_penalty = sp->repetition_penalty;
         p->sampling.presence_penalty = sp->presence_penalty;
         p->sampling.frequency_penalty = sp->frequency_penalty;
-        p->sampling.seed = sp->has_seed ? sp->seed : tsr_sampling_random_seed();
-        if (sp->n_stop > TSR__FE_MAX_STOP) {
-            snprintf(err, cap, "at most %d stop strings", TSR__FE_MAX_STOP);
-            return false;
-        }
-        for (size_t i = 0; i < sp->n_stop; i++) {
-            if (!sp->stop[i][0]) {
-                snprintf(err, cap, "stop strings must not be empty");
-                return false;
-            }
-            p->stop[p->n_stop++] = sp->stop[i];
-        }
+        for (size_t i = 0; i < sp->n_stop; i++)
+            if (!tsr__fe_add_stop(p, sp->stop[i], err)) return false;
         p->ignore_eos = sp->ignore_eos;
-        if (sp->top_logprobs > TSR_SAMPLING_MAX_LOGPROBS) {
-            snprintf(err, cap, "top_logprobs must be at most %d", TSR_SAMPLING_MAX_LOGPROBS);
-            return false;
-        }
         if (sp->logprobs) p->logprobs = (int)sp->top_logprobs;
-    } else {
-        p->sampling.seed = tsr_sampling_random_seed();
     }
-    p->sampling.logprobs = p->logprobs;
-    if (tsr_sampling_params_validate(&p->sampling) != TSR_OK) {
-        snprintf(err, cap, "%s", tsr_last_error());
-        return false;
-    }
-    return true;
+    return tsr__fe_check_sampling(p, err);
 }
 
 /* The gRPC code for a refused call, from the HTTP status the front end chose for it. */
 static int tsr__g_code(int http_status) {
     switch (http_status) {
     case 400: return TSR__GRPC_INVALID_ARGUMENT;
+    case 404: return TSR__GRPC_NOT_FOUND;
     case 429: return TSR__GRPC_RESOURCE_EXHAUSTED;   /* past --max-queue: come back later */
     default: return TSR__GRPC_UNAVAILABLE;
     }
@@ -489,10 +480,9 @@ static void tsr__g_submit(tsr__gstream *s, tsr__fe_params *p) {
 }
 
 static bool tsr__g_model_ok(tsr__gstream *s, const char *model) {
-    if (!model || !model[0] || !strcmp(model, s->conn->srv->model)) return true;
-    char msg[300];
-    snprintf(msg, sizeof msg, "the model '%.200s' does not exist", model);
-    tsr__finish(s, TSR__GRPC_NOT_FOUND, msg);
+    tsr__fe_error err;
+    if (tsr__fe_check_model(model, s->conn->srv->model, &err)) return true;
+    tsr__finish(s, tsr__g_code(err.status), err.message);
     return false;
 }
 
@@ -537,7 +527,7 @@ static void tsr__g_handle(tsr__gstream *s) {
     if (fr != TSR_GRPC_FRAME_OK) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "missing or malformed request message");
     if (n != s->in_len - 5) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "exactly one request message expected");
     const uint8_t *msg = s->in + 5;
-    char err[300];
+    tsr__fe_error err;
 
     if (!strcmp(m, "Health")) {
         Tessera__V1__HealthRequest *q = tessera__v1__health_request__unpack(NULL, n, msg);
@@ -592,8 +582,8 @@ static void tsr__g_handle(tsr__gstream *s) {
         if (!q) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed GenerateRequest");
         p.kind = TSR__FE_COMPLETION;
         bool ok = tsr__g_model_ok(s, q->model);
-        if (ok && !tsr__g_params(q->params, &p, err, sizeof err)) {
-            tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, err);
+        if (ok && !tsr__g_params(q->params, &p, &err)) {
+            tsr__finish(s, tsr__g_code(err.status), err.message);
             ok = false;
         }
         if (ok && q->n_prompt_ids) {
@@ -616,8 +606,8 @@ static void tsr__g_handle(tsr__gstream *s) {
     if (!q) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed ChatRequest");
     p.kind = TSR__FE_CHAT;
     bool ok = tsr__g_model_ok(s, q->model);
-    if (ok && !tsr__g_params(q->params, &p, err, sizeof err)) {
-        tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, err);
+    if (ok && !tsr__g_params(q->params, &p, &err)) {
+        tsr__finish(s, tsr__g_code(err.status), err.message);
         ok = false;
     }
     if (ok && !q->n_messages) {
@@ -627,10 +617,9 @@ static void tsr__g_handle(tsr__gstream *s) {
     if (ok) {
         p.messages = calloc(q->n_messages, sizeof *p.messages);
         for (size_t i = 0; p.messages && i < q->n_messages; i++) {
-            const char *r = q->messages[i]->role;
-            if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant")) {
-                snprintf(err, sizeof err, "unsupported role '%.64s'", r);
-                tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, err);
+            const char *r = tsr__fe_role(q->messages[i]->role, &err);
+            if (!r) {
+                tsr__finish(s, tsr__g_code(err.status), err.message);
                 ok = false;
                 break;
             }

@@ -162,9 +162,7 @@ void tsr__http_route(tsr__conn *c) {
     tsr__fe_error err;
     tsr__fe_kind kind = api == 0 ? TSR__FE_CHAT : api == 1 ? TSR__FE_COMPLETION : TSR__FE_INTERACTIVE;
     if (!tsr__fe_parse(kind, c->in.body ? c->in.body : "", c->in.body_len, &p, &err)) return tsr__http_respond_error(c, &err);
-    if (p.model && p.model[0] && strcmp(p.model, s->model)) {
-        tsr__fe_seterr(&err, 404, "invalid_request_error", "model", "model_not_found",
-                       "the model '%.200s' does not exist; this server serves '%.200s'", p.model, s->model);
+    if (!tsr__fe_check_model(p.model, s->model, &err)) {
         tsr__fe_params_free(&p);
         return tsr__http_respond_error(c, &err);
     }

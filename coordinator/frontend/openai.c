@@ -101,32 +101,100 @@ bool tsr__fe_key_equal(const char *given, size_t given_len, const char *key) {
     return diff == 0;
 }
 
-/* ---- typed field readers: each fails with the field's name as OpenAI's param ---- */
-
 #define BAD(...) (tsr__fe_seterr(err, 400, "invalid_request_error", __VA_ARGS__), false)
 
-static bool tsr__get_num(cJSON *o, const char *name, double lo, double hi, double *v, tsr__fe_error *err) {
+/* ---- the accepted values: one set of rules for the HTTP (JSON) and gRPC (protobuf) readers ---- */
+
+/* Every numeric request field and its range (bounds exactly representable, within +-2^63). */
+static const struct tsr__fe_range {
+    const char *name;
+    double lo, hi;
+    bool integer;
+} tsr__fe_ranges[] = {
+    {"temperature", 0, 2, false},
+    {"top_p", 1e-9, 1, false},
+    {"top_k", -1, 1 << 30, true},                     /* -1 and 0: off */
+    {"min_p", 0, 1, false},
+    {"repetition_penalty", 1e-6, 100, false},
+    {"presence_penalty", -2, 2, false},
+    {"frequency_penalty", -2, 2, false},
+    /* OpenAI's seed is a 64-bit signed integer; exact up to 2^53 in JSON doubles */
+    {"seed", -9223372036854775808.0, 9223372036854774784.0, true},
+    {"max_tokens", 1, 1 << 24, true},
+    {"max_completion_tokens", 1, 1 << 24, true},
+    {"request_output_len", 1, 1 << 24, true},       /* TurboMind's max_tokens */
+    {"n", 1, TSR__FE_MAX_N, true},
+    {"top_logprobs", 0, TSR_SAMPLING_MAX_LOGPROBS, true},
+    {"logprobs", 0, 5, true},                         /* completions' integer logprobs */
+    {"session_id", 0, 9007199254740991.0, true},
+};
+
+bool tsr__fe_check(const char *name, double v, tsr__fe_error *err) {
+    for (size_t i = 0; i < sizeof tsr__fe_ranges / sizeof tsr__fe_ranges[0]; i++) {
+        const struct tsr__fe_range *r = &tsr__fe_ranges[i];
+        if (strcmp(r->name, name)) continue;
+        /* the range first: a double outside int64_t's range converted to it is undefined behaviour */
+        if (!(v >= r->lo && v <= r->hi)) {   /* NaN fails too */
+            if (r->integer)
+                return BAD(name, "invalid_value", "'%s' must be an integer in [%.0f, %.0f], got %g", name, r->lo, r->hi, v);
+            return BAD(name, "invalid_value", "'%s' must be in [%g, %g], got %g", name, r->lo, r->hi, v);
+        }
+        if (r->integer && v != (double)(int64_t)v)
+            return BAD(name, "invalid_type", "'%s' must be an integer, got %g", name, v);
+        return true;
+    }
+    TSR_ASSERT(!"a request field without a range");
+    return false;
+}
+
+bool tsr__fe_add_stop(tsr__fe_params *p, const char *s, tsr__fe_error *err) {
+    if (p->n_stop >= TSR__FE_MAX_STOP) return BAD("stop", "invalid_value", "at most %d stop strings", TSR__FE_MAX_STOP);
+    if (!s[0]) return BAD("stop", "invalid_value", "'stop' strings must not be empty");
+    if (strlen(s) > TSR_STOP_MAX_STRING_LEN)
+        return BAD("stop", "invalid_value", "stop strings are at most %d bytes", TSR_STOP_MAX_STRING_LEN);
+    p->stop[p->n_stop++] = s;
+    return true;
+}
+
+const char *tsr__fe_role(const char *role, tsr__fe_error *err) {
+    if (!strcmp(role, "developer")) return "system";
+    if (!strcmp(role, "system") || !strcmp(role, "user") || !strcmp(role, "assistant")) return role;
+    tsr__fe_seterr(err, 400, "invalid_request_error", "messages", "invalid_value",
+                   "unsupported role '%.64s' (system, user, assistant)", role);
+    return NULL;
+}
+
+bool tsr__fe_check_model(const char *given, const char *served, tsr__fe_error *err) {
+    if (!given || !given[0] || !strcmp(given, served)) return true;
+    tsr__fe_seterr(err, 404, "invalid_request_error", "model", "model_not_found",
+                   "the model '%.200s' does not exist; this server serves '%.200s'", given, served);
+    return false;
+}
+
+bool tsr__fe_check_sampling(tsr__fe_params *p, tsr__fe_error *err) {
+    p->sampling.logprobs = p->logprobs;
+    if (tsr_sampling_params_validate(&p->sampling) != TSR_OK) return BAD(NULL, "invalid_value", "%s", tsr_last_error());
+    return true;
+}
+
+/* ---- typed field readers: each fails with the field's name as OpenAI's param ---- */
+
+static bool tsr__get_num(cJSON *o, const char *name, double *v, tsr__fe_error *err) {
     cJSON *x = cJSON_GetObjectItemCaseSensitive(o, name);
     if (!x || cJSON_IsNull(x)) return true;
     if (!cJSON_IsNumber(x)) return BAD(name, "invalid_type", "'%s' must be a number", name);
-    if (!(x->valuedouble >= lo && x->valuedouble <= hi))
-        return BAD(name, "invalid_value", "'%s' must be in [%g, %g], got %g", name, lo, hi, x->valuedouble);
+    if (!tsr__fe_check(name, x->valuedouble, err)) return false;
     *v = x->valuedouble;
     return true;
 }
 
-/* Integers arrive as doubles: the range is checked before any conversion (a double outside
- * int64_t's range converted to it is undefined behaviour), then integrality.  lo and hi must be
- * exactly representable and within +-2^63. */
-static bool tsr__get_int(cJSON *o, const char *name, double lo, double hi, int64_t *v, tsr__fe_error *err) {
+/* Integers arrive as doubles: checked (range, then integrality) before the conversion. */
+static bool tsr__get_int(cJSON *o, const char *name, int64_t *v, tsr__fe_error *err) {
     cJSON *x = cJSON_GetObjectItemCaseSensitive(o, name);
     if (!x || cJSON_IsNull(x)) return true;
     if (!cJSON_IsNumber(x)) return BAD(name, "invalid_type", "'%s' must be an integer", name);
-    double d = x->valuedouble;
-    if (!(d >= lo && d <= hi))   /* NaN fails too */
-        return BAD(name, "invalid_value", "'%s' must be an integer in [%.0f, %.0f], got %g", name, lo, hi, d);
-    if (d != (double)(int64_t)d) return BAD(name, "invalid_type", "'%s' must be an integer, got %g", name, d);
-    *v = (int64_t)d;
+    if (!tsr__fe_check(name, x->valuedouble, err)) return false;
+    *v = (int64_t)x->valuedouble;
     return true;
 }
 
@@ -193,10 +261,8 @@ static bool tsr__messages(tsr__fe_params *p, cJSON *m, tsr__fe_error *err) {
         if (!cJSON_IsObject(x)) return BAD("messages", "invalid_type", "each message must be an object");
         cJSON *role = cJSON_GetObjectItemCaseSensitive(x, "role"), *content = cJSON_GetObjectItemCaseSensitive(x, "content");
         if (!cJSON_IsString(role)) return BAD("messages", "invalid_type", "each message needs a string 'role'");
-        const char *r = role->valuestring;
-        if (!strcmp(r, "developer")) r = "system";
-        if (strcmp(r, "system") && strcmp(r, "user") && strcmp(r, "assistant"))
-            return BAD("messages", "invalid_value", "unsupported role '%.64s' (system, user, assistant)", r);
+        const char *r = tsr__fe_role(role->valuestring, err);
+        if (!r) return false;
         if (!content) return BAD("messages", "missing_required_parameter", "each message needs 'content'");
         const char *text = NULL;
         if (!tsr__content(p, content, &text, err)) return false;
@@ -237,22 +303,13 @@ static bool tsr__prompt(tsr__fe_params *p, cJSON *x, tsr__fe_error *err) {
 
 static bool tsr__stop(tsr__fe_params *p, cJSON *x, tsr__fe_error *err) {
     if (!x || cJSON_IsNull(x)) return true;
-    if (cJSON_IsString(x)) {
-        if (!x->valuestring[0]) return BAD("stop", "invalid_value", "'stop' strings must not be empty");
-        if (strlen(x->valuestring) > TSR_STOP_MAX_STRING_LEN)
-            return BAD("stop", "invalid_value", "stop strings are at most %d bytes", TSR_STOP_MAX_STRING_LEN);
-        p->stop[p->n_stop++] = x->valuestring;
-        return true;
-    }
+    if (cJSON_IsString(x)) return tsr__fe_add_stop(p, x->valuestring, err);
     if (!cJSON_IsArray(x)) return BAD("stop", "invalid_type", "'stop' must be a string or a list of strings");
     if (cJSON_GetArraySize(x) > TSR__FE_MAX_STOP) return BAD("stop", "invalid_value", "at most %d stop strings", TSR__FE_MAX_STOP);
     cJSON *s;
     cJSON_ArrayForEach(s, x) {
         if (!cJSON_IsString(s)) return BAD("stop", "invalid_type", "'stop' must be a string or a list of strings");
-        if (!s->valuestring[0]) return BAD("stop", "invalid_value", "'stop' strings must not be empty");
-        if (strlen(s->valuestring) > TSR_STOP_MAX_STRING_LEN)
-            return BAD("stop", "invalid_value", "stop strings are at most %d bytes", TSR_STOP_MAX_STRING_LEN);
-        p->stop[p->n_stop++] = s->valuestring;
+        if (!tsr__fe_add_stop(p, s->valuestring, err)) return false;
     }
     return true;
 }
@@ -292,54 +349,53 @@ static bool tsr__parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_
         }
         if (!p->prompt && !p->messages) p->prompt = "";
         int64_t sid = 0;
-        if (!tsr__get_int(o, "session_id", 0, 9007199254740991.0, &sid, err)) return false;
+        if (!tsr__get_int(o, "session_id", &sid, err)) return false;
         p->session_id = (uint64_t)sid;
         p->interactive_mode = false;
         if (!tsr__get_bool(o, "interactive_mode", &p->interactive_mode, err)) return false;
         int64_t rol = 0;
-        if (!tsr__get_int(o, "request_output_len", 1, 1 << 24, &rol, err)) return false;
+        if (!tsr__get_int(o, "request_output_len", &rol, err)) return false;
         if (rol) p->max_tokens = rol;
     }
     tsr_sampling_params_default(&p->sampling);
     double v;
     int64_t i;
     v = 1.0;
-    if (!tsr__get_num(o, "temperature", 0, 2, &v, err)) return false;
+    if (!tsr__get_num(o, "temperature", &v, err)) return false;
     p->sampling.temperature = (float)v;
     v = 1.0;
-    if (!tsr__get_num(o, "top_p", 1e-9, 1, &v, err)) return false;
+    if (!tsr__get_num(o, "top_p", &v, err)) return false;
     p->sampling.top_p = (float)v;
     i = 0;
-    if (!tsr__get_int(o, "top_k", -1, 1 << 30, &i, err)) return false;
+    if (!tsr__get_int(o, "top_k", &i, err)) return false;
     p->sampling.top_k = (int32_t)(i < 0 ? 0 : i);
     v = 0;
-    if (!tsr__get_num(o, "min_p", 0, 1, &v, err)) return false;
+    if (!tsr__get_num(o, "min_p", &v, err)) return false;
     p->sampling.min_p = (float)v;
     v = 1;
-    if (!tsr__get_num(o, "repetition_penalty", 1e-6, 100, &v, err)) return false;
+    if (!tsr__get_num(o, "repetition_penalty", &v, err)) return false;
     p->sampling.repetition_penalty = (float)v;
     v = 0;
-    if (!tsr__get_num(o, "presence_penalty", -2, 2, &v, err)) return false;
+    if (!tsr__get_num(o, "presence_penalty", &v, err)) return false;
     p->sampling.presence_penalty = (float)v;
     v = 0;
-    if (!tsr__get_num(o, "frequency_penalty", -2, 2, &v, err)) return false;
+    if (!tsr__get_num(o, "frequency_penalty", &v, err)) return false;
     p->sampling.frequency_penalty = (float)v;
     cJSON *seed = cJSON_GetObjectItemCaseSensitive(o, "seed");
     if (seed && !cJSON_IsNull(seed)) {
-        /* OpenAI's seed is a 64-bit signed integer; exact up to 2^53 in JSON doubles */
         int64_t sv = 0;
-        if (!tsr__get_int(o, "seed", -9223372036854775808.0, 9223372036854774784.0, &sv, err)) return false;
+        if (!tsr__get_int(o, "seed", &sv, err)) return false;
         p->sampling.seed = (uint64_t)sv;
     } else {
         p->sampling.seed = tsr_sampling_random_seed();
     }
     int64_t mt = p->max_tokens;
-    if (!tsr__get_int(o, "max_tokens", 1, 1 << 24, &mt, err)) return false;
-    if (!tsr__get_int(o, "max_completion_tokens", 1, 1 << 24, &mt, err)) return false;
+    if (!tsr__get_int(o, "max_tokens", &mt, err)) return false;
+    if (!tsr__get_int(o, "max_completion_tokens", &mt, err)) return false;
     if (kind == TSR__FE_COMPLETION && mt == 0) mt = 16;   /* OpenAI's completions default */
     p->max_tokens = mt;
     i = 1;
-    if (!tsr__get_int(o, "n", 1, TSR__FE_MAX_N, &i, err)) return false;
+    if (!tsr__get_int(o, "n", &i, err)) return false;
     p->n = (int)i;
     if (!tsr__stop(p, cJSON_GetObjectItemCaseSensitive(o, "stop"), err)) return false;
     if (!tsr__get_bool(o, "stream", &p->stream, err)) return false;
@@ -360,17 +416,15 @@ static bool tsr__parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_
         bool lp = false;
         if (!tsr__get_bool(o, "logprobs", &lp, err)) return false;
         int64_t top = -1;
-        if (!tsr__get_int(o, "top_logprobs", 0, TSR_SAMPLING_MAX_LOGPROBS, &top, err)) return false;
+        if (!tsr__get_int(o, "top_logprobs", &top, err)) return false;
         if (top >= 0 && !lp) return BAD("top_logprobs", "invalid_value", "'top_logprobs' needs 'logprobs': true");
         if (lp) p->logprobs = top < 0 ? 0 : (int)top;
     } else if (kind == TSR__FE_COMPLETION) {
         int64_t lp = -1;
-        if (!tsr__get_int(o, "logprobs", 0, 5, &lp, err)) return false;
+        if (!tsr__get_int(o, "logprobs", &lp, err)) return false;
         p->logprobs = (int)lp;
     }
-    p->sampling.logprobs = p->logprobs;
-    if (tsr_sampling_params_validate(&p->sampling) != TSR_OK) return BAD(NULL, "invalid_value", "%s", tsr_last_error());
-    return true;
+    return tsr__fe_check_sampling(p, err);
 }
 
 bool tsr__fe_parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_params *p, tsr__fe_error *err) {

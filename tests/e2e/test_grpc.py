@@ -1,6 +1,6 @@
 """A stock gRPC client (Python grpcio) with stubs generated at test time from proto/tessera.proto
-by grpcio-tools: Generate (server streaming), Chat, Tokenize, Health, ListModels, and the status
-codes of the failure cases."""
+by grpcio-tools: Generate (server streaming), Chat, Tokenize, Health, ListModels, the status
+codes of the failure cases, and the same parameter rules (and messages) as the HTTP API's."""
 import importlib
 import pathlib
 import sys
@@ -9,7 +9,7 @@ import grpc
 import pytest
 from grpc_tools import protoc
 
-from serve_util import API_KEY
+from serve_util import API_KEY, http
 
 PROTO_DIR = pathlib.Path(__file__).resolve().parent.parent.parent / "proto"
 
@@ -113,6 +113,24 @@ def test_status_codes(stub, pb):
     assert c == grpc.StatusCode.NOT_FOUND
     c, _ = code_of(stub.Generate, pb[0].GenerateRequest(prompt="hello " * 4000), metadata=MD)
     assert c == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_same_rules_as_http(stub, pb, server):
+    # gRPC and HTTP refuse the same parameters with the same words (one validator, openai.c)
+    cases = [({"temperature": 3}, {"temperature": 3}), ({"top_k": 2 ** 30 + 1}, {"top_k": 2 ** 30 + 1}),
+             ({"max_tokens": 2 ** 24 + 1}, {"max_tokens": 2 ** 24 + 1}), ({"stop": ["x" * 513]}, {"stop": ["x" * 513]})]
+    for body, params in cases:
+        st, j = http(server, "POST", "/v1/completions", {"prompt": "x", **body})
+        assert st == 400, (body, j)
+        with pytest.raises(grpc.RpcError) as e:
+            list(stub.Generate(pb[0].GenerateRequest(prompt="x", params=pb[0].SamplingParams(**params)),
+                               metadata=MD, timeout=60))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (params, e.value.details())
+        assert e.value.details() == j["error"]["message"], params
+    # and accept the same: OpenAI's "developer" role is the system prompt on both
+    msgs = [pb[0].ChatMessage(role="developer", content="Answer briefly."), pb[0].ChatMessage(role="user", content="Hi")]
+    r = stub.Chat(pb[0].ChatRequest(messages=msgs, params=pb[0].SamplingParams(max_tokens=2)), metadata=MD, timeout=60)
+    assert r.completion_tokens >= 1
 
 
 def test_cancel_mid_stream(stub, pb, server):
