@@ -9,8 +9,8 @@
  * One step: take the inbox (new requests, cancellations, session ends), end idle sessions past
  * their TTL, plan + commit (coordinator/scheduler.h), run tsr_forward on the committed entries
  * (on rank 0 of a TP group the executor's hook broadcasts it), then for each entry whose chunk
- * reached the end of its sequence: sample, stop checks, detokenize, emit.  Generalizes
- * coordinator/generator.c's single-sequence loop, with the same pieces.
+ * reached the end of its sequence: sample, stop checks, detokenize, emit.  Every command that
+ * generates runs here; `tessera generate` / `chat` / `bench generate` are a batch of one.
  *
  * Sampling history: the "prompt" of a request is the sequence's whole history when it starts
  * (earlier turns included), and the RNG counter is the number of tokens this request has
@@ -60,6 +60,7 @@ typedef struct tsr__req {
     bool stop_init;
     tsr_detok detok;
     bool skip_special;
+    bool truncate;                   /* truncate_to_fit */
     int64_t prompt_tokens, cached_tokens;
     bool scheduled_once;
     double t_submit, t_first;
@@ -368,6 +369,20 @@ static void tsr__finish(tsr_engine *e, tsr__req *r, tsr_finish_reason why, tsr_s
 
 /* ---- starting a request on the step thread ---- */
 
+/* truncate_to_fit: cuts max_new to the room a session history of n tokens leaves in
+ * session_len and the KV pool; refuses when not one token fits. */
+static tsr_status tsr__fit(tsr_engine *e, tsr__req *r, int64_t n) {
+    const int64_t pool = e->rt.kv.n_blocks * e->block_len;
+    const int64_t lim = e->session_len < pool ? e->session_len : pool;
+    if (n + 1 > lim)
+        return tsr_errorf(TSR_ERR_INVALID_ARG,
+                          "session %llu: the conversation has %lld tokens, which leaves no room to generate within "
+                          "session_len %lld (the KV cache holds %lld tokens); end the session and start a new one",
+                          (unsigned long long)r->session_id, (long long)n, (long long)e->session_len, (long long)pool);
+    if (n + r->max_new > lim) r->max_new = lim - n;
+    return TSR_OK;
+}
+
 /* Longest common prefix. */
 static int64_t tsr__lcp(const int32_t *a, int64_t na, const int32_t *b, int64_t nb) {
     int64_t i = 0;
@@ -409,7 +424,8 @@ static tsr_status tsr__start(tsr_engine *e, tsr__req *r) {
                 pthread_mutex_unlock(&e->tok_mu);
             }
             free(full);
-            if (rc == TSR_OK && n + r->max_new > e->session_len)
+            if (rc == TSR_OK && r->truncate) rc = tsr__fit(e, r, n);
+            else if (rc == TSR_OK && n + r->max_new > e->session_len)
                 rc = tsr_errorf(TSR_ERR_INVALID_ARG,
                                 "session %llu: the conversation has %lld tokens, which with max_new_tokens %lld is more "
                                 "than session_len %lld; end the session and start a new one",
@@ -435,7 +451,8 @@ static tsr_status tsr__start(tsr_engine *e, tsr__req *r) {
                 pthread_mutex_unlock(&e->tok_mu);
                 TSR_TRY(rc);
             }
-            if (q->n_tokens + r->n_ids + r->max_new > e->session_len)
+            if (r->truncate) TSR_TRY(tsr__fit(e, r, q->n_tokens + r->n_ids));
+            else if (q->n_tokens + r->n_ids + r->max_new > e->session_len)
                 return tsr_errorf(TSR_ERR_INVALID_ARG,
                                   "session %llu holds %lld tokens; %lld more plus max_new_tokens %lld exceed "
                                   "session_len %lld; end the session and start a new one",
@@ -708,6 +725,8 @@ static void *tsr__step_main(void *arg) {
     o.session_len = c->session_len;
     o.progress = c->progress;
     o.load_format = c->load_format;
+    o.session_len_fallback = c->session_len_fallback;
+    o.kv_one_session_fallback = c->kv_one_session_fallback;
     tsr_status rc = tsr_runtime_open(&e->rt, &o, e->argc, e->argv);
     pthread_mutex_lock(&e->mu);
     e->open_rc = rc;
@@ -914,6 +933,7 @@ tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *rq, tsr_en
     r->user = user;
     r->sp = rq->sampling;
     r->skip_special = rq->skip_special;
+    r->truncate = rq->truncate_to_fit;
     r->session_id = rq->session_id;
     r->end_session = rq->end_session;
     r->t_submit = tsr_now();
@@ -998,6 +1018,18 @@ tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *rq, tsr_en
         goto fail;
     }
     r->max_new = rq->max_new_tokens > 0 ? rq->max_new_tokens : room;
+    int64_t pool_tokens = e->rt.kv.n_blocks * e->block_len;
+    if (r->truncate) {
+        if (r->max_new > room) r->max_new = room;
+        if (r->n_ids + r->max_new > pool_tokens) r->max_new = pool_tokens - r->n_ids;
+        if (r->max_new < 1) {
+            rc = tsr_errorf(TSR_ERR_INVALID_ARG,
+                            "the prompt has %lld tokens, which leaves no room to generate in the KV cache (%lld "
+                            "tokens); raise cache_max_entry_count",
+                            (long long)r->n_ids, (long long)pool_tokens);
+            goto fail;
+        }
+    }
     if (r->n_ids + r->max_new > e->session_len) {
         rc = tsr_errorf(TSR_ERR_INVALID_ARG,
                         "prompt (%lld tokens) + max_new_tokens (%lld) = %lld is more than session_len %lld",
@@ -1005,7 +1037,6 @@ tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *rq, tsr_en
                         (long long)e->session_len);
         goto fail;
     }
-    int64_t pool_tokens = e->rt.kv.n_blocks * e->block_len;
     if (r->n_ids + r->max_new > pool_tokens) {
         rc = tsr_errorf(TSR_ERR_INVALID_ARG,
                         "prompt (%lld tokens) + max_new_tokens (%lld) is more than the whole KV cache holds "
@@ -1133,3 +1164,5 @@ const tsr_tokenizer *tsr_engine_tokenizer(const tsr_engine *e) { return e->tok; 
 const tsr_chat_template *tsr_engine_chat_template(const tsr_engine *e) { return e->tmpl; }
 const char *tsr_engine_model_name(const tsr_engine *e) { return e->model_name; }
 int64_t tsr_engine_session_len(const tsr_engine *e) { return e->session_len; }
+int64_t tsr_engine_vocab_size(const tsr_engine *e) { return e->tok_vocab; }
+size_t tsr_engine_weight_bytes(const tsr_engine *e) { return e->rt.model->weight_bytes; }

@@ -49,6 +49,11 @@ typedef struct tsr_engine_config {
     int64_t threads;                 /* CPU backend threads per rank (0: default) */
     bool progress;                   /* loading progress on rank 0 */
     const char *load_format;         /* NULL/"auto": the files; "dummy": random weights, config shapes */
+    /* A single-sequence embedder (`tessera generate`, `chat`, `bench generate`): when neither
+     * this config nor a workspace's config.ini sets them, session_len is min(this, the model's)
+     * and the KV pool holds one session (0 / false: the model's length, a share of memory). */
+    int64_t session_len_fallback;
+    bool kv_one_session_fallback;
     /* Called once, on the step thread, when the rank group breaks (a rank stopped answering, a
      * collective failed): every request has ended with the error and no step can run again.
      * The server uses it to shut down (the group must be restarted); may be NULL. */
@@ -84,6 +89,10 @@ typedef struct tsr_engine_request {
     int n_stop_ids;
     bool ignore_eos;
     bool skip_special;               /* keep special tokens out of the text (default true) */
+    /* Cut max_new_tokens to what session_len and the KV pool leave (TurboMind's interactive
+     * mode), ending with TSR_FINISH_LENGTH there, instead of refusing the request; a prompt
+     * that leaves no room for one token is still refused. */
+    bool truncate_to_fit;
 
     /* sessions (TurboMind's interactive mode): with session_id != 0 the request continues the
      * session's conversation; its KV stays after the request ends, so the next one prefills only
@@ -159,5 +168,9 @@ const tsr_tokenizer *tsr_engine_tokenizer(const tsr_engine *e);
 const tsr_chat_template *tsr_engine_chat_template(const tsr_engine *e);
 const char *tsr_engine_model_name(const tsr_engine *e);
 int64_t tsr_engine_session_len(const tsr_engine *e);
+/* Token ids a prompt may use (the tokenizer's vocabulary, within the model's). */
+int64_t tsr_engine_vocab_size(const tsr_engine *e);
+/* Bytes of rank 0's weights (what one decode step of one sequence reads there). */
+size_t tsr_engine_weight_bytes(const tsr_engine *e);
 
 #endif

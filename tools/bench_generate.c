@@ -1,4 +1,5 @@
-/* `tessera bench generate`: prefill and decode speed of one sequence on a backend, with
+/* `tessera bench generate`: prefill and decode speed of one sequence (a batch of one on the
+ * engine, as `tessera generate` runs) on a backend, with
  * random prompt ids (a fixed seed, so runs compare), greedy decoding and EOS ignored, so every
  * run does exactly --prompt-len prefill tokens and --gen-len decode steps.  Decode on one
  * sequence reads every weight once per token, so weight bytes / decode time is the memory
@@ -10,11 +11,12 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "coordinator/generator.h"
+#include "coordinator/engine.h"
 #include "worker/group.h"
 #include "tools/bench_forward.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
+#include "tools/gen_opts.h"
 
 static int tsr__cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -86,47 +88,48 @@ int tsr_bench_generate(int argc, char **argv) {
     }
     const char *path = tsr_cli_model_or_default(n_pos ? pos[0] : NULL);
     if (!path) return 1;
-    tsr_gen_config gc = {0};
-    gc.model_path = path;
-    gc.n_threads = (int)threads;
-    gc.backend = backend;
-    gc.tp = tp;
-    gc.session_len = prompt_len + gen_len + 1;
-    gc.progress = true;
-    tsr_generator *g = NULL;
-    if (tsr_generator_open(&gc, &g) != TSR_OK) {
+    tsr_engine_config ec;
+    tsr__gen_engine_config(&ec, path);
+    ec.threads = threads;
+    ec.backend = backend;
+    ec.tp = tp;
+    ec.session_len = prompt_len + gen_len + 1;
+    /* the whole prompt in one step, as a single-sequence prefill */
+    if (prompt_len > ec.max_prefill_token_num) ec.max_prefill_token_num = prompt_len;
+    tsr_engine *e = NULL;
+    if (tsr_engine_open(&ec, &argc, &argv, &e) != TSR_OK) {
         if (tsr_group_world_rank() == 0) fprintf(stderr, "tessera bench generate: %s\n", tsr_last_error());
         return 1;
     }
-    if (!g) return 0; /* a TP worker */
+    if (!e) return 0; /* a TP worker */
     int exit_code = 1;
-    tsr_session *s = NULL;
     int32_t *ids = malloc((size_t)prompt_len * sizeof *ids);
     double *pre = calloc((size_t)runs, sizeof *pre), *dec = calloc((size_t)runs, sizeof *dec);
-    if (!ids || !pre || !dec || tsr_session_new(g, &s) != TSR_OK) {
+    if (!ids || !pre || !dec) {
         fprintf(stderr, "tessera bench generate: out of memory\n");
         goto done;
     }
     /* Ids from the ordinary part of the vocabulary (past the first 100, where the special
      * tokens of most tokenizers sit). */
-    const int64_t V = tsr_generator_vocab_size(g);
+    const int64_t V = tsr_engine_vocab_size(e);
     uint64_t x = (uint64_t)seed;
     for (int64_t i = 0; i < prompt_len; i++) {
         x = x * 6364136223846793005ull + 1442695040888963407ull;
         ids[i] = (int32_t)(100 + (int64_t)((x >> 33) % (uint64_t)(V > 200 ? V - 100 : V)));
         if (ids[i] >= V) ids[i] = (int32_t)(ids[i] % V);
     }
-    tsr_gen_request req;
-    tsr_gen_request_default(&req);
+    tsr_engine_request req;
+    tsr_engine_request_default(&req);
+    req.prompt_ids = ids;
+    req.n_prompt_ids = prompt_len;
     req.max_new_tokens = gen_len;
     req.sampling.temperature = 0;
     req.ignore_eos = true;
     fprintf(stderr, "bench generate: backend %s, prompt %lld tokens, %lld decode steps, %lld runs (+1 warm-up)\n",
             backend, (long long)prompt_len, (long long)gen_len, (long long)runs);
     for (int64_t r = -1; r < runs; r++) {
-        tsr_session_reset(s);
-        tsr_gen_stats st;
-        if (tsr_session_generate(s, ids, prompt_len, &req, &st) != TSR_OK) {
+        tsr__gen_result st;   /* a fresh sequence each run (no prefix cache: tsr__gen_engine_config) */
+        if (tsr__gen_run(e, &req, NULL, NULL, &st) != TSR_OK) {
             fprintf(stderr, "tessera bench generate: %s\n", tsr_last_error());
             goto done;
         }
@@ -139,13 +142,13 @@ int tsr_bench_generate(int argc, char **argv) {
         fprintf(stderr, "  %s: prefill %.1f tok/s (%.3f s), decode %.1f tok/s (%lld tokens, %.3f s)\n",
                 r < 0 ? "warm-up" : "run", p, st.prefill_s, d, (long long)st.n_generated, st.decode_s);
         tsr_progress("bench generate", r + 2, runs + 1);
-        tsr_gen_stats_free(&st);
+        tsr__gen_result_free(&st);
     }
     double pm = tsr__median(pre, (int)runs), dm = tsr__median(dec, (int)runs);
     printf("prefill: %.1f tok/s (prompt %lld tokens, median of %lld runs)\n", pm, (long long)prompt_len,
            (long long)runs);
     printf("decode:  %.1f tok/s (%lld tokens, median of %lld runs)\n", dm, (long long)gen_len, (long long)runs);
-    size_t wb = tsr_generator_weight_bytes(g);
+    size_t wb = tsr_engine_weight_bytes(e);
     if (wb && dm > 0)
         printf("decode weight traffic: %.1f MB per token, %.2f GB/s\n", (double)wb / 1e6, (double)wb * dm / 1e9);
     exit_code = 0;
@@ -153,7 +156,6 @@ done:
     free(ids);
     free(pre);
     free(dec);
-    tsr_session_free(s);
-    tsr_generator_close(g);
+    tsr_engine_close(e);
     return exit_code;
 }

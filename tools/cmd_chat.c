@@ -1,32 +1,32 @@
 /* `tessera chat`: an interactive, stateful conversation like TurboMind's: each line read from
- * stdin is a user turn appended to one session, whose KV is kept, so a turn prefills only its
- * own new tokens (the figure line on stderr after each answer shows it).  `/reset` starts over,
- * `/exit` or end of input leaves.  Works the same with a pipe as with a terminal; the "> "
- * prompt is drawn only on a terminal. */
+ * stdin is a user turn appended to one engine session (coordinator/engine.h, interactive mode),
+ * whose KV is kept, so a turn prefills only its own new tokens (the figure line on stderr after
+ * each answer shows it).  `/reset` ends the session and starts a new one, `/exit` or end of
+ * input leaves.  Works the same with a pipe as with a terminal; the "> " prompt is drawn only on
+ * a terminal. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "common/log.h"
-#include "coordinator/generator.h"
+#include "coordinator/engine.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/gen_opts.h"
 
 typedef struct {
-    const tsr_generator *g;
+    const tsr_engine *e;
     bool logprobs;
 } tsr__chat_sink;
 
-static bool tsr__chat_on_token(void *user, const tsr_gen_token *t) {
+static void tsr__chat_on_event(void *user, int64_t index, const tsr_engine_event *ev) {
     tsr__chat_sink *k = user;
-    if (t->text_len) {
-        fwrite(t->text, 1, t->text_len, stdout);
+    if (ev->text_len) {
+        fwrite(ev->text, 1, ev->text_len, stdout);
         fflush(stdout);
     }
-    if (k->logprobs) tsr__gen_print_logprobs(k->g, t);
-    return true;
+    if (k->logprobs) tsr__gen_print_logprobs(k->e, index, ev);
 }
 
 /* Trims the line's end (newline, CR, spaces); returns the start past leading spaces. */
@@ -57,30 +57,24 @@ int tsr_cmd_chat(int argc, char **argv) {
         return rc == TSR_CLI_HELP ? 0 : 1;
     }
     int exit_code = 1;
-    tsr_generator *g = NULL;
-    tsr_session *s = NULL;
+    tsr_engine *e = NULL;
     char *line = NULL;
     size_t cap = 0;
-    tsr_gen_request req;
+    tsr_engine_request req;
     if (tsr__gen_cli_to_request("chat", &o, &req) != 0) goto done;
-    if (tsr__gen_cli_open("chat", &o, n_pos ? pos[0] : NULL, &g) != TSR_OK) goto done;
-    if (!g) { /* a TP worker: it replayed rank 0's steps and is done */
+    if (tsr__gen_cli_open("chat", &o, n_pos ? pos[0] : NULL, &argc, &argv, &e) != TSR_OK) goto done;
+    if (!e) { /* a TP worker: it replayed rank 0's steps and is done */
         exit_code = 0;
-        goto done;
-    }
-    if (tsr_session_new(g, &s) != TSR_OK) {
-        fprintf(stderr, "tessera chat: %s\n", tsr_last_error());
         goto done;
     }
     const bool tty = isatty(STDIN_FILENO);
     const uint64_t base_seed = req.sampling.seed;
-    tsr__chat_sink sink = {g, o.logprobs >= 0};
-    req.on_token = tsr__chat_on_token;
-    req.user = &sink;
+    tsr__chat_sink sink = {e, o.logprobs >= 0};
     if (tty)
         fprintf(stderr, "[chat template %s, session length %lld; /reset starts over, /exit leaves]\n",
-                tsr_chat_template_name(tsr_generator_chat_template(g)), (long long)tsr_generator_session_len(g));
-    int64_t turn = 0;
+                tsr_chat_template_name(tsr_engine_chat_template(e)), (long long)tsr_engine_session_len(e));
+    uint64_t session = 1;
+    int64_t turn = 0, n_tokens = 0;   /* the session's history */
     for (;;) {
         if (tty) {
             fputs("> ", stdout);
@@ -92,39 +86,49 @@ int tsr_cmd_chat(int argc, char **argv) {
         if (!*text) continue;
         if (!strcmp(text, "/exit") || !strcmp(text, "/quit")) break;
         if (!strcmp(text, "/reset")) {
-            tsr_session_reset(s);
+            tsr_engine_end_session(e, session++);
             turn = 0;
+            n_tokens = 0;
             fprintf(stderr, "[session reset]\n");
             continue;
         }
+        tsr_engine_message msgs[2];
+        int n_msgs = 0;
+        if (turn == 0 && system) msgs[n_msgs++] = (tsr_engine_message){"system", system};
+        msgs[n_msgs++] = (tsr_engine_message){"user", text};
+        req.messages = msgs;
+        req.n_messages = n_msgs;
+        req.session_id = session;
         /* A fresh stream per turn: the RNG counter restarts with each answer. */
         req.sampling.seed = base_seed + (uint64_t)turn * 0x9E3779B97F4A7C15ull;
-        tsr_gen_stats st = {0};
-        tsr_status r = tsr_session_chat(s, turn == 0 ? system : NULL, text, &req, &st);
+        tsr__gen_result res;
+        tsr_status r = tsr__gen_run(e, &req, tsr__chat_on_event, &sink, &res);
         if (r != TSR_OK) {
-            /* The session is unchanged: say why and go on. */
+            /* A refused turn leaves the session as it was: say why and go on. */
             fflush(stdout);
-            fprintf(stderr, "tessera chat: %s\n", tsr_last_error());
-            tsr_gen_stats_free(&st);
+            if (res.n_generated) fputc('\n', stdout);
+            fprintf(stderr, "tessera chat: %s%s\n", tsr_last_error(),
+                    r == TSR_ERR_INVALID_ARG ? " (/reset starts over)" : "");
+            tsr__gen_result_free(&res);
             continue;
         }
         turn++;
+        n_tokens = res.n_prompt + res.n_generated;
         printf("\n");
         fflush(stdout);
-        double pre = st.prefill_s > 0 ? (double)st.n_prefill / st.prefill_s : 0.0;
-        double dec = st.decode_s > 0 && st.n_generated > 1 ? (double)(st.n_generated - 1) / st.decode_s : 0.0;
+        const int64_t n_prefill = res.n_prompt - res.n_cached;
+        double pre = res.prefill_s > 0 ? (double)n_prefill / res.prefill_s : 0.0;
+        double dec = res.decode_s > 0 && res.n_generated > 1 ? (double)(res.n_generated - 1) / res.decode_s : 0.0;
         fprintf(stderr, "[prefill %lld new tokens (%lld cached) %.0f tok/s | decode %lld tokens %.1f tok/s | finish %s | session %lld/%lld]\n",
-                (long long)st.n_prefill, (long long)st.n_cached, pre, (long long)st.n_generated, dec,
-                tsr_finish_reason_str(st.finish), (long long)tsr_session_n_tokens(s),
-                (long long)tsr_generator_session_len(g));
-        tsr_gen_stats_free(&st);
+                (long long)n_prefill, (long long)res.n_cached, pre, (long long)res.n_generated, dec,
+                tsr_finish_reason_str(res.finish), (long long)n_tokens, (long long)tsr_engine_session_len(e));
+        tsr__gen_result_free(&res);
     }
     if (tty) fputc('\n', stdout);
     exit_code = 0;
 done:
     free(line);
-    tsr_session_free(s);
-    tsr_generator_close(g);
+    tsr_engine_close(e);
     tsr__gen_cli_free(&o);
     return exit_code;
 }

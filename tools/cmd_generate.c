@@ -1,6 +1,7 @@
-/* `tessera generate`: one completion on the default (or a named) model, streamed to stdout as
- * it is produced, with the timing on stderr.  Also home of the generation options that
- * `tessera chat` shares (tools/gen_opts.h), so both list and check them alike. */
+/* `tessera generate`: one completion on the default (or a named) model, run on the engine as a
+ * batch of one, streamed to stdout as it is produced, with the timing on stderr.  Also home of
+ * what `tessera chat` and `bench generate` share (tools/gen_opts.h): the generation options,
+ * so both commands list and check them alike, and running one request to its end. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -8,7 +9,7 @@
 #include <string.h>
 
 #include "common/log.h"
-#include "coordinator/generator.h"
+#include "coordinator/engine.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/gen_opts.h"
@@ -57,8 +58,8 @@ static int tsr__parse_ids(const char *what, const char *s, int32_t **out, int64_
     return 0;
 }
 
-int tsr__gen_cli_to_request(const char *cmd, tsr__gen_cli *o, tsr_gen_request *req) {
-    tsr_gen_request_default(req);
+int tsr__gen_cli_to_request(const char *cmd, tsr__gen_cli *o, tsr_engine_request *req) {
+    tsr_engine_request_default(req);
     if (o->max_new <= 0) {
         fprintf(stderr, "tessera %s: --max-new-tokens must be a positive count (got %lld)\n", cmd,
                 (long long)o->max_new);
@@ -131,6 +132,7 @@ int tsr__gen_cli_to_request(const char *cmd, tsr__gen_cli *o, tsr_gen_request *r
         req->n_stop_ids = o->stop_id.n;
     }
     req->ignore_eos = o->ignore_eos;
+    req->truncate_to_fit = true;   /* generation stops where the session is full (finish: length) */
     return 0;
 }
 
@@ -141,21 +143,78 @@ void tsr__gen_cli_free(tsr__gen_cli *o) {
     memset(o, 0, sizeof *o);
 }
 
-tsr_status tsr__gen_cli_open(const char *cmd, const tsr__gen_cli *o, const char *model, tsr_generator **g) {
+void tsr__gen_engine_config(tsr_engine_config *c, const char *model_path) {
+    tsr_engine_config_default(c);
+    c->model_path = model_path;
+    c->max_batch_size = 1;
+    /* /reset must start from nothing; a chat reuses its own session's KV instead */
+    c->enable_prefix_cache = false;
+    c->session_len_fallback = 4096;
+    c->kv_one_session_fallback = true;
+}
+
+tsr_status tsr__gen_cli_open(const char *cmd, const tsr__gen_cli *o, const char *model, int *argc, char ***argv,
+                             tsr_engine **e) {
+    *e = NULL;
     const char *path = tsr_cli_model_or_default(model);
     if (!path) return TSR_ERR_NOT_FOUND;
-    tsr_gen_config gc = {0};
-    gc.model_path = path;
-    gc.chat_template = o->chat_template;
-    gc.session_len = o->session_len;
-    gc.n_threads = (int)o->threads;
-    gc.backend = o->backend;
-    gc.load_format = o->load_format;
-    gc.tp = o->tp;
-    gc.progress = true;
-    tsr_status rc = tsr_generator_open(&gc, g);
+    tsr_engine_config ec;
+    tsr__gen_engine_config(&ec, path);
+    ec.chat_template = o->chat_template;
+    ec.session_len = o->session_len;
+    ec.threads = o->threads;
+    if (o->backend) ec.backend = o->backend;
+    ec.load_format = o->load_format;
+    ec.tp = o->tp;
+    tsr_status rc = tsr_engine_open(&ec, argc, argv, e);
     if (rc != TSR_OK && tsr_group_world_rank() == 0) fprintf(stderr, "tessera %s: %s\n", cmd, tsr_last_error());
     return rc;
+}
+
+tsr_status tsr__gen_run(tsr_engine *e, const tsr_engine_request *rq, tsr__gen_event_fn fn, void *user,
+                        tsr__gen_result *res) {
+    memset(res, 0, sizeof *res);
+    uint64_t id = 0;
+    TSR_TRY(tsr_engine_submit(e, rq, NULL, NULL, &id));
+    int64_t cap = 0;
+    for (;;) {
+        tsr_engine_event ev[16];
+        int n = tsr_engine_poll(e, ev, 16, -1);
+        for (int i = 0; i < n; i++) {
+            const tsr_engine_event *v = &ev[i];
+            if (v->request_id != id) continue;
+            if (v->type == TSR_EVENT_TOKEN) {
+                if (res->n_generated == cap) {
+                    int64_t nc = cap ? 2 * cap : 256;
+                    int32_t *b = realloc(res->ids, (size_t)nc * sizeof *b);
+                    if (!b) {   /* the id list only: the request goes on */
+                        tsr_engine_cancel(e, id);
+                        continue;
+                    }
+                    res->ids = b;
+                    cap = nc;
+                }
+                res->ids[res->n_generated] = v->token;
+                if (fn) fn(user, res->n_generated, v);
+                res->n_generated++;
+                continue;
+            }
+            if (fn && v->text_len) fn(user, res->n_generated, v);
+            res->n_prompt = v->prompt_tokens;
+            res->n_cached = v->cached_tokens;
+            res->prefill_s = v->time_to_first_token_s;
+            res->decode_s = v->total_s > v->time_to_first_token_s ? v->total_s - v->time_to_first_token_s : 0;
+            res->finish = v->finish;
+            if (v->finish != TSR_FINISH_ERROR) return TSR_OK;
+            return tsr_errorf(v->error != TSR_OK ? v->error : TSR_ERR_INTERNAL, "%s",
+                              v->error_message ? v->error_message : "the request failed");
+        }
+    }
+}
+
+void tsr__gen_result_free(tsr__gen_result *res) {
+    free(res->ids);
+    res->ids = NULL;
 }
 
 /* A vocabulary piece as one whitespace-free field: spaces, control bytes and '\\' as \xNN.
@@ -172,36 +231,36 @@ static void tsr__put_piece(const char *p) {
     }
 }
 
-void tsr__gen_print_logprobs(const tsr_generator *g, const tsr_gen_token *t) {
-    if (!t->sample || t->id < 0) return;
-    const tsr_tokenizer *tok = tsr_generator_tokenizer(g);
-    const char *piece = tok ? tsr_tokenizer_id_to_piece(tok, t->id) : NULL;
-    fprintf(stderr, "[logprobs] %lld: %d ", (long long)t->index, t->id);
+void tsr__gen_print_logprobs(const tsr_engine *e, int64_t index, const tsr_engine_event *ev) {
+    const tsr_sample_result *sr = ev->sample;
+    if (ev->type != TSR_EVENT_TOKEN || !sr) return;
+    const tsr_tokenizer *tok = tsr_engine_tokenizer(e);
+    const char *piece = tok ? tsr_tokenizer_id_to_piece(tok, ev->token) : NULL;
+    fprintf(stderr, "[logprobs] %lld: %d ", (long long)index, ev->token);
     tsr__put_piece(piece);
-    fprintf(stderr, " %.4f", (double)t->sample->logprob);
-    for (int i = 0; i < t->sample->n_top; i++) {
-        const char *pp = tok ? tsr_tokenizer_id_to_piece(tok, t->sample->top[i].id) : NULL;
-        fprintf(stderr, "%s%d ", i ? " " : " | top: ", t->sample->top[i].id);
+    fprintf(stderr, " %.4f", (double)sr->logprob);
+    for (int i = 0; i < sr->n_top; i++) {
+        const char *pp = tok ? tsr_tokenizer_id_to_piece(tok, sr->top[i].id) : NULL;
+        fprintf(stderr, "%s%d ", i ? " " : " | top: ", sr->top[i].id);
         tsr__put_piece(pp);
-        fprintf(stderr, " %.4f", (double)t->sample->top[i].logprob);
+        fprintf(stderr, " %.4f", (double)sr->top[i].logprob);
     }
     fputc('\n', stderr);
 }
 
 typedef struct {
-    const tsr_generator *g;
+    const tsr_engine *e;
     bool print_text;
     bool logprobs;
 } tsr__gen_sink;
 
-static bool tsr__generate_on_token(void *user, const tsr_gen_token *t) {
+static void tsr__generate_on_event(void *user, int64_t index, const tsr_engine_event *ev) {
     tsr__gen_sink *k = user;
-    if (k->print_text && t->text_len) {
-        fwrite(t->text, 1, t->text_len, stdout);
+    if (k->print_text && ev->text_len) {
+        fwrite(ev->text, 1, ev->text_len, stdout);
         fflush(stdout);
     }
-    if (k->logprobs) tsr__gen_print_logprobs(k->g, t);
-    return true;
+    if (k->logprobs) tsr__gen_print_logprobs(k->e, index, ev);
 }
 
 static double tsr__rate(int64_t n, double s) { return s > 0 ? (double)n / s : 0.0; }
@@ -234,10 +293,9 @@ int tsr_cmd_generate(int argc, char **argv) {
     int exit_code = 1;
     int32_t *ids = NULL;
     int64_t n_ids = 0;
-    tsr_generator *g = NULL;
-    tsr_session *s = NULL;
-    tsr_gen_stats st = {0};
-    tsr_gen_request req;
+    tsr_engine *e = NULL;
+    tsr__gen_result res = {0};
+    tsr_engine_request req;
     if (tsr__gen_cli_to_request("generate", &o, &req) != 0) goto done;
     if (!prompt == !prompt_ids) {
         fprintf(stderr, "tessera generate: give exactly one of --prompt TEXT or --prompt-ids IDS\n");
@@ -258,52 +316,55 @@ int tsr_cmd_generate(int argc, char **argv) {
             goto done;
         }
     }
-    if (tsr__gen_cli_open("generate", &o, n_pos ? pos[0] : NULL, &g) != TSR_OK) goto done;
-    if (!g) { /* a TP worker: it replayed rank 0's steps and is done */
+    if (tsr__gen_cli_open("generate", &o, n_pos ? pos[0] : NULL, &argc, &argv, &e) != TSR_OK) goto done;
+    if (!e) { /* a TP worker: it replayed rank 0's steps and is done */
         exit_code = 0;
         goto done;
     }
     if (ids)
         for (int64_t i = 0; i < n_ids; i++)
-            if (ids[i] >= tsr_generator_vocab_size(g)) {
+            if (ids[i] >= tsr_engine_vocab_size(e)) {
                 fprintf(stderr, "tessera generate: --prompt-ids: id %d is outside the vocabulary (%lld)\n",
-                        ids[i], (long long)tsr_generator_vocab_size(g));
+                        ids[i], (long long)tsr_engine_vocab_size(e));
                 goto done;
             }
-    if (tsr_session_new(g, &s) != TSR_OK) {
-        fprintf(stderr, "tessera generate: %s\n", tsr_last_error());
-        goto done;
+    tsr_engine_message msgs[2];
+    if (chat) {
+        int n = 0;
+        if (system) msgs[n++] = (tsr_engine_message){"system", system};
+        msgs[n++] = (tsr_engine_message){"user", prompt};
+        req.messages = msgs;
+        req.n_messages = n;
+    } else if (ids) {
+        req.prompt_ids = ids;
+        req.n_prompt_ids = n_ids;
+    } else {
+        req.prompt = prompt;
     }
     if (o.seed < 0 && req.sampling.temperature > 0)
         fprintf(stderr, "[seed %llu]\n", (unsigned long long)req.sampling.seed);
-    tsr__gen_sink sink = {g, !print_ids, o.logprobs >= 0};
-    req.on_token = tsr__generate_on_token;
-    req.user = &sink;
-    tsr_status st_rc;
-    if (chat) st_rc = tsr_session_chat(s, system, prompt, &req, &st);
-    else if (ids) st_rc = tsr_session_generate(s, ids, n_ids, &req, &st);
-    else st_rc = tsr_session_generate_text(s, prompt, &req, &st);
-    if (st_rc != TSR_OK) {
+    tsr__gen_sink sink = {e, !print_ids, o.logprobs >= 0};
+    if (tsr__gen_run(e, &req, tsr__generate_on_event, &sink, &res) != TSR_OK) {
         fflush(stdout);
         fprintf(stderr, "\ntessera generate: %s\n", tsr_last_error());
         goto done;
     }
     if (print_ids) {
-        for (int64_t i = 0; i < st.n_generated; i++) printf(i ? " %d" : "%d", st.ids[i]);
+        for (int64_t i = 0; i < res.n_generated; i++) printf(i ? " %d" : "%d", res.ids[i]);
         printf("\n");
     } else {
         printf("\n");
     }
     fflush(stdout);
+    const int64_t n_prefill = res.n_prompt - res.n_cached;
     fprintf(stderr, "[prompt %lld tokens | prefill %.1f tok/s | decode %.1f tok/s | %lld tokens generated, finish: %s]\n",
-            (long long)st.n_prefill, tsr__rate(st.n_prefill, st.prefill_s),
-            tsr__rate(st.n_generated > 1 ? st.n_generated - 1 : 0, st.decode_s), (long long)st.n_generated,
-            tsr_finish_reason_str(st.finish));
+            (long long)n_prefill, tsr__rate(n_prefill, res.prefill_s),
+            tsr__rate(res.n_generated > 1 ? res.n_generated - 1 : 0, res.decode_s), (long long)res.n_generated,
+            tsr_finish_reason_str(res.finish));
     exit_code = 0;
 done:
-    tsr_gen_stats_free(&st);
-    tsr_session_free(s);
-    tsr_generator_close(g);
+    tsr__gen_result_free(&res);
+    tsr_engine_close(e);
     free(ids);
     tsr__gen_cli_free(&o);
     return exit_code;

@@ -1,12 +1,14 @@
 /* The generation options that `tessera generate` and `tessera chat` share (defined once in
- * tools/cmd_generate.c), so both commands list, default and check them the same way. */
+ * tools/cmd_generate.c), so both commands list, default and check them the same way, and the
+ * way all three single-sequence commands (generate, chat, bench generate) run a request on
+ * the engine: a batch of one, waited for on the caller's thread. */
 #ifndef TSR_GEN_OPTS_H
 #define TSR_GEN_OPTS_H
 
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "coordinator/generator.h"
+#include "coordinator/engine.h"
 #include "tools/cli.h"
 
 typedef struct tsr__gen_cli {
@@ -50,11 +52,35 @@ typedef struct tsr__gen_cli {
 
 void tsr__gen_cli_defaults(tsr__gen_cli *o, int64_t max_new);
 /* Checks the options and fills a request (printing a message naming the option on error). */
-int tsr__gen_cli_to_request(const char *cmd, tsr__gen_cli *o, tsr_gen_request *req);
+int tsr__gen_cli_to_request(const char *cmd, tsr__gen_cli *o, tsr_engine_request *req);
 void tsr__gen_cli_free(tsr__gen_cli *o);
-/* Opens the generator for the named or default model; prints the error. */
-tsr_status tsr__gen_cli_open(const char *cmd, const tsr__gen_cli *o, const char *model, tsr_generator **g);
-/* One "[logprobs] ..." line on stderr for a streamed token. */
-void tsr__gen_print_logprobs(const tsr_generator *g, const tsr_gen_token *t);
+/* An engine config for one sequence at a time: what neither the command line nor a
+ * workspace's config.ini sets is session_len min(model, 4096) and a KV pool of one session. */
+void tsr__gen_engine_config(tsr_engine_config *c, const char *model_path);
+/* Opens the engine for the named or default model; prints the error (on rank 0).  Under
+ * mpirun, ranks > 0 replay rank 0's steps inside the call and get *e == NULL at the end. */
+tsr_status tsr__gen_cli_open(const char *cmd, const tsr__gen_cli *o, const char *model, int *argc, char ***argv,
+                             tsr_engine **e);
+
+/* What one request did, from its events. */
+typedef struct tsr__gen_result {
+    int64_t n_prompt, n_cached;       /* the sequence's tokens when it started; of them, with KV already */
+    int64_t n_generated;
+    double prefill_s, decode_s;       /* submit to first token; the rest */
+    tsr_finish_reason finish;
+    int32_t *ids;                     /* the generated ids (malloc'd) */
+} tsr__gen_result;
+
+/* Called with each TOKEN event (index: 0 for the first generated token) and with the DONE
+ * event when it carries the last of the text. */
+typedef void (*tsr__gen_event_fn)(void *user, int64_t index, const tsr_engine_event *ev);
+
+/* Submits rq and waits for its end, passing its events to fn.  TSR_OK when it ended for any
+ * reason but an error; else the error (refused, or failed partway: tokens may have streamed). */
+tsr_status tsr__gen_run(tsr_engine *e, const tsr_engine_request *rq, tsr__gen_event_fn fn, void *user,
+                        tsr__gen_result *res);
+void tsr__gen_result_free(tsr__gen_result *res);
+/* One "[logprobs] ..." line on stderr for a TOKEN event that carries a sample. */
+void tsr__gen_print_logprobs(const tsr_engine *e, int64_t index, const tsr_engine_event *ev);
 
 #endif

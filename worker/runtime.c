@@ -168,12 +168,19 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *
         return st;
     }
 
+    const int64_t max_pos = rt->model->cfg.max_position_embeddings;
+    rt->session_len = o->session_len > 0 ? o->session_len
+                      : o->session_len_fallback > 0 && (max_pos <= 0 || o->session_len_fallback < max_pos)
+                          ? o->session_len_fallback
+                          : max_pos;
     /* KV pool: the same number of blocks on every rank, so block ids mean the same everywhere */
     int64_t block_len = o->block_len > 0 ? o->block_len : TSR_KV_DEFAULT_BLOCK_LEN;
     size_t block_bytes = tsr_kv_block_bytes(rt->model, block_len);
     int64_t n_blocks;
     if (o->cache_max_entry_count >= 1) {
         n_blocks = (int64_t)o->cache_max_entry_count;
+    } else if (o->cache_max_entry_count <= 0 && o->kv_one_session_fallback && rt->session_len > 0) {
+        n_blocks = (rt->session_len + block_len - 1) / block_len;
     } else {
         size_t avail = tsr__mem_available(), budget;
         double frac = o->cache_max_entry_count > 0 ? o->cache_max_entry_count : 0.5;
@@ -213,7 +220,6 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *
         tsr_runtime_close(rt);
         return st;
     }
-    rt->session_len = o->session_len > 0 ? o->session_len : rt->model->cfg.max_position_embeddings;
     tsr_exec_init(&rt->exec, &rt->group, rt->fs, &rt->kv);
     rt->is_open = true;
     if (o->progress) tsr__report(rt);

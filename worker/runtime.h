@@ -35,6 +35,10 @@ typedef struct tsr_runtime_opts {
     double cache_max_entry_count;   /* < 1: fraction of free memory after weights; >= 1: blocks;
                                        0: unset (a workspace's config.ini, else 0.5) */
     int64_t session_len;            /* 0: the model's max_position_embeddings */
+    /* What applies when neither the fields above nor a workspace's config.ini set session_len or
+     * the pool size (a single-sequence command: `tessera generate`, `chat`, `bench generate`) */
+    int64_t session_len_fallback;   /* > 0: min(this, max_position_embeddings) */
+    bool kv_one_session_fallback;   /* the pool holds one session_len sequence */
     bool progress;                  /* loading progress on rank 0 */
     bool bind;                      /* hwloc binding (default on under mpirun) */
     const char *load_format;        /* NULL / "auto": the files; "dummy": random weights of the
