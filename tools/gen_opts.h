@@ -42,7 +42,7 @@ typedef struct tsr__gen_cli {
     {"--ignore-eos", TSR_OPT_FLAG, &(o).ignore_eos, NULL, "keep going past the end-of-sequence token"}, \
     {"--logprobs", TSR_OPT_INT, &(o).logprobs, "N",                                               \
      "print each token's logprob and the top N (raw model distribution) on stderr"},              \
-    {"--session-len", TSR_OPT_INT, &(o).session_len, "N", "max tokens of a session (default min(model max, 4096))"}, \
+    {"--session-len", TSR_OPT_INT, &(o).session_len, "N", "max tokens of a session (default: a workspace's config.ini, else min(model max, 4096))"}, \
     {"--chat-template", TSR_OPT_STR, &(o).chat_template, "NAME|FILE",                             \
      "chatml, llama2, llama3, internlm2, mistral or an LMDeploy JSON file (default: detect)"},     \
     {"--threads", TSR_OPT_INT, &(o).threads, "N", "CPU threads (default: all cores)"},                \
