@@ -911,23 +911,30 @@ void tsr_engine_close(tsr_engine *e) {
 
 /* ---- submit ---- */
 
-tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *rq, tsr_engine_callback cb, void *user,
-                             uint64_t *request_id) {
+/* *field and *too_long say what a refusal is about (tsr_engine_error): each check sets them first. */
+static tsr_status tsr__submit(tsr_engine *e, const tsr_engine_request *rq, tsr_engine_callback cb, void *user,
+                              uint64_t *request_id, tsr_engine_field *field, bool *too_long) {
     if (request_id) *request_id = 0;
+    *field = TSR_FIELD_PROMPT;
     int n_inputs = (rq->prompt_ids != NULL || rq->n_prompt_ids > 0) + (rq->prompt != NULL) + (rq->messages != NULL);
     if (n_inputs != 1)
         return tsr_errorf(TSR_ERR_INVALID_ARG, "give exactly one of prompt_ids, prompt and messages (got %d)", n_inputs);
+    *field = TSR_FIELD_MAX_NEW_TOKENS;
     if (rq->max_new_tokens < 0)
         return tsr_errorf(TSR_ERR_INVALID_ARG, "max_new_tokens must not be negative (got %lld)",
                           (long long)rq->max_new_tokens);
+    *field = TSR_FIELD_SAMPLING;
     TSR_TRY(tsr_sampling_params_validate(&rq->sampling));
+    *field = TSR_FIELD_PROMPT;
     if ((rq->prompt || rq->messages || rq->n_stop > 0) && !e->tok)
         return tsr_errorf(TSR_ERR_UNSUPPORTED, "text prompts, chat messages and stop strings need a tokenizer, and "
                           "this model has none; give prompt_ids");
+    *field = TSR_FIELD_NONE;
     if (rq->n_stop < 0 || rq->n_stop_ids < 0 || rq->n_messages < 0)
         return tsr_errorf(TSR_ERR_INVALID_ARG, "negative counts in the request");
     tsr__req *r = calloc(1, sizeof *r);
     if (!r) return tsr_errorf(TSR_ERR_OOM, "out of memory");
+    *field = TSR_FIELD_PROMPT;
     tsr_status rc = TSR_OK;
     r->cb = cb;
     r->user = user;
@@ -1011,6 +1018,7 @@ tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *rq, tsr_en
     }
     /* A request that can never fit is refused now, with the numbers. */
     int64_t room = e->session_len - r->n_ids;
+    *too_long = true;
     if (room < 1) {
         rc = tsr_errorf(TSR_ERR_INVALID_ARG,
                         "the prompt has %lld tokens, which leaves no room to generate within session_len %lld",
@@ -1023,6 +1031,7 @@ tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *rq, tsr_en
         if (r->max_new > room) r->max_new = room;
         if (r->n_ids + r->max_new > pool_tokens) r->max_new = pool_tokens - r->n_ids;
         if (r->max_new < 1) {
+            *too_long = false;
             rc = tsr_errorf(TSR_ERR_INVALID_ARG,
                             "the prompt has %lld tokens, which leaves no room to generate in the KV cache (%lld "
                             "tokens); raise cache_max_entry_count",
@@ -1030,6 +1039,7 @@ tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *rq, tsr_en
             goto fail;
         }
     }
+    *field = TSR_FIELD_MAX_NEW_TOKENS;
     if (r->n_ids + r->max_new > e->session_len) {
         rc = tsr_errorf(TSR_ERR_INVALID_ARG,
                         "prompt (%lld tokens) + max_new_tokens (%lld) = %lld is more than session_len %lld",
@@ -1037,6 +1047,7 @@ tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *rq, tsr_en
                         (long long)e->session_len);
         goto fail;
     }
+    *too_long = false;
     if (r->n_ids + r->max_new > pool_tokens) {
         rc = tsr_errorf(TSR_ERR_INVALID_ARG,
                         "prompt (%lld tokens) + max_new_tokens (%lld) is more than the whole KV cache holds "
@@ -1045,6 +1056,7 @@ tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *rq, tsr_en
         goto fail;
     }
     /* Stop conditions: the request's, plus the chat template's for chat requests. */
+    *field = TSR_FIELD_STOP;
     {
         int32_t *sids = malloc((size_t)(rq->n_stop_ids + e->n_tmpl_stop_ids + 1) * sizeof *sids);
         const char **sstr = malloc((size_t)(rq->n_stop + e->n_tmpl_stop_strs + 1) * sizeof *sstr);
@@ -1069,6 +1081,7 @@ tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *rq, tsr_en
     }
     if (e->tok) tsr_detok_init(&r->detok, e->tok, r->skip_special);
 
+    *field = TSR_FIELD_NONE;
     pthread_mutex_lock(&e->mu);
     if (e->stopping) {
         pthread_mutex_unlock(&e->mu);
@@ -1094,6 +1107,29 @@ tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *rq, tsr_en
 fail:
     tsr__req_free(r);
     return rc;
+}
+
+tsr_status tsr_engine_submit_ex(tsr_engine *e, const tsr_engine_request *r, tsr_engine_callback cb, void *user,
+                                uint64_t *request_id, tsr_engine_error *err) {
+    tsr_engine_field field = TSR_FIELD_NONE;
+    bool too_long = false;
+    tsr_status rc = tsr__submit(e, r, cb, user, request_id, &field, &too_long);
+    if (err) {
+        memset(err, 0, sizeof *err);
+        err->status = rc;
+        if (rc != TSR_OK) {
+            bool fault = rc == TSR_ERR_INVALID_ARG || rc == TSR_ERR_NOT_FOUND || rc == TSR_ERR_UNSUPPORTED;
+            err->code = !fault ? TSR_ENGINE_ERR_UNAVAILABLE : too_long ? TSR_ENGINE_ERR_TOO_LONG : TSR_ENGINE_ERR_INVALID;
+            err->field = fault ? field : TSR_FIELD_NONE;
+            snprintf(err->message, sizeof err->message, "%s", tsr_last_error());
+        }
+    }
+    return rc;
+}
+
+tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *r, tsr_engine_callback cb, void *user,
+                             uint64_t *request_id) {
+    return tsr_engine_submit_ex(e, r, cb, user, request_id, NULL);
 }
 
 static tsr_status tsr__push_cancel(tsr_engine *e, uint64_t id, bool session) {

@@ -133,6 +133,33 @@ typedef void (*tsr_engine_callback)(void *user, const tsr_engine_event *ev);
  * a message naming the parameter) and enqueues.  cb NULL: events go to tsr_engine_poll. */
 tsr_status tsr_engine_submit(tsr_engine *e, const tsr_engine_request *r, tsr_engine_callback cb, void *user,
                              uint64_t *request_id);
+/* What a refused submit was about, so that a front end answers without reading the message:
+ * the request's part at fault and whether it is the request's fault at all. */
+typedef enum tsr_engine_field {
+    TSR_FIELD_NONE = 0,              /* no one part (the engine's state, memory) */
+    TSR_FIELD_PROMPT,                /* prompt, prompt_ids or messages (or the session they continue) */
+    TSR_FIELD_MAX_NEW_TOKENS,
+    TSR_FIELD_SAMPLING,
+    TSR_FIELD_STOP,
+} tsr_engine_field;
+
+typedef enum tsr_engine_errcode {
+    TSR_ENGINE_ERR_NONE = 0,
+    TSR_ENGINE_ERR_INVALID,          /* the request's fault: a value it may not have */
+    TSR_ENGINE_ERR_TOO_LONG,         /* the request's fault: prompt + max_new_tokens exceed session_len */
+    TSR_ENGINE_ERR_UNAVAILABLE,      /* not the request's: out of memory, closing, the group broke */
+} tsr_engine_errcode;
+
+typedef struct tsr_engine_error {
+    tsr_status status;               /* what tsr_engine_submit_ex returned */
+    tsr_engine_errcode code;
+    tsr_engine_field field;          /* TSR_FIELD_NONE unless the request is at fault */
+    char message[256];               /* tsr_last_error()'s text */
+} tsr_engine_error;
+
+/* tsr_engine_submit, and on a refusal what it was about in *err (NULL: not wanted). */
+tsr_status tsr_engine_submit_ex(tsr_engine *e, const tsr_engine_request *r, tsr_engine_callback cb, void *user,
+                                uint64_t *request_id, tsr_engine_error *err);
 /* Frees the request's blocks within one step; its DONE event says TSR_FINISH_CANCELLED.  Unknown or
  * finished ids are not an error. */
 tsr_status tsr_engine_cancel(tsr_engine *e, uint64_t request_id);

@@ -183,18 +183,9 @@ bool tsr__call_submit(tsr__call *c, tsr__fe_error *err) {
         tsr_engine_request r;
         tsr__fe_to_engine(&c->p, i, &r);
         uint64_t rid = 0;
-        tsr_status st = tsr_engine_submit(c->srv->engine, &r, tsr__engine_cb, &c->ch[i], &rid);
-        if (st != TSR_OK) {
-            const char *m = tsr_last_error();
-            const char *param = strstr(m, "max_tokens") || strstr(m, "max_new_tokens") ? "max_tokens"
-                                : strstr(m, "session") || strstr(m, "prompt") ? (c->p.messages ? "messages" : "prompt")
-                                                                              : NULL;
-            if (st == TSR_ERR_INVALID_ARG || st == TSR_ERR_NOT_FOUND || st == TSR_ERR_UNSUPPORTED)
-                tsr__fe_seterr(err, 400, "invalid_request_error", param,
-                               strstr(m, "session") || strstr(m, "long") ? "context_length_exceeded" : "invalid_value",
-                               "%s", m);
-            else
-                tsr__fe_seterr(err, 503, "server_error", NULL, "engine_unavailable", "%s", m);
+        tsr_engine_error ee;
+        if (tsr_engine_submit_ex(c->srv->engine, &r, tsr__engine_cb, &c->ch[i], &rid, &ee) != TSR_OK) {
+            tsr__fe_engine_error(&ee, c->p.messages != NULL, err);
             return false;
         }
         c->ch[i].rid = rid;

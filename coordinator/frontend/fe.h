@@ -72,6 +72,10 @@ const char *tsr__fe_role(const char *role, tsr__fe_error *err);
 bool tsr__fe_check_model(const char *given, const char *served, tsr__fe_error *err);
 /* and, once p is filled, the sampling parameters together (p->logprobs included). */
 bool tsr__fe_check_sampling(tsr__fe_params *p, tsr__fe_error *err);
+/* The answer to a request the engine refused at submit: 400 naming the parameter at fault
+ * (context_length_exceeded when it cannot fit), or 503 when the engine cannot take it now;
+ * chat: the prompt came as messages. */
+void tsr__fe_engine_error(const tsr_engine_error *e, bool chat, tsr__fe_error *err);
 /* Fills an engine request that points into p (valid while p lives); choice picks the seed. */
 void tsr__fe_to_engine(const tsr__fe_params *p, int choice, tsr_engine_request *r);
 

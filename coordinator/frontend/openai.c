@@ -177,6 +177,19 @@ bool tsr__fe_check_sampling(tsr__fe_params *p, tsr__fe_error *err) {
     return true;
 }
 
+void tsr__fe_engine_error(const tsr_engine_error *e, bool chat, tsr__fe_error *err) {
+    if (e->code == TSR_ENGINE_ERR_UNAVAILABLE) {
+        tsr__fe_seterr(err, 503, "server_error", NULL, "engine_unavailable", "%s", e->message);
+        return;
+    }
+    const char *param = e->field == TSR_FIELD_PROMPT           ? (chat ? "messages" : "prompt")
+                        : e->field == TSR_FIELD_MAX_NEW_TOKENS ? "max_tokens"
+                        : e->field == TSR_FIELD_STOP           ? "stop"
+                                                               : NULL;
+    tsr__fe_seterr(err, 400, "invalid_request_error", param,
+                   e->code == TSR_ENGINE_ERR_TOO_LONG ? "context_length_exceeded" : "invalid_value", "%s", e->message);
+}
+
 /* ---- typed field readers: each fails with the field's name as OpenAI's param ---- */
 
 static bool tsr__get_num(cJSON *o, const char *name, double *v, tsr__fe_error *err) {

@@ -214,10 +214,20 @@ static int scenario_cancel(const char *model) {
     rq.prompt_ids = p;
     rq.n_prompt_ids = 10;
     rq.max_new_tokens = 5000;
-    tsr_status st = tsr_engine_submit(e, &rq, on_event, &res[0], NULL);
+    tsr_engine_error why;
+    tsr_status st = tsr_engine_submit_ex(e, &rq, on_event, &res[0], NULL, &why);
     EXPECT(st == TSR_ERR_INVALID_ARG && strstr(tsr_last_error(), "session_len"), "too long a request: %s",
            tsr_last_error());
+    /* and says so as data, for a front end: max_new_tokens does not fit session_len */
+    EXPECT(why.status == st && why.code == TSR_ENGINE_ERR_TOO_LONG && why.field == TSR_FIELD_MAX_NEW_TOKENS &&
+               !strcmp(why.message, tsr_last_error()),
+           "structured refusal: code %d field %d '%s'", (int)why.code, (int)why.field, why.message);
     printf("refused: %s\n", tsr_last_error());
+    rq.max_new_tokens = 4;
+    rq.sampling.top_p = 2;
+    EXPECT(tsr_engine_submit_ex(e, &rq, on_event, &res[0], NULL, &why) == TSR_ERR_INVALID_ARG &&
+               why.code == TSR_ENGINE_ERR_INVALID && why.field == TSR_FIELD_SAMPLING,
+           "bad sampling: code %d field %d '%s'", (int)why.code, (int)why.field, why.message);
     /* end_session is asynchronous: wait for the step thread to apply it */
     tsr_engine_stats s;
     for (int k = 0; k < 200; k++) {

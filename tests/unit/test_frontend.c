@@ -391,6 +391,33 @@ static void test_error_json_shape(void) {
     free(s);
 }
 
+/* An engine refusal becomes OpenAI's error from its fields, never from its words. */
+static void test_engine_refusals(void) {
+    struct {
+        tsr_engine_errcode code;
+        tsr_engine_field field;
+        bool chat;
+        int status;
+        const char *param, *ecode;
+    } cases[] = {
+        {TSR_ENGINE_ERR_TOO_LONG, TSR_FIELD_MAX_NEW_TOKENS, false, 400, "max_tokens", "context_length_exceeded"},
+        {TSR_ENGINE_ERR_TOO_LONG, TSR_FIELD_PROMPT, true, 400, "messages", "context_length_exceeded"},
+        {TSR_ENGINE_ERR_INVALID, TSR_FIELD_PROMPT, false, 400, "prompt", "invalid_value"},
+        {TSR_ENGINE_ERR_INVALID, TSR_FIELD_STOP, false, 400, "stop", "invalid_value"},
+        {TSR_ENGINE_ERR_INVALID, TSR_FIELD_SAMPLING, false, 400, NULL, "invalid_value"},
+        {TSR_ENGINE_ERR_UNAVAILABLE, TSR_FIELD_NONE, false, 503, NULL, "engine_unavailable"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        /* the message names a session and a prompt: a reader of words would pick other fields */
+        tsr_engine_error ee = {TSR_ERR_INVALID_ARG, cases[i].code, cases[i].field, "session 7: prompt too long"};
+        tsr__fe_error e;
+        tsr__fe_engine_error(&ee, cases[i].chat, &e);
+        CHECK(e.status == cases[i].status && !strcmp(e.code, cases[i].ecode));
+        CHECK(cases[i].param ? e.param && !strcmp(e.param, cases[i].param) : e.param == NULL);
+        CHECK(!strcmp(e.message, "session 7: prompt too long"));
+    }
+}
+
 static void test_utf8(void) {
     static const struct { const char *s; bool ok; } cases[] = {
         {"plain", true}, {"caf\xc3\xa9", true}, {"\xe2\x82\xac", true}, {"\xf0\x9f\x98\x80", true},
@@ -574,6 +601,7 @@ int main(void) {
     test_http_pipelining();
     test_origin_host_policy();
     test_error_json_shape();
+    test_engine_refusals();
     test_utf8();
     test_key_equal();
     test_grpc_frames();
