@@ -1,7 +1,7 @@
-/* The server's gRPC half: HTTP/2 with nghttp2 (memory-buffer mode: bytes read from libuv go to
- * nghttp2_session_mem_recv, what it wants to send is drained with nghttp2_session_mem_send and
- * written with uv_write), messages with protobuf-c (proto/tessera.proto), and gRPC's framing
- * (1-byte compressed flag + 4-byte big-endian length per message) and status trailers.
+/* The server's gRPC transport: HTTP/2 with nghttp2 (memory-buffer mode: bytes read from libuv go
+ * to nghttp2_session_mem_recv, what it wants to send is drained with nghttp2_session_mem_send and
+ * written with uv_write), gRPC's framing (common/grpc_frame.h) and status trailers.  What the
+ * methods mean is grpc_service.c's, reached through srv->grpc_headers / grpc_handle.
  *
  * A server-streaming Generate is an HTTP/2 response whose DATA is fed from a per-stream buffer
  * as engine events arrive (the data provider defers while the buffer is empty), ended by
@@ -14,8 +14,8 @@
  *   idle_timeout_s after its last, is closed with GOAWAY;
  * - a stream's request message must arrive within read_timeout_s of its HEADERS, else it is
  *   answered DEADLINE_EXCEEDED;
- * - the method and API key are checked when the HEADERS end, so an unauthenticated stream is
- *   answered (and reset) before any of its DATA is held;
+ * - the method and API key are checked (by the service) when the HEADERS end, so an
+ *   unauthenticated stream is answered (and reset) before any of its DATA is held;
  * - request bytes held are capped per stream (max_body_bytes), per connection
  *   (grpc_max_conn_buffer) and over all connections (max_held_bytes, shared with HTTP):
  *   RESOURCE_EXHAUSTED past them; at most 128 concurrent streams per connection;
@@ -35,47 +35,11 @@
 #include "common/log.h"
 #include "coordinator/frontend/call.h"
 #include "coordinator/frontend/grpc.h"
-#include "tessera.pb-c.h"
-
-enum {
-    TSR__GRPC_OK = 0,
-    TSR__GRPC_CANCELLED = 1,
-    TSR__GRPC_INVALID_ARGUMENT = 3,
-    TSR__GRPC_DEADLINE_EXCEEDED = 4,
-    TSR__GRPC_NOT_FOUND = 5,
-    TSR__GRPC_RESOURCE_EXHAUSTED = 8,
-    TSR__GRPC_UNIMPLEMENTED = 12,
-    TSR__GRPC_INTERNAL = 13,
-    TSR__GRPC_UNAVAILABLE = 14,
-    TSR__GRPC_UNAUTHENTICATED = 16,
-};
 
 /* concurrent streams a connection may open (SETTINGS_MAX_CONCURRENT_STREAMS) */
 #define TSR__GRPC_MAX_STREAMS 128
 /* request bytes held per connection when grpc_max_conn_buffer is 0 */
 #define TSR__GRPC_CONN_BUFFER ((int64_t)16 << 20)
-
-typedef struct tsr__gconn tsr__gconn;
-
-typedef struct tsr__gstream {
-    tsr__gconn *conn;
-    int32_t id;
-    char path[128];
-    char auth[512];
-    bool grpc_ctype;
-    uint8_t *in;                     /* request body (framed message) */
-    size_t in_len, in_cap;
-    uint64_t started_ms;             /* loop time of its HEADERS: the request is due read_timeout later */
-    bool request_done;               /* END_STREAM seen, or answered early: no deadline, no more DATA kept */
-    bool reset_after;                /* answered early: RST_STREAM NO_ERROR once the answer is sent */
-    uint8_t *out;                    /* framed response messages not yet taken by nghttp2 */
-    size_t out_len, out_off, out_cap;
-    bool response_started, finished; /* finished: trailers are due once out drains */
-    int status;
-    char message[256];
-    tsr__call *call;
-    struct tsr__gstream *next;
-} tsr__gstream;
 
 struct tsr__gconn {
     uv_tcp_t tcp;
@@ -271,7 +235,7 @@ static ssize_t tsr__read_cb(nghttp2_session *ses, int32_t id, uint8_t *buf, size
     return 0;
 }
 
-static void tsr__start_response(tsr__gstream *s) {
+void tsr__grpc_start_response(tsr__gstream *s) {
     if (s->response_started) return;
     s->response_started = true;
     nghttp2_nv nv[2] = {NV(":status", "200"), NV("content-type", "application/grpc")};
@@ -280,7 +244,7 @@ static void tsr__start_response(tsr__gstream *s) {
 }
 
 /* Appends one framed message (packed from m). */
-static void tsr__send_msg(tsr__gstream *s, const ProtobufCMessage *m) {
+void tsr__grpc_send(tsr__gstream *s, const ProtobufCMessage *m) {
     size_t n = protobuf_c_message_get_packed_size(m);
     if (s->out_len + n + 5 > s->out_cap) {
         size_t cap = (s->out_cap ? s->out_cap * 2 : 1024) + n + 5;
@@ -293,11 +257,11 @@ static void tsr__send_msg(tsr__gstream *s, const ProtobufCMessage *m) {
     tsr_grpc_frame_header(p, n);
     protobuf_c_message_pack(m, p + 5);
     s->out_len += n + 5;
-    tsr__start_response(s);
+    tsr__grpc_start_response(s);
     nghttp2_session_resume_data(s->conn->session, s->id);
 }
 
-static void tsr__finish(tsr__gstream *s, int status, const char *msg) {
+void tsr__grpc_finish(tsr__gstream *s, int status, const char *msg) {
     s->status = status;
     snprintf(s->message, sizeof s->message, "%s", msg ? msg : "");
     if (!s->response_started) {
@@ -319,60 +283,25 @@ static void tsr__finish(tsr__gstream *s, int status, const char *msg) {
 /* Answers a stream whose request is still arriving (or will not be read): the status goes out
  * now, what it holds is dropped, further DATA is ignored, and RST_STREAM NO_ERROR asks the
  * client to stop sending (RFC 9113 8.1) once the answer is written. */
-static void tsr__g_reject(tsr__gstream *s, int status, const char *msg) {
+void tsr__grpc_reject(tsr__gstream *s, int status, const char *msg) {
     bool open = !s->request_done;
     s->request_done = true;
     tsr__gstream_drop_in(s);
-    tsr__finish(s, status, msg);
+    tsr__grpc_finish(s, status, msg);
     s->reset_after = open;   /* once the answer is out (tsr__on_frame_sent): a RST_STREAM queued now would drop it */
 }
 
-/* ---------------------------------------------------------------- calls */
-
-/* Generate and ChatStream answer with a stream of GenerateResponse messages. */
-static bool tsr__g_streams(const tsr__gstream *s) {
-    return !strcmp(s->path, "/tessera.v1.Tessera/Generate") || !strcmp(s->path, "/tessera.v1.Tessera/ChatStream");
-}
-
-static void tsr__g_on_token(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
-    tsr__gstream *s = c->owner;
-    if (!tsr__g_streams(s)) {
-        tsr__choice_text_append(ch, ev->text, ev->text_len);   /* Chat: accumulate */
-        return;
-    }
-    Tessera__V1__GenerateResponse r = TESSERA__V1__GENERATE_RESPONSE__INIT;
-    int32_t id = ev->token;
-    if (id >= 0) {
-        r.n_ids = 1;
-        r.ids = &id;
-    }
-    r.text = (char *)(ev->text ? ev->text : "");
-    Tessera__V1__TokenLogprob lp[1 + TSR_SAMPLING_MAX_LOGPROBS], *lpp[1 + TSR_SAMPLING_MAX_LOGPROBS];
-    char *texts[1 + TSR_SAMPLING_MAX_LOGPROBS] = {0};
-    if (ev->sample && c->p.logprobs >= 0) {
-        int n = 1 + ev->sample->n_top;
-        for (int i = 0; i < n; i++) {
-            tessera__v1__token_logprob__init(&lp[i]);
-            lp[i].id = i == 0 ? ev->sample->token : ev->sample->top[i - 1].id;
-            lp[i].logprob = i == 0 ? ev->sample->logprob : ev->sample->top[i - 1].logprob;
-            texts[i] = tsr__srv_token_text(c->srv, lp[i].id);
-            lp[i].text = texts[i] ? texts[i] : (char *)"";
-            lpp[i] = &lp[i];
-        }
-        r.n_logprobs = (size_t)n;
-        r.logprobs = lpp;
-    }
-    r.completion_tokens = (uint32_t)ch->completion_tokens;
-    tsr__send_msg(s, &r.base);
-    for (int i = 0; i < 1 + TSR_SAMPLING_MAX_LOGPROBS; i++) free(texts[i]);
+void tsr__grpc_stream_sent(tsr__gstream *s) {
     tsr__gconn *conn = s->conn;
+    tsr__srv *srv = s->srv;
     int64_t unsent = tsr__gconn_unsent(conn);
-    if (unsent > c->srv->cfg.max_unsent_bytes) {
+    if (s->call && unsent > srv->cfg.max_unsent_bytes) {
         /* the client is not reading: stop generating for it rather than hold its answer */
         TSR_LOGW("gRPC %s (stream %d): client not reading, %lld bytes unsent over --max-unsent-bytes %lld; "
                  "call cancelled (RESOURCE_EXHAUSTED)",
-                 s->path, (int)s->id, (long long)unsent, (long long)c->srv->cfg.max_unsent_bytes);
-        c->srv->metrics.slow_client_drops++;
+                 s->path, (int)s->id, (long long)unsent, (long long)srv->cfg.max_unsent_bytes);
+        srv->metrics.slow_client_drops++;
+        tsr__call *c = s->call;
         s->call = NULL;
         tsr__call_detach(c);   /* owner cleared: no more events reach s */
         free(s->out);
@@ -384,255 +313,7 @@ static void tsr__g_on_token(tsr__call *c, tsr__choice *ch, const tsr_engine_even
     tsr__gconn_flush(conn);
 }
 
-static void tsr__g_on_done(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
-    (void)c;
-    (void)ch;
-    (void)ev;
-}
-
-static void tsr__g_on_complete(tsr__call *c) {
-    tsr__gstream *s = c->owner;
-    tsr__choice *ch = &c->ch[0];
-    s->call = NULL;
-    c->owner = NULL;
-    if (ch->finish == TSR_FINISH_ERROR) {
-        tsr__finish(s, ch->error == TSR_ERR_INVALID_ARG ? TSR__GRPC_INVALID_ARGUMENT : TSR__GRPC_INTERNAL,
-                    ch->error_message[0] ? ch->error_message : "generation failed");
-    } else if (tsr__g_streams(s)) {
-        Tessera__V1__GenerateResponse r = TESSERA__V1__GENERATE_RESPONSE__INIT;
-        r.finish_reason = (char *)tsr_finish_reason_str(ch->finish);
-        r.prompt_tokens = (uint32_t)ch->prompt_tokens;
-        r.completion_tokens = (uint32_t)ch->completion_tokens;
-        tsr__send_msg(s, &r.base);
-        tsr__finish(s, TSR__GRPC_OK, NULL);
-    } else {
-        Tessera__V1__ChatResponse r = TESSERA__V1__CHAT_RESPONSE__INIT;
-        Tessera__V1__ChatMessage m = TESSERA__V1__CHAT_MESSAGE__INIT;
-        m.role = (char *)"assistant";
-        m.content = ch->text ? ch->text : (char *)"";
-        r.message = &m;
-        r.finish_reason = (char *)tsr_finish_reason_str(ch->finish);
-        r.prompt_tokens = (uint32_t)ch->prompt_tokens;
-        r.completion_tokens = (uint32_t)ch->completion_tokens;
-        tsr__send_msg(s, &r.base);
-        tsr__finish(s, TSR__GRPC_OK, NULL);
-    }
-    tsr__gconn_flush(s->conn);
-}
-
-static const tsr__call_ops tsr__grpc_ops = {tsr__g_on_token, tsr__g_on_done, tsr__g_on_complete};
-
-/* SamplingParams -> params, by the rules HTTP's requests follow (openai.c); proto3's zero means
- * "not set" for the knobs whose zero is invalid. */
-static bool tsr__g_params(const Tessera__V1__SamplingParams *sp, tsr__fe_params *p, tsr__fe_error *err) {
-    tsr_sampling_params_default(&p->sampling);
-    p->max_tokens = 128;
-    p->logprobs = -1;
-    p->n = 1;
-    p->sampling.seed = sp && sp->has_seed ? sp->seed : tsr_sampling_random_seed();
-    if (sp) {
-        if ((sp->max_tokens && !tsr__fe_check("max_tokens", sp->max_tokens, err)) ||
-            !tsr__fe_check("temperature", sp->temperature, err) ||
-            (sp->top_p > 0 && !tsr__fe_check("top_p", sp->top_p, err)) || !tsr__fe_check("top_k", sp->top_k, err) ||
-            !tsr__fe_check("min_p", sp->min_p, err) ||
-            (sp->repetition_penalty > 0 && !tsr__fe_check("repetition_penalty", sp->repetition_penalty, err)) ||
-            !tsr__fe_check("presence_penalty", sp->presence_penalty, err) ||
-            !tsr__fe_check("frequency_penalty", sp->frequency_penalty, err) ||
-            !tsr__fe_check("top_logprobs", sp->top_logprobs, err))
-            return false;
-        if (sp->max_tokens) p->max_tokens = sp->max_tokens;
-        p->sampling.temperature = sp->temperature;
-        if (sp->top_p > 0) p->sampling.top_p = sp->top_p;
-        p->sampling.top_k = (int32_t)sp->top_k;
-        p->sampling.min_p = sp->min_p;
-        if (sp->repetition_penalty > 0) p->sampling.repetition_penalty = sp->repetition_penalty;
-        p->sampling.presence_penalty = sp->presence_penalty;
-        p->sampling.frequency_penalty = sp->frequency_penalty;
-        for (size_t i = 0; i < sp->n_stop; i++)
-            if (!tsr__fe_add_stop(p, sp->stop[i], err)) return false;
-        p->ignore_eos = sp->ignore_eos;
-        if (sp->logprobs) p->logprobs = (int)sp->top_logprobs;
-    }
-    return tsr__fe_check_sampling(p, err);
-}
-
-/* The gRPC code for a refused call, from the HTTP status the front end chose for it. */
-static int tsr__g_code(int http_status) {
-    switch (http_status) {
-    case 400: return TSR__GRPC_INVALID_ARGUMENT;
-    case 404: return TSR__GRPC_NOT_FOUND;
-    case 429: return TSR__GRPC_RESOURCE_EXHAUSTED;   /* past --max-queue: come back later */
-    default: return TSR__GRPC_UNAVAILABLE;
-    }
-}
-
-static void tsr__g_submit(tsr__gstream *s, tsr__fe_params *p) {
-    tsr__call *call = tsr__call_new(s->conn->srv, 3, p, s, &tsr__grpc_ops);
-    if (!call) return tsr__finish(s, TSR__GRPC_RESOURCE_EXHAUSTED, "out of memory");
-    s->call = call;
-    tsr__fe_error err;
-    if (!tsr__call_submit(call, &err)) {
-        s->call = NULL;
-        tsr__call_detach(call);
-        return tsr__finish(s, tsr__g_code(err.status), err.message);
-    }
-    if (tsr__g_streams(s)) tsr__start_response(s);   /* headers now */
-}
-
-static bool tsr__g_model_ok(tsr__gstream *s, const char *model) {
-    tsr__fe_error err;
-    if (tsr__fe_check_model(model, s->conn->srv->model, &err)) return true;
-    tsr__finish(s, tsr__g_code(err.status), err.message);
-    return false;
-}
-
-/* When a request's HEADERS end: unknown methods and missing or wrong API keys are answered
- * here, before any DATA is held.  Returns false if the stream was answered. */
-static bool tsr__g_headers(tsr__gstream *s) {
-    tsr__srv *srv = s->conn->srv;
-    const char *m = s->path;
-    if (strncmp(m, "/tessera.v1.Tessera/", 20)) {
-        tsr__g_reject(s, TSR__GRPC_UNIMPLEMENTED, "unknown service");
-        return false;
-    }
-    m += 20;
-    bool known = !strcmp(m, "Generate") || !strcmp(m, "Chat") || !strcmp(m, "ChatStream") || !strcmp(m, "Tokenize") ||
-                 !strcmp(m, "Health") || !strcmp(m, "ListModels");
-    if (!known) {
-        tsr__g_reject(s, TSR__GRPC_UNIMPLEMENTED, "unknown method");
-        return false;
-    }
-    if (strcmp(m, "Health") && srv->cfg.n_api_keys) {
-        bool ok = false;
-        if (!strncasecmp(s->auth, "Bearer ", 7))
-            for (int i = 0; i < srv->cfg.n_api_keys; i++)
-                ok |= tsr__fe_key_equal(s->auth + 7, strlen(s->auth + 7), srv->cfg.api_keys[i]);
-        if (!ok) {
-            tsr__g_reject(s, TSR__GRPC_UNAUTHENTICATED, "missing or invalid API key (authorization: Bearer KEY)");
-            return false;
-        }
-    }
-    return true;
-}
-
-/* The whole request is in (END_STREAM): decode it and answer or submit. */
-static void tsr__g_handle(tsr__gstream *s) {
-    tsr__srv *srv = s->conn->srv;
-    const char *m = s->path + 20;
-    size_t n = 0;
-    int fr = tsr_grpc_frame(s->in, s->in_len, (size_t)srv->cfg.max_body_bytes, &n);
-    if (fr == TSR_GRPC_FRAME_TOO_BIG)
-        return tsr__finish(s, TSR__GRPC_RESOURCE_EXHAUSTED, "request message too large (--max-body-bytes)");
-    if (fr == TSR_GRPC_FRAME_COMPRESSED) return tsr__finish(s, TSR__GRPC_UNIMPLEMENTED, "compressed messages are not supported");
-    if (fr != TSR_GRPC_FRAME_OK) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "missing or malformed request message");
-    if (n != s->in_len - 5) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "exactly one request message expected");
-    const uint8_t *msg = s->in + 5;
-    tsr__fe_error err;
-
-    if (!strcmp(m, "Health")) {
-        Tessera__V1__HealthRequest *q = tessera__v1__health_request__unpack(NULL, n, msg);
-        if (!q) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed HealthRequest");
-        tessera__v1__health_request__free_unpacked(q, NULL);
-        Tessera__V1__HealthResponse r = TESSERA__V1__HEALTH_RESPONSE__INIT;
-        r.status = srv->draining ? TESSERA__V1__HEALTH_RESPONSE__STATUS__NOT_SERVING
-                                 : TESSERA__V1__HEALTH_RESPONSE__STATUS__SERVING;
-        tsr__send_msg(s, &r.base);
-        return tsr__finish(s, TSR__GRPC_OK, NULL);
-    }
-    if (!strcmp(m, "ListModels")) {
-        Tessera__V1__ListModelsRequest *q = tessera__v1__list_models_request__unpack(NULL, n, msg);
-        if (!q) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed ListModelsRequest");
-        tessera__v1__list_models_request__free_unpacked(q, NULL);
-        Tessera__V1__ListModelsResponse r = TESSERA__V1__LIST_MODELS_RESPONSE__INIT;
-        Tessera__V1__ModelInfo mi = TESSERA__V1__MODEL_INFO__INIT, *mip = &mi;
-        mi.id = (char *)srv->model;
-        mi.max_context = (uint32_t)tsr_engine_session_len(srv->engine);
-        r.n_models = 1;
-        r.models = &mip;
-        tsr__send_msg(s, &r.base);
-        return tsr__finish(s, TSR__GRPC_OK, NULL);
-    }
-    if (!strcmp(m, "Tokenize")) {
-        Tessera__V1__TokenizeRequest *q = tessera__v1__tokenize_request__unpack(NULL, n, msg);
-        if (!q) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed TokenizeRequest");
-        if (!tsr__g_model_ok(s, q->model)) {
-            tessera__v1__tokenize_request__free_unpacked(q, NULL);
-            return;
-        }
-        const tsr_tokenizer *tok = tsr_engine_tokenizer(srv->engine);
-        int32_t *ids = NULL;
-        int64_t n_ids = 0;
-        if (!tok || tsr_tokenizer_encode(tok, q->text, strlen(q->text), q->add_special_tokens, true, &ids, &n_ids) != TSR_OK) {
-            tessera__v1__tokenize_request__free_unpacked(q, NULL);
-            return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, tok ? tsr_last_error() : "the model has no tokenizer");
-        }
-        tessera__v1__tokenize_request__free_unpacked(q, NULL);
-        Tessera__V1__TokenizeResponse r = TESSERA__V1__TOKENIZE_RESPONSE__INIT;
-        r.n_ids = (size_t)n_ids;
-        r.ids = ids;
-        tsr__send_msg(s, &r.base);
-        free(ids);
-        return tsr__finish(s, TSR__GRPC_OK, NULL);
-    }
-    if (srv->draining) return tsr__finish(s, TSR__GRPC_UNAVAILABLE, "the server is shutting down");
-    tsr__fe_params p;
-    memset(&p, 0, sizeof p);
-    if (!strcmp(m, "Generate")) {
-        Tessera__V1__GenerateRequest *q = tessera__v1__generate_request__unpack(NULL, n, msg);
-        if (!q) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed GenerateRequest");
-        p.kind = TSR__FE_COMPLETION;
-        bool ok = tsr__g_model_ok(s, q->model);
-        if (ok && !tsr__g_params(q->params, &p, &err)) {
-            tsr__finish(s, tsr__g_code(err.status), err.message);
-            ok = false;
-        }
-        if (ok && q->n_prompt_ids) {
-            p.prompt_ids = malloc(sizeof(int32_t) * q->n_prompt_ids);
-            if (p.prompt_ids) memcpy(p.prompt_ids, q->prompt_ids, sizeof(int32_t) * q->n_prompt_ids);
-            p.n_prompt_ids = p.prompt_ids ? (int64_t)q->n_prompt_ids : 0;
-        } else if (ok && !q->prompt[0]) {
-            tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "prompt or prompt_ids is required");
-            ok = false;
-        }
-        p.prompt = q->prompt;
-        p.session_id = q->session_id;
-        if (ok) tsr__g_submit(s, &p);   /* the engine copies what it keeps at submit */
-        else tsr__fe_params_free(&p);
-        if (s->call) s->call->p.prompt = NULL;
-        tessera__v1__generate_request__free_unpacked(q, NULL);
-        return;
-    }
-    Tessera__V1__ChatRequest *q = tessera__v1__chat_request__unpack(NULL, n, msg);
-    if (!q) return tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed ChatRequest");
-    p.kind = TSR__FE_CHAT;
-    bool ok = tsr__g_model_ok(s, q->model);
-    if (ok && !tsr__g_params(q->params, &p, &err)) {
-        tsr__finish(s, tsr__g_code(err.status), err.message);
-        ok = false;
-    }
-    if (ok && !q->n_messages) {
-        tsr__finish(s, TSR__GRPC_INVALID_ARGUMENT, "messages must not be empty");
-        ok = false;
-    }
-    if (ok) {
-        p.messages = calloc(q->n_messages, sizeof *p.messages);
-        for (size_t i = 0; p.messages && i < q->n_messages; i++) {
-            const char *r = tsr__fe_role(q->messages[i]->role, &err);
-            if (!r) {
-                tsr__finish(s, tsr__g_code(err.status), err.message);
-                ok = false;
-                break;
-            }
-            p.messages[i].role = r;
-            p.messages[i].content = q->messages[i]->content;
-        }
-        p.n_messages = (int64_t)q->n_messages;
-        p.session_id = q->session_id;
-    }
-    if (ok) tsr__g_submit(s, &p);
-    else tsr__fe_params_free(&p);
-    tessera__v1__chat_request__free_unpacked(q, NULL);
-}
+void tsr__grpc_flush(tsr__gstream *s) { tsr__gconn_flush(s->conn); }
 
 /* ---------------------------------------------------------------- nghttp2 callbacks */
 
@@ -652,6 +333,7 @@ static int tsr__on_begin_headers(nghttp2_session *ses, const nghttp2_frame *f, v
     tsr__gstream *s = calloc(1, sizeof *s);
     if (!s) return NGHTTP2_ERR_CALLBACK_FAILURE;
     s->conn = c;
+    s->srv = c->srv;
     s->id = f->hd.stream_id;
     s->started_ms = uv_now(c->srv->loop);
     s->next = c->streams;
@@ -680,28 +362,28 @@ static int tsr__on_data(nghttp2_session *ses, uint8_t flags, int32_t id, const u
     tsr__gstream *s = tsr__gstream_get(ses, id);
     if (!s || s->request_done) return 0;   /* answered early: its DATA is dropped unread */
     if ((int64_t)(s->in_len + len) > srv->cfg.max_body_bytes + 5) {
-        tsr__g_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED, "request message too large (--max-body-bytes)");
+        tsr__grpc_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED, "request message too large (--max-body-bytes)");
         return 0;
     }
     int64_t conn_cap = srv->cfg.grpc_max_conn_buffer > 0 ? srv->cfg.grpc_max_conn_buffer : TSR__GRPC_CONN_BUFFER;
     if (c->in_bytes + (int64_t)len > conn_cap) {
         TSR_LOGW("gRPC stream %d: %lld request bytes held on its connection, over --grpc-max-conn-buffer %lld",
                  (int)id, (long long)(c->in_bytes + (int64_t)len), (long long)conn_cap);
-        tsr__g_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED,
+        tsr__grpc_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED,
                       "too many request bytes in flight on this connection (--grpc-max-conn-buffer)");
         return 0;
     }
     if (srv->held_bytes + (int64_t)len > srv->cfg.max_held_bytes) {
         TSR_LOGW("gRPC stream %d: %lld request bytes held by the server, over --max-held-bytes %lld", (int)id,
                  (long long)(srv->held_bytes + (int64_t)len), (long long)srv->cfg.max_held_bytes);
-        tsr__g_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED, "the server holds too many request bytes (--max-held-bytes)");
+        tsr__grpc_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED, "the server holds too many request bytes (--max-held-bytes)");
         return 0;
     }
     if (s->in_len + len > s->in_cap) {
         size_t cap = (s->in_cap ? s->in_cap * 2 : 1024) + len;
         uint8_t *x = realloc(s->in, cap);
         if (!x) {
-            tsr__g_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED, "out of memory");
+            tsr__grpc_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED, "out of memory");
             return 0;
         }
         s->in = x;
@@ -714,7 +396,7 @@ static int tsr__on_data(nghttp2_session *ses, uint8_t flags, int32_t id, const u
     /* the declared length is known from the first 5 bytes: no need to wait for the rest */
     size_t n = 0;
     if (tsr_grpc_frame(s->in, s->in_len, (size_t)srv->cfg.max_body_bytes, &n) == TSR_GRPC_FRAME_TOO_BIG)
-        tsr__g_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED, "request message too large (--max-body-bytes)");
+        tsr__grpc_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED, "request message too large (--max-body-bytes)");
     return 0;
 }
 
@@ -726,11 +408,11 @@ static int tsr__on_frame(nghttp2_session *ses, const nghttp2_frame *f, void *use
     bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
     if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
         s->request_done = end;   /* nothing more comes: an early answer needs no RST_STREAM */
-        if (!tsr__g_headers(s)) return 0;
+        if (!s->srv->grpc_headers(s)) return 0;
     }
     if (end) {
         s->request_done = true;
-        if (!s->response_started && !s->call) tsr__g_handle(s);
+        if (!s->response_started && !s->call) s->srv->grpc_handle(s);
         tsr__gstream_drop_in(s);   /* decoded (the engine copied what it keeps) */
     }
     return 0;
@@ -802,7 +484,7 @@ static void tsr__on_gtimer(uv_timer_t *t) {
     if (cfg->read_timeout_s > 0)
         for (tsr__gstream *s = c->streams; s; s = s->next)
             if (!s->request_done && s->started_ms + (uint64_t)(cfg->read_timeout_s * 1000) <= now)
-                tsr__g_reject(s, TSR__GRPC_DEADLINE_EXCEEDED, "the request message did not arrive in time (--read-timeout)");
+                tsr__grpc_reject(s, TSR__GRPC_DEADLINE_EXCEEDED, "the request message did not arrive in time (--read-timeout)");
     double idle = c->had_stream && !c->refused ? cfg->idle_timeout_s : cfg->read_timeout_s;
     if (!c->streams && idle > 0 && c->idle_since_ms + (uint64_t)(idle * 1000) <= now)
         tsr__gconn_goaway(c, c->had_stream ? "idle (--idle-timeout)" : "no request in time (--read-timeout)");

@@ -15,7 +15,8 @@
 #include "coordinator/frontend/server_config.h"
 
 typedef struct tsr__evnode tsr__evnode;
-struct tsr__conn;   /* an HTTP connection (http.h) */
+struct tsr__conn;      /* an HTTP connection (http.h) */
+struct tsr__gstream;   /* a gRPC stream (grpc.h) */
 
 typedef struct tsr__srv {
     uv_loop_t *loop;
@@ -24,7 +25,10 @@ typedef struct tsr__srv {
     const char *model;
     uv_tcp_t http_listener, grpc_listener;
     bool grpc_on;
-    void (*http_route)(struct tsr__conn *c);   /* http_routes.c's, set by the loop (http.c calls it) */
+    /* what a request means, set by the loop so that the connection code does not depend on it */
+    void (*http_route)(struct tsr__conn *c);          /* http_routes.c's (http.c calls it) */
+    bool (*grpc_headers)(struct tsr__gstream *s);     /* grpc_service.c's (grpc.c calls them) */
+    void (*grpc_handle)(struct tsr__gstream *s);
     struct tsr__gconn *grpc_conns;  /* open gRPC connections (grpc.c), closed at exit */
     uv_async_t async;
     uv_signal_t sigterm, sigint;
