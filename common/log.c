@@ -1,11 +1,11 @@
 /* stderr logging and progress meters (see log.h). */
 #include "common/log.h"
 
+#include "common/knobs.h"
+
 #include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -15,15 +15,7 @@ static int tsr__log_level = -1;
 void tsr_log_set_rank(int rank) { tsr__log_rank = rank; }
 
 tsr_log_level tsr_log_get_level(void) {
-    if (tsr__log_level < 0) {
-        const char *e = getenv("TESSERA_LOG");
-        tsr__log_level = TSR_LOG_INFO;
-        if (e) {
-            if (!strcasecmp(e, "debug")) tsr__log_level = TSR_LOG_DEBUG;
-            else if (!strcasecmp(e, "warn")) tsr__log_level = TSR_LOG_WARN;
-            else if (!strcasecmp(e, "error")) tsr__log_level = TSR_LOG_ERROR;
-        }
-    }
+    if (tsr__log_level < 0) tsr__log_level = tsr_knobs_get()->log_level;   /* TESSERA_LOG */
     return (tsr_log_level)tsr__log_level;
 }
 

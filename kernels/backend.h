@@ -134,8 +134,6 @@ typedef struct tsr_backend_ops {
                    int64_t n, int64_t k);
     /* x[t][j] += b[j]         x [n_tok][ld], b [n], first n columns of each row */
     void (*add_bias)(tsr_backend *be, void *x, const void *b, int64_t n_tok, int64_t n, int64_t ld);
-    /* x += y                  x, y [n] */
-    void (*add)(tsr_backend *be, void *x, const void *y, int64_t n);
     /* In place on q [n_tok][ld] (n_head heads of head_dim from column 0) and k [n_tok][ld]
      * (n_kv_head heads); positions and per-sequence lengths from the batch. */
     void (*rope)(tsr_backend *be, void *q, void *k, int64_t ld, int64_t n_head, int64_t n_kv_head,
@@ -225,6 +223,9 @@ void *tsr_backend_cuda_stream(tsr_backend *be);
  * it then gives up after timeout_s (> 0; 0: wait as long as it takes) with TSR_ERR_COMM in
  * take_error, instead of hanging on a dead rank. */
 void tsr_backend_cuda_set_wait_timeout(tsr_backend *be, double timeout_s);
+/* The backend's switches (common/knobs.h), copied from tsr_knobs_get() at init and read from
+ * there on every step; tests and benches change them in place. */
+struct tsr_cuda_knobs *tsr_backend_cuda_knobs(tsr_backend *be);
 
 /* The uniform value in [-1, 1) behind dummy weights (splitmix64 of key ^ index, 53 bits). */
 static inline uint64_t tsr_hash_mix(uint64_t x) {

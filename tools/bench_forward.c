@@ -42,6 +42,7 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
 
 #include <cuda_runtime.h>
 
+#include "common/knobs.h"
 #include "common/log.h"
 #include "coordinator/block_manager.h"
 #include "kernels/backend.h"
@@ -240,19 +241,20 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
     /* the same steps with the f32 logits downloaded and sampled on the host (the old path) */
     const int n_host = 32;
     double dth[32];
-    setenv("TESSERA_HOST_SAMPLING", "1", 1);
+    const bool host_sampling = fs->host_sampling;
+    fs->host_sampling = true;
     for (int i = 0; i < n_host; i++) {
         if (tsr_bm_seq_reserve(bm, &s1, s1.n_tokens + 1) != TSR_OK) TSR__BF_FAIL(r0);
         double a = tsr_now();
         tsr_forward_seq_sample(fs, &kv, &s1, ids + 128 + decode_steps + i, 1, 0, &smp, 0, &next_id, NULL);
         dth[i] = tsr_now() - a;
     }
-    unsetenv("TESSERA_HOST_SAMPLING");
+    fs->host_sampling = host_sampling;
     double step1_host = tsr__bf_median(dth, n_host);
     /* TESSERA_PROFILE=1: a few more batch-1 steps, eager, each op timed by cudaEvent pairs (the
      * table says where a step's time goes beyond the weight stream) */
     FILE *prof = NULL;
-    if (getenv("TESSERA_PROFILE") && (prof = tmpfile()) != NULL) {
+    if (tsr_knobs_get()->profile && (prof = tmpfile()) != NULL) {
         const int np = 16;
         if (tsr_bm_seq_reserve(bm, &s1, s1.n_tokens + np) != TSR_OK) TSR__BF_FAIL(r0);
         tsr_cuda_profile_start(be);

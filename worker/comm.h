@@ -20,7 +20,6 @@ typedef struct tsr_comm_ops {
     tsr_status (*allreduce_sum)(tsr_comm *c, void *buf, int64_t n, tsr_dtype dtype);
     /* recv [size][n] = every rank's send [n], in rank order (recv may not alias send). */
     tsr_status (*allgather)(tsr_comm *c, const void *send, void *recv, int64_t n, tsr_dtype dtype);
-    tsr_status (*barrier)(tsr_comm *c);
     void (*free)(tsr_comm *c);
 } tsr_comm_ops;
 

@@ -46,14 +46,6 @@ static tsr_status tsr__mpi_allgather(tsr_comm *c, const void *send, void *recv, 
     return tsr__group_wait(&rq, p->timeout_s, "an all-gather of logits");
 }
 
-static tsr_status tsr__mpi_barrier(tsr_comm *c) {
-    tsr__mpi *p = c->impl;
-    MPI_Request rq;
-    if (tsr_group_broken(NULL)) return tsr__group_fail("(broken)");
-    if (MPI_Ibarrier(p->comm, &rq) != MPI_SUCCESS) return tsr__group_fail("MPI_Ibarrier failed");
-    return tsr__group_wait(&rq, p->timeout_s, "a barrier");
-}
-
 static void tsr__mpi_free(tsr_comm *c) {
     tsr__mpi *p = c->impl;
     int fin = 0;
@@ -67,7 +59,6 @@ static const tsr_comm_ops tsr__mpi_ops = {
     .name = "mpi",
     .allreduce_sum = tsr__mpi_allreduce,
     .allgather = tsr__mpi_allgather,
-    .barrier = tsr__mpi_barrier,
     .free = tsr__mpi_free,
 };
 

@@ -4,7 +4,7 @@
  * around it and can be recorded in a CUDA graph.
  *
  * Never hang: the communicator is non-blocking (ncclConfig_t.blocking = 0), and every place
- * that waits -- initialization, enqueueing, and the stream waits of allgather/barrier -- polls
+ * that waits -- initialization, enqueueing, and the stream waits of allgather -- polls
  * ncclCommGetAsyncError.  A wait longer than TESSERA_NCCL_TIMEOUT seconds (default 300; the
  * first collectives set up connections lazily), or an asynchronous NCCL error (a peer died, a
  * network fault), aborts the communicator with ncclCommAbort and breaks the group
@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/knobs.h"
 #include "common/log.h"
 #include "worker/comm.h"
 #include "worker/group.h"
@@ -29,7 +30,6 @@ typedef struct {
     ncclComm_t comm;
     cudaStream_t stream;
     double timeout_s;
-    void *one;   /* device scratch for barrier */
     bool aborted;
 } tsr__nccl;
 
@@ -107,14 +107,6 @@ static tsr_status tsr__nccl_allgather(tsr_comm *c, const void *send, void *recv,
     return tsr__nccl_wait_stream(p, c->rank, "all-gather");
 }
 
-static tsr_status tsr__nccl_barrier(tsr_comm *c) {
-    tsr__nccl *p = c->impl;
-    if (p->aborted) return tsr__group_fail("rank %d: NCCL barrier: the communicator was aborted", c->rank);
-    TSR_TRY(tsr__nccl_settle(p, c->rank, "barrier",
-                             ncclAllReduce(p->one, p->one, 1, ncclFloat32, ncclSum, p->comm, p->stream)));
-    return tsr__nccl_wait_stream(p, c->rank, "barrier");
-}
-
 static void tsr__nccl_free(tsr_comm *c) {
     tsr__nccl *p = c->impl;
     if (p) {
@@ -127,7 +119,6 @@ static void tsr__nccl_free(tsr_comm *c) {
         } else if (!p->aborted) {
             ncclCommAbort(p->comm);
         }
-        cudaFree(p->one);
         free(p);
     }
     free(c);
@@ -137,7 +128,6 @@ static const tsr_comm_ops tsr__nccl_ops = {
     .name = "nccl",
     .allreduce_sum = tsr__nccl_allreduce,
     .allgather = tsr__nccl_allgather,
-    .barrier = tsr__nccl_barrier,
     .free = tsr__nccl_free,
 };
 
@@ -151,8 +141,7 @@ tsr_comm *tsr_comm_nccl_init(void *stream) {
     }
     MPI_Comm_rank(MPI_COMM_WORLD, &c->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &c->size);
-    const char *to = getenv("TESSERA_NCCL_TIMEOUT");
-    p->timeout_s = to && atof(to) > 0 ? atof(to) : 300.0;
+    p->timeout_s = tsr_knobs_get()->nccl_timeout_s;   /* TESSERA_NCCL_TIMEOUT */
     p->stream = (cudaStream_t)stream;
     ncclUniqueId id;
     if (c->rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) memset(&id, 0, sizeof id);
@@ -173,12 +162,6 @@ tsr_comm *tsr_comm_nccl_init(void *stream) {
     if (r != ncclSuccess) {
         tsr_errorf(TSR_ERR_COMM, "NCCL initialization failed on rank %d: %s", c->rank, ncclGetErrorString(r));
         free(c), free(p);
-        return NULL;
-    }
-    if (cudaMalloc(&p->one, sizeof(float)) != cudaSuccess) {
-        ncclCommAbort(p->comm);
-        free(c), free(p);
-        tsr_errorf(TSR_ERR_OOM, "out of device memory");
         return NULL;
     }
     c->ops = &tsr__nccl_ops;

@@ -18,18 +18,12 @@ static tsr_status tsr__single_allgather(tsr_comm *c, const void *send, void *rec
     return TSR_OK;
 }
 
-static tsr_status tsr__single_barrier(tsr_comm *c) {
-    (void)c;
-    return TSR_OK;
-}
-
 static void tsr__single_free(tsr_comm *c) { free(c); }
 
 static const tsr_comm_ops tsr__single_ops = {
     .name = "single",
     .allreduce_sum = tsr__single_allreduce,
     .allgather = tsr__single_allgather,
-    .barrier = tsr__single_barrier,
     .free = tsr__single_free,
 };
 

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/knobs.h"
 #include "common/log.h"
 
 static inline void *tsr__at(void *p, int64_t elems, size_t es) { return (char *)p + (size_t)elems * es; }
@@ -38,7 +39,9 @@ tsr_status tsr_forward_state_init(tsr_model *m, tsr_comm *comm, tsr_forward_stat
                           comm->rank, comm->size, m->shard.rank, m->shard.size);
     }
     st->comm = comm;
-    const char *fi = getenv("TESSERA_FAULT_INJECT");   /* test-only (forward.h) */
+    const tsr_knobs *knobs = tsr_knobs_get();
+    st->host_sampling = knobs->host_sampling;
+    const char *fi = knobs->fault_inject;   /* test-only (forward.h) */
     for (int k = 0; fi && *fi && k < 4;) {
         long long n = 0;
         int at = -1;
@@ -444,8 +447,7 @@ tsr_status tsr_forward_sample(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_
         return tsr_errorf(TSR_ERR_INVALID_ARG, "forward_sample: samples the last token of each sequence only");
     if (n_valid <= 0 || n_valid > V) n_valid = V;
     TSR_TRY(tsr__ensure_sample(st, n_seq));
-    const char *env = getenv("TESSERA_HOST_SAMPLING");
-    const bool device = be->ops->sample && m->shard.size == 1 && !st->on_step && !(env && atoi(env) > 0);
+    const bool device = be->ops->sample && m->shard.size == 1 && !st->on_step && !st->host_sampling;
     if (!device) {
         TSR_TRY(tsr__run(st, kv, step, true, st->host_logits));
         tsr__sample_host(st, st->host_logits, n_seq, samples, n_valid, ids, res);

@@ -44,7 +44,7 @@ typedef struct tsr_forward_state {
     tsr_model *model;             /* not owned */
     tsr_comm *comm;               /* owned when created by init with comm == NULL */
     bool own_comm;
-    int64_t cap_tok, cap_out, cap_seq, cap_bt;
+    int64_t cap_tok, cap_out;
     void *h;                      // [cap_tok][d_model]  residual stream
     void *xn;                     // [cap_tok][d_model]  normed input of the current sublayer
     void *qkv;                    // [cap_tok][qkv_dim]
@@ -74,6 +74,9 @@ typedef struct tsr_forward_state {
      * fails as out of memory) or "step_alloc:N@R" (only on rank R).  Never set in production. */
     int64_t fault_steps[4];
     int64_t n_steps;              /* steps that reached allocation on this rank */
+    /* sample on the host even where the device could (TESSERA_HOST_SAMPLING, read by
+     * tsr_forward_state_init; bench generate flips it to time both) */
+    bool host_sampling;
     /* tsr_forward_sample's host fallback and staging (grown on demand) */
     tsr_sampler *sampler;
     float *host_logits;           /* [cap_sample][vocab] */
@@ -105,7 +108,7 @@ typedef struct tsr_seq_sample {
  * than the model's; <= 0: none).  Where the backend has the `sample` op and TP == 1, sampling
  * runs on the device (kernels/cuda/sampling.cu) and only the ids and requested logprobs come
  * back; otherwise (CPU backend, TP > 1: the gathered logits are interleaved on the host, the
- * device out of scratch memory, or TESSERA_HOST_SAMPLING=1) the f32 logits are downloaded and
+ * device out of scratch memory, or st->host_sampling: TESSERA_HOST_SAMPLING=1) the f32 logits are downloaded and
  * worker/sampling.c samples them -- the same function either way (the GPU twin is tested
  * against the CPU sampler). */
 tsr_status tsr_forward_sample(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_step *step,

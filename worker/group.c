@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/knobs.h"
 #include "common/log.h"
 
 #define TSR__MSG_LEN 512
@@ -47,11 +48,7 @@ tsr_status tsr__group_fail(const char *fmt, ...) {
     return tsr_errorf(TSR_ERR_COMM, "%s", tsr__broken_why);
 }
 
-double tsr_group_step_timeout(void) {
-    const char *s = getenv("TESSERA_COMM_TIMEOUT");
-    double t = s ? atof(s) : 0;
-    return t > 0 ? t : 5.0;
-}
+double tsr_group_step_timeout(void) { return tsr_knobs_get()->comm_timeout_s; }
 
 tsr_status tsr__group_wait(void *req, double timeout_s, const char *what) {
     MPI_Request *rq = req;
@@ -115,7 +112,6 @@ tsr_status tsr_group_init(int *argc, char ***argv, tsr_group *g) {
         g->thread_level = MPI_THREAD_MULTIPLE;
         return TSR_OK;
     }
-    g->mpi = true;
     if (!inited) {
         int provided = 0;
         if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
@@ -215,13 +211,6 @@ int64_t tsr_group_max_i64(const tsr_group *g, int64_t v) {
     if (g->size <= 1) return v;
     long long in = v, out = v;
     if (tsr__allreduce(g, &in, &out, MPI_LONG_LONG, MPI_MAX) != TSR_OK) return INT64_MAX;
-    return out;
-}
-
-double tsr_group_max_f64(const tsr_group *g, double v) {
-    if (g->size <= 1) return v;
-    double out = v;
-    tsr__allreduce(g, &v, &out, MPI_DOUBLE, MPI_MAX);
     return out;
 }
 

@@ -27,7 +27,6 @@ typedef struct tsr_group {
     int rank, size;              /* in MPI_COMM_WORLD: rank 0 is the coordinator */
     int local_rank, local_size;  /* on this host (MPI_COMM_TYPE_SHARED) */
     char host[64];
-    bool mpi;                    /* MPI is in use (false: a group of one without a launcher) */
     bool initialized;            /* MPI_Init done here (and MPI_Finalize due) */
     int thread_level;            /* the MPI_THREAD_* level MPI provided */
     double timeout_s;            /* deadline of one wait in a step; 0: none (set once loaded) */
@@ -40,7 +39,7 @@ tsr_status tsr_group_init(int *argc, char ***argv, tsr_group *g);
 int tsr_group_world_rank(void);
 /* MPI_Finalize, unless the group is broken (then the process just exits). */
 void tsr_group_finalize(tsr_group *g);
-/* TESSERA_COMM_TIMEOUT (seconds, > 0) or 5. */
+/* TESSERA_COMM_TIMEOUT (seconds, > 0) or 5 (common/knobs.h). */
 double tsr_group_step_timeout(void);
 
 /* True once a wait timed out or MPI failed; *why (may be NULL) gets the first reason. */
@@ -62,7 +61,6 @@ tsr_status tsr_group_agree(const tsr_group *g, tsr_status mine);
 tsr_status tsr_group_bcast(const tsr_group *g, void *buf, size_t n, int root, double timeout_s);
 int64_t tsr_group_min_i64(const tsr_group *g, int64_t v);
 int64_t tsr_group_max_i64(const tsr_group *g, int64_t v);
-double tsr_group_max_f64(const tsr_group *g, double v);
 /* Gathers one int64 from every rank on every rank: out [size]. */
 tsr_status tsr_group_allgather_i64(const tsr_group *g, int64_t v, int64_t *out);
 

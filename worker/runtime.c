@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <strings.h>
 
+#include "common/knobs.h"
 #include "common/log.h"
 #include "kernels/devices.h"
 #include "worker/topology.h"
@@ -70,15 +71,11 @@ static tsr_status tsr__open_local(tsr_runtime *rt, const tsr_runtime_opts *o) {
         if (n_gpu <= 0) return tsr_errorf(TSR_ERR_UNSUPPORTED, "--backend cuda: no GPU (%s)", why ? why : "none");
 #ifdef TSR_HAVE_CUDA
         /* one GPU per rank, picked by the local rank; compute type bf16 unless
-         * TESSERA_DTYPE=f16|fp16|float16 (or f32 for debugging) */
+         * TESSERA_DTYPE=f16|fp16|float16 (or f32 for debugging; common/knobs.h) */
         int dev = rt->group.local_rank % n_gpu;
         if (o->bind && rt->group.size > 1 && tsr__bind(rt, dev) != TSR_OK)
             TSR_LOGW("could not bind rank %d: %s", rt->group.rank, tsr_last_error());
-        const char *dts = getenv("TESSERA_DTYPE");
-        tsr_dtype dt = TSR_BF16;
-        if (dts && (!strcasecmp(dts, "f16") || !strcasecmp(dts, "fp16") || !strcasecmp(dts, "float16"))) dt = TSR_F16;
-        else if (dts && (!strcasecmp(dts, "f32") || !strcasecmp(dts, "fp32") || !strcasecmp(dts, "float32"))) dt = TSR_F32;
-        rt->be = tsr_backend_cuda_init(dev, dt);
+        rt->be = tsr_backend_cuda_init(dev, tsr_knobs_get()->cuda_dtype);
         if (!rt->be) return tsr_error_wrap(TSR_ERR_UNSUPPORTED, "starting the CUDA backend on GPU %d", dev);
         goto load;
 #else

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/knobs.h"
 #include "common/log.h"
 #include "kernels/backend.h"
 #include "kernels/cpu/threadpool.h"
@@ -188,13 +189,6 @@ static void tsr__cpu_add_bias(tsr_backend *be, void *x, const void *b, int64_t n
     const float *bf = b;
     for (int64_t t = 0; t < n_tok; t++)
         for (int64_t i = 0; i < n; i++) xf[t * ld + i] += bf[i];
-}
-
-static void tsr__cpu_add(tsr_backend *be, void *x, const void *y, int64_t n) {
-    (void)be;
-    float *xf = x;
-    const float *yf = y;
-    for (int64_t i = 0; i < n; i++) xf[i] += yf[i];
 }
 
 typedef struct {
@@ -443,7 +437,6 @@ static const tsr_backend_ops tsr__cpu_ops = {
     .add_rmsnorm = tsr__cpu_add_rmsnorm,
     .matmul = tsr__cpu_matmul,
     .add_bias = tsr__cpu_add_bias,
-    .add = tsr__cpu_add,
     .rope = tsr__cpu_rope,
     .silu_mul = tsr__cpu_silu_mul,
     .kv_write = tsr__cpu_kv_write,
@@ -451,10 +444,7 @@ static const tsr_backend_ops tsr__cpu_ops = {
 };
 
 tsr_backend *tsr_backend_cpu_init(int n_threads) {
-    if (n_threads <= 0) {
-        const char *env = getenv("TESSERA_THREADS");
-        if (env && atoi(env) > 0) n_threads = atoi(env);
-    }
+    if (n_threads <= 0) n_threads = tsr_knobs_get()->threads;   /* TESSERA_THREADS, 0 when unset */
     if (n_threads <= 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         n_threads = n > 0 ? (int)n : 1;

@@ -352,7 +352,7 @@ static size_t tsr__gen_smem(int hd, size_t es) {
 
 int tsr__cuda_decode_splits(tsr_backend *be, int64_t n_seq, int64_t n_kv_head, int64_t cap_ctx) {
     tsr_cuda_ctx *c = tsr__cuda(be);
-    if (getenv("TESSERA_DECODE_SPLITS")) return atoi(getenv("TESSERA_DECODE_SPLITS")) > 0 ? atoi(getenv("TESSERA_DECODE_SPLITS")) : 1;
+    if (c->knobs.decode_splits > 0) return c->knobs.decode_splits;   // TESSERA_DECODE_SPLITS
     int64_t blocks = n_seq * n_kv_head;
     int64_t want = (2 * (int64_t)c->prop.multiProcessorCount + blocks - 1) / blocks;  // fill the GPU twice over
     // >= 64 keys (2 tiles) per split: batch-1 decode at a few hundred tokens is 8 blocks (one per
@@ -374,7 +374,7 @@ static void tsr__attn_launch(tsr_backend *be, T *out, const T *q, const T *kc, c
     const unsigned gy = (unsigned)(b->n_seq * a.n_kv_head);
 
     if (!decode && sizeof(T) == 2 && (hd == 64 || hd == 128) && (a.ld_q * (int64_t)es) % 16 == 0 &&
-        !getenv("TESSERA_NO_WMMA")) {
+        !c->knobs.no_wmma) {
         if constexpr (sizeof(T) == 2) {
             dim3 grid(tsr_cdiv(b->n_tok * G, PF_BQ), gy);
             if (hd == 64) {

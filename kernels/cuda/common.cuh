@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 extern "C" {
+#include "common/knobs.h"
 #include "kernels/backend.h"
 }
 #include "kernels/cuda/cuda_check.h"
@@ -25,6 +26,7 @@ struct tsr_cuda_graph_slot {
 
 struct tsr_cuda_ctx {
     int device;
+    tsr_cuda_knobs knobs;         // TESSERA_NO_GEMV etc. (common/knobs.h), read once at init
     cudaDeviceProp prop;
     cudaStream_t stream;
     cublasHandle_t cublas;
@@ -159,8 +161,7 @@ bool tsr__cuda_gemv(tsr_backend *be, void *out, const void *x, const void *w, in
 // w = [gate rows | up rows] [2 n_ff][k]; false when it does not take the case.
 bool tsr__cuda_gemv_silu(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t n_ff,
                          int64_t k);
-// Largest n_tok the GEMV takes (2, or $TESSERA_GEMV_MAX_TOK up to 8).
-int tsr__cuda_gemv_max_tok(void);
+// Largest n_tok the GEMV takes (2, or TESSERA_GEMV_MAX_TOK up to 8: c->knobs.gemv_max_tok).
 // Flash-decoding split count the decode path picks for this batch (exposed for NOTES/tests).
 int tsr__cuda_decode_splits(tsr_backend *be, int64_t n_seq, int64_t n_kv_head, int64_t max_ctx);
 

@@ -187,7 +187,7 @@ __global__ void __launch_bounds__(1024)
 // Launches the vector kernel when it applies; false: the caller uses the scalar one.
 static bool tsr__rmsnorm_vec(tsr_backend *be, void *out, void *residual, const void *x, const void *w, int64_t n_tok,
                              int64_t d, float eps) {
-    if (be->dtype == TSR_F32 || d % 8 || d / 8 > 4 * 1024 || getenv("TESSERA_NO_VEC_NORM")) return false;
+    if (be->dtype == TSR_F32 || d % 8 || d / 8 > 4 * 1024 || tsr__cuda(be)->knobs.no_vec_norm) return false;
     if (((uintptr_t)out | (uintptr_t)residual | (uintptr_t)x | (uintptr_t)w) % 16) return false;
     const int nv = (int)(d / 8);
     const int th = nv >= 1024 ? 1024 : (nv + 31) / 32 * 32;
@@ -266,11 +266,6 @@ template <typename T> __global__ void tsr_k_add_bias(T *x, const T *b, int64_t n
     }
 }
 
-template <typename T> __global__ void tsr_k_add(T *x, const T *y, int64_t n) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
-        x[i] = tsr_fromf<T>(tsr_tof(x[i]) + tsr_tof(y[i]));
-}
-
 template <typename T> __global__ void tsr_k_silu_mul(T *out, const T *gu, int64_t n_tok, int64_t n_ff) {
     int64_t total = n_tok * n_ff;
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
@@ -294,13 +289,6 @@ static void tsr__cu_add_bias(tsr_backend *be, void *x, const void *b, int64_t n_
     TSR_LAUNCH_CHECK();
 }
 
-static void tsr__cu_add(tsr_backend *be, void *x, const void *y, int64_t n) {
-    if (n <= 0) return;
-    tsr_cuda_ctx *c = tsr__cuda(be);
-    TSR_DISPATCH(be->dtype, tsr_k_add<T><<<tsr__ew_blocks(c, n), 256, 0, c->stream>>>((T *)x, (const T *)y, n));
-    TSR_LAUNCH_CHECK();
-}
-
 static void tsr__cu_silu_mul(tsr_backend *be, void *out, const void *gate_up, int64_t n_tok, int64_t n_ff) {
     if (n_tok <= 0) return;
     tsr_cuda_ctx *c = tsr__cuda(be);
@@ -314,7 +302,7 @@ static void tsr__cu_silu_mul(tsr_backend *be, void *out, const void *gate_up, in
 static void tsr__cu_matmul_silu(tsr_backend *be, void *out, void *gu, const void *x, const void *w, int64_t n_tok,
                                 int64_t n_ff, int64_t k) {
     if (n_tok <= 0) return;
-    if (!getenv("TESSERA_NO_FUSE") && tsr__cuda_gemv_silu(be, out, x, w, n_tok, n_ff, k)) return;
+    if (!tsr__cuda(be)->knobs.no_fuse && tsr__cuda_gemv_silu(be, out, x, w, n_tok, n_ff, k)) return;
     tsr__cu_matmul(be, gu, x, w, n_tok, 2 * n_ff, k);
     tsr__cu_silu_mul(be, out, gu, n_tok, n_ff);
 }
@@ -614,7 +602,6 @@ static const tsr_backend_ops tsr__cuda_ops = {
     /* add_rmsnorm */ tsr__cu_add_rmsnorm,
     /* matmul */ tsr__cu_matmul,
     /* add_bias */ tsr__cu_add_bias,
-    /* add */ tsr__cu_add,
     /* rope */ tsr__cu_rope,
     /* silu_mul */ tsr__cu_silu_mul,
     /* kv_write */ tsr__cu_kv_write,
@@ -650,6 +637,7 @@ extern "C" tsr_backend *tsr_backend_cuda_init(int device, tsr_dtype dtype) {
         return NULL;
     }
     c->device = device;
+    c->knobs = tsr_knobs_get()->cuda;
     CUDA_CHECK(cudaGetDeviceProperties(&c->prop, device));
     CUDA_CHECK(cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking));
     CUBLAS_CHECK(cublasCreate(&c->cublas));
@@ -677,3 +665,5 @@ extern "C" tsr_backend *tsr_backend_cuda_init(int device, tsr_dtype dtype) {
 }
 
 extern "C" void *tsr_backend_cuda_stream(tsr_backend *be) { return (void *)tsr__cuda(be)->stream; }
+
+extern "C" tsr_cuda_knobs *tsr_backend_cuda_knobs(tsr_backend *be) { return &tsr__cuda(be)->knobs; }

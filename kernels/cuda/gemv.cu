@@ -14,7 +14,7 @@
 //    result does not depend on timing.
 // K not a multiple of 8 (or unaligned pointers) takes the same kernel with scalar loads.
 //
-// Used for n_tok <= 2 by default (TESSERA_GEMV_MAX_TOK=N, N <= 8, raises it): on the H100 the
+// Used for n_tok <= 2 by default (TESSERA_GEMV_MAX_TOK=N, N <= 8, raises it: common/knobs.c): on the H100 the
 // kernel beat cuBLAS at 1-2 tokens but lost to it at 4 (o: 1952 vs 2656 GB/s) and 8 (about
 // half of cuBLAS), where x in shared memory and NT accumulators per row cost more than the
 // one W stream saves.
@@ -191,9 +191,10 @@ static void tsr__gemv_nt(cudaStream_t st, T *out, const T *x, const T *w, int nt
 template <bool SILU>
 static bool tsr__gemv_any(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t n, int64_t k) {
     if (be->dtype != TSR_BF16 && be->dtype != TSR_F16) return false;
-    if (n_tok < 1 || n_tok > tsr__cuda_gemv_max_tok() || n > INT32_MAX / 2 || k > INT32_MAX) return false;
-    if (getenv("TESSERA_NO_GEMV")) return false;
     tsr_cuda_ctx *c = tsr__cuda(be);
+    if (c->knobs.no_gemv || n_tok < 1 || n_tok > c->knobs.gemv_max_tok || n_tok > GEMV_MAX_TOK || n > INT32_MAX / 2 ||
+        k > INT32_MAX)
+        return false;
     const bool vec = k % 8 == 0 && (((uintptr_t)x | (uintptr_t)w) % 16) == 0;
     const int nt = (int)n_tok, ni = (int)n, ki = (int)k;
     if (be->dtype == TSR_BF16) {
@@ -207,12 +208,6 @@ static bool tsr__gemv_any(tsr_backend *be, void *out, const void *x, const void 
     }
     TSR_LAUNCH_CHECK();
     return true;
-}
-
-int tsr__cuda_gemv_max_tok(void) {
-    const char *e = getenv("TESSERA_GEMV_MAX_TOK");
-    int v = e ? atoi(e) : 2;
-    return v < 0 ? 0 : v > GEMV_MAX_TOK ? GEMV_MAX_TOK : v;
 }
 
 bool tsr__cuda_gemv(tsr_backend *be, void *out, const void *x, const void *w, int64_t n_tok, int64_t n, int64_t k) {

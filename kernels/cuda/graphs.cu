@@ -23,7 +23,7 @@ void tsr__cuda_graphs_invalidate(tsr_cuda_ctx *c) {
 // cuBLAS pick its kernels, none of which may happen while recording); the second records.
 bool tsr__cuda_graph_begin(tsr_backend *be, int64_t key) {
     tsr_cuda_ctx *c = tsr__cuda(be);
-    if (c->capturing || getenv("TESSERA_NO_GRAPHS")) return false;
+    if (c->capturing || c->knobs.no_graphs) return false;
     bool seen = false;
     for (int i = 0; i < c->n_seen; i++) seen |= c->seen[i] == key;
     if (!seen) {
@@ -68,7 +68,7 @@ void tsr__cuda_graph_end(tsr_backend *be, int64_t key) {
 bool tsr__cuda_graph_replay(tsr_backend *be, int64_t key) {
     tsr_cuda_ctx *c = tsr__cuda(be);
     tsr_cuda_graph_slot *s = tsr__graph_find(c, key);
-    if (!s || getenv("TESSERA_NO_GRAPHS")) return false;
+    if (!s || c->knobs.no_graphs) return false;
     c->n_graph_replayed++;
     CUDA_CHECK(cudaGraphLaunch(s->exec, c->stream));
     return true;

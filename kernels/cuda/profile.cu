@@ -98,9 +98,6 @@ static void tsr__pf_matmul(tsr_backend *be, void *out, const void *x, const void
 static void tsr__pf_add_bias(tsr_backend *be, void *x, const void *b, int64_t n_tok, int64_t n, int64_t ld) {
     TSR__PF("add_bias", tsr__prof_plain(be)->add_bias(be, x, b, n_tok, n, ld));
 }
-static void tsr__pf_add(tsr_backend *be, void *x, const void *y, int64_t n) {
-    TSR__PF("add", tsr__prof_plain(be)->add(be, x, y, n));
-}
 static void tsr__pf_rope(tsr_backend *be, void *q, void *k, int64_t ld, int64_t n_head, int64_t n_kv_head,
                          int64_t head_dim, const tsr_attn_batch *b, const tsr_rope_params *p) {
     TSR__PF("rope", tsr__prof_plain(be)->rope(be, q, k, ld, n_head, n_kv_head, head_dim, b, p));
@@ -144,9 +141,8 @@ extern "C" void tsr_cuda_profile_start(tsr_backend *be) {
     p->n = p->n_kinds = 0;
     memset(p->us, 0, sizeof p->us);
     memset(p->calls, 0, sizeof p->calls);
-    // the plain table with its ops timed; entries it lacks stay NULL (TESSERA_NO_FUSE drops the
-    // fused ones) and the graph entries are NULL: eager while timing (events inside a recording
-    // time nothing)
+    // the plain table with its ops timed; entries it lacks stay NULL and the graph entries are
+    // NULL: eager while timing (events inside a recording time nothing)
     const tsr_backend_ops *plain = p->saved;
     static tsr_backend_ops ops;
     ops = *plain;
@@ -156,7 +152,6 @@ extern "C" void tsr_cuda_profile_start(tsr_backend *be) {
     ops.add_rmsnorm = tsr__pf_add_rmsnorm;
     ops.matmul = tsr__pf_matmul;
     ops.add_bias = tsr__pf_add_bias;
-    ops.add = tsr__pf_add;
     ops.rope = tsr__pf_rope;
     ops.silu_mul = tsr__pf_silu_mul;
     ops.kv_write = tsr__pf_kv_write;

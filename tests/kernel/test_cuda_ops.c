@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/knobs.h"
 #include "common/log.h"
 #include "common/tensor.h"
 #include "coordinator/block_manager.h"
@@ -220,12 +221,13 @@ static void bench_gemv(int64_t n_tok, int64_t n, int64_t k, const char *what) {
     } else {
         g_gpu->ops->fill_hash(g_gpu, x, n_tok, k, 11, 0, k, 1.0f, 0.0f);
         g_gpu->ops->fill_hash(g_gpu, w, n, k, 12, 0, k, 0.02f, 0.0f);
-        setenv("TESSERA_GEMV_MAX_TOK", "8", 1); /* the kernel itself, whatever the default cut-off */
+        tsr_cuda_knobs *kn = tsr_backend_cuda_knobs(g_gpu), saved = *kn;
+        kn->gemv_max_tok = 8; /* the kernel itself, whatever the default cut-off */
         double tg = time_matmul(o, x, w, n_tok, n, k);
-        unsetenv("TESSERA_GEMV_MAX_TOK");
-        setenv("TESSERA_NO_GEMV", "1", 1);
+        *kn = saved;
+        kn->no_gemv = true;
         double tc = time_matmul(o, x, w, n_tok, n, k);
-        unsetenv("TESSERA_NO_GEMV");
+        *kn = saved;
         double bytes = (double)es * (double)(n * k + n_tok * k + n_tok * n);
         printf("bench gemv %-8s %s n_tok=%lld n=%-6lld k=%-5lld: gemv %7.1f us %6.0f GB/s | cuBLAS %7.1f us %6.0f GB/s\n",
                what, tsr_dtype_name(g_gpu->dtype), (long long)n_tok, (long long)n, (long long)k, tg * 1e6,
@@ -269,15 +271,6 @@ static void test_elementwise(int64_t n_tok, int64_t n) {
     float *got = gpu_get(gx, n_tok * ld);
     report("add_bias", sh, got, cx, n_tok * ld, bound(2e-5));
     free(got);
-    /* add */
-    float *y = rand_vec(n_tok * ld, 2.0f);
-    float *cy = cpu_put(y, n_tok * ld);
-    void *gy = gpu_put(y, n_tok * ld);
-    g_cpu->ops->add(g_cpu, cx, cy, n_tok * ld);
-    g_gpu->ops->add(g_gpu, gx, gy, n_tok * ld);
-    got = gpu_get(gx, n_tok * ld);
-    report("add", sh, got, cx, n_tok * ld, bound(2e-5));
-    free(got);
     /* silu_mul: gate | up */
     float *gu = rand_vec(n_tok * 2 * n, 4.0f);
     float *cgu = cpu_put(gu, n_tok * 2 * n), *co = g_cpu->ops->alloc(g_cpu, sizeof(float) * (size_t)(n_tok * n));
@@ -287,11 +280,11 @@ static void test_elementwise(int64_t n_tok, int64_t n) {
     got = gpu_get(go, n_tok * n);
     report("silu_mul", sh, got, co, n_tok * n, bound(4e-5));
     free(got);
-    free(x), free(b), free(y), free(gu);
-    void *cs[] = {cx, cb, cy, cgu, co};
-    for (int i = 0; i < 5; i++) g_cpu->ops->dfree(g_cpu, cs[i]);
-    void *gs[] = {gx, gb, gy, ggu, go};
-    for (int i = 0; i < 5; i++) g_gpu->ops->dfree(g_gpu, gs[i]);
+    free(x), free(b), free(gu);
+    void *cs[] = {cx, cb, cgu, co};
+    for (int i = 0; i < 4; i++) g_cpu->ops->dfree(g_cpu, cs[i]);
+    void *gs[] = {gx, gb, ggu, go};
+    for (int i = 0; i < 4; i++) g_gpu->ops->dfree(g_gpu, gs[i]);
 }
 
 /* ---------------- batches, RoPE, KV, attention ---------------- */
@@ -580,7 +573,8 @@ int main(void) {
         test_matmul(300, 257, 96);
         /* the decode GEMV (n_tok <= 8 here: its default cut-off is 2): vector and scalar paths,
          * several x chunks, odd n */
-        setenv("TESSERA_GEMV_MAX_TOK", "8", 1);
+        tsr_cuda_knobs *kn = tsr_backend_cuda_knobs(g_gpu), saved = *kn;
+        kn->gemv_max_tok = 8;
         test_matmul(2, 4096, 1024);
         test_matmul(3, 77, 8);
         test_matmul(5, 1001, 14336);
@@ -591,7 +585,7 @@ int main(void) {
         test_matmul(9, 130, 264);
         test_matmul_silu(5, 100, 512);
         test_matmul_silu(8, 33, 77);
-        unsetenv("TESSERA_GEMV_MAX_TOK");
+        *kn = saved;
         test_matmul_silu(1, 1000, 4096);
         test_matmul_silu(1, 14336 / 8, 4096);
         test_matmul_silu(2, 77, 333);

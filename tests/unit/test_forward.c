@@ -282,17 +282,12 @@ static tsr_status tp_allgather(tsr_comm *c, const void *send, void *recv, int64_
     return TSR_OK;
 }
 
-static tsr_status tp_barrier(tsr_comm *c) {
-    pthread_barrier_wait(&((tp_impl *)c->impl)->sh->bar);
-    return TSR_OK;
-}
-
 static void tp_free(tsr_comm *c) {
     free(c->impl);
     free(c);
 }
 
-static const tsr_comm_ops tp_ops = {"test-threads", tp_allreduce, tp_allgather, tp_barrier, tp_free};
+static const tsr_comm_ops tp_ops = {"test-threads", tp_allreduce, tp_allgather, tp_free};
 
 typedef struct {
     tp_shared *sh;
