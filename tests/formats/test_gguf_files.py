@@ -7,7 +7,7 @@ import pytest
 
 from fmt_util import parse_tensor_list, run
 
-gguf = pytest.importorskip("gguf", reason="python gguf is in ci/requirements-test.txt")
+import gguf  # pinned in ci/requirements-test.txt: a missing one fails
 from gguf import GGMLQuantizationType as Q  # noqa: E402
 from gguf.quants import dequantize  # noqa: E402
 
@@ -141,7 +141,7 @@ def test_gguf_v2_reads_like_v3(tessera, tmp_path):
 
 def test_gguf_to_safetensors_export(tessera, tmp_path):
     """GGUF -> our safetensors writer -> python safetensors reads the dequantized tensors."""
-    st_np = pytest.importorskip("safetensors.numpy", reason="python safetensors is in ci/requirements-test.txt")
+    import safetensors.numpy as st_np
     rng = np.random.default_rng(7)
     path = tmp_path / "small.gguf"
     w = gguf.GGUFWriter(path, "llama")

