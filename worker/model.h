@@ -28,7 +28,7 @@
 #include "common/model_config.h"
 #include "kernels/backend.h"
 
-/* What this rank holds of a TP group of `size` (worker/weights.c tsr_shard_plan computes it
+/* What this rank holds of a TP group of `size` (worker/shard_rules.c tsr_shard_plan computes it
  * from the one shard-rule table). */
 typedef struct tsr_shard {
     int rank, size;
