@@ -50,6 +50,43 @@ void tsr__http_close(tsr__conn *c) {
     uv_close((uv_handle_t *)&c->tcp, tsr__conn_handle_closed);
 }
 
+/* Lingering close (as web servers do after an answer that ends the connection): closing a
+ * socket whose receive queue still holds unread bytes (a pipelined flood, a body we refused)
+ * makes the kernel send a reset, which can destroy the answer before the client reads it.  So
+ * the server half-closes (FIN after the answer), reads and discards what still comes, and
+ * closes at the client's EOF or after TSR__LINGER_MS, whichever is first.  Bounded: the
+ * connection still counts against --max-connections meanwhile and holds no bytes. */
+#define TSR__LINGER_MS 2000
+
+static void tsr__on_linger_timer(uv_timer_t *t) { tsr__http_close(t->data); }
+
+static void tsr__on_shutdown(uv_shutdown_t *req, int status) {
+    tsr__conn *c = req->data;
+    if (status < 0) tsr__http_close(c);
+}
+
+static void tsr__on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b);
+
+static void tsr__http_linger(tsr__conn *c) {
+    if (c->closing || c->lingering) return;
+    c->lingering = true;
+    if (c->call) {
+        tsr__call_detach(c->call);
+        c->call = NULL;
+    }
+    uv_idle_stop(&c->resume);
+    tsr__conn_account(c);   /* lingering: its held bytes no longer count */
+    c->shutdown.data = c;
+    if (uv_shutdown(&c->shutdown, (uv_stream_t *)&c->tcp, tsr__on_shutdown) < 0) {
+        tsr__http_close(c);
+        return;
+    }
+    if (!c->reading) uv_read_start((uv_stream_t *)&c->tcp, tsr__srv_alloc, tsr__on_read);
+    c->reading = true;
+    uv_timer_stop(&c->timer);
+    uv_timer_start(&c->timer, tsr__on_linger_timer, TSR__LINGER_MS, 0);
+}
+
 typedef struct {
     uv_write_t req;
     tsr__conn *conn;
@@ -66,7 +103,7 @@ static void tsr__on_write(uv_write_t *w, int status) {
     if (status < 0) {
         tsr__http_close(c);
     } else if (c->close_after_writes && c->writes_pending == 0) {
-        tsr__http_close(c);
+        tsr__http_linger(c);
     }
     /* the connection struct lives until its handles close, which waits for the writes */
 }
@@ -136,7 +173,7 @@ void tsr__http_respond(tsr__conn *c, int status, const char *ctype, const char *
     if (close) {
         c->in.keep_alive = false;
         c->close_after_writes = true;
-        if (c->writes_pending == 0) tsr__http_close(c);
+        if (c->writes_pending == 0) tsr__http_linger(c);
     }
     tsr__conn_request_done(c);
 }
@@ -200,7 +237,7 @@ void tsr__http_stream_end(tsr__conn *c) {
     if (!c->in.keep_alive || c->srv->draining) {
         c->in.keep_alive = false;
         c->close_after_writes = true;
-        if (c->writes_pending == 0) tsr__http_close(c);
+        if (c->writes_pending == 0) tsr__http_linger(c);
     }
     tsr__conn_request_done(c);
 }
@@ -241,7 +278,7 @@ static void tsr__arm_timer(tsr__conn *c) {
 
 /* Keeps srv->held_bytes (every connection's unparsed bytes and bodies) in step with c. */
 static void tsr__conn_account(tsr__conn *c) {
-    size_t now = c->closing ? 0 : tsr__http_in_held(&c->in);
+    size_t now = c->closing || c->lingering ? 0 : tsr__http_in_held(&c->in);
     c->srv->held_bytes += (int64_t)now - (int64_t)c->held;
     c->held = now;
 }
@@ -251,7 +288,7 @@ static void tsr__on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b);
 /* Reading stops while a connection holds more unparsed bytes than one request may have (its
  * pipelined requests wait for the answer in progress) and resumes once they are parsed. */
 static void tsr__conn_flow(tsr__conn *c) {
-    if (c->closing) return;
+    if (c->closing || c->lingering) return;
     size_t limit = (size_t)c->srv->cfg.max_header_bytes + (size_t)c->srv->cfg.max_body_bytes;
     bool want = tsr__http_in_unparsed(&c->in) < limit;
     if (want && !c->reading) uv_read_start((uv_stream_t *)&c->tcp, tsr__srv_alloc, tsr__on_read);
@@ -343,6 +380,10 @@ static void tsr__on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b) {
     if (n < 0) {
         free(b->base);
         tsr__http_close(c);   /* EOF or reset: a streaming answer's requests are cancelled */
+        return;
+    }
+    if (c->lingering) {   /* half-closed after the last answer: discard until EOF */
+        free(b->base);
         return;
     }
     if (n == 0 || c->closing || c->close_after_writes) {   /* nothing more is read once closing */

@@ -15,6 +15,7 @@ typedef struct tsr__conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_idle_t resume;            /* continues draining pipelined requests on the next loop turn */
+    uv_shutdown_t shutdown;      /* lingering close: FIN after the last answer */
     tsr__srv *srv;
     tsr__http_in in;             /* the request being read and the bytes held after it */
     int handles_open;
@@ -22,6 +23,7 @@ typedef struct tsr__conn {
     size_t unsent;               /* bytes handed to uv_write and not yet written to the socket */
     size_t held;                 /* this connection's share of srv->held_bytes */
     bool closing, close_after_writes;
+    bool lingering;              /* answered and half-closed: reading only to discard */
     bool pumping, reading;
     bool refused;                /* over --max-connections: its first request gets 503 */
     char cors[768];              /* CORS headers for the current request's answer ("" if none) */
