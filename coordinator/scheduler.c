@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/grow.h"
 #include "common/log.h"
 
 typedef struct {
@@ -27,19 +28,8 @@ struct tsr_sched {
 
 /* ---- sequences ---- */
 
-static bool tsr__grow(void **buf, int64_t *cap, int64_t need, size_t elem) {
-    if (need <= *cap) return true;
-    int64_t c = *cap ? *cap : 16;
-    while (c < need) c *= 2;
-    void *b = realloc(*buf, (size_t)c * elem);
-    if (!b) return false;
-    *buf = b;
-    *cap = c;
-    return true;
-}
-
 tsr_status tsr_sched_seq_append(tsr_sched_seq *s, const int32_t *tokens, int64_t n) {
-    if (!tsr__grow((void **)&s->tokens, &s->cap_tokens, s->n_tokens + n, sizeof *s->tokens))
+    if (!tsr_grow((void **)&s->tokens, &s->cap_tokens, s->n_tokens + n, sizeof *s->tokens))
         return tsr_errorf(TSR_ERR_OOM, "out of memory");
     if (n) memcpy(s->tokens + s->n_tokens, tokens, (size_t)n * sizeof *tokens);
     s->n_tokens += n;
@@ -63,7 +53,7 @@ void tsr_sched_seq_free(tsr_sched_seq *s) {
 static void tsr__ensure_hashes(tsr_sched_seq *s, int64_t n, int64_t bl) {
     if (n <= s->n_hashes) return;
     TSR_ASSERT(n * bl <= s->n_tokens);
-    if (!tsr__grow((void **)&s->hashes, &s->cap_hashes, n, sizeof *s->hashes)) return;
+    if (!tsr_grow((void **)&s->hashes, &s->cap_hashes, n, sizeof *s->hashes)) return;
     for (int64_t i = s->n_hashes; i < n; i++)
         s->hashes[i] = tsr_bm_hash_block(i ? s->hashes[i - 1] : 0, s->tokens + i * bl, bl);
     s->n_hashes = n;
@@ -201,13 +191,13 @@ void tsr_sched_plan_free(tsr_sched_plan *p) {
 }
 
 static tsr_status tsr__push_seq(tsr_sched_seq ***arr, int64_t *n, int64_t *cap, tsr_sched_seq *q) {
-    if (!tsr__grow((void **)arr, cap, *n + 1, sizeof **arr)) return tsr_errorf(TSR_ERR_OOM, "out of memory");
+    if (!tsr_grow((void **)arr, cap, *n + 1, sizeof **arr)) return tsr_errorf(TSR_ERR_OOM, "out of memory");
     (*arr)[(*n)++] = q;
     return TSR_OK;
 }
 
 static tsr_status tsr__push_entry(tsr_sched_plan *p, tsr_sched_seq *q, int64_t n_new, int64_t hits, bool admit) {
-    if (!tsr__grow((void **)&p->entries, &p->cap_entries, p->n_entries + 1, sizeof *p->entries))
+    if (!tsr_grow((void **)&p->entries, &p->cap_entries, p->n_entries + 1, sizeof *p->entries))
         return tsr_errorf(TSR_ERR_OOM, "out of memory");
     p->entries[p->n_entries++] = (tsr_sched_entry){q, n_new, hits, admit};
     p->n_tokens += n_new;
@@ -341,7 +331,7 @@ void tsr_sched_commit(tsr_sched *s, tsr_sched_plan *p) {
         tsr_sched_seq *q = e->seq;
         if (!e->admit || q->n_blocks > 0) continue;
         q->mark = -1;   /* a fresh admission: on a failed allocation below, undo its hits */
-        if (!tsr__grow((void **)&q->blocks, &q->cap_blocks, e->n_hit_blocks, sizeof *q->blocks))
+        if (!tsr_grow((void **)&q->blocks, &q->cap_blocks, e->n_hit_blocks, sizeof *q->blocks))
             e->n_hit_blocks = 0;   /* out of host memory: no hits; the allocation below decides */
         for (int64_t k = 0; k < e->n_hit_blocks; k++) {
             int32_t id = tsr_bm_lookup(s->bm, q->hashes[k], k ? q->hashes[k - 1] : 0, q->tokens + k * bl);
@@ -364,7 +354,7 @@ void tsr_sched_commit(tsr_sched *s, tsr_sched_plan *p) {
         if (need > 0) {
             /* out of host memory for the block table: this sequence sits this step out (an
              * admission waits, a running one keeps what it has and tries again next step) */
-            if (!tsr__grow((void **)&q->blocks, &q->cap_blocks, q->n_blocks + need, sizeof *q->blocks)) {
+            if (!tsr_grow((void **)&q->blocks, &q->cap_blocks, q->n_blocks + need, sizeof *q->blocks)) {
                 if (e.admit && q->mark == -1) tsr__release_blocks(s, q);
                 continue;
             }

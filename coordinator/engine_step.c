@@ -1,0 +1,231 @@
+/* The engine's step thread: it joins the rank group and loads the model (so every MPI call of
+ * the process is made on it), then loops: take the inbox (new requests, cancellations, session
+ * ends), end idle sessions past their TTL, plan + commit (coordinator/scheduler.h), run the
+ * forward pass with sampling on the committed entries (on rank 0 of a TP group the executor
+ * broadcasts it; ranks > 0 replay it in tsr_runtime_worker_main), and hand each sampled token to
+ * engine_output.c.  A broken group ends every request and the engine's health. */
+#include "coordinator/engine_internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "worker/group.h"
+
+static tsr_status tsr__start(tsr_engine *e, tsr__req *r) {
+    tsr_sched_seq *q;
+    if (r->session_id) {
+        TSR_TRY(tsr__engine_session_join(e, r, &q));
+    } else {
+        q = &r->own;
+        TSR_TRY(tsr_sched_seq_append(q, r->ids, r->n_ids));
+    }
+    r->seq = q;
+    q->user = r;
+    q->id = r->id;
+    r->n_prompt = q->n_tokens;
+    r->prompt_tokens = q->n_tokens;
+    r->cached_tokens = -1;
+    if (q->state == TSR_SEQ_IDLE) tsr_sched_resume(e->sched, q);
+    else tsr_sched_add(e->sched, q);
+    return TSR_OK;
+}
+
+static tsr__req *tsr__find_active(tsr_engine *e, uint64_t id) {
+    for (tsr__req *r = e->active; r; r = r->next)
+        if (r->id == id) return r;
+    return NULL;
+}
+
+/* The group broke (a rank stopped answering, a collective failed): no step can run again.
+ * Every request ends with the error, later ones are refused at submit, tsr_engine_health
+ * reports it, and the embedder is told once (config.on_fatal). */
+static void tsr__go_fatal(tsr_engine *e, tsr_status rc, const char *msg) {
+    pthread_mutex_lock(&e->mu);
+    bool first = e->fatal == TSR_OK;
+    if (first) {
+        e->fatal = rc;
+        snprintf(e->fatal_msg, sizeof e->fatal_msg, "%s", msg);
+    }
+    pthread_mutex_unlock(&e->mu);
+    while (e->active) tsr__engine_finish(e, e->active, TSR_FINISH_ERROR, rc, msg);
+    if (first && e->cfg.on_fatal) e->cfg.on_fatal(e->cfg.on_fatal_user, msg);
+}
+
+static void tsr__step(tsr_engine *e) {
+    tsr_sched_plan *p = &e->plan;
+    tsr_status rc = tsr_sched_make_plan(e->sched, p);
+    if (rc != TSR_OK) {
+        TSR_LOGE("engine: planning failed: %s", tsr_last_error());
+        return;
+    }
+    tsr_sched_commit(e->sched, p);
+    for (int64_t i = 0; i < p->n_fail; i++) {
+        tsr__req *r = p->fail[i]->user;
+        tsr__engine_finish(e, r, TSR_FINISH_ERROR, TSR_ERR_KV_FULL, "the request does not fit the KV cache");
+    }
+    if (p->n_entries == 0) return;
+    for (int64_t i = 0; i < p->n_entries; i++) {
+        tsr_sched_seq *q = p->entries[i].seq;
+        tsr__req *r = q->user;
+        if (!r->scheduled_once) {
+            r->scheduled_once = true;
+            r->cached_tokens = q->n_computed;
+        }
+        e->steps[i] = (tsr_seq_step){q->tokens + q->n_computed, p->entries[i].n_new, q->n_computed, q->blocks,
+                                     q->n_blocks};
+    }
+    tsr_step step = {e->steps, p->n_entries, false};
+    /* Entries whose chunk reaches the end of their sequence sample (on the device where the
+     * backend can: only ids and requested logprobs come back). */
+    for (int64_t i = 0; i < p->n_entries; i++) {
+        tsr_sched_seq *q = p->entries[i].seq;
+        tsr__req *r = q->user;
+        e->samples[i] = (tsr_seq_sample){NULL, {0}};
+        if (q->n_computed + p->entries[i].n_new < q->n_tokens) continue;   /* a prefill chunk short of the end */
+        e->samples[i].params = &r->sp;
+        e->samples[i].hist = (tsr_sample_history){q->tokens, r->n_prompt, q->tokens + r->n_prompt, r->n_gen};
+    }
+    rc = tsr_forward_sample(e->rt.fs, &e->rt.kv, &step, e->samples, e->tok_vocab, e->sampled, e->sample_res);
+    pthread_mutex_lock(&e->mu);
+    e->st.steps++;
+    pthread_mutex_unlock(&e->mu);
+    if (rc != TSR_OK) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "forward pass failed: %s", tsr_last_error());
+        TSR_LOGE("engine: %s", msg);
+        if (rc == TSR_ERR_COMM || tsr_group_broken(NULL)) {
+            tsr__go_fatal(e, rc == TSR_ERR_COMM ? rc : TSR_ERR_COMM, msg);
+            return;
+        }
+        /* a failure of this step only (memory): its requests end with the error, the rest go on */
+        for (int64_t i = 0; i < p->n_entries; i++) tsr__engine_finish(e, p->entries[i].seq->user, TSR_FINISH_ERROR, rc, msg);
+        return;
+    }
+    /* Entries first advance, then sample: finishing one request never touches another's. */
+    for (int64_t i = 0; i < p->n_entries; i++) tsr_sched_advance(e->sched, p->entries[i].seq, p->entries[i].n_new);
+    for (int64_t i = 0; i < p->n_entries; i++) {
+        tsr_sched_seq *q = p->entries[i].seq;
+        if (!e->samples[i].params) continue;   /* a prefill chunk short of the end */
+        tsr__engine_sample_one(e, q->user, e->sampled[i], &e->sample_res[i]);
+    }
+}
+
+static void tsr__step_loop(tsr_engine *e) {
+    /* an idle TP group exchanges a heartbeat every second, so a rank that stops answering is
+     * found (and reported) with no request running, and workers know rank 0 is alive */
+    const bool beats = e->rt.group.size > 1;
+    for (;;) {
+        bool beat = false;
+        pthread_mutex_lock(&e->mu);
+        for (;;) {
+            bool work = e->inbox || e->cancels || e->stopping;
+            if (work) break;
+            tsr_sched_counts sc;
+            tsr_sched_get_counts(e->sched, &sc);
+            if (sc.running || sc.waiting) break;
+            if ((e->cfg.session_ttl_s > 0 && e->sessions) || (beats && e->fatal == TSR_OK)) {
+                struct timespec ts;
+                clock_gettime(CLOCK_REALTIME, &ts);
+                ts.tv_sec += 1;
+                beat = pthread_cond_timedwait(&e->cv, &e->mu, &ts) != 0 && beats && e->fatal == TSR_OK;
+                break;
+            }
+            pthread_cond_wait(&e->cv, &e->mu);
+        }
+        tsr__req *in = e->inbox;
+        tsr__cancel *cs = e->cancels;
+        e->inbox = e->inbox_tail = NULL;
+        e->cancels = NULL;
+        bool stopping = e->stopping;
+        pthread_mutex_unlock(&e->mu);
+        if (beat && !stopping && tsr_exec_heartbeat(&e->rt.exec) != TSR_OK) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "%s", tsr_last_error());
+            tsr__go_fatal(e, TSR_ERR_COMM, msg);
+        }
+
+        while (in) {
+            tsr__req *r = in;
+            in = in->next;
+            r->next = e->active;
+            e->active = r;
+            if (e->fatal != TSR_OK) {   /* only this thread writes it */
+                tsr__engine_finish(e, r, TSR_FINISH_ERROR, e->fatal, e->fatal_msg);
+                continue;
+            }
+            if (tsr__start(e, r) != TSR_OK) {
+                char msg[512];
+                snprintf(msg, sizeof msg, "%s", tsr_last_error());
+                tsr__engine_finish(e, r, TSR_FINISH_ERROR, TSR_ERR_INVALID_ARG, msg);
+            }
+        }
+        while (cs) {
+            tsr__cancel *c = cs;
+            cs = cs->next;
+            if (c->session) {
+                tsr__session *s = tsr__engine_session_find(e, c->id);
+                if (s && s->busy) s->busy->end_session = true;   /* ends with its request */
+                else if (s) tsr__engine_session_end(e, s);
+            } else {
+                tsr__req *r = tsr__find_active(e, c->id);
+                if (r) tsr__engine_finish(e, r, TSR_FINISH_CANCELLED, TSR_ERR_CANCELLED, "cancelled");
+            }
+            free(c);
+        }
+        if (stopping) {
+            while (e->active) tsr__engine_finish(e, e->active, TSR_FINISH_CANCELLED, TSR_ERR_CANCELLED, "the engine closed");
+            while (e->sessions) tsr__engine_session_end(e, e->sessions);
+            tsr__engine_update_stats(e);
+            return;
+        }
+        if (e->cfg.session_ttl_s > 0) {
+            double now = tsr_now();
+            for (tsr__session *s = e->sessions, *nx; s; s = nx) {
+                nx = s->next;
+                if (!s->busy && now - s->last_used > e->cfg.session_ttl_s) tsr__engine_session_end(e, s);
+            }
+        }
+        tsr__step(e);
+        tsr__engine_update_stats(e);
+    }
+}
+
+/* The step thread: joins the group and loads the model, waits for the opener to finish the
+ * rest, runs steps (rank 0) or replays them (ranks > 0), and closes the runtime -- so every MPI
+ * call of the process is made here (worker/group.h). */
+void *tsr__engine_step_main(void *arg) {
+    tsr_engine *e = arg;
+    const tsr_engine_config *c = &e->cfg;
+    tsr_runtime_opts o;
+    tsr_runtime_opts_default(&o);
+    o.model_path = c->model_path;
+    if (c->backend) o.backend = c->backend;
+    o.tp = c->tp;
+    o.threads = c->threads;
+    o.block_len = c->cache_block_seq_len;
+    o.cache_max_entry_count = c->cache_max_entry_count;
+    o.session_len = c->session_len;
+    o.progress = c->progress;
+    o.load_format = c->load_format;
+    o.session_len_fallback = c->session_len_fallback;
+    o.kv_one_session_fallback = c->kv_one_session_fallback;
+    tsr_status rc = tsr_runtime_open(&e->rt, &o, e->argc, e->argv);
+    pthread_mutex_lock(&e->mu);
+    e->open_rc = rc;
+    if (rc != TSR_OK) snprintf(e->open_msg, sizeof e->open_msg, "%s", tsr_last_error());
+    e->open_state = rc == TSR_OK ? 1 : -1;
+    pthread_cond_broadcast(&e->cv);
+    while (rc == TSR_OK && e->rt.group.rank == 0 && !e->go) pthread_cond_wait(&e->cv, &e->mu);
+    bool stop = e->stopping;
+    pthread_mutex_unlock(&e->mu);
+    if (rc != TSR_OK) return NULL;
+    if (e->rt.group.rank != 0) {   /* a worker: replay rank 0's steps until it closes */
+        e->worker_code = tsr_runtime_worker_main(&e->rt);
+        return NULL;
+    }
+    if (!stop) tsr__step_loop(e);
+    tsr_runtime_close(&e->rt);
+    return NULL;
+}
