@@ -2,6 +2,7 @@
  * the engine (under mpirun, ranks > 0 become workers inside tsr_engine_open and return when rank
  * 0 closes it); rank 0 runs the front end (coordinator/frontend) until SIGTERM, drains, and
  * closes the engine, which releases the workers. */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,15 +24,29 @@ static void tsr__serve_on_fatal(void *user, const char *message) {
     kill(getpid(), SIGTERM);
 }
 
+/* The served id when --model-name is not given, as vLLM: the path the user gave, as its last
+ * component (a file's name without its extension, or the directory's name). */
+static const char *tsr__serve_default_name(const char *path, char *out, size_t cap) {
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') n--;
+    size_t b = n;
+    while (b > 0 && path[b - 1] != '/') b--;
+    snprintf(out, cap, "%.*s", (int)(n - b), path + b);
+    char *dot = strrchr(out, '.');
+    if (dot && dot != out && (!strcmp(dot, ".gguf") || !strcmp(dot, ".GGUF") || !strcmp(dot, ".safetensors"))) *dot = 0;
+    return out[0] ? out : NULL;
+}
+
 int tsr_cmd_serve(int argc, char **argv) {
-    const char *host = "127.0.0.1", *backend = NULL, *load_format = NULL, *chat_template = NULL, *model_name = NULL;
+    const char *host = "127.0.0.1", *backend = NULL, *load_format = NULL, *chat_template = NULL;
     int64_t port = 23333, grpc_port = 23334, tp = 0, max_batch = 64, session_len = 0, max_body = 8 << 20;
     int64_t max_prefill = 0, threads = 0, block_len = 0;
+    const char *cache_arg = NULL;   /* a string, so that "not given" differs from every value */
     double cache = 0, read_timeout = 30, idle_timeout = 60, session_ttl = 0;
     int64_t max_connections = 1024, max_unsent = 4 << 20, max_held = (int64_t)256 << 20, max_queue = 1024;
     int64_t grpc_conn_buffer = 16 << 20;
     bool no_prefix_cache = false;
-    tsr_str_list keys = {0}, origins = {0}, hosts = {0};
+    tsr_str_list keys = {0}, origins = {0}, hosts = {0}, names = {0};
     const tsr_opt opts[] = {
         {"--server-name", TSR_OPT_STR, &host, "ADDR", "address to bind (default 127.0.0.1; 0.0.0.0 for all)"},
         {"--server-port", TSR_OPT_INT, &port, "N", "HTTP port: OpenAI API, web page, /metrics (default 23333)"},
@@ -41,14 +56,15 @@ int tsr_cmd_serve(int argc, char **argv) {
         {"--load-format", TSR_OPT_STR, &load_format, "F", "auto (the files) or dummy (random weights of the model's shapes)"},
         {"--max-batch-size", TSR_OPT_INT, &max_batch, "N", "sequences per engine step (default 64)"},
         {"--max-prefill-token-num", TSR_OPT_INT, &max_prefill, "N", "prefill tokens per step (default 2048)"},
-        {"--cache-max-entry-count", TSR_OPT_FLOAT, &cache, "F", "KV pool: < 1 fraction of free memory, >= 1 blocks"},
+        {"--cache-max-entry-count", TSR_OPT_STR, &cache_arg, "F", "KV pool: < 1 fraction of free memory, >= 1 blocks"},
         {"--cache-block-seq-len", TSR_OPT_INT, &block_len, "N", "tokens per KV block (default 64)"},
         {"--no-prefix-cache", TSR_OPT_FLAG, &no_prefix_cache, NULL, "do not reuse KV blocks across requests"},
         {"--session-len", TSR_OPT_INT, &session_len, "N", "max tokens of one sequence (default: the model's)"},
         {"--session-ttl", TSR_OPT_FLOAT, &session_ttl, "S", "idle interactive sessions end after S seconds"},
         {"--threads", TSR_OPT_INT, &threads, "N", "CPU backend threads per rank (default: all cores)"},
         {"--chat-template", TSR_OPT_STR, &chat_template, "T", "template name or LMDeploy JSON file"},
-        {"--model-name", TSR_OPT_STR, &model_name, "NAME", "model id in the API (default: the model's name)"},
+        {"--model-name", TSR_OPT_STR_LIST, &names, "NAME", "model id in the API (default: the model path's file name "
+                                                          "without extension, or its directory's name); again: aliases"},
         {"--api-key", TSR_OPT_STR_LIST, &keys, "KEY", "require 'Authorization: Bearer KEY' (repeatable)"},
         {"--max-body-bytes", TSR_OPT_INT, &max_body, "N", "largest request body (default 8 MiB)"},
         {"--read-timeout", TSR_OPT_FLOAT, &read_timeout, "S", "a started request must arrive within S s (default 30)"},
@@ -68,7 +84,7 @@ int tsr_cmd_serve(int argc, char **argv) {
     int n_pos = 0;
     int rc = tsr_cli_parse("tessera serve [MODEL] [options]",
                            "Serves a model: the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models),\n"
-                           "TurboMind's /v1/chat/interactive, /health, /metrics and a web chat page over HTTP, and\n"
+                           "vLLM's /tokenize, /detokenize and /version, TurboMind's /v1/chat/interactive, /health, /metrics and a web chat page over HTTP, and\n"
                            "proto/tessera.proto over gRPC.  Under `mpirun -np N` rank 0 serves, the others are\n"
                            "tensor-parallel workers.  SIGTERM stops admitting, finishes what runs, and exits.",
                            opts, argc, argv, pos, 1, &n_pos);
@@ -81,6 +97,30 @@ int tsr_cmd_serve(int argc, char **argv) {
         free(keys.items);
         free(origins.items);
         free(hosts.items);
+        free(names.items);
+        return 1;
+    }
+    /* every numeric flag in its range or an error naming it, never a silent default */
+    const char *bad = NULL;
+    if (cache_arg) {
+        char *end = NULL;
+        cache = strtod(cache_arg, &end);
+        if (end == cache_arg || *end || !isfinite(cache) || cache <= 0) bad = "--cache-max-entry-count must be a number > 0";
+    }
+    if (tp < 0) bad = "--tp must be >= 1";
+    if (max_prefill < 0) bad = "--max-prefill-token-num must be >= 1";
+    if (block_len < 0) bad = "--cache-block-seq-len must be >= 1";
+    if (session_len < 0) bad = "--session-len must be >= 1";
+    if (threads < 0) bad = "--threads must be >= 1";
+    if (!isfinite(session_ttl) || session_ttl < 0) bad = "--session-ttl must be a number >= 0";
+    if (!isfinite(read_timeout) || read_timeout < 0) bad = "--read-timeout must be a number >= 0 (0: off)";
+    if (!isfinite(idle_timeout) || idle_timeout < 0) bad = "--idle-timeout must be a number >= 0 (0: off)";
+    if (bad) {
+        fprintf(stderr, "tessera serve: %s\n", bad);
+        free(keys.items);
+        free(origins.items);
+        free(hosts.items);
+        free(names.items);
         return 1;
     }
     /* comma lists are split in place (argv strings are writable) */
@@ -99,12 +139,22 @@ int tsr_cmd_serve(int argc, char **argv) {
         free(lists[l]->items);
         *lists[l] = out;
     }
+    for (int i = 0; i < names.n; i++)
+        if (!names.items[i][0]) {
+            fprintf(stderr, "tessera serve: --model-name must not be empty\n");
+            free(keys.items);
+            free(origins.items);
+            free(hosts.items);
+            free(names.items);
+            return 1;
+        }
     for (int i = 0; i < keys.n; i++)
         if (!keys.items[i][0]) {
             fprintf(stderr, "tessera serve: --api-key must not be empty\n");
             free(keys.items);
             free(origins.items);
             free(hosts.items);
+            free(names.items);
             return 1;
         }
     const char *model = tsr_cli_model_or_default(n_pos ? pos[0] : NULL);
@@ -112,6 +162,7 @@ int tsr_cmd_serve(int argc, char **argv) {
         free(keys.items);
         free(origins.items);
         free(hosts.items);
+        free(names.items);
         return 1;
     }
     tsr_engine_config ec;
@@ -137,12 +188,14 @@ int tsr_cmd_serve(int argc, char **argv) {
         free(keys.items);
         free(origins.items);
         free(hosts.items);
+        free(names.items);
         return 1;
     }
     if (!e) {   /* a worker rank: rank 0 has closed the engine */
         free(keys.items);
         free(origins.items);
         free(hosts.items);
+        free(names.items);
         return 0;
     }
     tsr_server_config sc;
@@ -155,7 +208,11 @@ int tsr_cmd_serve(int argc, char **argv) {
     sc.max_body_bytes = max_body;
     sc.read_timeout_s = read_timeout;
     sc.idle_timeout_s = idle_timeout;
-    sc.model_name = model_name;
+    char default_name[256];
+    sc.model_name = names.n ? names.items[0] : tsr__serve_default_name(model, default_name, sizeof default_name);
+    sc.model_aliases = names.n > 1 ? names.items + 1 : NULL;
+    sc.n_model_aliases = names.n > 1 ? names.n - 1 : 0;
+    sc.version = TSR_VERSION;
     sc.max_connections = max_connections;
     sc.max_queue = max_queue;
     sc.max_running = max_batch;
@@ -173,5 +230,6 @@ int tsr_cmd_serve(int argc, char **argv) {
     free(keys.items);
     free(origins.items);
     free(hosts.items);
+    free(names.items);
     return st == TSR_OK && !broken ? 0 : 1;
 }

@@ -69,7 +69,8 @@ bool tsr__fe_add_stop(tsr__fe_params *p, const char *s, tsr__fe_error *err);
 /* a message's role: "system", "user", "assistant" ("developer" is "system"), else NULL; */
 const char *tsr__fe_role(const char *role, tsr__fe_error *err);
 /* the model asked for (NULL or "": any) is the one served (else 404 model_not_found); */
-bool tsr__fe_check_model(const char *given, const char *served, tsr__fe_error *err);
+bool tsr__fe_check_model(const char *given, const char *served, const char *const *aliases, int n_aliases,
+                         tsr__fe_error *err);
 /* and, once p is filled, the sampling parameters together (p->logprobs included). */
 bool tsr__fe_check_sampling(tsr__fe_params *p, tsr__fe_error *err);
 /* The answer to a request the engine refused at submit: 400 naming the parameter at fault

@@ -150,7 +150,7 @@ static void tsr__g_submit(tsr__gstream *s, tsr__fe_params *p) {
 
 static bool tsr__g_model_ok(tsr__gstream *s, const char *model) {
     tsr__fe_error err;
-    if (tsr__fe_check_model(model, s->srv->model, &err)) return true;
+    if (tsr__fe_check_model(model, s->srv->model, s->srv->cfg.model_aliases, s->srv->cfg.n_model_aliases, &err)) return true;
     tsr__grpc_finish(s, tsr__g_code(err.status), err.message);
     return false;
 }

@@ -58,6 +58,8 @@ void tsr__http_stream_end(tsr__conn *c);
 /* ---- routes (http_routes.c) and answers to calls (http_answer.c) ---- */
 /* Answers the request c->in holds, now or later from the engine's events. */
 void tsr__http_route(tsr__conn *c);
+/* http_tokenize.c: POST /tokenize, POST /detokenize, GET /version; false if path is none of them */
+bool tsr__http_route_utility(tsr__conn *c, const char *path);
 extern const tsr__call_ops tsr__http_ops;
 
 #endif

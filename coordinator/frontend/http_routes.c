@@ -14,17 +14,46 @@
 extern const unsigned char tsr__web_index_html[];
 extern const size_t tsr__web_index_html_len;
 
-static cJSON *tsr__models_json(tsr__srv *s) {
-    cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "object", "list");
-    cJSON *data = cJSON_AddArrayToObject(j, "data"), *m = cJSON_CreateObject();
-    cJSON_AddItemToArray(data, m);
-    cJSON_AddStringToObject(m, "id", s->model);
+/* One model object of /v1/models: the served id or one of its aliases. */
+static cJSON *tsr__model_json(tsr__srv *s, const char *id) {
+    cJSON *m = cJSON_CreateObject();
+    cJSON_AddStringToObject(m, "id", id);
     cJSON_AddStringToObject(m, "object", "model");
     cJSON_AddNumberToObject(m, "created", 0);
     cJSON_AddStringToObject(m, "owned_by", "tessera");
+    cJSON_AddStringToObject(m, "root", s->model);
     cJSON_AddNumberToObject(m, "max_model_len", (double)tsr_engine_session_len(s->engine));
+    return m;
+}
+
+static cJSON *tsr__models_json(tsr__srv *s) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "object", "list");
+    cJSON *data = cJSON_AddArrayToObject(j, "data");
+    cJSON_AddItemToArray(data, tsr__model_json(s, s->model));
+    for (int i = 0; i < s->cfg.n_model_aliases; i++) cJSON_AddItemToArray(data, tsr__model_json(s, s->cfg.model_aliases[i]));
     return j;
+}
+
+static int tsr__hex(char ch) {
+    return ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : ch >= 'A' && ch <= 'F' ? ch - 'A' + 10 : -1;
+}
+
+/* %-escapes decoded in place; false for a malformed escape or an escaped NUL. */
+static bool tsr__url_decode(char *s) {
+    char *o = s;
+    for (const char *q = s; *q; q++) {
+        if (*q != '%') {
+            *o++ = *q;
+            continue;
+        }
+        int hi = tsr__hex(q[1]), lo = hi < 0 ? -1 : tsr__hex(q[2]);
+        if (lo < 0 || (hi | lo) == 0) return false;
+        *o++ = (char)(hi * 16 + lo);
+        q += 2;
+    }
+    *o = 0;
+    return true;
 }
 
 static bool tsr__authorized(tsr__conn *c) {
@@ -138,12 +167,15 @@ void tsr__http_route(tsr__conn *c) {
         return tsr__http_respond_json(c, 200, tsr__models_json(s));
     }
     if (!strncmp(path, "/v1/models/", 11)) {
-        if (strcmp(path + 11, s->model))
+        if (!get) return tsr__http_error(c, 405, "invalid_request_error", NULL, "method_not_allowed", "use GET");
+        char *id = path + 11;
+        tsr__fe_error err;
+        if (!tsr__url_decode(id) || !tsr__fe_utf8_valid(id, strlen(id)) ||
+            !tsr__fe_check_model(id[0] ? id : "\x01", s->model, s->cfg.model_aliases, s->cfg.n_model_aliases, &err))
             return tsr__http_error(c, 404, "invalid_request_error", "model", "model_not_found", "no such model");
-        cJSON *j = tsr__models_json(s), *m = cJSON_DetachItemFromArray(cJSON_GetObjectItem(j, "data"), 0);
-        cJSON_Delete(j);
-        return tsr__http_respond_json(c, 200, m);
+        return tsr__http_respond_json(c, 200, tsr__model_json(s, id));
     }
+    if (tsr__http_route_utility(c, path)) return;
     int api = !strcmp(path, "/v1/chat/completions") ? 0
               : !strcmp(path, "/v1/completions")    ? 1
               : !strcmp(path, "/v1/chat/interactive") ? 2
@@ -162,7 +194,7 @@ void tsr__http_route(tsr__conn *c) {
     tsr__fe_error err;
     tsr__fe_kind kind = api == 0 ? TSR__FE_CHAT : api == 1 ? TSR__FE_COMPLETION : TSR__FE_INTERACTIVE;
     if (!tsr__fe_parse(kind, c->in.body ? c->in.body : "", c->in.body_len, &p, &err)) return tsr__http_respond_error(c, &err);
-    if (!tsr__fe_check_model(p.model, s->model, &err)) {
+    if (!tsr__fe_check_model(p.model, s->model, s->cfg.model_aliases, s->cfg.n_model_aliases, &err)) {
         tsr__fe_params_free(&p);
         return tsr__http_respond_error(c, &err);
     }

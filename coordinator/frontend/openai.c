@@ -1,7 +1,9 @@
 /* OpenAI request bodies -> validated parameters -> engine requests, and OpenAI's error object.
  * Every rejection names the parameter (OpenAI's "param") so a client can tell what to fix;
  * ranges follow OpenAI's documentation where it has one and the engine's where it does not.
- * Unknown fields are ignored, as OpenAI-compatible servers do. */
+ * Unknown fields are ignored, as OpenAI-compatible servers do; known fields Tessera does not
+ * implement (logit_bias, tools, response_format, ...) are refused unless their value asks for
+ * nothing (tsr__unsupported_fields). */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -164,8 +166,11 @@ const char *tsr__fe_role(const char *role, tsr__fe_error *err) {
     return NULL;
 }
 
-bool tsr__fe_check_model(const char *given, const char *served, tsr__fe_error *err) {
+bool tsr__fe_check_model(const char *given, const char *served, const char *const *aliases, int n_aliases,
+                         tsr__fe_error *err) {
     if (!given || !given[0] || !strcmp(given, served)) return true;
+    for (int i = 0; i < n_aliases; i++)
+        if (!strcmp(given, aliases[i])) return true;
     tsr__fe_seterr(err, 404, "invalid_request_error", "model", "model_not_found",
                    "the model '%.200s' does not exist; this server serves '%.200s'", given, served);
     return false;
@@ -336,6 +341,97 @@ void tsr__fe_params_free(tsr__fe_params *p) {
     memset(p, 0, sizeof *p);
 }
 
+/* ---- fields Tessera does not implement yet: a 400 naming the field, never a silent 200 ----
+ * Each is allowed only with a value that asks for nothing (absent, null, or the harmless value
+ * its predicate accepts), so a client that sends SDK defaults still works. */
+static bool tsr__nothing_empty(cJSON *x, int n) {
+    (void)n;
+    return (cJSON_IsArray(x) || cJSON_IsObject(x)) && !x->child;
+}
+static bool tsr__nothing_best_of(cJSON *x, int n) { return cJSON_IsNumber(x) && (x->valuedouble == 1 || x->valuedouble == n); }
+static bool tsr__nothing_zero(cJSON *x, int n) {
+    (void)n;
+    return cJSON_IsNumber(x) && x->valuedouble == 0;
+}
+static bool tsr__nothing_false(cJSON *x, int n) {
+    (void)n;
+    return cJSON_IsFalse(x);
+}
+static bool tsr__nothing_bool(cJSON *x, int n) {   /* meaningless without tools, which must be empty */
+    (void)n;
+    return cJSON_IsBool(x);
+}
+static bool tsr__nothing_one(cJSON *x, int n) {
+    (void)n;
+    return cJSON_IsNumber(x) && x->valuedouble == 1;
+}
+static bool tsr__nothing_empty_str(cJSON *x, int n) {
+    (void)n;
+    return cJSON_IsString(x) && !x->valuestring[0];
+}
+static bool tsr__nothing_choice(cJSON *x, int n) {   /* tool_choice / function_call with no tools */
+    (void)n;
+    return cJSON_IsString(x) && (!strcmp(x->valuestring, "none") || !strcmp(x->valuestring, "auto"));
+}
+static bool tsr__nothing_text(cJSON *x, int n) {     /* response_format {"type": "text"} */
+    (void)n;
+    cJSON *t = cJSON_GetObjectItemCaseSensitive(x, "type");
+    return cJSON_IsObject(x) && cJSON_IsString(t) && !strcmp(t->valuestring, "text") && cJSON_GetArraySize(x) == 1;
+}
+static bool tsr__nothing_text_only(cJSON *x, int n) {   /* modalities ["text"] */
+    (void)n;
+    cJSON *t = cJSON_GetArrayItem(x, 0);
+    return cJSON_IsArray(x) && cJSON_GetArraySize(x) == 1 && cJSON_IsString(t) && !strcmp(t->valuestring, "text");
+}
+
+static const struct tsr__unsupported {
+    const char *name;
+    bool (*nothing)(cJSON *x, int n);   /* NULL: only null means nothing */
+    const char *allowed;                /* said in the message */
+} tsr__unsupported_fields[] = {
+    {"logit_bias", tsr__nothing_empty, "{}"},
+    {"best_of", tsr__nothing_best_of, "1 or equal to n"},
+    {"stop_token_ids", tsr__nothing_empty, "[]"},
+    {"response_format", tsr__nothing_text, "{\"type\": \"text\"}"},
+    {"tools", tsr__nothing_empty, "[]"},
+    {"tool_choice", tsr__nothing_choice, "\"none\" or \"auto\""},
+    {"parallel_tool_calls", tsr__nothing_bool, "a boolean"},
+    {"functions", tsr__nothing_empty, "[]"},
+    {"function_call", tsr__nothing_choice, "\"none\" or \"auto\""},
+    {"min_tokens", tsr__nothing_zero, "0"},
+    {"suffix", tsr__nothing_empty_str, "\"\""},
+    {"use_beam_search", tsr__nothing_false, "false"},
+    {"length_penalty", tsr__nothing_one, "1"},
+    {"include_stop_str_in_output", tsr__nothing_false, "false"},
+    {"guided_json", NULL, NULL},   /* vLLM's guided decoding */
+    {"guided_regex", NULL, NULL},
+    {"guided_choice", NULL, NULL},
+    {"guided_grammar", NULL, NULL},
+    {"prompt_logprobs", NULL, NULL},
+    {"truncate_prompt_tokens", NULL, NULL},
+    {"allowed_token_ids", NULL, NULL},
+    {"bad_words", tsr__nothing_empty, "[]"},
+    {"structured_outputs", NULL, NULL},
+    {"prediction", NULL, NULL},
+    {"audio", NULL, NULL},
+    {"modalities", tsr__nothing_text_only, "[\"text\"]"},
+    {"reasoning_effort", NULL, NULL},
+    {"web_search_options", NULL, NULL},
+};
+
+static bool tsr__refuse_unsupported(cJSON *o, int n, tsr__fe_error *err) {
+    for (size_t i = 0; i < sizeof tsr__unsupported_fields / sizeof tsr__unsupported_fields[0]; i++) {
+        const struct tsr__unsupported *u = &tsr__unsupported_fields[i];
+        cJSON *x = cJSON_GetObjectItemCaseSensitive(o, u->name);
+        if (!x || cJSON_IsNull(x) || (u->nothing && u->nothing(x, n))) continue;
+        if (u->allowed)
+            return BAD(u->name, "unsupported_parameter", "'%s' is not supported by this server (only %s is accepted)",
+                       u->name, u->allowed);
+        return BAD(u->name, "unsupported_parameter", "'%s' is not supported by this server", u->name);
+    }
+    return true;
+}
+
 static bool tsr__parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_params *p, tsr__fe_error *err) {
     const char *end = NULL;
     p->root = cJSON_ParseWithLengthOpts(body, len, &end, false);
@@ -410,6 +506,7 @@ static bool tsr__parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_
     i = 1;
     if (!tsr__get_int(o, "n", &i, err)) return false;
     p->n = (int)i;
+    if (!tsr__refuse_unsupported(o, p->n, err)) return false;
     if (!tsr__stop(p, cJSON_GetObjectItemCaseSensitive(o, "stop"), err)) return false;
     if (!tsr__get_bool(o, "stream", &p->stream, err)) return false;
     if (!tsr__get_bool(o, "ignore_eos", &p->ignore_eos, err)) return false;

@@ -27,6 +27,9 @@ typedef struct tsr_server_config {
     const char *const *allowed_hosts;   /* Host names besides the bound address and loopback ("*": any) */
     int n_allowed_hosts;
     const char *model_name;        /* served model id (default: the engine's) */
+    const char *const *model_aliases; /* further ids accepted as "model" and listed (--model-name again) */
+    int n_model_aliases;
+    const char *version;           /* GET /version (NULL: "unknown") */
 } tsr_server_config;
 
 #endif

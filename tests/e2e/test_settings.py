@@ -1,0 +1,140 @@
+"""Every setting honoured or refused (issue 16), against a real `tessera serve`:
+- OpenAI fields Tessera does not implement are a 400 naming the field (OpenAI SDK), unless
+  their value asks for nothing;
+- the served id defaults to the model path's file name, --model-name gives aliases, and
+  GET /v1/models/{id} answers each (%-escapes decoded);
+- vLLM's /tokenize, /detokenize and /version, checked against HF `tokenizers`;
+- out-of-range numeric flags of `serve` are errors naming the flag."""
+import subprocess
+import sys
+import urllib.parse
+
+import openai
+import pytest
+
+from serve_util import API_KEY, ROOT, Server, default_model, free_port, http, tessera_bin
+
+sys.path.insert(0, str(ROOT / "tests" / "tokenizer"))
+import tok_util  # noqa: E402  (the HF reference tokenizer of the default model)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.base + "/v1", api_key=API_KEY, max_retries=0, timeout=120)
+
+
+MSG = [{"role": "user", "content": "Hi"}]
+
+# (field, a value that asks for something Tessera does not do)
+REFUSED = [
+    ("logit_bias", {"42": 5}),
+    ("best_of", 3),
+    ("stop_token_ids", [2]),
+    ("response_format", {"type": "json_object"}),
+    ("tools", [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]),
+    ("tool_choice", "required"),
+    ("functions", [{"name": "f", "parameters": {"type": "object"}}]),
+    ("function_call", {"name": "f"}),
+    ("min_tokens", 4),
+    ("guided_json", {"type": "object"}),
+    ("guided_regex", "a+"),
+    ("use_beam_search", True),
+    ("prompt_logprobs", 1),
+]
+
+
+@pytest.mark.parametrize("field,value", REFUSED, ids=[f for f, _ in REFUSED])
+def test_unsupported_field_is_refused(client, field, value):
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.chat.completions.create(model="", messages=MSG, max_tokens=2, extra_body={field: value})
+    body = ei.value.body
+    assert body["param"] == field and body["code"] == "unsupported_parameter", body
+    assert field in body["message"]
+
+
+def test_refused_on_completions_too_and_harmless_values_accepted(server, client):
+    st, j = http(server, "POST", "/v1/completions", {"prompt": "a", "max_tokens": 2, "logit_bias": {"1": -100}})
+    assert st == 400 and j["error"]["param"] == "logit_bias", j
+    # values that ask for nothing (SDK defaults) still work
+    r = client.chat.completions.create(
+        model="", messages=MSG, max_tokens=2, temperature=0, n=2, response_format={"type": "text"}, tools=[],
+        tool_choice="none", logit_bias={}, extra_body={"best_of": 2, "stop_token_ids": [], "min_tokens": 0})
+    assert len(r.choices) == 2
+
+
+def test_default_served_id_is_the_file_name(client, server):
+    ids = [m.id for m in client.models.list().data]
+    assert ids == [default_model().stem]
+    st, j = http(server, "GET", "/v1/models/" + urllib.parse.quote(ids[0]))
+    assert st == 200 and j["id"] == ids[0] and j["object"] == "model"
+    st, _ = http(server, "GET", "/v1/models/nope")
+    assert st == 404
+
+
+def test_model_name_aliases():
+    s = Server(["--model-name", "my model/v1", "--model-name", "alias-2"], log_name="settings-names")
+    try:
+        c = openai.OpenAI(base_url=s.base + "/v1", api_key="none", max_retries=0, timeout=120)
+        assert [m.id for m in c.models.list().data] == ["my model/v1", "alias-2"]
+        for name in ("my model/v1", "alias-2"):
+            r = c.completions.create(model=name, prompt="a", max_tokens=1)
+            assert r.choices[0].text is not None
+            st, j = http(s, "GET", "/v1/models/" + urllib.parse.quote(name, safe=""))
+            assert st == 200 and j["id"] == name, j
+        with pytest.raises(openai.NotFoundError):
+            c.completions.create(model="other", prompt="a", max_tokens=1)
+        st, _ = http(s, "GET", "/v1/models/my%2", key=None)
+        assert st == 404
+    finally:
+        assert s.stop() == 0, s.log_text()
+
+
+@pytest.fixture(scope="module")
+def reference():
+    hf, prefix = tok_util.gguf_reference(default_model())
+    return hf, prefix
+
+
+def test_tokenize_detokenize_match_hf(server, reference):
+    hf, prefix = reference
+    text = "Hello, world! Ünïcode 日本語 and  spaces."
+    want = hf.encode(text, add_special_tokens=False).ids
+    st, j = http(server, "POST", "/tokenize", {"prompt": text, "add_special_tokens": False})
+    assert st == 200, j
+    assert j["tokens"] == want and j["count"] == len(want) and j["max_model_len"] == 2048
+    st, j = http(server, "POST", "/tokenize", {"prompt": text})
+    assert st == 200 and j["tokens"] == prefix + want, j
+    st, j = http(server, "POST", "/detokenize", {"tokens": want})
+    assert st == 200 and j["prompt"] == hf.decode(want, skip_special_tokens=False) == text, j
+    st, j = http(server, "POST", "/detokenize", {"tokens": [-1]})
+    assert st == 400 and j["error"]["param"] == "tokens"
+
+
+def test_tokenize_messages(server, reference):
+    hf, _ = reference
+    msgs = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    st, j = http(server, "POST", "/tokenize", {"messages": msgs, "add_generation_prompt": True})
+    assert st == 200, j
+    text = hf.decode(j["tokens"], skip_special_tokens=False)
+    assert text.endswith("<|im_start|>assistant\n") and "<|im_start|>user\nHi<|im_end|>" in text
+    # the same count the engine bills for that conversation
+    r = openai.OpenAI(base_url=server.base + "/v1", api_key=API_KEY, max_retries=0).chat.completions.create(
+        model="", messages=msgs, max_tokens=1)
+    assert r.usage.prompt_tokens == j["count"]
+
+
+def test_version(server):
+    st, j = http(server, "GET", "/version")
+    assert st == 200 and j["version"] and j["version"] != "unknown", j
+
+
+@pytest.mark.parametrize("flag,value", [("--cache-max-entry-count", "-3"), ("--cache-max-entry-count", "0"),
+                                        ("--cache-max-entry-count", "nan"), ("--session-len", "-5"),
+                                        ("--cache-block-seq-len", "-1"), ("--session-ttl", "-1")])
+def test_out_of_range_flag_is_an_error(flag, value):
+    try:
+        p = subprocess.run([tessera_bin(), "serve", str(default_model()), "--server-port", str(free_port()), "--grpc-port", "0",
+                            flag, value], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"`serve {flag} {value}` started instead of refusing the value")
+    assert p.returncode != 0 and flag in p.stderr, p.stderr
