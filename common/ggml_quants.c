@@ -54,9 +54,25 @@ static const tsr__ggml_type_info *tsr__type_info(tsr_ggml_type t) {
     return NULL;
 }
 
+/* ggml's types that Tessera does not read, by number (the GGUF spec's numbering, 4-5 and 31-33,
+ * 36-38 retired), so that refusing one names it. */
+static const struct {
+    uint32_t type;
+    const char *name;
+} tsr__unread_types[] = {
+    {4, "Q4_2"},       {5, "Q4_3"},       {16, "IQ2_XXS"},    {17, "IQ2_XS"},     {18, "IQ3_XXS"},
+    {19, "IQ1_S"},     {20, "IQ4_NL"},    {21, "IQ3_S"},      {22, "IQ2_S"},      {23, "IQ4_XS"},
+    {29, "IQ1_M"},     {31, "Q4_0_4_4"},  {32, "Q4_0_4_8"},   {33, "Q4_0_8_8"},   {34, "TQ1_0"},
+    {35, "TQ2_0"},     {36, "IQ4_NL_4_4"}, {37, "IQ4_NL_4_8"}, {38, "IQ4_NL_8_8"}, {39, "MXFP4"},
+    {40, "NVFP4"},     {41, "Q1_0"},
+};
+
 const char *tsr_ggml_type_name(tsr_ggml_type t) {
     const tsr__ggml_type_info *ti = tsr__type_info(t);
-    return ti ? ti->name : "unknown";
+    if (ti) return ti->name;
+    for (size_t i = 0; i < sizeof tsr__unread_types / sizeof tsr__unread_types[0]; i++)
+        if (tsr__unread_types[i].type == (uint32_t)t) return tsr__unread_types[i].name;
+    return "unknown";
 }
 
 int64_t tsr_ggml_block_size(tsr_ggml_type t) {

@@ -19,6 +19,7 @@ typedef enum tsr_ggml_type {
     TSR_GGML_I32 = 26, TSR_GGML_I64 = 27, TSR_GGML_F64 = 28, TSR_GGML_BF16 = 30,
 } tsr_ggml_type;
 
+/* Every ggml type's name, those Tessera does not read too (IQ4_NL, TQ2_0, ...); "unknown" past them. */
 const char *tsr_ggml_type_name(tsr_ggml_type t);
 /* Elements per block and bytes per block; 0 for an unknown type. */
 int64_t tsr_ggml_block_size(tsr_ggml_type t);

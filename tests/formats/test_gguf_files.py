@@ -201,3 +201,18 @@ def test_inspect_help_lists_options(tessera):
     p = run(tessera, "inspect", "--help")
     for opt in ("--tensor", "--dump", "--metadata", "--no-tensors", "--to-safetensors"):
         assert opt in p.stdout
+
+
+@pytest.mark.parametrize("qt", [Q.IQ4_NL, Q.IQ4_XS, Q.IQ2_XXS, Q.IQ3_S, Q.TQ2_0, Q.IQ1_M])
+def test_unsupported_ggml_type_is_named(tessera, tmp_path, qt):
+    # a type Tessera does not read is refused by its name, not by its number alone
+    block, size = gguf.GGML_QUANT_SIZES[qt]
+    path = tmp_path / f"{qt.name}.gguf"
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_tensor("w", np.zeros((2, 256 // block * size), dtype=np.uint8), raw_dtype=qt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    p = run(tessera, "inspect", path, check=False)
+    assert p.returncode == 1 and f"ggml type {qt.name} ({qt.value})" in p.stderr and "'w'" in p.stderr, p.stderr
