@@ -223,7 +223,7 @@ static tsr_status tsr__check_tensor(const tsr_gguf *g, tsr_gguf_tensor *t, uint6
     const int64_t bs = tsr_ggml_block_size(t->type);
     const size_t ts = tsr_ggml_type_size(t->type);
     if (bs == 0 && strcmp(tsr_ggml_type_name(t->type), "unknown"))
-        return tsr_errorf(TSR_ERR_UNSUPPORTED, "%s: tensor '%s' has ggml type %s (%u), which Tessera does not support",
+        return tsr_errorf(TSR_ERR_FORMAT, "%s: tensor '%s' has ggml type %s (%u), which Tessera does not support",
                           g->path, name, tsr_ggml_type_name(t->type), (unsigned)t->type);
     if (bs == 0)
         return tsr_errorf(TSR_ERR_FORMAT, "%s: tensor '%s' has ggml type %u, which Tessera does not know", g->path,
