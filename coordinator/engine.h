@@ -177,7 +177,7 @@ typedef struct tsr_engine_stats {
     int64_t running, waiting;
     int64_t kv_blocks_total, kv_blocks_used, kv_blocks_free, kv_blocks_cached;
     int64_t prefix_hit_tokens, prefix_query_tokens;
-    int64_t requests_total, prompt_tokens_total, completion_tokens_total, preemptions_total;
+    int64_t preemptions_total;
     int64_t sessions;
     int64_t steps;
 } tsr_engine_stats;

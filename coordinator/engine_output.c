@@ -176,9 +176,6 @@ void tsr__engine_finish(tsr_engine *e, tsr__req *r, tsr_finish_reason why, tsr_s
             *p = r->next;
             break;
         }
-    pthread_mutex_lock(&e->mu);
-    e->st.completion_tokens_total += r->n_gen;
-    pthread_mutex_unlock(&e->mu);
     tsr__deliver(e, r, &ev);
     free(tail);
     tsr__engine_req_free(r);

@@ -208,8 +208,6 @@ static tsr_status tsr__submit(tsr_engine *e, const tsr_engine_request *rq, tsr_e
     else e->inbox = r;
     e->inbox_tail = r;
     e->n_inflight++;
-    e->st.requests_total++;
-    e->st.prompt_tokens_total += r->n_ids;
     if (request_id) *request_id = r->id;
     pthread_cond_broadcast(&e->cv);
     pthread_mutex_unlock(&e->mu);
