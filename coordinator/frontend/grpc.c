@@ -291,6 +291,21 @@ void tsr__grpc_reject(tsr__gstream *s, int status, const char *msg) {
     s->reset_after = open;   /* once the answer is out (tsr__on_frame_sent): a RST_STREAM queued now would drop it */
 }
 
+/* A request that is not gRPC at all (its content-type is not application/grpc*): a plain HTTP
+ * 415, as the gRPC over HTTP/2 spec asks, with no gRPC status; the rest as tsr__grpc_reject. */
+static void tsr__grpc_reject_media_type(tsr__gstream *s) {
+    bool open = !s->request_done;
+    s->request_done = true;
+    tsr__gstream_drop_in(s);
+    nghttp2_nv nv[2] = {NV(":status", "415"), NV("content-type", "text/plain")};
+    s->response_started = true;
+    s->finished = true;
+    s->status = TSR__GRPC_INTERNAL;
+    snprintf(s->message, sizeof s->message, "content-type is not application/grpc");
+    nghttp2_submit_response(s->conn->session, s->id, nv, 2, NULL);
+    s->reset_after = open;
+}
+
 void tsr__grpc_stream_sent(tsr__gstream *s) {
     tsr__gconn *conn = s->conn;
     tsr__srv *srv = s->srv;
@@ -408,6 +423,10 @@ static int tsr__on_frame(nghttp2_session *ses, const nghttp2_frame *f, void *use
     bool end = f->hd.flags & NGHTTP2_FLAG_END_STREAM;
     if (f->hd.type == NGHTTP2_HEADERS && f->headers.cat == NGHTTP2_HCAT_REQUEST) {
         s->request_done = end;   /* nothing more comes: an early answer needs no RST_STREAM */
+        if (!s->grpc_ctype) {
+            tsr__grpc_reject_media_type(s);
+            return 0;
+        }
         if (!s->srv->grpc_headers(s)) return 0;
     }
     if (end) {

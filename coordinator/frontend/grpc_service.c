@@ -3,7 +3,9 @@
  * of GenerateResponse messages, one per token, then one with the finish reason) and Chat (one
  * ChatResponse) become calls (call.c) whose parameters go through the same rules as the HTTP
  * API's (openai.c).  The method and API key are checked when a stream's HEADERS end, before any
- * of its DATA is held; refusals map to gRPC codes from the HTTP status the front end chose. */
+ * of its DATA is held; refusals map to gRPC codes from the HTTP status the front end chose.
+ * grpc.health.v1.Health/Check (proto/health.proto) answers SERVING or NOT_SERVING for probes;
+ * strings that are not UTF-8 are INVALID_ARGUMENT, as proto3 says. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +14,40 @@
 #include "common/grpc_frame.h"
 #include "common/log.h"
 #include "coordinator/frontend/grpc.h"
+#include "health.pb-c.h"
 #include "tessera.pb-c.h"
+
+#define TSR__HEALTH_PREFIX "/grpc.health.v1.Health/"
+
+/* Serving unless the rank group broke (tsr_engine_health) or the server is draining. */
+static bool tsr__g_serving(tsr__srv *srv) {
+    return !srv->draining && tsr_engine_health(srv->engine, NULL, 0) == TSR_OK;
+}
+
+/* proto3 strings must be UTF-8 (protobuf-c does not check); false after answering INVALID_ARGUMENT. */
+static bool tsr__g_utf8(tsr__gstream *s, const char *field, const char *v) {
+    if (!v || tsr__fe_utf8_valid(v, strlen(v))) return true;
+    char m[128];
+    snprintf(m, sizeof m, "'%s' is not valid UTF-8", field);
+    tsr__grpc_finish(s, TSR__GRPC_INVALID_ARGUMENT, m);
+    return false;
+}
+
+/* grpc.health.v1.Health/Check: the server ("") or tessera.v1.Tessera; other services NOT_FOUND. */
+static void tsr__g_health_check(tsr__gstream *s, const uint8_t *msg, size_t n) {
+    Grpc__Health__V1__HealthCheckRequest *q = grpc__health__v1__health_check_request__unpack(NULL, n, msg);
+    if (!q) return tsr__grpc_finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed HealthCheckRequest");
+    bool known = !q->service[0] || !strcmp(q->service, "tessera.v1.Tessera");
+    bool utf8 = tsr__fe_utf8_valid(q->service, strlen(q->service));
+    grpc__health__v1__health_check_request__free_unpacked(q, NULL);
+    if (!utf8) return tsr__grpc_finish(s, TSR__GRPC_INVALID_ARGUMENT, "'service' is not valid UTF-8");
+    if (!known) return tsr__grpc_finish(s, TSR__GRPC_NOT_FOUND, "unknown service");
+    Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    r.status = tsr__g_serving(s->srv) ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                                      : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+    tsr__grpc_send(s, &r.base);
+    tsr__grpc_finish(s, TSR__GRPC_OK, NULL);
+}
 
 /* Generate and ChatStream answer with a stream of GenerateResponse messages. */
 static bool tsr__g_streams(const tsr__gstream *s) {
@@ -117,8 +152,13 @@ static bool tsr__g_params(const Tessera__V1__SamplingParams *sp, tsr__fe_params 
         if (sp->repetition_penalty > 0) p->sampling.repetition_penalty = sp->repetition_penalty;
         p->sampling.presence_penalty = sp->presence_penalty;
         p->sampling.frequency_penalty = sp->frequency_penalty;
-        for (size_t i = 0; i < sp->n_stop; i++)
+        for (size_t i = 0; i < sp->n_stop; i++) {
+            if (!tsr__fe_utf8_valid(sp->stop[i], strlen(sp->stop[i]))) {
+                tsr__fe_seterr(err, 400, "invalid_request_error", "stop", "invalid_utf8", "'stop' is not valid UTF-8");
+                return false;
+            }
             if (!tsr__fe_add_stop(p, sp->stop[i], err)) return false;
+        }
         p->ignore_eos = sp->ignore_eos;
         if (sp->logprobs) p->logprobs = (int)sp->top_logprobs;
     }
@@ -149,6 +189,7 @@ static void tsr__g_submit(tsr__gstream *s, tsr__fe_params *p) {
 }
 
 static bool tsr__g_model_ok(tsr__gstream *s, const char *model) {
+    if (!tsr__g_utf8(s, "model", model)) return false;
     tsr__fe_error err;
     if (tsr__fe_check_model(model, s->srv->model, s->srv->cfg.model_aliases, s->srv->cfg.n_model_aliases, &err)) return true;
     tsr__grpc_finish(s, tsr__g_code(err.status), err.message);
@@ -170,6 +211,11 @@ static bool tsr__g_model_and_params(tsr__gstream *s, const char *model, const Te
 bool tsr__grpc_service_headers(tsr__gstream *s) {
     tsr__srv *srv = s->srv;
     const char *m = s->path;
+    if (!strcmp(m, TSR__HEALTH_PREFIX "Check")) return true;   /* probes carry no key, as Health */
+    if (!strcmp(m, TSR__HEALTH_PREFIX "Watch")) {
+        tsr__grpc_reject(s, TSR__GRPC_UNIMPLEMENTED, "Watch is not supported: poll Check");
+        return false;
+    }
     if (strncmp(m, "/tessera.v1.Tessera/", 20)) {
         tsr__grpc_reject(s, TSR__GRPC_UNIMPLEMENTED, "unknown service");
         return false;
@@ -207,14 +253,15 @@ void tsr__grpc_service_handle(tsr__gstream *s) {
     if (n != s->in_len - 5) return tsr__grpc_finish(s, TSR__GRPC_INVALID_ARGUMENT, "exactly one request message expected");
     const uint8_t *msg = s->in + 5;
     tsr__fe_error err;
+    if (!strncmp(s->path, TSR__HEALTH_PREFIX, sizeof TSR__HEALTH_PREFIX - 1)) return tsr__g_health_check(s, msg, n);
 
     if (!strcmp(m, "Health")) {
         Tessera__V1__HealthRequest *q = tessera__v1__health_request__unpack(NULL, n, msg);
         if (!q) return tsr__grpc_finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed HealthRequest");
         tessera__v1__health_request__free_unpacked(q, NULL);
         Tessera__V1__HealthResponse r = TESSERA__V1__HEALTH_RESPONSE__INIT;
-        r.status = srv->draining ? TESSERA__V1__HEALTH_RESPONSE__STATUS__NOT_SERVING
-                                 : TESSERA__V1__HEALTH_RESPONSE__STATUS__SERVING;
+        r.status = !tsr__g_serving(srv) ? TESSERA__V1__HEALTH_RESPONSE__STATUS__NOT_SERVING
+                                        : TESSERA__V1__HEALTH_RESPONSE__STATUS__SERVING;
         tsr__grpc_send(s, &r.base);
         return tsr__grpc_finish(s, TSR__GRPC_OK, NULL);
     }
@@ -234,7 +281,7 @@ void tsr__grpc_service_handle(tsr__gstream *s) {
     if (!strcmp(m, "Tokenize")) {
         Tessera__V1__TokenizeRequest *q = tessera__v1__tokenize_request__unpack(NULL, n, msg);
         if (!q) return tsr__grpc_finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed TokenizeRequest");
-        if (!tsr__g_model_ok(s, q->model)) {
+        if (!tsr__g_model_ok(s, q->model) || !tsr__g_utf8(s, "text", q->text)) {
             tessera__v1__tokenize_request__free_unpacked(q, NULL);
             return;
         }
@@ -260,7 +307,7 @@ void tsr__grpc_service_handle(tsr__gstream *s) {
         Tessera__V1__GenerateRequest *q = tessera__v1__generate_request__unpack(NULL, n, msg);
         if (!q) return tsr__grpc_finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed GenerateRequest");
         p.kind = TSR__FE_COMPLETION;
-        bool ok = tsr__g_model_and_params(s, q->model, q->params, &p);
+        bool ok = tsr__g_model_and_params(s, q->model, q->params, &p) && tsr__g_utf8(s, "prompt", q->prompt);
         if (ok && q->n_prompt_ids) {
             p.prompt_ids = malloc(sizeof(int32_t) * q->n_prompt_ids);
             if (p.prompt_ids) memcpy(p.prompt_ids, q->prompt_ids, sizeof(int32_t) * q->n_prompt_ids);
@@ -288,6 +335,11 @@ void tsr__grpc_service_handle(tsr__gstream *s) {
     if (ok) {
         p.messages = calloc(q->n_messages, sizeof *p.messages);
         for (size_t i = 0; p.messages && i < q->n_messages; i++) {
+            if (!tsr__g_utf8(s, "messages.role", q->messages[i]->role) ||
+                !tsr__g_utf8(s, "messages.content", q->messages[i]->content)) {
+                ok = false;
+                break;
+            }
             const char *r = tsr__fe_role(q->messages[i]->role, &err);
             if (!r) {
                 tsr__grpc_finish(s, tsr__g_code(err.status), err.message);

@@ -4,13 +4,20 @@
 - the served id defaults to the model path's file name, --model-name gives aliases, and
   GET /v1/models/{id} answers each (%-escapes decoded);
 - vLLM's /tokenize, /detokenize and /version, checked against HF `tokenizers`;
-- out-of-range numeric flags of `serve` are errors naming the flag."""
+- out-of-range numeric flags of `serve` are errors naming the flag;
+- gRPC: grpc.health.v1.Health (grpcio's health stub), 415 for a request that is not gRPC,
+  INVALID_ARGUMENT for strings that are not UTF-8."""
+import signal
 import subprocess
 import sys
 import urllib.parse
 
+import grpc
+import h2.connection
+import h2.events
 import openai
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # pinned: grpcio-health-checking
 
 from serve_util import API_KEY, ROOT, Server, default_model, free_port, http, tessera_bin
 
@@ -85,6 +92,15 @@ def test_model_name_aliases():
             c.completions.create(model="other", prompt="a", max_tokens=1)
         st, _ = http(s, "GET", "/v1/models/my%2", key=None)
         assert st == 404
+        # draining (SIGTERM with a request running): gRPC health says NOT_SERVING
+        stream = c.completions.create(model="alias-2", prompt="Once upon a time", max_tokens=64, stream=True,
+                                      extra_body={"ignore_eos": True})
+        next(iter(stream))
+        s.proc.send_signal(signal.SIGTERM)
+        with grpc.insecure_channel(f"127.0.0.1:{s.grpc_port}") as ch:
+            r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=30)
+        assert r.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert sum(1 for _ in stream) > 0
     finally:
         assert s.stop() == 0, s.log_text()
 
@@ -138,3 +154,52 @@ def test_out_of_range_flag_is_an_error(flag, value):
     except subprocess.TimeoutExpired:
         pytest.fail(f"`serve {flag} {value}` started instead of refusing the value")
     assert p.returncode != 0 and flag in p.stderr, p.stderr
+
+
+@pytest.fixture(scope="module")
+def channel(server):
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as ch:
+        yield ch
+
+
+def test_grpc_health_check(channel):
+    h = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "tessera.v1.Tessera"):
+        r = h.Check(health_pb2.HealthCheckRequest(service=service), timeout=30)
+        assert r.status == health_pb2.HealthCheckResponse.SERVING, service
+    with pytest.raises(grpc.RpcError) as ei:
+        h.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=30)
+    assert ei.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as ei:
+        next(h.Watch(health_pb2.HealthCheckRequest(), timeout=30))
+    assert ei.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_grpc_invalid_utf8_is_invalid_argument(channel):
+    # TokenizeRequest{text = b"\xff\xfe"} packed by hand: protobuf's Python refuses to build it
+    raw = channel.unary_unary("/tessera.v1.Tessera/Tokenize")
+    with pytest.raises(grpc.RpcError) as ei:
+        raw(b"\x12\x02\xff\xfe", metadata=[("authorization", f"Bearer {API_KEY}")], timeout=30)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "UTF-8" in ei.value.details()
+    ok = raw("\x12\x02hi".encode(), metadata=[("authorization", f"Bearer {API_KEY}")], timeout=30)
+    assert len(ok) > 0
+
+
+def test_grpc_wrong_content_type_is_415(server):
+    import socket
+    sock = socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10)
+    conn = h2.connection.H2Connection()
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "POST"), (":scheme", "http"), (":path", "/tessera.v1.Tessera/Health"),
+                          (":authority", "127.0.0.1"), ("content-type", "application/json")], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    status = None
+    while status is None:
+        data = sock.recv(65536)
+        assert data, "the server closed the connection without answering"
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.ResponseReceived):
+                status = dict(ev.headers)[b":status"]
+        sock.sendall(conn.data_to_send())
+    sock.close()
+    assert status == b"415"
