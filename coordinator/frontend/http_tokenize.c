@@ -10,9 +10,9 @@
 
 /* A request body that is one JSON object; NULL after answering 400. */
 static cJSON *tsr__tok_body(tsr__conn *c) {
-    const char *end = NULL;
-    cJSON *o = cJSON_ParseWithLengthOpts(c->in.body ? c->in.body : "", c->in.body_len, &end, false);
-    for (const char *q = end; o && q < c->in.body + c->in.body_len; q++)
+    const char *end = NULL, *body = c->in.body ? c->in.body : "";
+    cJSON *o = cJSON_ParseWithLengthOpts(body, c->in.body_len, &end, false);
+    for (const char *q = end; o && q < body + c->in.body_len; q++)
         if (*q != ' ' && *q != '\t' && *q != '\n' && *q != '\r') {
             cJSON_Delete(o);
             return TBAD(NULL, "invalid_json", "the request body has bytes after its JSON value");

@@ -534,7 +534,17 @@ static bool tsr__parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_
         if (!tsr__get_int(o, "logprobs", &lp, err)) return false;
         p->logprobs = (int)lp;
     }
-    return tsr__fe_check_sampling(p, err);
+    if (!tsr__fe_check_sampling(p, err)) return false;
+    /* echo is honoured for a non-streamed completion of a text prompt without logprobs only */
+    if (p->echo) {
+        const char *why = kind != TSR__FE_COMPLETION ? "only on /v1/completions"
+                          : p->stream                ? "with 'stream'"
+                          : p->prompt_ids            ? "with a prompt of token ids"
+                          : p->logprobs >= 0         ? "with 'logprobs' (the prompt's logprobs are not computed)"
+                                                     : NULL;
+        if (why) return BAD("echo", "unsupported_parameter", "'echo' is not supported %s", why);
+    }
+    return true;
 }
 
 bool tsr__fe_parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_params *p, tsr__fe_error *err) {

@@ -47,6 +47,7 @@ REFUSED = [
     ("guided_regex", "a+"),
     ("use_beam_search", True),
     ("prompt_logprobs", 1),
+    ("echo", True),
 ]
 
 
@@ -57,6 +58,12 @@ def test_unsupported_field_is_refused(client, field, value):
     body = ei.value.body
     assert body["param"] == field and body["code"] == "unsupported_parameter", body
     assert field in body["message"]
+
+
+@pytest.mark.parametrize("extra", [{"stream": True}, {"logprobs": 1}, {"prompt": [1, 2]}], ids=["stream", "logprobs", "ids"])
+def test_echo_where_it_would_be_ignored_is_refused(server, extra):
+    st, j = http(server, "POST", "/v1/completions", {"prompt": "a", "max_tokens": 2, "echo": True, **extra})
+    assert st == 400 and j["error"]["param"] == "echo" and j["error"]["code"] == "unsupported_parameter", j
 
 
 def test_refused_on_completions_too_and_harmless_values_accepted(server, client):
