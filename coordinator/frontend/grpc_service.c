@@ -270,12 +270,25 @@ void tsr__grpc_service_handle(tsr__gstream *s) {
         if (!q) return tsr__grpc_finish(s, TSR__GRPC_INVALID_ARGUMENT, "malformed ListModelsRequest");
         tessera__v1__list_models_request__free_unpacked(q, NULL);
         Tessera__V1__ListModelsResponse r = TESSERA__V1__LIST_MODELS_RESPONSE__INIT;
-        Tessera__V1__ModelInfo mi = TESSERA__V1__MODEL_INFO__INIT, *mip = &mi;
-        mi.id = (char *)srv->model;
-        mi.max_context = (uint32_t)tsr_engine_session_len(srv->engine);
-        r.n_models = 1;
-        r.models = &mip;
+        /* the served id, then its aliases (--model-name given again) */
+        int nm = 1 + srv->cfg.n_model_aliases;
+        Tessera__V1__ModelInfo *mi = calloc((size_t)nm, sizeof *mi), **mip = calloc((size_t)nm, sizeof *mip);
+        if (!mi || !mip) {
+            free(mi);
+            free(mip);
+            return tsr__grpc_finish(s, TSR__GRPC_RESOURCE_EXHAUSTED, "out of memory");
+        }
+        for (int i = 0; i < nm; i++) {
+            tessera__v1__model_info__init(&mi[i]);
+            mi[i].id = (char *)(i ? srv->cfg.model_aliases[i - 1] : srv->model);
+            mi[i].max_context = (uint32_t)tsr_engine_session_len(srv->engine);
+            mip[i] = &mi[i];
+        }
+        r.n_models = (size_t)nm;
+        r.models = mip;
         tsr__grpc_send(s, &r.base);
+        free(mi);
+        free(mip);
         return tsr__grpc_finish(s, TSR__GRPC_OK, NULL);
     }
     if (!strcmp(m, "Tokenize")) {

@@ -99,6 +99,15 @@ def test_model_name_aliases():
             c.completions.create(model="other", prompt="a", max_tokens=1)
         st, _ = http(s, "GET", "/v1/models/my%2", key=None)
         assert st == 404
+        # gRPC lists the aliases too and accepts them as model
+        with grpc.insecure_channel(f"127.0.0.1:{s.grpc_port}") as ch:
+            lm = ch.unary_unary("/tessera.v1.Tessera/ListModels")(b"", timeout=30)
+            assert b"my model/v1" in lm and b"alias-2" in lm
+            tok = ch.unary_unary("/tessera.v1.Tessera/Tokenize")
+            assert len(tok(b"\x0a\x07alias-2\x12\x02hi", timeout=30)) > 0   # model "alias-2", text "hi"
+            with pytest.raises(grpc.RpcError) as ei:
+                tok(b"\x0a\x05other\x12\x02hi", timeout=30)
+            assert ei.value.code() == grpc.StatusCode.NOT_FOUND
         # draining (SIGTERM with a request running): gRPC health says NOT_SERVING
         stream = c.completions.create(model="alias-2", prompt="Once upon a time", max_tokens=64, stream=True,
                                       extra_body={"ignore_eos": True})
