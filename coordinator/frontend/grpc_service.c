@@ -160,6 +160,11 @@ static bool tsr__g_params(const Tessera__V1__SamplingParams *sp, tsr__fe_params 
             if (!tsr__fe_add_stop(p, sp->stop[i], err)) return false;
         }
         p->ignore_eos = sp->ignore_eos;
+        if (sp->top_logprobs && !sp->logprobs) {   /* as HTTP: never silently ignored */
+            tsr__fe_seterr(err, 400, "invalid_request_error", "top_logprobs", "invalid_value",
+                           "'top_logprobs' needs 'logprobs': true");
+            return false;
+        }
         if (sp->logprobs) p->logprobs = (int)sp->top_logprobs;
     }
     return tsr__fe_check_sampling(p, err);

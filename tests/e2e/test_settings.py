@@ -201,6 +201,16 @@ def test_grpc_invalid_utf8_is_invalid_argument(channel):
     assert len(ok) > 0
 
 
+def test_grpc_top_logprobs_without_logprobs_is_refused(channel):
+    # GenerateRequest{prompt "a", params{max_tokens 1, top_logprobs 2}}, as HTTP refuses it
+    params = b"\x08\x01" + b"\x60\x02"
+    req = b"\x12\x01a" + b"\x22" + bytes([len(params)]) + params
+    gen = channel.unary_stream("/tessera.v1.Tessera/Generate")
+    with pytest.raises(grpc.RpcError) as ei:
+        list(gen(req, metadata=[("authorization", f"Bearer {API_KEY}")], timeout=60))
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "top_logprobs" in ei.value.details()
+
+
 def test_grpc_wrong_content_type_is_415(server):
     import socket
     sock = socket.create_connection(("127.0.0.1", server.grpc_port), timeout=10)
