@@ -47,6 +47,8 @@ typedef struct tsr__fe_params {
     tsr_sampling_params sampling;
     const char *stop[TSR__FE_MAX_STOP];
     int n_stop;
+    int32_t stop_ids[TSR__FE_MAX_STOP]; /* vLLM's stop_token_ids */
+    int n_stop_ids;
     int n;
     bool stream, include_usage, ignore_eos, echo;
     int logprobs;                    /* -1: none; else the top N (0: the chosen token's only) */

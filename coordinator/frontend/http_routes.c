@@ -198,6 +198,12 @@ void tsr__http_route(tsr__conn *c) {
         tsr__fe_params_free(&p);
         return tsr__http_respond_error(c, &err);
     }
+    for (int i = 0; i < p.n_stop_ids; i++)
+        if (p.stop_ids[i] >= tsr_engine_vocab_size(s->engine)) {
+            tsr__fe_params_free(&p);
+            return tsr__http_error(c, 400, "invalid_request_error", "stop_token_ids", "invalid_value",
+                                   "'stop_token_ids' holds an id outside the model's vocabulary");
+        }
     if (api == 2 && !p.session_id && !p.prompt && !p.messages) {
         tsr__fe_params_free(&p);
         return tsr__http_error(c, 400, "invalid_request_error", "prompt", NULL, "'prompt' is required");

@@ -319,6 +319,23 @@ static bool tsr__prompt(tsr__fe_params *p, cJSON *x, tsr__fe_error *err) {
     return true;
 }
 
+/* vLLM's stop_token_ids: ids that end the output like EOS (checked against the vocabulary
+ * by the route, which knows the engine). */
+static bool tsr__stop_ids(tsr__fe_params *p, cJSON *x, tsr__fe_error *err) {
+    if (!x || cJSON_IsNull(x)) return true;
+    if (!cJSON_IsArray(x)) return BAD("stop_token_ids", "invalid_type", "'stop_token_ids' must be a list of token ids");
+    if (cJSON_GetArraySize(x) > TSR__FE_MAX_STOP)
+        return BAD("stop_token_ids", "invalid_value", "at most %d stop token ids", TSR__FE_MAX_STOP);
+    cJSON *t;
+    cJSON_ArrayForEach(t, x) {
+        if (!cJSON_IsNumber(t) || !(t->valuedouble >= 0 && t->valuedouble <= 2147483647.0) ||
+            t->valuedouble != (double)(int64_t)t->valuedouble)
+            return BAD("stop_token_ids", "invalid_type", "'stop_token_ids' must be non-negative integers");
+        p->stop_ids[p->n_stop_ids++] = (int32_t)t->valuedouble;
+    }
+    return true;
+}
+
 static bool tsr__stop(tsr__fe_params *p, cJSON *x, tsr__fe_error *err) {
     if (!x || cJSON_IsNull(x)) return true;
     if (cJSON_IsString(x)) return tsr__fe_add_stop(p, x->valuestring, err);
@@ -391,7 +408,6 @@ static const struct tsr__unsupported {
 } tsr__unsupported_fields[] = {
     {"logit_bias", tsr__nothing_empty, "{}"},
     {"best_of", tsr__nothing_best_of, "1 or equal to n"},
-    {"stop_token_ids", tsr__nothing_empty, "[]"},
     {"response_format", tsr__nothing_text, "{\"type\": \"text\"}"},
     {"tools", tsr__nothing_empty, "[]"},
     {"tool_choice", tsr__nothing_choice, "\"none\" or \"auto\""},
@@ -508,6 +524,7 @@ static bool tsr__parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_
     p->n = (int)i;
     if (!tsr__refuse_unsupported(o, p->n, err)) return false;
     if (!tsr__stop(p, cJSON_GetObjectItemCaseSensitive(o, "stop"), err)) return false;
+    if (!tsr__stop_ids(p, cJSON_GetObjectItemCaseSensitive(o, "stop_token_ids"), err)) return false;
     if (!tsr__get_bool(o, "stream", &p->stream, err)) return false;
     if (!tsr__get_bool(o, "ignore_eos", &p->ignore_eos, err)) return false;
     if (!tsr__get_bool(o, "echo", &p->echo, err)) return false;
@@ -578,6 +595,8 @@ void tsr__fe_to_engine(const tsr__fe_params *p, int choice, tsr_engine_request *
     r->sampling.seed = p->sampling.seed + (uint64_t)choice;
     r->stop = p->n_stop ? p->stop : NULL;
     r->n_stop = p->n_stop;
+    r->stop_ids = p->n_stop_ids ? p->stop_ids : NULL;
+    r->n_stop_ids = p->n_stop_ids;
     r->ignore_eos = p->ignore_eos;
     r->session_id = p->session_id;
     r->end_session = p->kind == TSR__FE_INTERACTIVE && p->session_id && !p->interactive_mode;

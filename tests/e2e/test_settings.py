@@ -1,6 +1,6 @@
 """Every setting honoured or refused (issue 16), against a real `tessera serve`:
 - OpenAI fields Tessera does not implement are a 400 naming the field (OpenAI SDK), unless
-  their value asks for nothing;
+  their value asks for nothing; vLLM's stop_token_ids are honoured;
 - the served id defaults to the model path's file name, --model-name gives aliases, and
   GET /v1/models/{id} answers each (%-escapes decoded);
 - vLLM's /tokenize, /detokenize and /version, checked against HF `tokenizers`;
@@ -36,7 +36,6 @@ MSG = [{"role": "user", "content": "Hi"}]
 REFUSED = [
     ("logit_bias", {"42": 5}),
     ("best_of", 3),
-    ("stop_token_ids", [2]),
     ("response_format", {"type": "json_object"}),
     ("tools", [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]),
     ("tool_choice", "required"),
@@ -58,6 +57,24 @@ def test_unsupported_field_is_refused(client, field, value):
     body = ei.value.body
     assert body["param"] == field and body["code"] == "unsupported_parameter", body
     assert field in body["message"]
+
+
+def test_stop_token_ids_end_the_output(server):
+    body = {"prompt": "The capital of France is", "max_tokens": 8, "temperature": 0, "ignore_eos": True}
+    st, full = http(server, "POST", "/v1/completions", body)
+    assert st == 200, full
+    text = full["choices"][0]["text"]
+    st, t = http(server, "POST", "/tokenize", {"prompt": text, "add_special_tokens": False})
+    ids = t["tokens"]
+    k = next(i for i in range(2, len(ids)) if ids[i] not in ids[:i])   # the first new id past two tokens
+    st, j = http(server, "POST", "/v1/completions", {**body, "stop_token_ids": [ids[k]]})
+    assert st == 200, j
+    c = j["choices"][0]
+    assert c["finish_reason"] == "stop" and j["usage"]["completion_tokens"] in (k, k + 1), j
+    st, head = http(server, "POST", "/detokenize", {"tokens": ids[:k]})
+    assert c["text"].startswith(head["prompt"]) and len(c["text"]) < len(text), (c["text"], text)
+    st, j = http(server, "POST", "/v1/completions", {**body, "stop_token_ids": [10_000_000]})
+    assert st == 400 and j["error"]["param"] == "stop_token_ids", j
 
 
 @pytest.mark.parametrize("extra", [{"stream": True}, {"logprobs": 1}, {"prompt": [1, 2]}], ids=["stream", "logprobs", "ids"])
