@@ -74,6 +74,36 @@ static void tsr__call_free(tsr__call *c) {
     free(c);
 }
 
+/* best_of: once every choice is done, the n of highest mean logprob (ties: the lower index) move
+ * to the front in that order and the rest are freed; an error keeps every choice (answered as one). */
+static void tsr__call_keep_best(tsr__call *c) {
+    int want = c->p.n > 0 ? c->p.n : 1;
+    if (!c->p.best_of || c->n <= want) return;
+    for (int i = 0; i < c->n; i++)
+        if (c->ch[i].finish == TSR_FINISH_ERROR) return;
+    for (int k = 0; k < want; k++) {   /* selection: k-th best into place k */
+        int best = k;
+        for (int i = k + 1; i < c->n; i++) {
+            const tsr__choice *a = &c->ch[i], *b = &c->ch[best];
+            double ma = a->logprob_sum / (double)(a->completion_tokens > 0 ? a->completion_tokens : 1);
+            double mb = b->logprob_sum / (double)(b->completion_tokens > 0 ? b->completion_tokens : 1);
+            if (ma > mb || (ma == mb && a->index < b->index)) best = i;
+        }
+        tsr__choice t = c->ch[k];
+        c->ch[k] = c->ch[best];
+        c->ch[best] = t;
+    }
+    for (int i = want; i < c->n; i++) {
+        c->dropped_tokens += c->ch[i].completion_tokens;
+        free(c->ch[i].text);
+        free(c->ch[i].ids);
+        if (c->ch[i].logprobs) cJSON_Delete(c->ch[i].logprobs);
+        memset(&c->ch[i], 0, sizeof c->ch[i]);
+    }
+    for (int i = 0; i < want; i++) c->ch[i].index = i;
+    c->n = want;
+}
+
 static void tsr__dispatch(tsr__evnode *n) {
     tsr__choice *ch = n->choice;
     tsr__call *c = ch->call;
@@ -82,6 +112,7 @@ static void tsr__dispatch(tsr__evnode *n) {
     if (ev->type == TSR_EVENT_TOKEN) {
         if (c->owner) {
             ch->completion_tokens++;
+            if (ev->sample) ch->logprob_sum += ev->sample->logprob;
             c->ops->on_token(c, ch, ev);
         }
         return;
@@ -109,7 +140,10 @@ static void tsr__dispatch(tsr__evnode *n) {
     s->inflight--;
     if (c->owner) {
         c->ops->on_done(c, ch, ev);
-        if (c->outstanding == 0 && c->owner) c->ops->on_complete(c);
+        if (c->outstanding == 0 && c->owner) {
+            tsr__call_keep_best(c);
+            c->ops->on_complete(c);
+        }
     }
     if (c->outstanding == 0 && !c->owner) {
         tsr__call_free(c);
@@ -159,6 +193,7 @@ tsr__call *tsr__call_new(tsr__srv *s, int api, tsr__fe_params *p, void *owner, c
     c->owner = owner;
     c->ops = ops;
     c->n = c->p.n > 0 ? c->p.n : 1;
+    if (c->p.best_of > c->n) c->n = c->p.best_of;
     c->created = (long long)time(NULL);
     tsr__fe_make_id(api == 1 ? "cmpl" : "chatcmpl", c->id, sizeof c->id);
     for (int i = 0; i < c->n; i++) {

@@ -30,6 +30,7 @@ typedef struct tsr__choice {
     tsr_status error;
     char error_message[256];
     int64_t prompt_tokens, cached_tokens, completion_tokens;
+    double logprob_sum;              /* of the chosen tokens, when the engine reports them */
 } tsr__choice;
 
 /* What the owner (an HTTP connection or a gRPC stream) does with a call's events; called on
@@ -49,7 +50,8 @@ struct tsr__call {
     int outstanding;                 /* submitted engine requests without their DONE yet */
     char id[64];
     long long created;
-    int n;
+    int n;                           /* choices running (best_of when it exceeds n) */
+    int64_t dropped_tokens;          /* completion tokens of best_of choices not answered */
     tsr__choice ch[TSR__FE_MAX_N];
 };
 

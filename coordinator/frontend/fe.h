@@ -50,6 +50,7 @@ typedef struct tsr__fe_params {
     int32_t stop_ids[TSR__FE_MAX_STOP]; /* vLLM's stop_token_ids */
     int n_stop_ids;
     int n;
+    int best_of;                     /* > n: best_of choices run, the n of best mean logprob answer */
     bool stream, include_usage, ignore_eos, echo;
     int logprobs;                    /* -1: none; else the top N (0: the chosen token's only) */
     uint64_t session_id;             /* interactive */

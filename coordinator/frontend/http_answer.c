@@ -29,7 +29,7 @@ static cJSON *tsr__logprob_entry(tsr__srv *s, const tsr_sample_result *r, bool t
 }
 
 static cJSON *tsr__usage(const tsr__call *c) {
-    int64_t comp = 0;
+    int64_t comp = c->dropped_tokens;   /* best_of: every generated token is billed, as OpenAI does */
     for (int i = 0; i < c->n; i++) comp += c->ch[i].completion_tokens;
     return tsr__fe_usage(c->ch[0].prompt_tokens, comp, c->ch[0].cached_tokens);
 }

@@ -126,6 +126,7 @@ static const struct tsr__fe_range {
     {"max_completion_tokens", 1, 1 << 24, true},
     {"request_output_len", 1, 1 << 24, true},       /* TurboMind's max_tokens */
     {"n", 1, TSR__FE_MAX_N, true},
+    {"best_of", 1, TSR__FE_MAX_N, true},
     {"top_logprobs", 0, TSR_SAMPLING_MAX_LOGPROBS, true},
     {"logprobs", 0, 5, true},                         /* completions' integer logprobs */
     {"session_id", 0, 9007199254740991.0, true},
@@ -365,7 +366,6 @@ static bool tsr__nothing_empty(cJSON *x, int n) {
     (void)n;
     return (cJSON_IsArray(x) || cJSON_IsObject(x)) && !x->child;
 }
-static bool tsr__nothing_best_of(cJSON *x, int n) { return cJSON_IsNumber(x) && (x->valuedouble == 1 || x->valuedouble == n); }
 static bool tsr__nothing_zero(cJSON *x, int n) {
     (void)n;
     return cJSON_IsNumber(x) && x->valuedouble == 0;
@@ -407,7 +407,6 @@ static const struct tsr__unsupported {
     const char *allowed;                /* said in the message */
 } tsr__unsupported_fields[] = {
     {"logit_bias", tsr__nothing_empty, "{}"},
-    {"best_of", tsr__nothing_best_of, "1 or equal to n"},
     {"response_format", tsr__nothing_text, "{\"type\": \"text\"}"},
     {"tools", tsr__nothing_empty, "[]"},
     {"tool_choice", tsr__nothing_choice, "\"none\" or \"auto\""},
@@ -523,6 +522,12 @@ static bool tsr__parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_
     if (!tsr__get_int(o, "n", &i, err)) return false;
     p->n = (int)i;
     if (!tsr__refuse_unsupported(o, p->n, err)) return false;
+    i = p->n;
+    if (!tsr__get_int(o, "best_of", &i, err)) return false;
+    if (i < p->n) return BAD("best_of", "invalid_value", "'best_of' must be at least 'n' (%d), got %lld", p->n, (long long)i);
+    p->best_of = (int)i > p->n ? (int)i : 0;
+    if (p->best_of && kind == TSR__FE_INTERACTIVE)
+        return BAD("best_of", "unsupported_parameter", "'best_of' is not supported on /v1/chat/interactive");
     if (!tsr__stop(p, cJSON_GetObjectItemCaseSensitive(o, "stop"), err)) return false;
     if (!tsr__stop_ids(p, cJSON_GetObjectItemCaseSensitive(o, "stop_token_ids"), err)) return false;
     if (!tsr__get_bool(o, "stream", &p->stream, err)) return false;
@@ -552,6 +557,8 @@ static bool tsr__parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_
         p->logprobs = (int)lp;
     }
     if (!tsr__fe_check_sampling(p, err)) return false;
+    if (p->best_of && p->stream)
+        return BAD("best_of", "unsupported_parameter", "'best_of' greater than 'n' cannot be streamed");
     /* echo is honoured for a non-streamed completion of a text prompt without logprobs only */
     if (p->echo) {
         const char *why = kind != TSR__FE_COMPLETION ? "only on /v1/completions"
@@ -593,6 +600,7 @@ void tsr__fe_to_engine(const tsr__fe_params *p, int choice, tsr_engine_request *
     r->max_new_tokens = p->max_tokens;
     r->sampling = p->sampling;
     r->sampling.seed = p->sampling.seed + (uint64_t)choice;
+    if (p->best_of && r->sampling.logprobs < 0) r->sampling.logprobs = 0;   /* ranks the choices */
     r->stop = p->n_stop ? p->stop : NULL;
     r->n_stop = p->n_stop;
     r->stop_ids = p->n_stop_ids ? p->stop_ids : NULL;

@@ -1,6 +1,6 @@
 """Every setting honoured or refused (issue 16), against a real `tessera serve`:
 - OpenAI fields Tessera does not implement are a 400 naming the field (OpenAI SDK), unless
-  their value asks for nothing; vLLM's stop_token_ids are honoured;
+  their value asks for nothing; vLLM's stop_token_ids and best_of are honoured;
 - the served id defaults to the model path's file name, --model-name gives aliases, and
   GET /v1/models/{id} answers each (%-escapes decoded);
 - vLLM's /tokenize, /detokenize and /version, checked against HF `tokenizers`;
@@ -35,7 +35,6 @@ MSG = [{"role": "user", "content": "Hi"}]
 # (field, a value that asks for something Tessera does not do)
 REFUSED = [
     ("logit_bias", {"42": 5}),
-    ("best_of", 3),
     ("response_format", {"type": "json_object"}),
     ("tools", [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]),
     ("tool_choice", "required"),
@@ -57,6 +56,26 @@ def test_unsupported_field_is_refused(client, field, value):
     body = ei.value.body
     assert body["param"] == field and body["code"] == "unsupported_parameter", body
     assert field in body["message"]
+
+
+def test_best_of_answers_the_best_mean_logprob(server):
+    body = {"prompt": "Once upon a time", "max_tokens": 6, "temperature": 1.0, "seed": 7, "ignore_eos": True}
+    # the same seeds run as n=4 with logprobs: choice i of both requests is the same sample
+    st, all4 = http(server, "POST", "/v1/completions", {**body, "n": 4, "logprobs": 0})
+    assert st == 200, all4
+    mean = [sum(c["logprobs"]["token_logprobs"]) / len(c["logprobs"]["token_logprobs"]) for c in all4["choices"]]
+    order = sorted(range(4), key=lambda i: (-mean[i], i))
+    texts = [c["text"] for c in all4["choices"]]
+    assert len(set(texts)) > 1, texts
+    st, j = http(server, "POST", "/v1/completions", {**body, "n": 2, "best_of": 4})
+    assert st == 200, j
+    assert [c["text"] for c in j["choices"]] == [texts[order[0]], texts[order[1]]], (j, mean)
+    assert [c["index"] for c in j["choices"]] == [0, 1]
+    assert all(c.get("logprobs") is None for c in j["choices"]), j   # ranked by logprobs, not shown
+    assert j["usage"]["completion_tokens"] == 4 * 6
+    for bad, code in (({"best_of": 1, "n": 2}, "invalid_value"), ({"best_of": 3, "stream": True}, "unsupported_parameter")):
+        st, e = http(server, "POST", "/v1/completions", {**body, **bad})
+        assert st == 400 and e["error"]["param"] == "best_of" and e["error"]["code"] == code, e
 
 
 def test_stop_token_ids_end_the_output(server):
