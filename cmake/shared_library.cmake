@@ -25,7 +25,7 @@ install(TARGETS tessera_shared LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 # The public header and the headers it includes, in their folders under include/tessera/ so
 # its own quoted includes ("common/status.h", ...) resolve next to it.
 install(FILES ${CMAKE_SOURCE_DIR}/coordinator/engine.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera)
-foreach(h common/status.h common/gguf.h coordinator/chat_template.h coordinator/stop.h coordinator/tokenizer.h
+foreach(h common/status.h common/gguf.h common/ggml_quants.h coordinator/chat_template.h coordinator/stop.h coordinator/tokenizer.h
           worker/sampling.h)
   get_filename_component(dir ${h} DIRECTORY)
   install(FILES ${CMAKE_SOURCE_DIR}/${h} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera/${dir})
