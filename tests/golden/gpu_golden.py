@@ -181,12 +181,18 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="two models, one prompt")
     ap.add_argument("--tp", type=int, default=0, help="also TP=N vs TP=1 (default: 2 when 2+ GPUs, 4 when 4+)")
+    # A fixed seed by default, so that the lane is repeatable: with fresh random models every run,
+    # the per-model raw-agreement bound (near-tie positions flip either way in bf16) failed one
+    # run in a few with no change to the code.  --seed 0 draws from the clock, for exploring.
+    ap.add_argument("--seed", type=int, default=20261202, help="seed of the random models (0: from the clock)")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     n_gpu = torch.cuda.device_count()
     tps = [a.tp] if a.tp else [t for t in (2, 4) if n_gpu >= t]
-    rng = np.random.default_rng(int(time.time()))
+    seed = a.seed or int(time.time())
+    print(f"gpu_golden: models from seed {seed}", flush=True)
+    rng = np.random.default_rng(seed)
     work = tempfile.mkdtemp(prefix="tsr_gpu_golden_")
     models = MODELS[:2] if a.quick else MODELS
     prompt_lens = [40] if a.quick else [17, 150, 301]
