@@ -30,5 +30,14 @@ foreach(h common/status.h common/gguf.h common/ggml_quants.h coordinator/chat_te
   get_filename_component(dir ${h} DIRECTORY)
   install(FILES ${CMAKE_SOURCE_DIR}/${h} DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/tessera/${dir})
 endforeach()
+# tessera.pc names its prefix relative to itself (${pcfiledir}/../..), not the configure-time
+# CMAKE_INSTALL_PREFIX, so an install to another prefix gets a pkg-config file that points at it
+if(IS_ABSOLUTE "${CMAKE_INSTALL_LIBDIR}")
+  set(TSR_PC_PREFIX "${CMAKE_INSTALL_PREFIX}")
+else()
+  file(RELATIVE_PATH TSR_PC_UP "/tsr/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/tsr")
+  string(REGEX REPLACE "/$" "" TSR_PC_UP "${TSR_PC_UP}")
+  set(TSR_PC_PREFIX "\${pcfiledir}/${TSR_PC_UP}")
+endif()
 configure_file(${CMAKE_SOURCE_DIR}/cmake/tessera.pc.in ${CMAKE_BINARY_DIR}/tessera.pc @ONLY)
 install(FILES ${CMAKE_BINARY_DIR}/tessera.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
