@@ -39,8 +39,8 @@ typedef struct tsr_engine_config {
     const char *backend;             /* "auto" | "cpu" | "cuda"; NULL: auto */
     const char *chat_template;       /* name or LMDeploy JSON file; NULL: from the model */
     int64_t tp;                      /* expected group size (0: whatever mpirun gave) */
-    int64_t max_batch_size;          /* sequences per step (default 64) */
-    int64_t max_prefill_token_num;   /* per-step token budget for prefill chunks (default 2048) */
+    int64_t max_batch_size;          /* sequences per step (0: config.ini's, else 64) */
+    int64_t max_prefill_token_num;   /* per-step token budget for prefill chunks (0: config.ini's, else 2048) */
     int64_t session_len;             /* max tokens of one sequence/session (0: the model's) */
     double cache_max_entry_count;    /* KV pool: < 1 fraction of free memory, >= 1 blocks (0: default) */
     int64_t cache_block_seq_len;     /* tokens per KV block (0: 64) */
@@ -195,6 +195,7 @@ const tsr_tokenizer *tsr_engine_tokenizer(const tsr_engine *e);
 const tsr_chat_template *tsr_engine_chat_template(const tsr_engine *e);
 const char *tsr_engine_model_name(const tsr_engine *e);
 int64_t tsr_engine_session_len(const tsr_engine *e);
+int64_t tsr_engine_max_batch_size(const tsr_engine *e);   /* in force: flag > config.ini > 64 */
 /* Token ids a prompt may use (the tokenizer's vocabulary, within the model's). */
 int64_t tsr_engine_vocab_size(const tsr_engine *e);
 /* Bytes of rank 0's weights (what one decode step of one sequence reads there). */

@@ -26,12 +26,12 @@
 #include <string.h>
 
 #include "common/log.h"
+#include "worker/workspace.h"
 
 void tsr_engine_config_default(tsr_engine_config *c) {
     memset(c, 0, sizeof *c);
     c->backend = "auto";
-    c->max_batch_size = 64;
-    c->max_prefill_token_num = 2048;
+    /* max_batch_size and max_prefill_token_num stay 0: a workspace's config.ini, else 64 / 2048 */
     c->enable_prefix_cache = true;
     c->progress = true;
 }
@@ -67,6 +67,20 @@ tsr_status tsr_engine_open(const tsr_engine_config *c, int *argc, char ***argv, 
     tsr_engine *e = calloc(1, sizeof *e);
     if (!e) return tsr_errorf(TSR_ERR_OOM, "out of memory");
     e->cfg = *c;
+    /* precedence: the caller's value (a flag) > a workspace's config.ini > the default */
+    if ((!c->max_batch_size || !c->max_prefill_token_num) && tsr_workspace_is(c->model_path)) {
+        tsr_ws_knobs k = {0};
+        tsr_status kst = tsr_workspace_read_knobs(c->model_path, &k);
+        if (kst == TSR_OK && (k.max_batch_size < 0 || k.max_prefill_token_num < 0))
+            kst = tsr_errorf(TSR_ERR_FORMAT, "%s/config.ini: max_batch_size and max_context_token_num must be >= 1",
+                             c->model_path);
+        if (kst != TSR_OK) {
+            free(e);
+            return kst;
+        }
+        if (!e->cfg.max_batch_size) e->cfg.max_batch_size = k.max_batch_size;
+        if (!e->cfg.max_prefill_token_num) e->cfg.max_prefill_token_num = k.max_prefill_token_num;
+    }
     if (e->cfg.max_batch_size == 0) e->cfg.max_batch_size = 64;
     if (e->cfg.max_prefill_token_num == 0) e->cfg.max_prefill_token_num = 2048;
     pthread_mutex_init(&e->mu, NULL);
@@ -202,5 +216,6 @@ const tsr_tokenizer *tsr_engine_tokenizer(const tsr_engine *e) { return e->tok; 
 const tsr_chat_template *tsr_engine_chat_template(const tsr_engine *e) { return e->tmpl; }
 const char *tsr_engine_model_name(const tsr_engine *e) { return e->model_name; }
 int64_t tsr_engine_session_len(const tsr_engine *e) { return e->session_len; }
+int64_t tsr_engine_max_batch_size(const tsr_engine *e) { return e->cfg.max_batch_size; }
 int64_t tsr_engine_vocab_size(const tsr_engine *e) { return e->tok_vocab; }
 size_t tsr_engine_weight_bytes(const tsr_engine *e) { return e->rt.model->weight_bytes; }

@@ -3,6 +3,7 @@
  * 0 closes it); rank 0 runs the front end (coordinator/frontend) until SIGTERM, drains, and
  * closes the engine, which releases the workers. */
 #include <math.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +40,7 @@ static const char *tsr__serve_default_name(const char *path, char *out, size_t c
 
 int tsr_cmd_serve(int argc, char **argv) {
     const char *host = "127.0.0.1", *backend = NULL, *load_format = NULL, *chat_template = NULL;
-    int64_t port = 23333, grpc_port = 23334, tp = 0, max_batch = 64, session_len = 0, max_body = 8 << 20;
+    int64_t port = 23333, grpc_port = 23334, tp = 0, max_batch = INT64_MIN, session_len = 0, max_body = 8 << 20;
     int64_t max_prefill = 0, threads = 0, block_len = 0;
     const char *cache_arg = NULL;   /* a string, so that "not given" differs from every value */
     double cache = 0, read_timeout = 30, idle_timeout = 60, session_ttl = 0;
@@ -54,8 +55,8 @@ int tsr_cmd_serve(int argc, char **argv) {
         {"--tp", TSR_OPT_INT, &tp, "N", "tensor-parallel ranks expected (run under mpirun -np N)"},
         {"--backend", TSR_OPT_STR, &backend, "B", "auto | cpu | cuda (default auto)"},
         {"--load-format", TSR_OPT_STR, &load_format, "F", "auto (the files) or dummy (random weights of the model's shapes)"},
-        {"--max-batch-size", TSR_OPT_INT, &max_batch, "N", "sequences per engine step (default 64)"},
-        {"--max-prefill-token-num", TSR_OPT_INT, &max_prefill, "N", "prefill tokens per step (default 2048)"},
+        {"--max-batch-size", TSR_OPT_INT, &max_batch, "N", "sequences per engine step (default: config.ini's, else 64)"},
+        {"--max-prefill-token-num", TSR_OPT_INT, &max_prefill, "N", "prefill tokens per step (default: config.ini's max_context_token_num, else 2048)"},
         {"--cache-max-entry-count", TSR_OPT_STR, &cache_arg, "F", "KV pool: < 1 fraction of free memory, >= 1 blocks"},
         {"--cache-block-seq-len", TSR_OPT_INT, &block_len, "N", "tokens per KV block (default 64)"},
         {"--no-prefix-cache", TSR_OPT_FLAG, &no_prefix_cache, NULL, "do not reuse KV blocks across requests"},
@@ -89,7 +90,7 @@ int tsr_cmd_serve(int argc, char **argv) {
                            "tensor-parallel workers.  SIGTERM stops admitting, finishes what runs, and exits.",
                            opts, argc, argv, pos, 1, &n_pos);
     if (rc != TSR_CLI_OK) return rc == TSR_CLI_HELP ? 0 : 1;
-    if (port < 1 || port > 65535 || grpc_port < 0 || grpc_port > 65535 || max_body < 1 || max_batch < 1 ||
+    if (port < 1 || port > 65535 || grpc_port < 0 || grpc_port > 65535 || max_body < 1 || (max_batch != INT64_MIN && max_batch < 1) ||
         max_connections < 1 || max_queue < 0 || max_unsent < 1 || max_held < 1 ||
         grpc_conn_buffer < 1) {
         fprintf(stderr, "tessera serve: ports in 1..65535 (--grpc-port 0: off), --max-body-bytes, --max-batch-size, "
@@ -172,7 +173,7 @@ int tsr_cmd_serve(int argc, char **argv) {
     ec.load_format = load_format;
     ec.chat_template = chat_template;
     ec.tp = tp;
-    ec.max_batch_size = max_batch;
+    ec.max_batch_size = max_batch == INT64_MIN ? 0 : max_batch;   /* not given: config.ini's, else 64 */
     if (max_prefill > 0) ec.max_prefill_token_num = max_prefill;
     ec.session_len = session_len;
     ec.cache_max_entry_count = cache;
@@ -215,7 +216,7 @@ int tsr_cmd_serve(int argc, char **argv) {
     sc.version = TSR_VERSION;
     sc.max_connections = max_connections;
     sc.max_queue = max_queue;
-    sc.max_running = max_batch;
+    sc.max_running = tsr_engine_max_batch_size(e);
     sc.max_unsent_bytes = max_unsent;
     sc.max_held_bytes = max_held;
     sc.grpc_max_conn_buffer = grpc_conn_buffer;

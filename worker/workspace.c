@@ -10,6 +10,7 @@
 
 #include "common/fileutil.h"
 #include "common/ini.h"
+#include "common/log.h"
 
 #define TSR__SEC "llama"
 
@@ -54,9 +55,10 @@ tsr_status tsr_workspace_write_config(const char *dir, const tsr_model_config *c
     fprintf(f, "rope_low_freq_factor = %.9g\nrope_high_freq_factor = %.9g\noriginal_max_position_embeddings = %lld\n",
             (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor, (long long)c->rope_original_max_pos);
     fprintf(f, "use_logn_attn = %d\n", c->use_logn_attn ? 1 : 0);
-    fprintf(f, "# runtime knobs\nsession_len = %lld\nmax_batch_size = 64\nmax_context_token_num = 8192\n"
-               "step_length = 1\ncache_max_entry_count = 0.5\ncache_block_seq_len = 64\ncache_chunk_size = -1\n"
-               "use_context_fmha = 1\nquant_policy = 0\n",
+    /* only knobs every command honours (TurboMind's step_length, cache_chunk_size and
+     * use_context_fmha have no meaning here and are not written) */
+    fprintf(f, "# runtime knobs\nsession_len = %lld\nmax_batch_size = 64\nmax_context_token_num = 2048\n"
+               "cache_max_entry_count = 0.5\ncache_block_seq_len = 64\nquant_policy = 0\n",
             (long long)session_len);
     int rc = fclose(f);
     tsr_status st = rc == 0 ? TSR_OK : tsr_errorf(TSR_ERR_IO, "%s: write failed", path);
@@ -156,6 +158,11 @@ tsr_status tsr_workspace_read_knobs(const char *dir, tsr_ws_knobs *k) {
     TSR__K("quant_policy", quant_policy, tsr__geti, v);
     TSR__K("max_context_token_num", max_prefill_token_num, tsr__geti, v);
 #undef TSR__K
+    /* TurboMind keys Tessera has no use for: said once, not silently dropped */
+    static const char *unused[] = {"step_length", "cache_chunk_size", "use_context_fmha"};
+    for (size_t i = 0; st == TSR_OK && i < sizeof unused / sizeof *unused; i++)
+        if (tsr_ini_get(ini, TSR__SEC, unused[i]))
+            TSR_LOGW("%s/config.ini: %s is TurboMind's and has no effect in Tessera (remove it)", dir, unused[i]);
     tsr_ini_free(ini);
     return st;
 }

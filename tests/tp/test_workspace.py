@@ -48,9 +48,11 @@ def test_workspace_layout(ws_gguf):
     for key in ["model_name", "tensor_para_size", "head_num", "kv_head_num", "vocab_size", "num_layer", "inter_size",
                 "norm_eps", "attn_bias", "start_id", "end_id", "session_len", "weight_type", "group_size",
                 "rotary_embedding", "rope_theta", "size_per_head", "max_batch_size", "max_context_token_num",
-                "step_length", "cache_max_entry_count", "cache_block_seq_len", "cache_chunk_size",
-                "use_context_fmha", "quant_policy", "max_position_embeddings", "rope_scaling_factor", "use_logn_attn"]:
+                "cache_max_entry_count", "cache_block_seq_len", "quant_policy", "max_position_embeddings", "rope_scaling_factor", "use_logn_attn"]:
         assert f"\n{key} = " in ini, key
+    # TurboMind keys no command reads are not written (issue 16)
+    for key in ["step_length", "cache_chunk_size", "use_context_fmha"]:
+        assert f"\n{key} = " not in ini, key
     assert "tensor_para_size = 2" in ini and "head_num = 9" in ini
     # each rank file holds only its share: together about one model, each well under it
     sizes = [(ws_gguf / f"rank{r}.safetensors").stat().st_size for r in range(2)]

@@ -1,0 +1,66 @@
+"""`tessera serve` honours a workspace's config.ini (issue 16): max_batch_size and
+max_context_token_num are the ones in force unless a flag says otherwise (flag > config.ini >
+default), printed in the engine's start-up line; the batch size also bounds the requests the
+server runs at once.  TurboMind's step_length, cache_chunk_size and use_context_fmha, which no
+command reads, are no longer written."""
+import os
+import re
+import socket
+import subprocess
+import time
+
+import pytest
+
+ENV = dict(os.environ, TESSERA_LOG="info")
+
+
+@pytest.fixture(scope="module")
+def ws(tessera, smollm2, tmp_path_factory):
+    d = tmp_path_factory.mktemp("ini_serve") / "smollm2"
+    r = subprocess.run([tessera, "convert", smollm2, "--dst", d], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_line(tessera, ws, *flags):
+    """Starts serve, returns its 'engine:' line once it listens, then stops it."""
+    port = free_port()
+    p = subprocess.Popen([tessera, "serve", ws, "--server-port", str(port), "--grpc-port", "0", *map(str, flags)],
+                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            line = p.stderr.readline()
+            assert line or p.poll() is None, "serve exited before starting"
+            if "engine:" in line and "max_batch_size" in line:
+                return line
+        raise AssertionError("no engine line")
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
+
+
+def set_knobs(ws, **knobs):
+    ini = (ws / "config.ini").read_text()
+    for k, v in knobs.items():
+        ini, n = re.subn(rf"^{k} = .*$", f"{k} = {v}", ini, flags=re.M)
+        assert n == 1, k
+    (ws / "config.ini").write_text(ini)
+
+
+def test_serve_honours_batch_and_prefill_knobs(tessera, ws):
+    ini = (ws / "config.ini").read_text()
+    for key in ["step_length", "cache_chunk_size", "use_context_fmha"]:
+        assert f"\n{key} = " not in ini, key
+    set_knobs(ws, max_batch_size=3, max_context_token_num=96)
+    line = serve_line(tessera, ws)
+    assert "max_batch_size 3," in line and "max_prefill_token_num 96," in line, line
+    # a flag wins over config.ini
+    line = serve_line(tessera, ws, "--max-batch-size", 5, "--max-prefill-token-num", 128)
+    assert "max_batch_size 5," in line and "max_prefill_token_num 128," in line, line
