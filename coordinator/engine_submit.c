@@ -165,7 +165,8 @@ static tsr_status tsr__submit(tsr_engine *e, const tsr_engine_request *rq, tsr_e
                         (long long)r->n_ids, (long long)r->max_new, (long long)pool_tokens);
         goto fail;
     }
-    /* Stop conditions: the request's, plus the chat template's for chat requests. */
+    /* Stop conditions: the request's, plus the chat template's for chat requests (its end of
+     * turn is the chat's EOS, so ignore_eos drops it too). */
     *field = TSR_FIELD_STOP;
     {
         int32_t *sids = malloc((size_t)(rq->n_stop_ids + e->n_tmpl_stop_ids + 1) * sizeof *sids);
@@ -179,7 +180,7 @@ static tsr_status tsr__submit(tsr_engine *e, const tsr_engine_request *rq, tsr_e
         }
         for (int i = 0; i < rq->n_stop_ids; i++) sids[nsi++] = rq->stop_ids[i];
         for (int i = 0; i < rq->n_stop; i++) sstr[nss++] = rq->stop[i];
-        if (r->is_chat) {
+        if (r->is_chat && !rq->ignore_eos) {
             for (int i = 0; i < e->n_tmpl_stop_ids; i++) sids[nsi++] = e->tmpl_stop_ids[i];
             for (int i = 0; i < e->n_tmpl_stop_strs; i++) sstr[nss++] = e->tmpl_stop_strs[i];
         }

@@ -124,3 +124,14 @@ def test_errors_are_sdk_exceptions(client, model, server):
         bad.models.list()
     with pytest.raises(openai.BadRequestError):
         client.completions.create(model=model, prompt="word " * 3000, max_tokens=4)
+
+
+def test_chat_ignore_eos_ignores_the_templates_end_of_turn(client, model):
+    """ignore_eos on a chat request also ignores the template's stop ids (<|im_end|>), so the
+    answer runs to max_tokens (issue 16); without it the same request ends early."""
+    msg = [{"role": "user", "content": "Hi"}]
+    short = client.chat.completions.create(model=model, messages=msg, max_tokens=48, temperature=0)
+    assert short.choices[0].finish_reason == "stop" and short.usage.completion_tokens < 48
+    r = client.chat.completions.create(model=model, messages=msg, max_tokens=48, temperature=0,
+                                       extra_body={"ignore_eos": True})
+    assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 48
