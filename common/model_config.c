@@ -268,12 +268,14 @@ tsr_status tsr_model_config_from_gguf(const tsr_gguf *g, tsr_model_config *cfg) 
     char *arch = tsr_gguf_get_str(g, "general.architecture");
     if (!arch) return tsr_errorf(TSR_ERR_FORMAT, "%s: metadata general.architecture is missing", path);
     tsr_status rc = TSR_OK;
+    /* Only llama.cpp's `llama` conventions are read (Llama, Mistral, SmolLM ... are converted
+     * to it); other architectures (qwen2's unpermuted Q/K, ...) are refused here, by name,
+     * rather than by the weight loader after this check passed. */
     if (!strcmp(arch, "llama")) cfg->arch = TSR_ARCH_LLAMA;
-    else if (!strcmp(arch, "qwen2")) {
-        cfg->arch = TSR_ARCH_QWEN2;
-        cfg->attn_bias = true;
-    } else {
-        rc = tsr_errorf(TSR_ERR_UNSUPPORTED, "%s: GGUF architecture '%.32s' is not supported (llama and qwen2 are)", path, arch);
+    else {
+        rc = tsr_errorf(TSR_ERR_UNSUPPORTED,
+                        "%s: GGUF architecture '%.32s' is not supported (GGUF files of architecture llama are; "
+                        "qwen2, mistral and internlm2 models load from their Hugging Face directory)", path, arch);
         goto out;
     }
     char *name = tsr_gguf_get_str(g, "general.name");

@@ -144,12 +144,7 @@ tsr_status tsr__gguf_source_open(const char *path, tsr_model_config *cfg, tsr__s
         free(s);
         return st;
     }
-    if (cfg->arch != TSR_ARCH_LLAMA && cfg->arch != TSR_ARCH_MISTRAL) {
-        tsr_gguf_close(s->g);
-        free(s);
-        return tsr_errorf(TSR_ERR_UNSUPPORTED, "%s: GGUF architecture %s is not supported (llama only)", path,
-                          tsr_arch_name(cfg->arch));
-    }
+    TSR_ASSERT(cfg->arch == TSR_ARCH_LLAMA);   /* tsr_model_config_from_gguf refuses the others */
     s->base.shape = tsr__gguf_shape;
     s->base.read = tsr__gguf_read;
     s->base.close = tsr__gguf_close;

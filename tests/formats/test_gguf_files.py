@@ -216,3 +216,26 @@ def test_unsupported_ggml_type_is_named(tessera, tmp_path, qt):
     w.close()
     p = run(tessera, "inspect", path, check=False)
     assert p.returncode == 1 and f"ggml type {qt.name} ({qt.value})" in p.stderr and "'w'" in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "internlm2"])
+def test_gguf_architecture_the_loader_cannot_take_is_refused_at_the_config(tessera, tmp_path, arch):
+    # a qwen2 GGUF passed the config check and then failed in the weight loader (issue 16):
+    # now the config check itself refuses it, naming the architecture
+    path = tmp_path / f"tiny-{arch}.gguf"
+    w = gguf.GGUFWriter(path, arch)
+    for add, v in [(w.add_context_length, 128), (w.add_embedding_length, 64), (w.add_block_count, 1),
+                   (w.add_feed_forward_length, 128), (w.add_head_count, 4), (w.add_head_count_kv, 2)]:
+        add(v)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_tensor("token_embd.weight", np.zeros((256, 64), dtype=np.float32))
+    w.add_tensor("blk.0.attn_q.bias", np.zeros(64, dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    want = f"GGUF architecture '{arch}' is not supported (GGUF files of architecture llama are"
+    p = run(tessera, "inspect", path, "--no-tensors")
+    assert want in p.stdout, p.stdout
+    p = run(tessera, "generate", path, "--prompt-ids", "1,2", "--max-new-tokens", 1, check=False)
+    assert p.returncode == 1 and want in p.stderr, p.stderr
