@@ -15,6 +15,10 @@ if [[ -n "${TESSERA_IFACE:-}" ]]; then
   export PMIX_MCA_ptl_tcp_if_include="$TESSERA_IFACE" PMIX_MCA_ptl_tcp_disable_ipv6_family=1
   [[ "$TESSERA_IFACE" == */* ]] || export NCCL_SOCKET_IFNAME="$TESSERA_IFACE"
 fi
-exec mpirun --hostfile "$hostfile" -np "$np" --map-by slot --bind-to none "${net[@]}" \
-  -x TESSERA_HOME -x TESSERA_COMM_TIMEOUT -x NCCL_DEBUG -x NCCL_SOCKET_IFNAME -x NCCL_NVLS_ENABLE \
+# forwarded to every rank when set; an unset one is left out (mpirun's -x warns about each)
+fwd=()
+for v in TESSERA_HOME TESSERA_COMM_TIMEOUT NCCL_DEBUG NCCL_SOCKET_IFNAME NCCL_NVLS_ENABLE; do
+  [[ -z "${!v+set}" ]] || fwd+=(-x "$v")
+done
+exec mpirun --hostfile "$hostfile" -np "$np" --map-by slot --bind-to none "${net[@]}" "${fwd[@]}" \
   tessera serve "$model" --tp "$np" "$@"
