@@ -9,8 +9,10 @@
 #include <signal.h>
 #include <strings.h>
 
+#include "common/fileutil.h"
 #include "common/knobs.h"
 #include "common/log.h"
+#include "common/model_config.h"
 #include "kernels/devices.h"
 #include "worker/topology.h"
 #include "worker/weights.h"
@@ -100,7 +102,17 @@ load:
         /* the model's shapes from its config, random weights made on the device (speed tests of
          * large models without their files; the values are the same hash on every backend) */
         tsr_model_config cfg;
-        TSR_TRY(tsr_model_config_load(o->model_path, &cfg));
+        if (tsr_path_is_dir(o->model_path) && !tsr_workspace_is(o->model_path)) {
+            /* an HF directory: config.json alone, as vLLM (no weight files needed) */
+            char *cj = tsr_path_join(o->model_path, "config.json");
+            tsr_status st = tsr_path_exists(cj) ? tsr_model_config_from_hf(cj, &cfg)
+                                                : tsr_errorf(TSR_ERR_NOT_FOUND, "%s: no config.json for --load-format dummy",
+                                                             o->model_path);
+            free(cj);
+            TSR_TRY(st);
+        } else {
+            TSR_TRY(tsr_model_config_load(o->model_path, &cfg));
+        }
         TSR_TRY(tsr_model_init_dummy(&cfg, rt->be, &lo, 1234, &rt->model));
     } else if (o->load_format && strcmp(o->load_format, "auto")) {
         return tsr_errorf(TSR_ERR_INVALID_ARG, "--load-format '%s': auto or dummy", o->load_format);
