@@ -115,7 +115,9 @@ tsr_status tsr_workspace_read_config(const char *dir, tsr_model_config *c, int *
         if (s && !strcmp(s, "linear")) c->rope_type = TSR_ROPE_LINEAR;
         else if (s && !strcmp(s, "llama3")) c->rope_type = TSR_ROPE_LLAMA3;
         else if (s && !strcmp(s, "dynamic")) c->rope_type = TSR_ROPE_DYNAMIC;
-        else if (s && strcmp(s, "default")) st = tsr_errorf(TSR_ERR_FORMAT, "%s/config.ini: rope_scaling_type '%s' is unknown", dir, s);
+        else if (s && strcmp(s, "default")) st = tsr_errorf(TSR_ERR_UNSUPPORTED,
+                                                  "%s/config.ini: rope_scaling_type '%.32s' is not supported (default, "
+                                                  "linear, dynamic, llama3 are)", dir, s);
         /* TurboMind's rule: a rope_scaling_factor > 0 on a model without scaling turns on
          * dynamic NTK, so editing config.ini is enough to stretch the context */
         if (c->rope_type == TSR_ROPE_DEFAULT && c->rope_factor > 0) c->rope_type = TSR_ROPE_DYNAMIC;

@@ -75,3 +75,15 @@ def test_chat_honours_session_len(tessera, ws):
     # the first turn answered within the session; the long one was refused for lack of room
     assert len(turns) == 1 and turns[0][2] == "80" and int(turns[0][1]) <= 80, p.stderr[-2000:]
     assert "no room" in p.stderr and "session_len 80" in p.stderr
+
+
+@pytest.mark.parametrize("rope", ["yarn", "longrope"])
+def test_unimplemented_rope_scaling_type_is_refused_by_name(tessera, ws, rope):
+    # issue 16: a RoPE scaling Tessera does not implement is refused by name, listing what is
+    set_knobs(ws, rope_scaling_type=rope)
+    try:
+        p = generate(tessera, ws, "--prompt", PROMPT, "--max-new-tokens", 2)
+    finally:
+        set_knobs(ws, rope_scaling_type="default")
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert f"rope_scaling_type '{rope}' is not supported (default, linear, dynamic, llama3 are)" in p.stderr, p.stderr
