@@ -51,7 +51,7 @@ int tsr_bench_batch(int argc, char **argv) {
         char *end;
         long v = strtol(p, &end, 10);
         if (end == p || v < 1) {
-            fprintf(stderr, "tessera bench batch: --concurrency wants positive integers separated by commas\n");
+            tsr_cli_err("tessera bench batch: --concurrency wants positive integers separated by commas\n");
             return 1;
         }
         cs[n_c++] = v;
@@ -59,7 +59,7 @@ int tsr_bench_batch(int argc, char **argv) {
         p = *end == ',' ? end + 1 : end;
     }
     if (prompt_len < 1 || gen_len < 2 || n_c == 0) {
-        fprintf(stderr, "tessera bench batch: --prompt-len must be >= 1 and --gen-len >= 2\n");
+        tsr_cli_err("tessera bench batch: --prompt-len must be >= 1 and --gen-len >= 2\n");
         return 1;
     }
     const char *path = tsr_cli_model_or_default(n_pos ? pos[0] : NULL);
@@ -77,7 +77,7 @@ int tsr_bench_batch(int argc, char **argv) {
     c.cache_max_entry_count = (double)(blocks_per * max_c + 8);
     tsr_engine *e = NULL;
     if (tsr_engine_open(&c, &argc, &argv, &e) != TSR_OK) {
-        fprintf(stderr, "tessera bench batch: %s\n", tsr_last_error());
+        tsr_cli_err("tessera bench batch: %s\n", tsr_last_error());
         return 1;
     }
     if (!e) return 0;   /* a worker rank */
@@ -106,7 +106,7 @@ int tsr_bench_batch(int argc, char **argv) {
             rq.sampling.temperature = 0;
             rq.ignore_eos = true;
             if (tsr_engine_submit(e, &rq, tsr__bb_event, &reqs[i], NULL) != TSR_OK) {
-                fprintf(stderr, "tessera bench batch: %s\n", tsr_last_error());
+                tsr_cli_err("tessera bench batch: %s\n", tsr_last_error());
                 status = 1;
                 break;
             }

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "tools/bench_forward.h"
+#include "tools/cli.h"
 
 void tsr_bench_forward_opts_default(tsr_bench_forward_opts *o) {
     memset(o, 0, sizeof *o);
@@ -34,7 +35,7 @@ void tsr_bench_forward_opts_default(tsr_bench_forward_opts *o) {
 
 int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) {
     (void)o, (void)argc, (void)argv;
-    fprintf(stderr, "tessera bench generate: the dummy-model benchmark needs the CUDA backend (this build has none)\n");
+    tsr_cli_err("tessera bench generate: the dummy-model benchmark needs the CUDA backend (this build has none)\n");
     return 1;
 }
 

@@ -58,11 +58,11 @@ int tsr_bench_generate(int argc, char **argv) {
     if (rc != TSR_CLI_OK) return rc == TSR_CLI_HELP ? 0 : 1;
     if (dummy) {
         if (n_pos > 0) {
-            fprintf(stderr, "tessera bench generate: --dummy-config takes no MODEL\n");
+            tsr_cli_err("tessera bench generate: --dummy-config takes no MODEL\n");
             return 1;
         }
         if (batch < 0 || ctx < 1 || tp < 0) {
-            fprintf(stderr, "tessera bench generate: --batch must be >= 0, --ctx > 0\n");
+            tsr_cli_err("tessera bench generate: --batch must be >= 0, --ctx > 0\n");
             return 1;
         }
         tsr_bench_forward_opts bo;
@@ -79,11 +79,11 @@ int tsr_bench_generate(int argc, char **argv) {
     if (prompt_len < 0) prompt_len = 256;
     if (gen_len < 0) gen_len = 64;
     if (strcmp(backend, "cpu") != 0 && strcmp(backend, "cuda") != 0 && strcmp(backend, "auto") != 0) {
-        fprintf(stderr, "tessera bench generate: unknown backend '%s' (cpu, cuda or auto)\n", backend);
+        tsr_cli_err("tessera bench generate: unknown backend '%s' (cpu, cuda or auto)\n", backend);
         return 1;
     }
     if (prompt_len < 1 || gen_len < 1 || runs < 1 || threads < 0) {
-        fprintf(stderr, "tessera bench generate: --prompt-len, --gen-len and --runs must be positive\n");
+        tsr_cli_err("tessera bench generate: --prompt-len, --gen-len and --runs must be positive\n");
         return 1;
     }
     const char *path = tsr_cli_model_or_default(n_pos ? pos[0] : NULL);
@@ -98,7 +98,7 @@ int tsr_bench_generate(int argc, char **argv) {
     if (prompt_len > ec.max_prefill_token_num) ec.max_prefill_token_num = prompt_len;
     tsr_engine *e = NULL;
     if (tsr_engine_open(&ec, &argc, &argv, &e) != TSR_OK) {
-        if (tsr_group_world_rank() == 0) fprintf(stderr, "tessera bench generate: %s\n", tsr_last_error());
+        if (tsr_group_world_rank() == 0) tsr_cli_err("tessera bench generate: %s\n", tsr_last_error());
         return 1;
     }
     if (!e) return 0; /* a TP worker */
@@ -106,7 +106,7 @@ int tsr_bench_generate(int argc, char **argv) {
     int32_t *ids = malloc((size_t)prompt_len * sizeof *ids);
     double *pre = calloc((size_t)runs, sizeof *pre), *dec = calloc((size_t)runs, sizeof *dec);
     if (!ids || !pre || !dec) {
-        fprintf(stderr, "tessera bench generate: out of memory\n");
+        tsr_cli_err("tessera bench generate: out of memory\n");
         goto done;
     }
     /* Ids from the ordinary part of the vocabulary (past the first 100, where the special
@@ -130,7 +130,7 @@ int tsr_bench_generate(int argc, char **argv) {
     for (int64_t r = -1; r < runs; r++) {
         tsr__gen_result st;   /* a fresh sequence each run (no prefix cache: tsr__gen_engine_config) */
         if (tsr__gen_run(e, &req, NULL, NULL, &st) != TSR_OK) {
-            fprintf(stderr, "tessera bench generate: %s\n", tsr_last_error());
+            tsr_cli_err("tessera bench generate: %s\n", tsr_last_error());
             goto done;
         }
         double p = st.prefill_s > 0 ? (double)prompt_len / st.prefill_s : 0;

@@ -393,13 +393,13 @@ int tsr_bench_serve(int argc, char **argv) {
                            opts, argc, argv, pos, 1, &n_pos);
     if (rc != TSR_CLI_OK) return rc == TSR_CLI_HELP ? 0 : 1;
     if (n_req && duration > 0) {
-        fprintf(stderr, "tessera bench serve: give --requests or --duration, not both\n");
+        tsr_cli_err("tessera bench serve: give --requests or --duration, not both\n");
         return 1;
     }
     if (!n_req) n_req = duration > 0 ? INT64_MAX : 2 * conc;
     if (conc < 1 || conc > 4096 || n_req < 1 || prompt_len < 1 || prompt_len > 1 << 20 || max_tokens < 1 ||
         max_tokens > 1 << 20 || !(duration >= 0 && duration <= 1e7) || !(disconnect >= 0 && disconnect <= 1)) {
-        fprintf(stderr, "tessera bench serve: need 1 <= --concurrency <= 4096, --requests >= 1, --prompt-len >= 1, "
+        tsr_cli_err("tessera bench serve: need 1 <= --concurrency <= 4096, --requests >= 1, --prompt-len >= 1, "
                         "--max-tokens >= 1, --duration >= 0, 0 <= --disconnect-fraction <= 1\n");
         return 1;
     }
@@ -407,7 +407,7 @@ int tsr_bench_serve(int argc, char **argv) {
     pid_t child = -1;
     if (url) {
         if (strncmp(url, "http://", 7)) {
-            fprintf(stderr, "tessera bench serve: --url must be http://host:port\n");
+            tsr_cli_err("tessera bench serve: --url must be http://host:port\n");
             return 1;
         }
         const char *h = url + 7, *colon = strrchr(h, ':');
@@ -419,7 +419,7 @@ int tsr_bench_serve(int argc, char **argv) {
         if (!model) return 1;
         int p = tsr__bs_free_port();
         if (p < 0) {
-            fprintf(stderr, "tessera bench serve: no free port\n");
+            tsr_cli_err("tessera bench serve: no free port\n");
             return 1;
         }
         snprintf(port, sizeof port, "%d", p);
@@ -461,7 +461,7 @@ int tsr_bench_serve(int argc, char **argv) {
     }
     if (wait_s < 0) wait_s = url ? 10 : 600;
     if (!tsr__bs_wait_healthy(host, port, child, wait_s)) {
-        fprintf(stderr, "tessera bench serve: the server at %s:%s did not answer /health%s\n", host, port,
+        tsr_cli_err("tessera bench serve: the server at %s:%s did not answer /health%s\n", host, port,
                 child > 0 ? " (see --server-log FILE)" : "");
         if (child > 0) kill(child, SIGKILL), waitpid(child, NULL, 0);
         return 1;
@@ -480,7 +480,7 @@ int tsr_bench_serve(int argc, char **argv) {
     b.n_requests = 1;
     tsr__bs_worker(&b);
     if (atomic_load(&b.count[TSR__C_OK]) != 1) {
-        fprintf(stderr, "tessera bench serve: warm-up request failed: %s\n", b.first_error);
+        tsr_cli_err("tessera bench serve: warm-up request failed: %s\n", b.first_error);
         if (child > 0) kill(child, SIGKILL), waitpid(child, NULL, 0);
         return 1;
     }
@@ -554,7 +554,7 @@ int tsr_bench_serve(int argc, char **argv) {
     if (b.first_error[0]) printf("first error: %s\n", b.first_error);
     fflush(stdout);
     bool json_ok = !json_path || tsr__bs_write_json(json_path, &b, conc, duration, wall, ttft, e2e, ok);
-    if (!json_ok) fprintf(stderr, "tessera bench serve: cannot write %s\n", json_path);
+    if (!json_ok) tsr_cli_err("tessera bench serve: cannot write %s\n", json_path);
     free(ttft);
     free(e2e);
     free(b.itl);

@@ -2,6 +2,7 @@
 #include "tools/cli.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,39 @@ static int tsr__cli_set(const tsr_opt *o, const char *val) {
     return -1;
 }
 
+/* Open MPI, PMIx (Open MPI 5, srun --mpi=pmix), MPICH's Hydra / PMI, Slurm */
+static const char *tsr__cli_rank(void) {
+    static const char *const vars[] = {"OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v && *v) return v;
+    }
+    return "0";
+}
+
+bool tsr_cli_is_root(void) { return strtol(tsr__cli_rank(), NULL, 10) == 0; }
+
+static char tsr__cli_held[2048];   /* a non-zero rank's messages, held back */
+
+void tsr_cli_err(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    if (tsr_cli_is_root()) {
+        vfprintf(stderr, fmt, ap);
+    } else {
+        size_t n = strlen(tsr__cli_held);
+        vsnprintf(tsr__cli_held + n, sizeof tsr__cli_held - n, fmt, ap);
+    }
+    va_end(ap);
+}
+
+void tsr_cli_err_held_flush(void) {
+    if (tsr_cli_is_root() || !tsr__cli_held[0]) return;
+    sleep(3);
+    fprintf(stderr, "[rank %s] %s", tsr__cli_rank(), tsr__cli_held);
+    tsr__cli_held[0] = '\0';
+}
+
 int tsr_cli_parse(const char *usage, const char *description, const tsr_opt *opts, int argc,
                   char **argv, const char **pos, int max_pos, int *n_pos) {
     int np = 0;
@@ -75,28 +109,28 @@ int tsr_cli_parse(const char *usage, const char *description, const tsr_opt *opt
             for (; o && o->name; o++)
                 if (strlen(o->name) == nl && !strncmp(o->name, a, nl)) break;
             if (!o || !o->name) {
-                fprintf(stderr, "tessera %s: unknown option '%.*s' (see --help)\n", argv[0], (int)nl, a);
+                tsr_cli_err("tessera %s: unknown option '%.*s' (see --help)\n", argv[0], (int)nl, a);
                 return TSR_CLI_ERROR;
             }
             const char *val = NULL;
             if (o->kind == TSR_OPT_FLAG) {
-                if (eq) { fprintf(stderr, "tessera %s: %s takes no value\n", argv[0], o->name); return TSR_CLI_ERROR; }
+                if (eq) { tsr_cli_err("tessera %s: %s takes no value\n", argv[0], o->name); return TSR_CLI_ERROR; }
             } else if (eq) {
                 val = eq + 1;
             } else if (i + 1 < argc) {
                 val = argv[++i];
             } else {
-                fprintf(stderr, "tessera %s: %s needs a value\n", argv[0], o->name);
+                tsr_cli_err("tessera %s: %s needs a value\n", argv[0], o->name);
                 return TSR_CLI_ERROR;
             }
             if (tsr__cli_set(o, val) != 0) {
-                fprintf(stderr, "tessera %s: bad value '%s' for %s\n", argv[0], val ? val : "", o->name);
+                tsr_cli_err("tessera %s: bad value '%s' for %s\n", argv[0], val ? val : "", o->name);
                 return TSR_CLI_ERROR;
             }
             continue;
         }
         if (np >= max_pos) {
-            fprintf(stderr, "tessera %s: unexpected argument '%s' (see --help)\n", argv[0], a);
+            tsr_cli_err("tessera %s: unexpected argument '%s' (see --help)\n", argv[0], a);
             return TSR_CLI_ERROR;
         }
         pos[np++] = a;
@@ -110,7 +144,7 @@ const char *tsr_cli_model_or_default(const char *given) {
     static char *def;
     if (!def) def = tsr_default_model_path();
     if (!tsr_path_exists(def)) {
-        fprintf(stderr,
+        tsr_cli_err(
                 "tessera: no model named and the default model is missing (%s).\n"
                 "Fetch it with: bash ci/fetch-model.sh   (or name a model: a .gguf file, an HF "
                 "directory or a workspace)\n",

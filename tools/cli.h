@@ -34,6 +34,19 @@ void tsr_cli_print_help(const char *usage, const char *description, const tsr_op
  * message telling the user how to fetch it when the default is missing (returns NULL). */
 const char *tsr_cli_model_or_default(const char *given);
 
+/* Whether this process is rank 0 of its launch: under mpirun (or srun) every rank runs the same
+ * subcommand and the library reports the same status on every rank, so the tools print a
+ * user's error once per group, from rank 0.  Read from the launcher's environment, so it holds
+ * before MPI is initialised and after it is finalised; a plain start is rank 0. */
+bool tsr_cli_is_root(void);
+/* fprintf(stderr, ...) on rank 0 only (see tsr_cli_is_root): the tools' error messages.  The
+ * other ranks hold the text back for tsr_cli_err_held_flush. */
+void tsr_cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* For a non-zero rank whose subcommand failed: wait a moment for rank 0, which normally failed
+ * the same way, to print the message and end the job (mpirun then stops this rank); a rank
+ * still running after that failed alone, and prints what it held back, naming itself. */
+void tsr_cli_err_held_flush(void);
+
 /* A blocking TCP connection to host:port (TCP_NODELAY set), or -1. For the client tools. */
 int tsr_cli_tcp_connect(const char *host, const char *port);
 

@@ -46,7 +46,7 @@ int tsr_cmd_bench(int argc, char **argv) {
     }
     for (const tsr__bench *b = tsr__benches; b->name; b++)
         if (!strcmp(argv[1], b->name)) return b->fn(argc - 1, argv + 1);
-    fprintf(stderr, "tessera bench: unknown benchmark '%s'\n\n", argv[1]);
+    tsr_cli_err("tessera bench: unknown benchmark '%s'\n\n", argv[1]);
     tsr__bench_usage(stderr);
     return 1;
 }
@@ -96,7 +96,7 @@ static int tsr__time_encode(const tsr_tokenizer *tok, const char *text, size_t l
         int64_t n;
         double t0 = tsr_now();
         if (tsr_tokenizer_encode(tok, text, len, false, true, &ids, &n) != TSR_OK) {
-            fprintf(stderr, "tessera bench tokenizer: %s\n", tsr_last_error());
+            tsr_cli_err("tessera bench tokenizer: %s\n", tsr_last_error());
             return 1;
         }
         t[r] = tsr_now() - t0;
@@ -124,7 +124,7 @@ int tsr_bench_tokenizer(int argc, char **argv) {
                            opts, argc, argv, pos, 1, &n_pos);
     if (rc != TSR_CLI_OK) return rc == TSR_CLI_HELP ? 0 : 1;
     if (rounds < 1 || mb < 1 || mb > 1024) {
-        fprintf(stderr, "tessera bench tokenizer: --rounds >= 1 and 1 <= --mb <= 1024\n");
+        tsr_cli_err("tessera bench tokenizer: --rounds >= 1 and 1 <= --mb <= 1024\n");
         return 1;
     }
     const char *path = tsr_cli_model_or_default(n_pos ? pos[0] : NULL);
@@ -132,7 +132,7 @@ int tsr_bench_tokenizer(int argc, char **argv) {
     double t0 = tsr_now();
     tsr_tokenizer *tok = NULL;
     if (tsr_tokenizer_load_model(path, &tok) != TSR_OK) {
-        fprintf(stderr, "tessera bench tokenizer: %s\n", tsr_last_error());
+        tsr_cli_err("tessera bench tokenizer: %s\n", tsr_last_error());
         return 1;
     }
     double load_s = tsr_now() - t0;
@@ -141,7 +141,7 @@ int tsr_bench_tokenizer(int argc, char **argv) {
     size_t len = 0;
     if (file) {
         if (tsr_read_file(file, (size_t)1 << 31, &text, &len) != TSR_OK) {
-            fprintf(stderr, "tessera bench tokenizer: %s\n", tsr_last_error());
+            tsr_cli_err("tessera bench tokenizer: %s\n", tsr_last_error());
             tsr_tokenizer_free(tok);
             return 1;
         }

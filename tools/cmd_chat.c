@@ -107,7 +107,7 @@ int tsr_cmd_chat(int argc, char **argv) {
             /* A refused turn leaves the session as it was: say why and go on. */
             fflush(stdout);
             if (res.n_generated) fputc('\n', stdout);
-            fprintf(stderr, "tessera chat: %s%s\n", tsr_last_error(),
+            tsr_cli_err("tessera chat: %s%s\n", tsr_last_error(),
                     r == TSR_ERR_INVALID_ARG ? " (/reset starts over)" : "");
             tsr__gen_result_free(&res);
             continue;

@@ -42,7 +42,7 @@ static int tsr__read_turn(char **line, size_t *cap) {
 static char *tsr__turn(const char *host, const char *port, const char *key, const char *body) {
     int fd = tsr_cli_tcp_connect(host, port);
     if (fd < 0) {
-        fprintf(stderr, "tessera client: cannot connect to %s:%s\n", host, port);
+        tsr_cli_err("tessera client: cannot connect to %s:%s\n", host, port);
         return NULL;
     }
     char head[1024];
@@ -70,7 +70,7 @@ static char *tsr__turn(const char *host, const char *port, const char *key, cons
             continue;
         }
         if (status != 200) {
-            fprintf(stderr, "tessera client: HTTP %d: %s", status, line);
+            tsr_cli_err("tessera client: HTTP %d: %s", status, line);
             continue;
         }
         (void)chunked;   /* chunk-size lines do not start with "data: " and are skipped */
@@ -91,7 +91,7 @@ static char *tsr__turn(const char *host, const char *port, const char *key, cons
             }
         }
         cJSON *err = j ? cJSON_GetObjectItem(j, "error") : NULL;
-        if (err) fprintf(stderr, "\ntessera client: %s\n", cJSON_GetStringValue(cJSON_GetObjectItem(err, "message")));
+        if (err) tsr_cli_err("\ntessera client: %s\n", cJSON_GetStringValue(cJSON_GetObjectItem(err, "message")));
         cJSON_Delete(j);
     }
     free(line);
@@ -164,7 +164,7 @@ static int tsr__gcli_on_data(nghttp2_session *ses, uint8_t flags, int32_t id, co
         int r = tsr_grpc_frame(g->in + off, g->in_len - off, (size_t)64 << 20, &n);
         if (r == TSR_GRPC_FRAME_NEED_MORE) break;
         if (r != TSR_GRPC_FRAME_OK) {
-            fprintf(stderr, "\ntessera client: bad gRPC message frame from the server\n");
+            tsr_cli_err("\ntessera client: bad gRPC message frame from the server\n");
             g->failed = true;
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
@@ -203,7 +203,7 @@ static char *tsr__grpc_turn(const char *host, const char *port, const char *key,
                             size_t msg_len) {
     int fd = tsr_cli_tcp_connect(host, port);
     if (fd < 0) {
-        fprintf(stderr, "tessera client: cannot connect to %s:%s\n", host, port);
+        tsr_cli_err("tessera client: cannot connect to %s:%s\n", host, port);
         return NULL;
     }
     uint8_t *req = malloc(msg_len + 5);
@@ -258,8 +258,8 @@ static char *tsr__grpc_turn(const char *host, const char *port, const char *key,
     fputc('\n', stdout);
     fflush(stdout);
     if (g.status != 0) {
-        if (g.status > 0) fprintf(stderr, "tessera client: gRPC status %d: %s\n", g.status, g.message);
-        else fprintf(stderr, "tessera client: the gRPC call failed (HTTP %d, no grpc-status)\n", g.http_status);
+        if (g.status > 0) tsr_cli_err("tessera client: gRPC status %d: %s\n", g.status, g.message);
+        else tsr_cli_err("tessera client: the gRPC call failed (HTTP %d, no grpc-status)\n", g.http_status);
         free(g.answer);
         return NULL;
     }
@@ -385,7 +385,7 @@ int tsr_cmd_client(int argc, char **argv) {
     const char *url = n_pos ? pos[0] : "http://127.0.0.1:23333";
     bool grpc = !strncmp(url, "grpc://", 7);
     if (!grpc && strncmp(url, "http://", 7)) {
-        fprintf(stderr, "tessera client: URL must be http://host:port or grpc://host:port\n");
+        tsr_cli_err("tessera client: URL must be http://host:port or grpc://host:port\n");
         return 1;
     }
     char host[256], port[16];

@@ -28,7 +28,7 @@ int tsr_cmd_convert(int argc, char **argv) {
     if (rc == TSR_CLI_HELP) return 0;
     if (rc != TSR_CLI_OK) return 1;
     if (!dst) {
-        fprintf(stderr, "tessera convert: --dst DIR is required\n");
+        tsr_cli_err("tessera convert: --dst DIR is required\n");
         return 1;
     }
     tsr_dtype dt;
@@ -36,18 +36,18 @@ int tsr_cmd_convert(int argc, char **argv) {
     else if (!strcmp(dtype_s, "f16") || !strcmp(dtype_s, "fp16")) dt = TSR_F16;
     else if (!strcmp(dtype_s, "bf16")) dt = TSR_BF16;
     else {
-        fprintf(stderr, "tessera convert: --dtype must be f32, f16 or bf16 (got '%s')\n", dtype_s);
+        tsr_cli_err("tessera convert: --dtype must be f32, f16 or bf16 (got '%s')\n", dtype_s);
         return 1;
     }
     if (tp < 1 || tp > 1024) {
-        fprintf(stderr, "tessera convert: --tp must be between 1 and 1024\n");
+        tsr_cli_err("tessera convert: --tp must be between 1 and 1024\n");
         return 1;
     }
     const char *model = tsr_cli_model_or_default(n_pos ? pos[0] : NULL);
     if (!model) return 1;
     double t0 = tsr_now();
     if (tsr_workspace_convert(model, dst, (int)tp, dt) != TSR_OK) {
-        fprintf(stderr, "tessera convert: %s\n", tsr_last_error());
+        tsr_cli_err("tessera convert: %s\n", tsr_last_error());
         return 1;
     }
     fprintf(stderr, "wrote workspace %s (tp %lld, %s) in %.1f s\n", dst, (long long)tp, dtype_s, tsr_now() - t0);

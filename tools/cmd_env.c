@@ -178,7 +178,7 @@ int tsr_cmd_env(int argc, char **argv) {
     if (r == TSR_CLI_HELP) return 0;
     if (r != TSR_CLI_OK) return 1;
     if (ranks < 0 || ranks > 4096) {
-        fprintf(stderr, "tessera env: --ranks must be between 1 and 4096\n");
+        tsr_cli_err("tessera env: --ranks must be between 1 and 4096\n");
         return 1;
     }
 
@@ -194,7 +194,7 @@ int tsr_cmd_env(int argc, char **argv) {
 
     tsr_topology *topo = NULL;
     if (tsr_topology_init(&topo) != TSR_OK) {
-        fprintf(stderr, "tessera env: %s\n", tsr_last_error());
+        tsr_cli_err("tessera env: %s\n", tsr_last_error());
         return 1;
     }
     int local_rank = 0, local_size = 1;

@@ -40,7 +40,7 @@ static int tsr__parse_ids(const char *what, const char *s, int32_t **out, int64_
         errno = 0;
         long long v = strtoll(p, &end, 10);
         if (errno || end == p || v < 0 || v > INT32_MAX || (*end && *end != ',' && *end != ' ')) {
-            fprintf(stderr, "tessera: %s: '%s' is not a list of token ids (like 1,2,3)\n", what, s);
+            tsr_cli_err("tessera: %s: '%s' is not a list of token ids (like 1,2,3)\n", what, s);
             free(ids);
             return -1;
         }
@@ -61,26 +61,26 @@ static int tsr__parse_ids(const char *what, const char *s, int32_t **out, int64_
 int tsr__gen_cli_to_request(const char *cmd, tsr__gen_cli *o, tsr_engine_request *req) {
     tsr_engine_request_default(req);
     if (o->max_new <= 0) {
-        fprintf(stderr, "tessera %s: --max-new-tokens must be a positive count (got %lld)\n", cmd,
+        tsr_cli_err("tessera %s: --max-new-tokens must be a positive count (got %lld)\n", cmd,
                 (long long)o->max_new);
         return -1;
     }
     if (o->session_len < 0) {
-        fprintf(stderr, "tessera %s: --session-len must be positive (got %lld)\n", cmd, (long long)o->session_len);
+        tsr_cli_err("tessera %s: --session-len must be positive (got %lld)\n", cmd, (long long)o->session_len);
         return -1;
     }
     if (o->threads < 0 || o->threads > 1024) {
-        fprintf(stderr, "tessera %s: --threads must be between 0 (auto) and 1024 (got %lld)\n", cmd,
+        tsr_cli_err("tessera %s: --threads must be between 0 (auto) and 1024 (got %lld)\n", cmd,
                 (long long)o->threads);
         return -1;
     }
     if (o->top_k > INT32_MAX || o->top_k < -1) {
-        fprintf(stderr, "tessera %s: --top-k must be 0 (off) or a positive count (got %lld)\n", cmd,
+        tsr_cli_err("tessera %s: --top-k must be 0 (off) or a positive count (got %lld)\n", cmd,
                 (long long)o->top_k);
         return -1;
     }
     if (o->logprobs < -1 || o->logprobs > TSR_SAMPLING_MAX_LOGPROBS) {
-        fprintf(stderr, "tessera %s: --logprobs must be between 0 and %d (got %lld)\n", cmd,
+        tsr_cli_err("tessera %s: --logprobs must be between 0 and %d (got %lld)\n", cmd,
                 TSR_SAMPLING_MAX_LOGPROBS, (long long)o->logprobs);
         return -1;
     }
@@ -103,14 +103,14 @@ int tsr__gen_cli_to_request(const char *cmd, tsr__gen_cli *o, tsr_engine_request
                         : !strncmp(m, "repetition", 10) ? "--repetition-penalty"
                         : !strncmp(m, "presence", 8) ? "--presence-penalty"
                         : !strncmp(m, "frequency", 9) ? "--frequency-penalty" : "option";
-        fprintf(stderr, "tessera %s: %s: %s\n", cmd, opt, m);
+        tsr_cli_err("tessera %s: %s: %s\n", cmd, opt, m);
         return -1;
     }
     req->stop = o->stop.items;
     req->n_stop = o->stop.n;
     for (int i = 0; i < o->stop.n; i++)
         if (!o->stop.items[i][0]) {
-            fprintf(stderr, "tessera %s: --stop needs a non-empty string\n", cmd);
+            tsr_cli_err("tessera %s: --stop needs a non-empty string\n", cmd);
             return -1;
         }
     if (o->stop_id.n > 0) {
@@ -121,7 +121,7 @@ int tsr__gen_cli_to_request(const char *cmd, tsr__gen_cli *o, tsr_engine_request
             int64_t n1 = 0;
             if (tsr__parse_ids("--stop-id", o->stop_id.items[i], &one, &n1) != 0) return -1;
             if (n1 != 1) {
-                fprintf(stderr, "tessera %s: --stop-id takes one token id (got '%s')\n", cmd, o->stop_id.items[i]);
+                tsr_cli_err("tessera %s: --stop-id takes one token id (got '%s')\n", cmd, o->stop_id.items[i]);
                 free(one);
                 return -1;
             }
@@ -167,7 +167,7 @@ tsr_status tsr__gen_cli_open(const char *cmd, const tsr__gen_cli *o, const char 
     ec.load_format = o->load_format;
     ec.tp = o->tp;
     tsr_status rc = tsr_engine_open(&ec, argc, argv, e);
-    if (rc != TSR_OK && tsr_group_world_rank() == 0) fprintf(stderr, "tessera %s: %s\n", cmd, tsr_last_error());
+    if (rc != TSR_OK && tsr_group_world_rank() == 0) tsr_cli_err("tessera %s: %s\n", cmd, tsr_last_error());
     return rc;
 }
 
@@ -298,21 +298,21 @@ int tsr_cmd_generate(int argc, char **argv) {
     tsr_engine_request req;
     if (tsr__gen_cli_to_request("generate", &o, &req) != 0) goto done;
     if (!prompt == !prompt_ids) {
-        fprintf(stderr, "tessera generate: give exactly one of --prompt TEXT or --prompt-ids IDS\n");
+        tsr_cli_err("tessera generate: give exactly one of --prompt TEXT or --prompt-ids IDS\n");
         goto done;
     }
     if (prompt_ids && chat) {
-        fprintf(stderr, "tessera generate: --chat needs --prompt TEXT, not --prompt-ids\n");
+        tsr_cli_err("tessera generate: --chat needs --prompt TEXT, not --prompt-ids\n");
         goto done;
     }
     if (system && !chat) {
-        fprintf(stderr, "tessera generate: --system needs --chat\n");
+        tsr_cli_err("tessera generate: --system needs --chat\n");
         goto done;
     }
     if (prompt_ids) {
         if (tsr__parse_ids("--prompt-ids", prompt_ids, &ids, &n_ids) != 0) goto done;
         if (n_ids == 0) {
-            fprintf(stderr, "tessera generate: --prompt-ids is empty\n");
+            tsr_cli_err("tessera generate: --prompt-ids is empty\n");
             goto done;
         }
     }
@@ -324,7 +324,7 @@ int tsr_cmd_generate(int argc, char **argv) {
     if (ids)
         for (int64_t i = 0; i < n_ids; i++)
             if (ids[i] >= tsr_engine_vocab_size(e)) {
-                fprintf(stderr, "tessera generate: --prompt-ids: id %d is outside the vocabulary (%lld)\n",
+                tsr_cli_err("tessera generate: --prompt-ids: id %d is outside the vocabulary (%lld)\n",
                         ids[i], (long long)tsr_engine_vocab_size(e));
                 goto done;
             }
@@ -346,7 +346,7 @@ int tsr_cmd_generate(int argc, char **argv) {
     tsr__gen_sink sink = {e, !print_ids, o.logprobs >= 0};
     if (tsr__gen_run(e, &req, tsr__generate_on_event, &sink, &res) != TSR_OK) {
         fflush(stdout);
-        fprintf(stderr, "\ntessera generate: %s\n", tsr_last_error());
+        tsr_cli_err("\ntessera generate: %s\n", tsr_last_error());
         goto done;
     }
     if (print_ids) {

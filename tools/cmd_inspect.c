@@ -78,7 +78,7 @@ static void tsr__print_gguf_value(const tsr_gguf_kv *kv) {
 static int tsr__dump(const char *file, const float *x, int64_t n) {
     tsr_status rc = tsr_write_file(file, x, (size_t)n * sizeof(float));
     if (rc != TSR_OK) {
-        fprintf(stderr, "tessera inspect: %s\n", tsr_last_error());
+        tsr_cli_err("tessera inspect: %s\n", tsr_last_error());
         return 1;
     }
     return 0;
@@ -94,7 +94,7 @@ static int tsr__gguf_to_st(const tsr_gguf *g, const char *out) {
         int64_t ne = tsr_gguf_tensor_numel(t);
         float *x = malloc((size_t)(ne ? ne : 1) * sizeof *x);
         if (!x || tsr_gguf_tensor_to_f32(t, x) != TSR_OK) {
-            fprintf(stderr, "tessera inspect: %s\n", x ? tsr_last_error() : "out of memory");
+            tsr_cli_err("tessera inspect: %s\n", x ? tsr_last_error() : "out of memory");
             free(x);
             ret = 1;
             break;
@@ -104,7 +104,7 @@ static int tsr__gguf_to_st(const tsr_gguf *g, const char *out) {
     }
     const char *meta[] = {"format", "pt", "source", tsr_gguf_path(g), NULL};
     if (!ret && tsr_safetensors_write(out, w, n, meta) != TSR_OK) {
-        fprintf(stderr, "tessera inspect: %s\n", tsr_last_error());
+        tsr_cli_err("tessera inspect: %s\n", tsr_last_error());
         ret = 1;
     }
     for (int64_t i = 0; w && i < n; i++) free((void *)w[i].data);
@@ -126,7 +126,7 @@ static int tsr__st_to_st(const tsr_safetensors *st, const char *out) {
     }
     for (int64_t i = 0; meta && i < nm; i++) tsr_safetensors_metadata_at(st, i, &meta[2 * i], &meta[2 * i + 1]);
     if (!ret && tsr_safetensors_write(out, w, n, meta) != TSR_OK) {
-        fprintf(stderr, "tessera inspect: %s\n", tsr_last_error());
+        tsr_cli_err("tessera inspect: %s\n", tsr_last_error());
         ret = 1;
     }
     free(w);
@@ -139,7 +139,7 @@ static int tsr__inspect_gguf(const char *path, bool show_meta, bool quiet, const
     double t0 = tsr_now();
     tsr_gguf *g;
     if (tsr_gguf_open(path, &g) != TSR_OK) {
-        fprintf(stderr, "tessera inspect: %s\n", tsr_last_error());
+        tsr_cli_err("tessera inspect: %s\n", tsr_last_error());
         return 1;
     }
     double ms = (tsr_now() - t0) * 1e3;
@@ -173,14 +173,14 @@ static int tsr__inspect_gguf(const char *path, bool show_meta, bool quiet, const
     if (tname) {
         const tsr_gguf_tensor *t = tsr_gguf_find_tensor(g, tname);
         if (!t) {
-            fprintf(stderr, "tessera inspect: %s: no tensor named '%s'\n", path, tname);
+            tsr_cli_err("tessera inspect: %s: no tensor named '%s'\n", path, tname);
             ret = 1;
         } else {
             int64_t n = tsr_gguf_tensor_numel(t);
             float *x = malloc((size_t)(n ? n : 1) * sizeof *x);
             double t1 = tsr_now();
             if (!x || tsr_gguf_tensor_to_f32(t, x) != TSR_OK) {
-                fprintf(stderr, "tessera inspect: %s: %s\n", path, x ? tsr_last_error() : "out of memory");
+                tsr_cli_err("tessera inspect: %s: %s\n", path, x ? tsr_last_error() : "out of memory");
                 ret = 1;
             } else {
                 double s = tsr_now() - t1;
@@ -201,7 +201,7 @@ static int tsr__inspect_st(const char *path, bool show_meta, bool quiet, const c
     double t0 = tsr_now();
     tsr_safetensors *st;
     if (tsr_safetensors_open(path, &st) != TSR_OK) {
-        fprintf(stderr, "tessera inspect: %s\n", tsr_last_error());
+        tsr_cli_err("tessera inspect: %s\n", tsr_last_error());
         return 1;
     }
     double ms = (tsr_now() - t0) * 1e3;
@@ -242,13 +242,13 @@ static int tsr__inspect_st(const char *path, bool show_meta, bool quiet, const c
     if (tname) {
         const tsr_st_tensor *t = tsr_safetensors_find(st, tname);
         if (!t) {
-            fprintf(stderr, "tessera inspect: %s: no tensor named '%s'\n", path, tname);
+            tsr_cli_err("tessera inspect: %s: no tensor named '%s'\n", path, tname);
             ret = 1;
         } else {
             int64_t n = (int64_t)(t->nbytes / tsr_dtype_size(t->dtype));
             float *x = malloc((size_t)(n ? n : 1) * sizeof *x);
             if (!x) {
-                fprintf(stderr, "tessera inspect: out of memory\n");
+                tsr_cli_err("tessera inspect: out of memory\n");
                 ret = 1;
             } else {
                 int cr = 0;
@@ -264,7 +264,7 @@ static int tsr__inspect_st(const char *path, bool show_meta, bool quiet, const c
                     cr = tsr_convert_to_f32(t->dtype, t->data, x, n);
                 }
                 if (cr != 0) {
-                    fprintf(stderr, "tessera inspect: %s: tensor '%s' of dtype %s has no f32 meaning\n", path, tname,
+                    tsr_cli_err("tessera inspect: %s: tensor '%s' of dtype %s has no f32 meaning\n", path, tname,
                             tsr_dtype_name(t->dtype));
                     ret = 1;
                 } else if (dump) {
@@ -304,7 +304,7 @@ static int tsr__inspect_workspace(const char *dir, bool show_meta, bool quiet, c
         if (rr) ret = rr;
     }
     if (r == 0) {
-        fprintf(stderr, "tessera inspect: %s: workspace has no rank0.safetensors\n", dir);
+        tsr_cli_err("tessera inspect: %s: workspace has no rank0.safetensors\n", dir);
         return 1;
     }
     return ret;
@@ -332,13 +332,13 @@ int tsr_cmd_inspect(int argc, char **argv) {
     if (r == TSR_CLI_HELP) return 0;
     if (r != TSR_CLI_OK) return 1;
     if (dump && !tname) {
-        fprintf(stderr, "tessera inspect: --dump needs --tensor NAME\n");
+        tsr_cli_err("tessera inspect: --dump needs --tensor NAME\n");
         return 1;
     }
     const char *model = tsr_cli_model_or_default(np ? pos[0] : NULL);
     if (!model) return 1;
     if (!tsr_path_exists(model)) {
-        fprintf(stderr, "tessera inspect: %s: no such file or directory\n", model);
+        tsr_cli_err("tessera inspect: %s: no such file or directory\n", model);
         return 1;
     }
     if (tsr_workspace_is(model)) return tsr__inspect_workspace(model, show_meta, quiet, tname, dump, to_st);

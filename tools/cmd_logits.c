@@ -95,17 +95,17 @@ int tsr_cmd_logits(int argc, char **argv) {
     if (rc == TSR_CLI_HELP) return 0;
     if (rc != TSR_CLI_OK) return 1;
     if (!ids_s) {
-        fprintf(stderr, "tessera logits: --ids is required (e.g. --ids 1,2,3)\n");
+        tsr_cli_err("tessera logits: --ids is required (e.g. --ids 1,2,3)\n");
         return 1;
     }
     if (top < 1 || top > 32 || block_len < 1 || chunk < 1 || threads < 0) {
-        fprintf(stderr, "tessera logits: --top must be 1..32, --block-len and --chunk positive\n");
+        tsr_cli_err("tessera logits: --top must be 1..32, --block-len and --chunk positive\n");
         return 1;
     }
     int32_t *ids;
     int64_t n;
     if (tsr__parse_ids(ids_s, &ids, &n) != 0) {
-        fprintf(stderr, "tessera logits: --ids must be non-negative integers separated by commas\n");
+        tsr_cli_err("tessera logits: --ids must be non-negative integers separated by commas\n");
         return 1;
     }
     const char *model_path = tsr_cli_model_or_default(n_pos ? pos[0] : NULL);
@@ -128,7 +128,7 @@ int tsr_cmd_logits(int argc, char **argv) {
     ro.block_len = block_len;
     ro.cache_max_entry_count = (double)((n + block_len - 1) / block_len);
     if (tsr_runtime_open(&rt, &ro, &argc, &argv) != TSR_OK) {
-        if (rt.group.rank == 0) fprintf(stderr, "tessera logits: %s\n", tsr_last_error());
+        if (rt.group.rank == 0) tsr_cli_err("tessera logits: %s\n", tsr_last_error());
         free(ids);
         return 1;
     }
@@ -142,7 +142,7 @@ int tsr_cmd_logits(int argc, char **argv) {
     int64_t vocab = m->cfg.vocab_size, n_out = all ? n : 1;
     logits = malloc(sizeof(float) * (size_t)(n_out * vocab));
     if (!logits) {
-        fprintf(stderr, "tessera logits: out of memory for %lld x %lld logits\n", (long long)n_out, (long long)vocab);
+        tsr_cli_err("tessera logits: out of memory for %lld x %lld logits\n", (long long)n_out, (long long)vocab);
         goto done;
     }
     if (tsr_bm_init(kv->n_blocks, kv->layout.block_len, &bm) != TSR_OK || tsr_bm_seq_reserve(bm, &seq, n) != TSR_OK)
@@ -153,12 +153,12 @@ int tsr_cmd_logits(int argc, char **argv) {
     if (out_path) {
         FILE *f = fopen(out_path, "wb");
         if (!f || fwrite(logits, sizeof(float), (size_t)(n_out * vocab), f) != (size_t)(n_out * vocab)) {
-            fprintf(stderr, "tessera logits: cannot write %s: %s\n", out_path, strerror(errno));
+            tsr_cli_err("tessera logits: cannot write %s: %s\n", out_path, strerror(errno));
             if (f) fclose(f);
             goto done;
         }
         if (fclose(f) != 0) {
-            fprintf(stderr, "tessera logits: cannot write %s: %s\n", out_path, strerror(errno));
+            tsr_cli_err("tessera logits: cannot write %s: %s\n", out_path, strerror(errno));
             goto done;
         }
     } else {
@@ -171,7 +171,7 @@ int tsr_cmd_logits(int argc, char **argv) {
     status = 0;
     goto done;
 fail:
-    fprintf(stderr, "tessera logits: %s\n", tsr_last_error());
+    tsr_cli_err("tessera logits: %s\n", tsr_last_error());
 done:
     if (bm) tsr_bm_seq_release(bm, &seq);
     tsr_bm_free(bm);

@@ -93,7 +93,7 @@ int tsr_cmd_serve(int argc, char **argv) {
     if (port < 1 || port > 65535 || grpc_port < 0 || grpc_port > 65535 || max_body < 1 || (max_batch != INT64_MIN && max_batch < 1) ||
         max_connections < 1 || max_queue < 0 || max_unsent < 1 || max_held < 1 ||
         grpc_conn_buffer < 1) {
-        fprintf(stderr, "tessera serve: ports in 1..65535 (--grpc-port 0: off), --max-body-bytes, --max-batch-size, "
+        tsr_cli_err("tessera serve: ports in 1..65535 (--grpc-port 0: off), --max-body-bytes, --max-batch-size, "
                         "--max-connections, --max-unsent-bytes and --max-held-bytes >= 1, --max-queue >= 0\n");
         free(keys.items);
         free(origins.items);
@@ -117,7 +117,7 @@ int tsr_cmd_serve(int argc, char **argv) {
     if (!isfinite(read_timeout) || read_timeout < 0) bad = "--read-timeout must be a number >= 0 (0: off)";
     if (!isfinite(idle_timeout) || idle_timeout < 0) bad = "--idle-timeout must be a number >= 0 (0: off)";
     if (bad) {
-        fprintf(stderr, "tessera serve: %s\n", bad);
+        tsr_cli_err("tessera serve: %s\n", bad);
         free(keys.items);
         free(origins.items);
         free(hosts.items);
@@ -142,7 +142,7 @@ int tsr_cmd_serve(int argc, char **argv) {
     }
     for (int i = 0; i < names.n; i++)
         if (!names.items[i][0]) {
-            fprintf(stderr, "tessera serve: --model-name must not be empty\n");
+            tsr_cli_err("tessera serve: --model-name must not be empty\n");
             free(keys.items);
             free(origins.items);
             free(hosts.items);
@@ -151,7 +151,7 @@ int tsr_cmd_serve(int argc, char **argv) {
         }
     for (int i = 0; i < keys.n; i++)
         if (!keys.items[i][0]) {
-            fprintf(stderr, "tessera serve: --api-key must not be empty\n");
+            tsr_cli_err("tessera serve: --api-key must not be empty\n");
             free(keys.items);
             free(origins.items);
             free(hosts.items);
@@ -185,7 +185,7 @@ int tsr_cmd_serve(int argc, char **argv) {
     ec.on_fatal = tsr__serve_on_fatal;
     tsr_engine *e = NULL;
     if (tsr_engine_open(&ec, &argc, &argv, &e) != TSR_OK) {
-        fprintf(stderr, "tessera serve: %s\n", tsr_last_error());
+        tsr_cli_err("tessera serve: %s\n", tsr_last_error());
         free(keys.items);
         free(origins.items);
         free(hosts.items);
@@ -225,7 +225,7 @@ int tsr_cmd_serve(int argc, char **argv) {
     sc.allowed_hosts = hosts.items;
     sc.n_allowed_hosts = hosts.n;
     tsr_status st = tsr_server_run(e, &sc);
-    if (st != TSR_OK) fprintf(stderr, "tessera serve: %s\n", tsr_last_error());
+    if (st != TSR_OK) tsr_cli_err("tessera serve: %s\n", tsr_last_error());
     const bool broken = tsr_engine_health(e, NULL, 0) != TSR_OK;
     tsr_engine_close(e);
     free(keys.items);

@@ -83,7 +83,7 @@ static int tsr__decode_one(const tsr_tokenizer *tok, const int32_t *ids, int64_t
             tsr_status st = i < n ? tsr_detok_push(&d, ids[i], &piece, &len) : tsr_detok_finish(&d, &piece, &len);
             if (st != TSR_OK) {
                 printf("]\n");
-                fprintf(stderr, "tessera tokenize: %s\n", tsr_last_error());
+                tsr_cli_err("tessera tokenize: %s\n", tsr_last_error());
                 return 1;
             }
             if (i) printf(", ");
@@ -96,7 +96,7 @@ static int tsr__decode_one(const tsr_tokenizer *tok, const int32_t *ids, int64_t
     char *text;
     size_t len;
     if (tsr_tokenizer_decode(tok, ids, n, skip, &text, &len) != TSR_OK) {
-        fprintf(stderr, "tessera tokenize: %s\n", tsr_last_error());
+        tsr_cli_err("tessera tokenize: %s\n", tsr_last_error());
         return 1;
     }
     if (json) tsr__put_json_string(stdout, text, len);
@@ -147,7 +147,7 @@ int tsr_cmd_tokenize(int argc, char **argv) {
         first_input = 1;
     }
     if (n_pos - first_input > 1 && !decode) {
-        fprintf(stderr, "tessera tokenize: too many arguments (quote the TEXT)\n");
+        tsr_cli_err("tessera tokenize: too many arguments (quote the TEXT)\n");
         free(pos);
         return 1;
     }
@@ -155,7 +155,7 @@ int tsr_cmd_tokenize(int argc, char **argv) {
     if (!path) { free(pos); return 1; }
     tsr_tokenizer *tok = NULL;
     if (tsr_tokenizer_load_model(path, &tok) != TSR_OK) {
-        fprintf(stderr, "tessera tokenize: %s\n", tsr_last_error());
+        tsr_cli_err("tessera tokenize: %s\n", tsr_last_error());
         free(pos);
         return 1;
     }
@@ -186,7 +186,7 @@ int tsr_cmd_tokenize(int argc, char **argv) {
             }
             if (input) input[input_len] = 0;
         } else if (tsr_read_file(file, (size_t)1 << 31, &input, &input_len) != TSR_OK) {
-            fprintf(stderr, "tessera tokenize: %s\n", tsr_last_error());
+            tsr_cli_err("tessera tokenize: %s\n", tsr_last_error());
             input = NULL;
         }
         if (!input) { tsr_tokenizer_free(tok); free(pos); return 1; }
@@ -202,7 +202,7 @@ int tsr_cmd_tokenize(int argc, char **argv) {
             input_len += l;
         }
         if (n_pos == first_input) {
-            fprintf(stderr, "tessera tokenize: nothing to %s (give %s or --file F)\n", decode ? "decode" : "encode",
+            tsr_cli_err("tessera tokenize: nothing to %s (give %s or --file F)\n", decode ? "decode" : "encode",
                     decode ? "IDS" : "TEXT");
             free(input);
             tsr_tokenizer_free(tok);
@@ -229,7 +229,7 @@ int tsr_cmd_tokenize(int argc, char **argv) {
             int32_t *ids;
             int64_t n;
             if (!tsr__parse_ids(line, &ids, &n)) {
-                fprintf(stderr, "tessera tokenize: line %lld: not a list of token ids\n", (long long)lineno);
+                tsr_cli_err("tessera tokenize: line %lld: not a list of token ids\n", (long long)lineno);
                 status = 1;
                 break;
             }
@@ -242,7 +242,7 @@ int tsr_cmd_tokenize(int argc, char **argv) {
             if (lines) {
                 j = cJSON_Parse(line);
                 if (!cJSON_IsString(j)) {
-                    fprintf(stderr, "tessera tokenize: line %lld: expected a JSON string\n", (long long)lineno);
+                    tsr_cli_err("tessera tokenize: line %lld: expected a JSON string\n", (long long)lineno);
                     cJSON_Delete(j);
                     status = 1;
                     break;
@@ -253,7 +253,7 @@ int tsr_cmd_tokenize(int argc, char **argv) {
             int32_t *ids;
             int64_t n;
             if (tsr_tokenizer_encode(tok, text, len, !no_special, !no_parse_special, &ids, &n) != TSR_OK) {
-                fprintf(stderr, "tessera tokenize: %s\n", tsr_last_error());
+                tsr_cli_err("tessera tokenize: %s\n", tsr_last_error());
                 status = 1;
             } else {
                 tsr__print_ids(ids, n);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tools/cli.h"
 #include "tools/commands.h"
 
 typedef struct {
@@ -33,7 +34,7 @@ static void tsr__usage(FILE *f) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        tsr__usage(stderr);
+        if (tsr_cli_is_root()) tsr__usage(stderr);
         return 1;
     }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
@@ -45,7 +46,12 @@ int main(int argc, char **argv) {
         return 0;
     }
     for (const tsr_command *c = tsr__commands; c->name; c++)
-        if (!strcmp(argv[1], c->name)) return c->fn(argc - 1, argv + 1);
+        if (!strcmp(argv[1], c->name)) {
+            int rc = c->fn(argc - 1, argv + 1);
+            if (rc != 0) tsr_cli_err_held_flush();   /* errors: once per group, from rank 0 */
+            return rc;
+        }
+    if (!tsr_cli_is_root()) return 1;   /* rank 0 says it, once for the group */
     fprintf(stderr, "tessera: unknown command '%s'\n\n", argv[1]);
     tsr__usage(stderr);
     return 1;
