@@ -151,6 +151,7 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *
     tsr_runtime_opts oo = *o_in;
     const tsr_runtime_opts *o = &oo;
     tsr_status kst = TSR_OK;
+    char unused[64] = "";
     if (o_in->model_path && tsr_workspace_is(o_in->model_path)) {
         tsr_ws_knobs k = {0};
         kst = tsr_workspace_read_knobs(o_in->model_path, &k);
@@ -160,8 +161,11 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *
         if (!oo.block_len) oo.block_len = k.cache_block_seq_len;
         if (oo.cache_max_entry_count <= 0) oo.cache_max_entry_count = k.cache_max_entry_count;
         if (!oo.session_len) oo.session_len = k.session_len;
+        snprintf(unused, sizeof unused, "%s", k.unused);
     }
     TSR_TRY(tsr_group_init(argc, argv, &rt->group));
+    if (unused[0] && rt->group.rank == 0)
+        TSR_LOGW("%s/config.ini: %s: TurboMind's, no effect in Tessera (remove them)", o_in->model_path, unused);
     if (o->tp > 0 && o->tp != rt->group.size) {
         tsr_status st = tsr_errorf(TSR_ERR_INVALID_ARG,
                                    "--tp %lld asks for %lld ranks but this group has %d: start it with "

@@ -10,7 +10,6 @@
 
 #include "common/fileutil.h"
 #include "common/ini.h"
-#include "common/log.h"
 
 #define TSR__SEC "llama"
 
@@ -160,11 +159,14 @@ tsr_status tsr_workspace_read_knobs(const char *dir, tsr_ws_knobs *k) {
     TSR__K("quant_policy", quant_policy, tsr__geti, v);
     TSR__K("max_context_token_num", max_prefill_token_num, tsr__geti, v);
 #undef TSR__K
-    /* TurboMind keys Tessera has no use for: said once, not silently dropped */
+    /* TurboMind keys Tessera has no use for: named for a warning, not silently dropped */
     static const char *unused[] = {"step_length", "cache_chunk_size", "use_context_fmha"};
-    for (size_t i = 0; st == TSR_OK && i < sizeof unused / sizeof *unused; i++)
-        if (tsr_ini_get(ini, TSR__SEC, unused[i]))
-            TSR_LOGW("%s/config.ini: %s is TurboMind's and has no effect in Tessera (remove it)", dir, unused[i]);
+    k->unused[0] = '\0';
+    for (size_t i = 0; i < sizeof unused / sizeof *unused; i++)
+        if (tsr_ini_get(ini, TSR__SEC, unused[i])) {
+            size_t l = strlen(k->unused);
+            snprintf(k->unused + l, sizeof k->unused - l, "%s%s", l ? ", " : "", unused[i]);
+        }
     tsr_ini_free(ini);
     return st;
 }

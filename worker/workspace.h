@@ -26,6 +26,7 @@ typedef struct tsr_ws_knobs {
     int64_t cache_block_seq_len;
     int64_t quant_policy;
     int64_t max_prefill_token_num;   /* max_context_token_num */
+    char unused[64];                 /* TurboMind keys present that nothing reads ("" if none) */
 } tsr_ws_knobs;
 
 bool tsr_workspace_is(const char *path);   /* a directory holding config.ini */

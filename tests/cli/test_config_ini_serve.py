@@ -64,3 +64,16 @@ def test_serve_honours_batch_and_prefill_knobs(tessera, ws):
     # a flag wins over config.ini
     line = serve_line(tessera, ws, "--max-batch-size", 5, "--max-prefill-token-num", 128)
     assert "max_batch_size 5," in line and "max_prefill_token_num 128," in line, line
+
+
+def test_turbomind_keys_nothing_reads_are_warned_about(tessera, ws):
+    # an older workspace (or a TurboMind one) may still carry them: said, not silently dropped
+    ini = (ws / "config.ini").read_text()
+    (ws / "config.ini").write_text(ini + "step_length = 1\nuse_context_fmha = 1\n")
+    try:
+        p = subprocess.run([tessera, "generate", ws, "--prompt-ids", "1,2", "--max-new-tokens", "1"], capture_output=True,
+                           text=True, timeout=300, env=ENV)
+    finally:
+        (ws / "config.ini").write_text(ini)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stderr.count("step_length, use_context_fmha: TurboMind's, no effect in Tessera") == 1, p.stderr[-2000:]
