@@ -1,8 +1,8 @@
 /* The HTTP half's routes: what each request means once http.c has read it whole -- Host and
- * Origin checks (DNS rebinding, CORS), API keys, /health, /metrics, the web page, /v1/models, and
- * the OpenAI endpoints plus TurboMind's /v1/chat/interactive, which parse the body (openai.c)
- * and start a call answered by http_answer.c.  Past max_running + max_queue engine requests a
- * call gets 429 (call.c). */
+ * Origin checks (DNS rebinding, CORS), API keys, /health, /metrics, the web page and its icon
+ * (both served without a key), /v1/models, and the OpenAI endpoints plus TurboMind's
+ * /v1/chat/interactive, which parse the body (openai.c) and start a call answered by
+ * http_answer.c.  Past max_running + max_queue engine requests a call gets 429 (call.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,9 +10,11 @@
 
 #include "coordinator/frontend/http.h"
 
-/* the web page, embedded at build time (frontend.cmake) */
+/* the web page and its icon, embedded at build time (frontend.cmake) */
 extern const unsigned char tsr__web_index_html[];
 extern const size_t tsr__web_index_html_len;
+extern const unsigned char tsr__web_favicon_svg[];
+extern const size_t tsr__web_favicon_svg_len;
 
 /* One model object of /v1/models: the served id or one of its aliases. */
 static cJSON *tsr__model_json(tsr__srv *s, const char *id) {
@@ -144,14 +146,21 @@ void tsr__http_route(tsr__conn *c) {
         if (s->draining) return tsr__http_respond(c, 503, "application/json", "{\"status\":\"draining\"}", 21, NULL);
         return tsr__http_respond(c, 200, "application/json", "{\"status\":\"ok\"}", 15, NULL);
     }
-    if (!tsr__authorized(c))
-        return tsr__http_error(c, 401, "authentication_error", NULL, "invalid_api_key",
-                               "missing or invalid API key: send 'Authorization: Bearer KEY'");
+    /* the page and its icon are static and carry no data: they load without a key, and the
+     * page sends the key its user types on its own API calls */
     if (!strcmp(path, "/") || !strcmp(path, "/index.html")) {
         if (!get) return tsr__http_error(c, 405, "invalid_request_error", NULL, "method_not_allowed", "use GET");
         return tsr__http_respond(c, 200, "text/html; charset=utf-8", (const char *)tsr__web_index_html,
                                  tsr__web_index_html_len, NULL);
     }
+    if (!strcmp(path, "/favicon.ico")) {
+        if (!get) return tsr__http_error(c, 405, "invalid_request_error", NULL, "method_not_allowed", "use GET");
+        return tsr__http_respond(c, 200, "image/svg+xml", (const char *)tsr__web_favicon_svg, tsr__web_favicon_svg_len,
+                                 "Cache-Control: max-age=86400\r\n");
+    }
+    if (!tsr__authorized(c))
+        return tsr__http_error(c, 401, "authentication_error", NULL, "invalid_api_key",
+                               "missing or invalid API key: send 'Authorization: Bearer KEY'");
     if (!strcmp(path, "/metrics")) {
         if (!get) return tsr__http_error(c, 405, "invalid_request_error", NULL, "method_not_allowed", "use GET");
         tsr_engine_stats st;
