@@ -28,6 +28,9 @@
 static void tsr__conn_handle_closed(uv_handle_t *h) {
     tsr__conn *c = h->data;
     if (--c->handles_open == 0) {
+        if (c->prev) c->prev->next = c->next;
+        else c->srv->http_conns = c->next;
+        if (c->next) c->next->prev = c->prev;
         c->srv->connections--;
         tsr__http_in_free(&c->in);
         free(c);
@@ -85,6 +88,10 @@ static void tsr__http_linger(tsr__conn *c) {
     c->reading = true;
     uv_timer_stop(&c->timer);
     uv_timer_start(&c->timer, tsr__on_linger_timer, TSR__LINGER_MS, 0);
+}
+
+void tsr__http_close_all(tsr__srv *s) {
+    for (tsr__conn *c = s->http_conns; c; c = c->next) tsr__http_close(c);
 }
 
 typedef struct {
@@ -420,6 +427,9 @@ void tsr__http_on_connection(uv_stream_t *server, int status) {
     uv_idle_init(s->loop, &c->resume);
     c->tcp.data = c->timer.data = c->resume.data = c;
     c->handles_open = 3;
+    c->next = s->http_conns;
+    if (c->next) c->next->prev = c;
+    s->http_conns = c;
     tsr__http_in_init(&c->in, s->cfg.max_header_bytes, s->cfg.max_body_bytes);
     s->connections++;
     if (uv_accept(server, (uv_stream_t *)&c->tcp) < 0) {

@@ -17,6 +17,7 @@ typedef struct tsr__conn {
     uv_idle_t resume;            /* continues draining pipelined requests on the next loop turn */
     uv_shutdown_t shutdown;      /* lingering close: FIN after the last answer */
     tsr__srv *srv;
+    struct tsr__conn *prev, *next;   /* srv->http_conns */
     tsr__http_in in;             /* the request being read and the bytes held after it */
     int handles_open;
     int writes_pending;
@@ -37,6 +38,8 @@ typedef struct tsr__conn {
 void tsr__http_on_connection(uv_stream_t *server, int status);
 /* Closes the connection; a call it still owns is detached (its requests cancelled). */
 void tsr__http_close(tsr__conn *c);
+/* At exit: closes every open connection (their structs are freed by the close callbacks). */
+void tsr__http_close_all(tsr__srv *s);
 /* Bytes written and not yet taken by the client. */
 size_t tsr__http_unsent(tsr__conn *c);
 

@@ -59,7 +59,7 @@ static tsr_status tsr__listen(tsr__srv *s, uv_tcp_t *t, int port, uv_connection_
 
 static void tsr__walk_close(uv_handle_t *h, void *arg) {
     (void)arg;
-    if (!uv_is_closing(h)) uv_close(h, NULL);   /* at exit: connection structs are left to the OS */
+    if (!uv_is_closing(h)) uv_close(h, NULL);   /* at exit: what the connection lists did not close */
 }
 
 tsr_status tsr_server_run(tsr_engine *e, const tsr_server_config *cfg) {
@@ -106,6 +106,7 @@ tsr_status tsr_server_run(tsr_engine *e, const tsr_server_config *cfg) {
     }
     /* close every handle (connections included) and let the callbacks run */
     if (s->grpc_on) tsr__grpc_close(s);
+    tsr__http_close_all(s);
     uv_walk(s->loop, tsr__walk_close, NULL);
     uv_run(s->loop, UV_RUN_DEFAULT);
     tsr__call_queue_close(s);

@@ -30,6 +30,7 @@ typedef struct tsr__srv {
     bool (*grpc_headers)(struct tsr__gstream *s);     /* grpc_service.c's (grpc.c calls them) */
     void (*grpc_handle)(struct tsr__gstream *s);
     struct tsr__gconn *grpc_conns;  /* open gRPC connections (grpc.c), closed at exit */
+    struct tsr__conn *http_conns;   /* open HTTP connections (http.c), closed at exit */
     uv_async_t async;
     uv_signal_t sigterm, sigint;
     uv_timer_t drain_timer;
