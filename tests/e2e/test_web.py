@@ -213,3 +213,19 @@ def test_failed_turn_is_marked(server, browser):
     by_id(d, "send").click()
     wait_for(lambda: len(css(d, ".msg.assistant[data-done]")) == 2, "the retried turn")
     assert not css(d, ".msg.assistant")[-1].get_attribute("data-failed")
+    # any other refusal (here a 400 for max_tokens 0) shows the server's message in the bubble
+    m.clear()
+    m.send_keys("0")
+    send(d, "Again?")
+    wait_for(lambda: len(css(d, ".msg.assistant[data-done]")) == 3, "the refused turn", 30)
+    bubble = css(d, ".msg.assistant")[-1]
+    assert "failed" in bubble.get_attribute("class").split()
+    err = bubble.find_element("css selector", ".err").text
+    assert "400" in err and "max_tokens" in err, err
+    # a turn that breaks mid-stream keeps what arrived, rendered, and says it failed
+    d.execute_script("const el = tessera.add('assistant', ''); el.id = 'half';"
+                     "tessera.show(el, 'partial **answer**'); tessera.fail(el, 'partial **answer**', 'boom');")
+    half = by_id(d, "half")
+    assert "failed" in half.get_attribute("class").split() and half.get_attribute("data-done") == "1"
+    assert half.find_element("css selector", "strong").text == "answer"
+    assert half.find_element("css selector", ".err").text == "Failed: boom"
