@@ -12,7 +12,7 @@ want_test=0
 # ---- Debian packages ----
 PKGS="build-essential cmake ninja-build pkg-config python3 python3-venv python3-pip
  libopenmpi-dev openmpi-bin libprotobuf-c-dev protobuf-c-compiler libuv1-dev libhwloc-dev
- libnghttp2-dev libhttp-parser-dev libcjson-dev libopenblas-dev curl"
+ libnghttp2-dev libhttp-parser-dev libcjson-dev libopenblas-dev libpng-dev curl"
 # clang + its runtimes (libclang-rt: ASan/LSan/UBSan and libFuzzer) for the sanitizer build and ci/fuzz.sh
 if [ $want_test = 1 ]; then PKGS="$PKGS clang libclang-rt-14-dev iproute2 chromium chromium-driver"; fi
 missing=""

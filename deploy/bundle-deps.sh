@@ -6,5 +6,5 @@ dest=${1:?usage: bundle-deps.sh DIR}
 mkdir -p "$dest"
 cd "$dest"
 apt-get download openmpi-bin libopenmpi3 libprotobuf-c1 libuv1 libhwloc15 libnghttp2-14 libhttp-parser2.9 \
-  libcjson1 libopenblas0-pthread libopenblas0
+  libcjson1 libopenblas0-pthread libopenblas0 libpng16-16
 ls -1 *.deb | wc -l | xargs echo "packages in $dest:"

@@ -365,6 +365,9 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
             while (fgets(line, sizeof line, prof)) fputs(line, stdout);
         }
         printf("bench-forward: tp=%d batch1_tok_s=%.2f\n", grp.size, 1.0 / step1);
+        /* what `tessera bench sweep` reads: decode of the batch (batch 1 when --batch 0), TTFT prefill */
+        printf("bench-forward: sweep decode_tok_s=%.2f prefill_tok_s=%.2f\n",
+               batch > 0 && stepb > 0 ? batch / stepb : 1.0 / step1, prompt > 0 && ttft > 0 ? prompt / ttft : pf_tps);
         fflush(stdout);
     }
     if (prof) fclose(prof);

@@ -148,6 +148,7 @@ int tsr_bench_generate(int argc, char **argv) {
     printf("prefill: %.1f tok/s (prompt %lld tokens, median of %lld runs)\n", pm, (long long)prompt_len,
            (long long)runs);
     printf("decode:  %.1f tok/s (%lld tokens, median of %lld runs)\n", dm, (long long)gen_len, (long long)runs);
+    printf("bench-generate: decode_tok_s=%.2f prefill_tok_s=%.2f\n", dm, pm);   /* what `bench sweep` reads */
     size_t wb = tsr_engine_weight_bytes(e);
     if (wb && dm > 0)
         printf("decode weight traffic: %.1f MB per token, %.2f GB/s\n", (double)wb / 1e6, (double)wb * dm / 1e9);

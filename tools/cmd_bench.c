@@ -19,11 +19,14 @@ typedef struct {
 } tsr__bench;
 
 int tsr_bench_batch(int argc, char **argv);   /* tools/bench_batch.c */
+int tsr_bench_sweep(int argc, char **argv);   /* tools/bench_sweep.c */
 
 static const tsr__bench tsr__benches[] = {
     {"tokenizer", tsr_bench_tokenizer, "encode/decode throughput of the model's tokenizer on one core (MB/s)"},
     {"generate", tsr_bench_generate, "prefill and decode tok/s of one sequence (--backend cpu)"},
     {"batch", tsr_bench_batch, "decode tok/s of 1 vs 8 vs 32 concurrent requests through the batching engine"},
+    {"sweep", tsr_bench_sweep,
+     "the TP sweep: bench generate under mpirun -np N for each TP size; table, --json, --plot PNG"},
     {"serve", tsr_bench_serve,
      "requests/s, tok/s, TTFT, inter-token latency and answers by status of concurrent HTTP streaming clients "
      "(--duration S --disconnect-fraction F: a soak)"},
