@@ -95,7 +95,8 @@ static int tsr__launch(char **argv, const char *prefix, tsr__sweep_row *row) {
 }
 
 static int tsr__write_json(const char *path, const char *backend, const char *model, const char *dummy,
-                           int64_t prompt_len, int64_t gen_len, const tsr__sweep_row *rows, int n_rows, int64_t base_tp) {
+                           int64_t prompt_len, int64_t gen_len, const tsr__sweep_row *rows, int n_rows,
+                           int64_t base_tp) {
     cJSON *root = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(root, "results");
     cJSON_AddStringToObject(root, "benchmark", "bench sweep");
     cJSON_AddStringToObject(root, "backend", dummy ? "cuda" : backend);
@@ -155,10 +156,12 @@ static int tsr__write_plot(const char *path, const tsr__sweep_row *rows, int n_r
         if (!n) continue;
         snprintf(labels[ns], sizeof labels[ns], nb > 1 ? "decode tok/s, batch %lld" : "decode tok/s",
                  (long long)batches[b]);
-        se[ns] = (tsr_plot_series){labels[ns], xs[b], tok[b], n, 0, {tok_rgb[b % 4][0], tok_rgb[b % 4][1], tok_rgb[b % 4][2]}};
+        se[ns] = (tsr_plot_series){labels[ns], xs[b], tok[b], n, 0, {0, 0, 0}};
+        memcpy(se[ns].rgb, tok_rgb[b % 4], 3);
         ns++;
         snprintf(labels[ns], sizeof labels[ns], nb > 1 ? "speedup, batch %lld" : "speedup", (long long)batches[b]);
-        se[ns] = (tsr_plot_series){labels[ns], xs[b], spd[b], n, 1, {spd_rgb[b % 4][0], spd_rgb[b % 4][1], spd_rgb[b % 4][2]}};
+        se[ns] = (tsr_plot_series){labels[ns], xs[b], spd[b], n, 1, {0, 0, 0}};
+        memcpy(se[ns].rgb, spd_rgb[b % 4], 3);
         ns++;
     }
     char right[48];
@@ -246,12 +249,23 @@ int tsr_bench_sweep(int argc, char **argv) {
                 args[na++] = "--dummy-config", args[na++] = dummy, args[na++] = "--batch", args[na++] = bs;
             } else {
                 args[na++] = model, args[na++] = "--backend", args[na++] = backend;
-                if (runs > 0) snprintf(rn, sizeof rn, "%lld", (long long)runs), args[na++] = "--runs", args[na++] = rn;
+                if (runs > 0) {
+                    snprintf(rn, sizeof rn, "%lld", (long long)runs);
+                    args[na++] = "--runs", args[na++] = rn;
+                }
             }
-            if (prompt_len >= 0)
-                snprintf(pl, sizeof pl, "%lld", (long long)prompt_len), args[na++] = "--prompt-len", args[na++] = pl;
-            if (gen_len >= 0) snprintf(gl, sizeof gl, "%lld", (long long)gen_len), args[na++] = "--gen-len", args[na++] = gl;
-            if (threads > 0) snprintf(th, sizeof th, "%lld", (long long)threads), args[na++] = "--threads", args[na++] = th;
+            if (prompt_len >= 0) {
+                snprintf(pl, sizeof pl, "%lld", (long long)prompt_len);
+                args[na++] = "--prompt-len", args[na++] = pl;
+            }
+            if (gen_len >= 0) {
+                snprintf(gl, sizeof gl, "%lld", (long long)gen_len);
+                args[na++] = "--gen-len", args[na++] = gl;
+            }
+            if (threads > 0) {
+                snprintf(th, sizeof th, "%lld", (long long)threads);
+                args[na++] = "--threads", args[na++] = th;
+            }
             args[na] = NULL;
             fprintf(stderr, "bench sweep: [%d/%d] TP %lld, batch %lld: %s -np %s ... bench generate\n", n_rows, total,
                     (long long)tps[t], (long long)batches[b], mpirun, np);
@@ -263,8 +277,10 @@ int tsr_bench_sweep(int argc, char **argv) {
             row->ok = lrc == 0 && row->decode > 0;
             if (!row->ok) {
                 failed++;
-                if (lrc == -2) tsr_cli_err("tessera bench sweep: TP %lld printed no decode_tok_s line\n", (long long)tps[t]);
-                else tsr_cli_err("tessera bench sweep: TP %lld failed (exit status %d)\n", (long long)tps[t], lrc);
+                if (lrc == -2)
+                    tsr_cli_err("tessera bench sweep: TP %lld printed no decode_tok_s line\n", (long long)tps[t]);
+                else
+                    tsr_cli_err("tessera bench sweep: TP %lld failed (exit status %d)\n", (long long)tps[t], lrc);
             }
             tsr_progress("bench sweep", n_rows, total);
         }

@@ -76,3 +76,15 @@ def test_sweep_bad_tp_list_refused():
     r = subprocess.run([tessera_bin(), "bench", "sweep", "--tp", "1,x"], env=ENV, capture_output=True,
                        text=True, timeout=30)
     assert r.returncode != 0 and "--tp must be a comma-separated list" in r.stderr, r.stderr
+
+
+def test_sweep_failed_launch_reported(tmp_path):
+    """A launch that cannot run is a failed row in the table and the JSON and a non-zero exit."""
+    out_json = tmp_path / "sweep.json"
+    r = subprocess.run([tessera_bin(), "bench", "sweep", default_model(), "--tp", "1",
+                        "--mpirun", str(tmp_path / "no-such-mpirun"), "--json", str(out_json)],
+                       env=ENV, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "TP 1 failed (exit status 127)" in r.stderr, r.stderr
+    assert "| 1 | 1 | failed |" in r.stdout, r.stdout
+    assert json.loads(out_json.read_text())["results"][0]["ok"] is False
