@@ -5,11 +5,23 @@
 #include "tools/plot_png.h"
 
 #include <math.h>
+#ifdef TSR_HAVE_PNG
 #include <png.h>
+#endif
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#ifndef TSR_HAVE_PNG
+/* Built where libpng's headers were missing (e.g. a GPU host without libpng-dev): --plot is
+ * refused with a clear message; the table and --json still work. */
+tsr_status tsr_plot_png(const tsr_plot *p, const char *path) {
+    (void)p;
+    return tsr_errorf(TSR_ERR_UNSUPPORTED, "cannot write %s: this tessera was built without libpng "
+                      "(install libpng-dev and rebuild)", path);
+}
+#else
 
 enum { TSR__W = 720, TSR__H = 440, TSR__ML = 96, TSR__MR = 96, TSR__MT = 56, TSR__MB = 64, TSR__SC = 2 };
 
@@ -195,3 +207,5 @@ tsr_status tsr_plot_png(const tsr_plot *p, const char *path) {
     free(cv.px);
     return st;
 }
+
+#endif /* TSR_HAVE_PNG */
