@@ -4,12 +4,13 @@ default), printed in the engine's start-up line; the batch size also bounds the 
 server runs at once.  TurboMind's step_length, cache_chunk_size and use_context_fmha, which no
 command reads, are no longer written."""
 import os
-import re
 import socket
 import subprocess
 import time
 
 import pytest
+
+from test_config_ini import set_knobs  # noqa: E402  (tests/cli is on sys.path under pytest)
 
 ENV = dict(os.environ, TESSERA_LOG="info")
 
@@ -44,14 +45,6 @@ def serve_line(tessera, ws, *flags):
     finally:
         p.terminate()
         p.wait(timeout=60)
-
-
-def set_knobs(ws, **knobs):
-    ini = (ws / "config.ini").read_text()
-    for k, v in knobs.items():
-        ini, n = re.subn(rf"^{k} = .*$", f"{k} = {v}", ini, flags=re.M)
-        assert n == 1, k
-    (ws / "config.ini").write_text(ini)
 
 
 def test_serve_honours_batch_and_prefill_knobs(tessera, ws):
