@@ -286,6 +286,18 @@ def _alive(pid):
         return False
 
 
+def _release(srv, ranks, resume=True):
+    """Ends a fault test's group: stopped ranks continued (so they can die), then killed."""
+    if resume:
+        for p in srv.pids()[1:] + [q for q in ranks if _alive(q)]:
+            try:
+                os.kill(p, signal.SIGCONT)
+            except OSError:
+                pass
+    srv.kill()
+    srv.log.close()
+
+
 def _stop_rank1_mid_stream(tmp, sig):
     srv = Serve(tmp, np=2)
     ranks = []
@@ -315,14 +327,7 @@ def _stop_rank1_mid_stream(tmp, sig):
         left = [p for p in ranks if _alive(p)]
         return ended, gone, err, left, srv
     finally:
-        if sig == signal.SIGSTOP:
-            for p in srv.pids()[1:] + [q for q in ranks if _alive(q)]:
-                try:
-                    os.kill(p, signal.SIGCONT)
-                except OSError:
-                    pass
-        srv.kill()
-        srv.log.close()
+        _release(srv, ranks, resume=sig == signal.SIGSTOP)
 
 
 def test_stopped_rank_is_detected_and_the_group_exits(tmp_path):
@@ -369,10 +374,4 @@ def test_idle_group_notices_a_stopped_rank(tmp_path, rank):
         left = [p for p in ranks if _alive(p)]
         assert not left, f"processes left behind: {left}"
     finally:
-        for p in srv.pids()[1:] + [q for q in ranks if _alive(q)]:
-            try:
-                os.kill(p, signal.SIGCONT)
-            except OSError:
-                pass
-        srv.kill()
-        srv.log.close()
+        _release(srv, ranks)
