@@ -8,6 +8,7 @@
 - gRPC: grpc.health.v1.Health (grpcio's health stub), 415 for a request that is not gRPC,
   INVALID_ARGUMENT for strings that are not UTF-8."""
 import signal
+import time
 import subprocess
 import sys
 import urllib.parse
@@ -145,13 +146,20 @@ def test_model_name_aliases():
                 tok(b"\x0a\x05other\x12\x02hi", timeout=30)
             assert ei.value.code() == grpc.StatusCode.NOT_FOUND
         # draining (SIGTERM with a request running): gRPC health says NOT_SERVING
-        stream = c.completions.create(model="alias-2", prompt="Once upon a time", max_tokens=64, stream=True,
+        stream = c.completions.create(model="alias-2", prompt="Once upon a time", max_tokens=256, stream=True,
                                       extra_body={"ignore_eos": True})
         next(iter(stream))
         s.proc.send_signal(signal.SIGTERM)
+        # the signal reaches the server's loop asynchronously: ask until it has been seen (or 10 s pass)
+        deadline, statuses = time.monotonic() + 10, []
         with grpc.insecure_channel(f"127.0.0.1:{s.grpc_port}") as ch:
-            r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=30)
-        assert r.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            while time.monotonic() < deadline:
+                r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=30)
+                statuses.append(r.status)
+                if r.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                    break
+                time.sleep(0.05)
+        assert statuses[-1] == health_pb2.HealthCheckResponse.NOT_SERVING, statuses
         assert sum(1 for _ in stream) > 0
     finally:
         assert s.stop() == 0, s.log_text()
