@@ -22,6 +22,7 @@ static const tsr_command tsr__commands[] = {
     {"chat", tsr_cmd_chat, "chat interactively with a model; each turn reuses the KV of the earlier ones"},
     {"serve", tsr_cmd_serve, "serve a model: OpenAI API + SSE, gRPC, web chat page, /metrics (mpirun -np N: TP)"},
     {"client", tsr_cmd_client, "chat with a running server (http://host:port or grpc://host:port)"},
+    {"eval", tsr_cmd_eval, "evaluate a model: ppl (perplexity over a text file, llama.cpp's definition)"},
     {"convert", tsr_cmd_convert, "HF directory or GGUF -> a workspace split for N ranks"},
     {NULL, NULL, NULL},
 };
