@@ -10,6 +10,8 @@
 
 #include "common/log.h"
 #include "coordinator/engine.h"
+#include "worker/weights.h"
+#include "tools/bench_util.h"
 #include "tools/cli.h"
 
 typedef struct {
@@ -45,25 +47,32 @@ int tsr_bench_batch(int argc, char **argv) {
                            "Aggregate decode tok/s of 1 vs many concurrent requests through the batching engine.",
                            opts, argc, argv, pos, 1, &n_pos);
     if (rc != TSR_CLI_OK) return rc == TSR_CLI_HELP ? 0 : 1;
-    int64_t cs[32], max_c = 0;
+    int64_t cs[16], max_c = 0;
     int n_c = 0;
-    for (const char *p = conc; *p && n_c < 32;) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 1) {
-            tsr_cli_err("tessera bench batch: --concurrency wants positive integers separated by commas\n");
-            return 1;
-        }
-        cs[n_c++] = v;
-        if (v > max_c) max_c = v;
-        p = *end == ',' ? end + 1 : end;
+    if (tsr__bench_parse_list("tessera bench batch", "--concurrency", conc, 1, 4096, cs, 16, &n_c)) return 1;
+    for (int i = 0; i < n_c; i++)
+        if (cs[i] > max_c) max_c = cs[i];
+    if (prompt_len < 1 || prompt_len > ((int64_t)1 << 20) || gen_len < 2 || gen_len > ((int64_t)1 << 20)) {
+        tsr_cli_err("tessera bench batch: --prompt-len must be in 1..1048576 and --gen-len in 2..1048576\n");
+        return 1;
     }
-    if (prompt_len < 1 || gen_len < 2 || n_c == 0) {
-        tsr_cli_err("tessera bench batch: --prompt-len must be >= 1 and --gen-len >= 2\n");
+    if (threads < 0 || threads > 4096) {
+        tsr_cli_err("tessera bench batch: --threads %lld is out of range 0..4096 (0: all cores)\n", (long long)threads);
         return 1;
     }
     const char *path = tsr_cli_model_or_default(n_pos ? pos[0] : NULL);
     if (!path) return 1;
+    tsr_model_config cfg;   /* refuse a request longer than the model's context before loading it */
+    if (tsr_model_config_load(path, &cfg) != TSR_OK) {
+        tsr_cli_err("tessera bench batch: %s\n", tsr_last_error());
+        return 1;
+    }
+    if (cfg.max_position_embeddings > 0 && prompt_len + gen_len + 1 > cfg.max_position_embeddings) {
+        tsr_cli_err("tessera bench batch: --prompt-len %lld + --gen-len %lld need %lld tokens, more than the model's "
+                    "context (max_position_embeddings), %lld\n", (long long)prompt_len, (long long)gen_len,
+                    (long long)(prompt_len + gen_len + 1), (long long)cfg.max_position_embeddings);
+        return 1;
+    }
     tsr_engine_config c;
     tsr_engine_config_default(&c);
     c.model_path = path;
