@@ -94,14 +94,20 @@ static int tsr__eval_tokenize(const char *model_path, const char *path, int32_t 
                     model_path, tsr_last_error());
         goto done;
     }
-    /* What add_special puts around an empty text tells whether this tokenizer adds BOS. */
-    if (tsr_tokenizer_encode(tok, "", 0, true, false, &pre, &n_pre) != TSR_OK ||
-        tsr_tokenizer_encode(tok, text, len, false, false, &ids, &n_ids) != TSR_OK) {
+    /* The tokenizer adds a BOS when add_special puts a token before a plain "a" (that token is
+     * the BOS, also where the tokenizer's config names none, as an HF post-processor may). */
+    if (tsr_tokenizer_encode(tok, "a", 1, true, false, &pre, &n_pre) != TSR_OK ||
+        tsr_tokenizer_encode(tok, "a", 1, false, false, &ids, &n_ids) != TSR_OK) {
+        tsr_cli_err("tessera eval ppl: cannot tokenize: %s\n", tsr_last_error());
+        goto done;
+    }
+    *bos = n_pre > n_ids && n_ids > 0 && pre[0] != ids[0] ? pre[0] : -1;
+    free(ids);
+    ids = NULL;
+    if (tsr_tokenizer_encode(tok, text, len, false, false, &ids, &n_ids) != TSR_OK) {
         tsr_cli_err("tessera eval ppl: cannot tokenize %s: %s\n", path, tsr_last_error());
         goto done;
     }
-    *bos = tsr_tokenizer_bos_id(tok);
-    if (!(n_pre > 0 && *bos >= 0 && pre[0] == *bos)) *bos = -1;
     int32_t *all = malloc(sizeof(int32_t) * (size_t)(n_ids + 1));
     if (!all) {
         tsr_cli_err("tessera eval ppl: out of memory for %lld tokens\n", (long long)n_ids);
@@ -313,7 +319,11 @@ int tsr_cmd_eval(int argc, char **argv) {
                        "  ppl          perplexity over a text file (llama.cpp's definition; tessera eval ppl --help)\n");
         return argc < 2 ? 1 : 0;
     }
-    if (!strcmp(argv[1], "ppl")) return tsr__eval_ppl(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "ppl")) {
+        static char name[] = "eval ppl";   /* the option parser's messages say "tessera eval ppl: ..." */
+        argv[1] = name;
+        return tsr__eval_ppl(argc - 1, argv + 1);
+    }
     tsr_cli_err("tessera eval: unknown evaluation '%s' (known: ppl)\n", argv[1]);
     return 1;
 }

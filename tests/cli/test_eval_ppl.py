@@ -87,6 +87,38 @@ def test_ppl_one_long_window_matches_hf(tmp_path):
     assert abs(got["ppl"] - want) <= 1e-3 * want, (got["ppl"], want)
 
 
+def test_bos_starts_every_window_when_the_tokenizer_adds_it(tmp_path):
+    """A tiny fixture model with a tokenizer (trained here by HF `tokenizers` on the text) whose
+    post-processor adds <s>: --text must give the figure of --ids laid out as llama.cpp does,
+    in Python from HF's own encoding: BOS before the stream, and the first token of every
+    window replaced by BOS."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    model = tmp_path / "m"
+    model.mkdir()
+    for f in ("config.json", "model.safetensors"):
+        (model / f).symlink_to(FIX / "llama_mha" / f)
+    text = pathlib.Path(TEXT).read_text()
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([text], trainers.BpeTrainer(vocab_size=200, special_tokens=["<s>"], show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 0)])
+    tok.save(str(model / "tokenizer.json"))
+    ctx, stride, k = 32, 40, 3
+    got = ppl_json(model, "--text", TEXT, "--ctx", ctx, "--stride", stride, "--max-windows", k, "--backend", "cpu")
+    assert got["bos"] is True
+    ids = [0] + tok.encode(text, add_special_tokens=False).ids
+    assert got["tokens_in_input"] == len(ids)
+    for w in range(k):
+        ids[w * stride] = 0
+    f = tmp_path / "ids.txt"
+    f.write_text(" ".join(map(str, ids)))
+    want = ppl_json(model, "--ids", f, "--ctx", ctx, "--stride", stride, "--max-windows", k, "--backend", "cpu")
+    assert want["bos"] is False and want["tokens_scored"] == got["tokens_scored"] == k * ctx // 2
+    assert abs(got["ppl"] - want["ppl"]) <= 1e-6 * want["ppl"], (got["ppl"], want["ppl"])
+
+
 def test_default_model_on_gpl3():
     r = ppl("--text", TEXT, "--ctx", 128, "--max-windows", 2, "--backend", "cpu")
     assert r.returncode == 0, r.stderr
@@ -124,5 +156,6 @@ def test_bad_inputs(tmp_path):
     bad(["--text", TEXT, "--ctx", 1], "--ctx must be at least 2")
     bad(["--text", short, "--ctx", 512], "fewer than one window of --ctx 512")
     bad([d, "--ids", ids, "--ctx", 200, "--backend", "cpu"], "longer than the model's context (128 tokens)")
+    bad(["--text", TEXT, "--bogus"], "tessera eval ppl: unknown option '--bogus'")
     ids.write_text("1 2 x")
     bad([d, "--ids", ids, "--ctx", 2], "expected non-negative token ids")
