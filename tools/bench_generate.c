@@ -166,7 +166,7 @@ static void tsr__bg_print_table(const char *model, const char *backend, int64_t 
         printf("bench-generate: prompt_len=%lld depth=%lld gen_len=%lld decode_tok_s=%.2f prefill_tok_s=%.2f\n",
                (long long)cs[i].prompt, (long long)cs[i].depth, (long long)cs[i].gen, cs[i].dec_mean,
                cs[i].pre_mean);
-    if (wb) printf("decode weight traffic: %.1f MB per token (weights resident: %.1f MiB)\n", (double)wb / 1e6,
+    if (wb) printf("weights: %.1f MiB resident, all read once per decoded token (decode GB/s above)\n",
                    (double)wb / 1048576.0);
     if (rss >= 0) printf("peak RSS: %.1f MiB (VmHWM of the whole process)\n", (double)rss / 1048576.0);
     if (ready_s >= 0) printf("model ready %.2f s after process start\n", ready_s);
@@ -189,7 +189,7 @@ int tsr_bench_generate(int argc, char **argv) {
         {"--json", TSR_OPT_FLAG, &json, NULL, "one JSON document on stdout (per case mean/std, peak RSS, weight bytes)"},
         {"--session-len", TSR_OPT_INT, &session_len, "N",
          "longest sequence allowed (default: the model's context); a case past it is refused"},
-        {"--load-format", TSR_OPT_STR, &load_format, "F", "auto (the files), or what the loader also takes (dummy: random weights)"},
+        {"--load-format", TSR_OPT_STR, &load_format, "F", "auto (the files; default) or another loader format, e.g. dummy (random weights)"},
         {"--dummy-config", TSR_OPT_STR, &dummy, "NAME|PATH",
          "GPU speed figures on random weights made on the GPU: llama3-8b or a config.json (no MODEL needed); "
          "batch-1/batch-N decode and TTFT against the measured copy bandwidth and GEMM rate"},
