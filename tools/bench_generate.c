@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 #include "coordinator/engine.h"
@@ -111,12 +112,22 @@ static int tsr__bg_run(tsr_engine *e, const int32_t *ids, const tsr__bg_case *c,
     return 0;
 }
 
+/* What the machine and process were like: load averages at the start and end of the runs. */
+typedef struct {
+    double load_start, load_end;
+} tsr__bg_host;
+
 static void tsr__bg_print_json(const char *model, const char *backend, int64_t threads, int64_t runs,
-                               const tsr__bg_case *cs, int n_cases, size_t wb, int64_t rss, double ready_s) {
+                               const tsr__bg_case *cs, int n_cases, size_t wb, int64_t rss, double ready_s,
+                               const tsr__bg_host *h) {
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", model);
     cJSON_AddStringToObject(root, "backend", backend);
-    cJSON_AddNumberToObject(root, "threads", (double)threads);
+    cJSON_AddNumberToObject(root, "threads_requested", (double)threads);   /* 0: TESSERA_THREADS, else all cores */
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    cJSON_AddNumberToObject(root, "host_cpus", (double)(ncpu > 0 ? ncpu : 0));
+    cJSON_AddNumberToObject(root, "loadavg_1m_start", h->load_start);
+    cJSON_AddNumberToObject(root, "loadavg_1m_end", h->load_end);
     cJSON_AddNumberToObject(root, "runs", (double)runs);
     cJSON_AddStringToObject(root, "std", "sample (n - 1); 0 for one run");
     if (rss >= 0) cJSON_AddNumberToObject(root, "peak_rss_bytes", (double)rss);
@@ -148,7 +159,7 @@ static void tsr__bg_print_json(const char *model, const char *backend, int64_t t
 }
 
 static void tsr__bg_print_table(const char *model, const char *backend, int64_t runs, const tsr__bg_case *cs,
-                                int n_cases, size_t wb, int64_t rss, double ready_s) {
+                                int n_cases, size_t wb, int64_t rss, double ready_s, const tsr__bg_host *h) {
     printf("bench generate: %s, backend %s, %lld run%s per case after one warm-up; mean +- std (tok/s)\n", model,
            backend, (long long)runs, runs == 1 ? "" : "s");
     printf("| %7s | %7s | %7s | %21s | %21s | %12s |\n", "prompt", "depth", "gen", "prefill tok/s", "decode tok/s",
@@ -170,6 +181,8 @@ static void tsr__bg_print_table(const char *model, const char *backend, int64_t 
                    (double)wb / 1048576.0);
     if (rss >= 0) printf("peak RSS: %.1f MiB (VmHWM of the whole process)\n", (double)rss / 1048576.0);
     if (ready_s >= 0) printf("model ready %.2f s after process start\n", ready_s);
+    if (h->load_start >= 0)
+        printf("host load average (1 min): %.2f at the start, %.2f at the end\n", h->load_start, h->load_end);
 }
 
 int tsr_bench_generate(int argc, char **argv) {
@@ -323,6 +336,7 @@ int tsr_bench_generate(int argc, char **argv) {
         goto done;
     }
     double ready_s = tsr__bench_since_start();
+    tsr__bg_host host = {.load_start = tsr__bench_loadavg()};
     ids = malloc((size_t)max_ids * sizeof *ids);
     if (!ids) {
         tsr_cli_err(TSR__BG_CMD ": out of memory\n");
@@ -358,8 +372,10 @@ int tsr_bench_generate(int argc, char **argv) {
     }
     size_t wb = tsr_engine_weight_bytes(e);
     int64_t rss = tsr__bench_peak_rss();
-    if (json) tsr__bg_print_json(tsr_engine_model_name(e), backend, threads, runs, cs, n_cases, wb, rss, ready_s);
-    else tsr__bg_print_table(tsr_engine_model_name(e), backend, runs, cs, n_cases, wb, rss, ready_s);
+    host.load_end = tsr__bench_loadavg();
+    if (json)
+        tsr__bg_print_json(tsr_engine_model_name(e), backend, threads, runs, cs, n_cases, wb, rss, ready_s, &host);
+    else tsr__bg_print_table(tsr_engine_model_name(e), backend, runs, cs, n_cases, wb, rss, ready_s, &host);
     exit_code = 0;
 done:
     free(ids);

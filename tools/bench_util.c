@@ -95,3 +95,12 @@ double tsr__bench_since_start(void) {
     double s = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec - (double)start / (double)hz;
     return s >= 0 ? s : -1;
 }
+
+double tsr__bench_loadavg(void) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (!f) return -1;
+    double v = -1;
+    if (fscanf(f, "%lf", &v) != 1) v = -1;
+    fclose(f);
+    return v;
+}

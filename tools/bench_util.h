@@ -22,4 +22,8 @@ int64_t tsr__bench_peak_rss(void);
  * unknown. */
 double tsr__bench_since_start(void);
 
+/* The 1-minute load average of the host (/proc/loadavg): how busy the machine was; -1 if
+ * unknown. */
+double tsr__bench_loadavg(void);
+
 #endif

@@ -28,6 +28,7 @@ def test_json_one_case_per_combination_with_mean_and_std(tessera, smollm2):
     assert doc["peak_rss_bytes"] > 0
     assert doc["weight_bytes"] > 0
     assert doc["ready_s"] >= 0
+    assert doc["host_cpus"] >= 1 and doc["loadavg_1m_end"] >= 0   # how busy the machine was
     cases = doc["cases"]
     assert len(cases) == len(prompts) * len(depths) * len(gens)
     assert {(c["prompt_len"], c["depth"], c["gen_len"]) for c in cases} == set(itertools.product(prompts, depths, gens))
