@@ -23,7 +23,9 @@ int tsr_bench_sweep(int argc, char **argv);   /* tools/bench_sweep.c */
 
 static const tsr__bench tsr__benches[] = {
     {"tokenizer", tsr_bench_tokenizer, "encode/decode throughput of the model's tokenizer on one core (MB/s)"},
-    {"generate", tsr_bench_generate, "prefill and decode tok/s of one sequence (--backend cpu)"},
+    {"generate", tsr_bench_generate,
+     "prefill and decode tok/s of one sequence per --prompt-len x --depth x --gen-len case, mean +- std of --runs, "
+     "peak RSS, --json"},
     {"batch", tsr_bench_batch, "decode tok/s of 1 vs 8 vs 32 concurrent requests through the batching engine"},
     {"sweep", tsr_bench_sweep,
      "the TP sweep: bench generate under mpirun -np N for each TP size; table, --json, --plot PNG"},
