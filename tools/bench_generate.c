@@ -37,14 +37,30 @@ typedef struct {
     double pre_mean, pre_std, dec_mean, dec_std;
 } tsr__bg_case;
 
-/* --dummy-config: one size of each, handed to bench_forward.c. */
-static int tsr__bg_dummy(const char *dummy, const char *dtype, const char *prompt_s, const char *gen_s,
-                         const char *depth_s, int64_t runs, bool json, int64_t batch, int64_t ctx, int64_t tp,
-                         int n_pos, int *argc, char ***argv) {
-    if (n_pos > 0 || depth_s || runs != INT64_MIN || json) {
-        tsr_cli_err(TSR__BG_CMD ": --dummy-config takes no MODEL, --depth, --runs or --json\n");
+/* The command line; INT64_MIN / NULL: not given (so an option the mode does not use is
+ * refused, not ignored). */
+typedef struct {
+    const char *backend, *dummy, *dtype, *load_format, *prompt_s, *gen_s, *depth_s;
+    int64_t runs, threads, seed, batch, ctx, tp, session_len;
+    bool json;
+} tsr__bg_cli;
+
+/* --dummy-config: one size of each, handed to bench_forward.c (the GPU). */
+static int tsr__bg_dummy(const tsr__bg_cli *o, int n_pos, int *argc, char ***argv) {
+    if (n_pos > 0 || o->depth_s || o->runs != INT64_MIN || o->json || o->load_format ||
+        o->session_len != INT64_MIN || o->threads != INT64_MIN || o->seed != INT64_MIN) {
+        tsr_cli_err(TSR__BG_CMD ": --dummy-config takes no MODEL, --depth, --runs, --json, --load-format, "
+                    "--session-len, --threads or --seed\n");
         return 1;
     }
+    if (o->backend && strcmp(o->backend, "cuda") != 0 && strcmp(o->backend, "auto") != 0) {
+        tsr_cli_err(TSR__BG_CMD ": --dummy-config runs on the GPU (--backend cuda or auto, not '%s')\n", o->backend);
+        return 1;
+    }
+    const char *prompt_s = o->prompt_s, *gen_s = o->gen_s;
+    int64_t batch = o->batch, ctx = o->ctx, tp = o->tp;
+    if (batch == INT64_MIN) batch = 64;
+    if (ctx == INT64_MIN) ctx = 512;
     if (batch < 0 || batch > 65536 || ctx < 1 || ctx > TSR__BG_MAX_LEN || tp < 0) {
         tsr_cli_err(TSR__BG_CMD ": --batch must be in 0..65536, --ctx in 1..%lld, --tp >= 0\n",
                     (long long)TSR__BG_MAX_LEN);
@@ -62,8 +78,8 @@ static int tsr__bg_dummy(const char *dummy, const char *dtype, const char *promp
         if (tsr__bench_parse_list(TSR__BG_CMD, "--gen-len", gen_s, 1, TSR__BG_MAX_LEN, &v, 1, &n)) return 1;
         bo.decode_steps = v;
     }
-    bo.config = dummy;
-    bo.dtype = dtype;
+    bo.config = o->dummy;
+    bo.dtype = o->dtype ? o->dtype : "bf16";
     bo.batch = batch;
     bo.ctx = ctx;
     bo.tp = tp;
@@ -186,32 +202,30 @@ static void tsr__bg_print_table(const char *model, const char *backend, int64_t 
 }
 
 int tsr_bench_generate(int argc, char **argv) {
-    const char *backend = "cpu", *dummy = NULL, *dtype = "bf16", *load_format = NULL;
-    const char *prompt_s = NULL, *gen_s = NULL, *depth_s = NULL;
-    int64_t runs = INT64_MIN, threads = 0, seed = 1, batch = 64, ctx = 512, tp = 0, session_len = INT64_MIN;
-    bool json = false;
+    tsr__bg_cli o = {.runs = INT64_MIN, .threads = INT64_MIN, .seed = INT64_MIN, .batch = INT64_MIN,
+                     .ctx = INT64_MIN, .session_len = INT64_MIN};
     tsr_opt opts[] = {
-        {"--backend", TSR_OPT_STR, &backend, "NAME", "cpu (default), cuda or auto"},
-        {"--prompt-len", TSR_OPT_STR, &prompt_s, "LIST",
+        {"--backend", TSR_OPT_STR, &o.backend, "NAME", "cpu (default), cuda or auto"},
+        {"--prompt-len", TSR_OPT_STR, &o.prompt_s, "LIST",
          "prompt tokens whose prefill is timed, e.g. 128,512 (default 256; with --dummy-config one size, the TTFT "
          "prompt, default 2048, 0 skips)"},
-        {"--depth", TSR_OPT_STR, &depth_s, "LIST",
+        {"--depth", TSR_OPT_STR, &o.depth_s, "LIST",
          "context before the timed decode, e.g. 0,256 (default: the prompt itself)"},
-        {"--gen-len", TSR_OPT_STR, &gen_s, "LIST", "decode steps timed (default 64; with --dummy-config one, 128)"},
-        {"--runs", TSR_OPT_INT, &runs, "N", "measured runs of each case after one warm-up; mean and std (default 1)"},
-        {"--json", TSR_OPT_FLAG, &json, NULL, "one JSON document on stdout (per case mean/std, peak RSS, weight bytes)"},
-        {"--session-len", TSR_OPT_INT, &session_len, "N",
+        {"--gen-len", TSR_OPT_STR, &o.gen_s, "LIST", "decode steps timed (default 64; with --dummy-config one, 128)"},
+        {"--runs", TSR_OPT_INT, &o.runs, "N", "measured runs of each case after one warm-up; mean and std (default 1)"},
+        {"--json", TSR_OPT_FLAG, &o.json, NULL, "one JSON document on stdout (per case mean/std, peak RSS, weight bytes)"},
+        {"--session-len", TSR_OPT_INT, &o.session_len, "N",
          "longest sequence allowed (default: the model's context); a case past it is refused"},
-        {"--load-format", TSR_OPT_STR, &load_format, "F", "auto (the files; default) or another loader format, e.g. dummy (random weights)"},
-        {"--dummy-config", TSR_OPT_STR, &dummy, "NAME|PATH",
+        {"--load-format", TSR_OPT_STR, &o.load_format, "F", "auto (the files; default) or another loader format, e.g. dummy (random weights)"},
+        {"--dummy-config", TSR_OPT_STR, &o.dummy, "NAME|PATH",
          "GPU speed figures on random weights made on the GPU: llama3-8b or a config.json (no MODEL needed); "
          "batch-1/batch-N decode and TTFT against the measured copy bandwidth and GEMM rate"},
-        {"--batch", TSR_OPT_INT, &batch, "N", "with --dummy-config: batch of the batched decode (default 64, 0 skips)"},
-        {"--ctx", TSR_OPT_INT, &ctx, "N", "with --dummy-config: context of the batched decode (default 512)"},
-        {"--dtype", TSR_OPT_STR, &dtype, "T", "with --dummy-config: bf16 (default) or f16"},
-        {"--tp", TSR_OPT_INT, &tp, "N", "expected tensor-parallel size: run under mpirun -np N"},
-        {"--threads", TSR_OPT_INT, &threads, "N", "CPU threads (default: all cores)"},
-        {"--seed", TSR_OPT_INT, &seed, "S", "seed of the random prompt (default 1)"},
+        {"--batch", TSR_OPT_INT, &o.batch, "N", "with --dummy-config: batch of the batched decode (default 64, 0 skips)"},
+        {"--ctx", TSR_OPT_INT, &o.ctx, "N", "with --dummy-config: context of the batched decode (default 512)"},
+        {"--dtype", TSR_OPT_STR, &o.dtype, "T", "with --dummy-config: bf16 (default) or f16"},
+        {"--tp", TSR_OPT_INT, &o.tp, "N", "expected tensor-parallel size: run under mpirun -np N"},
+        {"--threads", TSR_OPT_INT, &o.threads, "N", "CPU threads (default: all cores)"},
+        {"--seed", TSR_OPT_INT, &o.seed, "S", "seed of the random prompt (default 1)"},
         {NULL, 0, NULL, NULL, NULL},
     };
     const char *pos[1];
@@ -223,8 +237,16 @@ int tsr_bench_generate(int argc, char **argv) {
                            "ignored) for each\ncombination of the lists, the peak RSS and the time to a ready model.",
                            opts, argc, argv, pos, 1, &n_pos);
     if (rc != TSR_CLI_OK) return rc == TSR_CLI_HELP ? 0 : 1;
-    if (dummy)
-        return tsr__bg_dummy(dummy, dtype, prompt_s, gen_s, depth_s, runs, json, batch, ctx, tp, n_pos, &argc, &argv);
+    if (o.dummy) return tsr__bg_dummy(&o, n_pos, &argc, &argv);
+    if (o.batch != INT64_MIN || o.ctx != INT64_MIN || o.dtype) {
+        tsr_cli_err(TSR__BG_CMD ": --batch, --ctx and --dtype go with --dummy-config\n");
+        return 1;
+    }
+    const char *backend = o.backend ? o.backend : "cpu", *prompt_s = o.prompt_s, *gen_s = o.gen_s,
+               *depth_s = o.depth_s;
+    int64_t runs = o.runs == INT64_MIN ? 1 : o.runs, threads = o.threads == INT64_MIN ? 0 : o.threads,
+            seed = o.seed == INT64_MIN ? 1 : o.seed, tp = o.tp, session_len = o.session_len;
+    bool json = o.json;
     if (strcmp(backend, "cpu") != 0 && strcmp(backend, "cuda") != 0 && strcmp(backend, "auto") != 0) {
         tsr_cli_err(TSR__BG_CMD ": unknown backend '%s' (cpu, cuda or auto)\n", backend);
         return 1;
@@ -238,7 +260,6 @@ int tsr_bench_generate(int argc, char **argv) {
         tsr__bench_parse_list(TSR__BG_CMD, "--gen-len", gen_s ? gen_s : "64", 1, TSR__BG_MAX_LEN, gs,
                               TSR__BG_MAX_ITEMS, &ng))
         return 1;
-    if (runs == INT64_MIN) runs = 1;
     if (runs < 1 || runs > TSR__BG_MAX_RUNS) {
         tsr_cli_err(TSR__BG_CMD ": --runs %lld is out of range 1..%d\n", (long long)runs, TSR__BG_MAX_RUNS);
         return 1;
@@ -323,7 +344,7 @@ int tsr_bench_generate(int argc, char **argv) {
     ec.threads = threads;
     ec.backend = backend;
     ec.tp = tp;
-    ec.load_format = load_format;
+    ec.load_format = o.load_format;
     ec.session_len = session_len ? session_len : need;   /* the KV pool holds one such session */
     /* the whole prompt in one step, as a single-sequence prefill */
     if (max_ids > ec.max_prefill_token_num) ec.max_prefill_token_num = max_ids;

@@ -83,12 +83,16 @@ def test_table_rows_memory_and_startup(tessera, smollm2):
     (("--prompt-len", "8192"), "--prompt-len 8192 and its first token need 8193 tokens"),
     (("--session-len", "64", "--prompt-len", "16", "--depth", "48", "--gen-len", "32"),
      "--depth 48 + --gen-len 32 need 81 tokens (context, first token, decode steps), more than --session-len, 64"),
-    (("--dummy-config", "llama3-8b", "--runs", "2"), "--dummy-config takes no MODEL, --depth, --runs or --json"),
+    (("--batch", "8"), "--batch, --ctx and --dtype go with --dummy-config"),
+    (("--dummy-config", "llama3-8b", "--runs", "2"), "--dummy-config takes no MODEL, --depth, --runs, --json"),
+    (("--dummy-config", "llama3-8b", "--threads", "2"), "--dummy-config takes no MODEL, --depth, --runs, --json"),
+    (("--dummy-config", "llama3-8b", "--backend", "cpu"), "--dummy-config runs on the GPU"),
     (("--dummy-config", "llama3-8b", "--prompt-len", "128,512"), "--prompt-len '128,512': more than 1 item"),
 ])
 def test_bad_values_refused(tessera, smollm2, args, message):
     model = () if "--dummy-config" in args else (smollm2,)
-    p = run(tessera, "bench", "generate", *model, "--backend", "cpu", *args, timeout=60)
+    backend = () if "--dummy-config" in args else ("--backend", "cpu")
+    p = run(tessera, "bench", "generate", *model, *backend, *args, timeout=60)
     assert p.returncode != 0
     assert message in p.stderr, p.stderr
     assert p.stdout == ""
