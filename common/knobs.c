@@ -63,6 +63,9 @@ static const tsr__knob tsr__knobs[] = {
     {"TESSERA_HOST_SAMPLING", TSR__KNOB_BOOL, TSR__AT(host_sampling), 0, 0, 0, 0, NULL},
     /* bench generate (CUDA): time every op of a few eager batch-1 steps and print the table */
     {"TESSERA_PROFILE", TSR__KNOB_BOOL, TSR__AT(profile), 0, 0, 0, 0, NULL},
+    /* CPU: batches of this many tokens or more run quantized weights as dequantized f32 tiles
+     * through OpenBLAS instead of 8-bit integer dot products (0: never) */
+    {"TESSERA_QMM_GEMM_TOK", TSR__KNOB_INT, TSR__AT(qmm_gemm_tok), 0, 32, 0, 1 << 20, NULL},
     /* test-only: step_alloc:N[@R],... makes a step's activation allocation fail (worker/forward.h) */
     {"TESSERA_FAULT_INJECT", TSR__KNOB_TEXT, TSR__AT(fault_inject), sizeof(((tsr_knobs *)0)->fault_inject), 0, 0,
      0, NULL},

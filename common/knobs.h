@@ -31,6 +31,8 @@ typedef struct tsr_knobs {
     double nccl_timeout_s; /* TESSERA_NCCL_TIMEOUT: deadline of NCCL setup and waits */
     bool host_sampling;    /* TESSERA_HOST_SAMPLING: sample on the host, never on the device */
     bool profile;          /* TESSERA_PROFILE: bench generate's per-op GPU profile */
+    int qmm_gemm_tok;      /* TESSERA_QMM_GEMM_TOK: CPU batches this large run quantized weights as
+                              dequantized tiles through OpenBLAS (0: never) */
     char fault_inject[128];/* TESSERA_FAULT_INJECT (test-only): worker/forward.h's fault hook */
     tsr_cuda_knobs cuda;
 } tsr_knobs;

@@ -211,6 +211,7 @@ void *tsr__engine_step_main(void *arg) {
     o.load_format = c->load_format;
     o.session_len_fallback = c->session_len_fallback;
     o.kv_one_session_fallback = c->kv_one_session_fallback;
+    o.max_batch_size = c->max_batch_size;
     tsr_status rc = tsr_runtime_open(&e->rt, &o, e->argc, e->argv);
     pthread_mutex_lock(&e->mu);
     e->open_rc = rc;

@@ -25,6 +25,7 @@
 #include "common/rope_type.h"
 #include "common/status.h"
 #include "common/tensor.h"
+#include "common/wtype.h"
 
 /* One step's varlen batch as attention, RoPE and the KV writer see it.  The new tokens of all
  * sequences are flattened: sequence s owns rows [q_start[s], q_start[s+1]) of every activation,
@@ -70,6 +71,11 @@ typedef struct tsr_rope_params {
     int64_t max_pos;            /* max_position_embeddings (dynamic NTK, logn) */
     int64_t rot_dim;            /* rotated dims per head (== head_dim for every model here) */
     bool use_logn_attn;
+    /* GGUF order: dimension 2i pairs with 2i + 1 (frequency i) instead of i with i + rot_dim/2.
+     * llama.cpp's converter permutes each Q/K head's rows that way; a model that keeps those rows
+     * as the file has them (mapped, not copied) rotates in this order, and since q and k are
+     * permuted alike their dot products are HF's.  Only a backend with host_memory is given it. */
+    bool interleaved;
 } tsr_rope_params;
 
 /* One row of the optional device sampler (the `sample` op): worker/sampling.h's parameters as
@@ -201,6 +207,20 @@ typedef struct tsr_backend_ops {
      * status here (message in tsr_last_error of the caller) and the forward pass fails the step
      * with it.  Reading it clears it. */
     tsr_status (*take_error)(tsr_backend *be);
+
+    /* ---- typed weights (common/wtype.h; issue 12) ---- */
+    /* The backend's buffers are host memory: the loader may hand it views into a mapped file. */
+    bool host_memory;
+    /* Whether matmul_w and get_rows_w compute with weights of type t as they are stored (NULL:
+     * only be->dtype, through matmul / get_rows; the loader dequantizes everything else, saying
+     * so in a log line). */
+    bool (*wtype_native)(tsr_backend *be, tsr_wtype t);
+    /* out[t * ldo + j] = x[t] . W[j] for t < n_tok, j < w->rows:  x [n_tok][w->cols] of
+     * be->dtype, W of a native type; ldo >= w->rows lets parts of a stacked weight (q | k | v)
+     * write their own columns of one output. */
+    void (*matmul_w)(tsr_backend *be, void *out, int64_t ldo, const void *x, const tsr_wtensor *w, int64_t n_tok);
+    /* out[i][:] = row rows[i] of table converted to be->dtype (a negative id: zeros), out [n][table->cols]. */
+    void (*get_rows_w)(tsr_backend *be, void *out, const tsr_wtensor *table, const int32_t *rows, int64_t n);
 } tsr_backend_ops;
 
 struct tsr_backend {

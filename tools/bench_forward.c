@@ -181,7 +181,7 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
 
     double t0 = tsr_now();
     tsr_model *m = NULL;
-    tsr_load_opts lo = {grp.rank, grp.size, false};
+    tsr_load_opts lo = {grp.rank, grp.size, false, false};
     tsr_status st = tsr_model_init_dummy(&cfg, be, &lo, 1234, &m);
     if (tsr_group_agree(&grp, st) != TSR_OK) TSR__BF_FAIL(r0);
     be->ops->synchronize(be);

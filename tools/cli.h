@@ -6,6 +6,11 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* --load-format's help, one text for every command that loads a model. */
+#define TSR_LOAD_FORMAT_HELP                                                                          \
+    "auto (the files; a GGUF's quantized weights run as stored), dequantized (every weight as a copy " \
+    "of the backend's compute type) or dummy (random weights of the model's shapes)"
+
 typedef enum { TSR_OPT_FLAG, TSR_OPT_STR, TSR_OPT_INT, TSR_OPT_FLOAT, TSR_OPT_STR_LIST } tsr_opt_kind;
 
 typedef struct tsr_str_list {

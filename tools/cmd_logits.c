@@ -73,7 +73,7 @@ int tsr_cmd_logits(int argc, char **argv) {
     const char *ids_s = NULL, *out_path = NULL;
     bool all = false;
     int64_t top = 5, threads = 0, block_len = TSR_KV_DEFAULT_BLOCK_LEN, chunk = 512, tp = 0;
-    const char *backend = "auto";
+    const char *backend = "auto", *load_format = NULL;
     const tsr_opt opts[] = {
         {"--ids", TSR_OPT_STR, &ids_s, "LIST", "token ids, comma-separated (required)"},
         {"--all", TSR_OPT_FLAG, &all, NULL, "logits of every position (default: the last only)"},
@@ -83,6 +83,7 @@ int tsr_cmd_logits(int argc, char **argv) {
         {"--block-len", TSR_OPT_INT, &block_len, "N", "KV cache block length in tokens (default 64)"},
         {"--chunk", TSR_OPT_INT, &chunk, "N", "feed the ids in steps of at most N tokens (default 512)"},
         {"--backend", TSR_OPT_STR, &backend, "NAME", "auto (GPU when there is one), cpu or cuda"},
+        {"--load-format", TSR_OPT_STR, &load_format, "F", TSR_LOAD_FORMAT_HELP},
         {"--tp", TSR_OPT_INT, &tp, "N", "expected tensor-parallel size (the mpirun -np N group)"},
         {NULL, 0, NULL, NULL, NULL},
     };
@@ -123,6 +124,7 @@ int tsr_cmd_logits(int argc, char **argv) {
     tsr_runtime_opts_default(&ro);
     ro.model_path = model_path;
     ro.backend = backend;
+    ro.load_format = load_format;
     ro.tp = tp;
     ro.threads = threads;
     ro.block_len = block_len;

@@ -54,7 +54,7 @@ int tsr_cmd_serve(int argc, char **argv) {
         {"--grpc-port", TSR_OPT_INT, &grpc_port, "N", "gRPC port (default 23334; 0: off)"},
         {"--tp", TSR_OPT_INT, &tp, "N", "tensor-parallel ranks expected (run under mpirun -np N)"},
         {"--backend", TSR_OPT_STR, &backend, "B", "auto | cpu | cuda (default auto)"},
-        {"--load-format", TSR_OPT_STR, &load_format, "F", "auto (the files) or dummy (random weights of the model's shapes)"},
+        {"--load-format", TSR_OPT_STR, &load_format, "F", TSR_LOAD_FORMAT_HELP},
         {"--max-batch-size", TSR_OPT_INT, &max_batch, "N", "sequences per engine step (default: config.ini's, else 64)"},
         {"--max-prefill-token-num", TSR_OPT_INT, &max_prefill, "N", "prefill tokens per step (default: config.ini's max_context_token_num, else 2048)"},
         {"--cache-max-entry-count", TSR_OPT_STR, &cache_arg, "F", "KV pool: < 1 fraction of free memory, >= 1 blocks"},

@@ -48,7 +48,7 @@ typedef struct tsr__gen_cli {
     {"--threads", TSR_OPT_INT, &(o).threads, "N", "CPU threads (default: all cores)"},                \
     {"--backend", TSR_OPT_STR, &(o).backend, "NAME", "auto (the GPU when there is one), cpu or cuda"}, \
     {"--tp", TSR_OPT_INT, &(o).tp, "N", "expected tensor-parallel size: run under mpirun -np N"},    \
-    {"--load-format", TSR_OPT_STR, &(o).load_format, "F", "auto (the files) or dummy (random weights of the model's shapes)"}
+    {"--load-format", TSR_OPT_STR, &(o).load_format, "F", TSR_LOAD_FORMAT_HELP}
 
 void tsr__gen_cli_defaults(tsr__gen_cli *o, int64_t max_new);
 /* Checks the options and fills a request (printing a message naming the option on error). */

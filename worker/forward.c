@@ -15,6 +15,27 @@
 
 static inline void *tsr__at(void *p, int64_t elems, size_t es) { return (char *)p + (size_t)elems * es; }
 
+/* The wtype a backend's dense buffers hold. */
+static tsr_wtype tsr__dense_wtype(const tsr_backend *be) {
+    return be->dtype == TSR_F32 ? TSR_WTYPE_F32 : be->dtype == TSR_F16 ? TSR_WTYPE_F16 : TSR_WTYPE_BF16;
+}
+
+/* out[t][0 .. w->rows) (row stride ldo) = x[t] @ W^T, part by part (model.h tsr_wmat).  One dense
+ * part of the backend's type writing a packed output is the plain matmul every backend has. */
+static void tsr__mm(tsr_backend *be, void *out, int64_t ldo, const void *x, const tsr_wmat *w, int64_t n_tok) {
+    const tsr_backend_ops *ops = be->ops;
+    if (w->n_parts == 1 && w->part[0].type == tsr__dense_wtype(be) && ldo == w->rows) {
+        ops->matmul(be, out, x, w->part[0].data, n_tok, w->rows, w->cols);
+        return;
+    }
+    size_t es = tsr_dtype_size(be->dtype);
+    int64_t off = 0;
+    for (int i = 0; i < w->n_parts; i++) {
+        ops->matmul_w(be, (char *)out + (size_t)off * es, ldo, x, &w->part[i], n_tok);
+        off += w->part[i].rows;
+    }
+}
+
 static int64_t tsr__qkv_dim(const tsr_model *m) {
     return (m->shard.n_head + 2 * m->shard.n_kv_head) * m->cfg.head_dim;
 }
@@ -287,7 +308,8 @@ static tsr_status tsr__run_ops(tsr_forward_state *st, tsr_kv_pool *kv, const tsr
     const int64_t d = c->d_model, hd = c->head_dim, nq = m->shard.n_head, nkv = m->shard.n_kv_head;
     const int64_t qkv_dim = tsr__qkv_dim(m), ff = m->shard.d_ff;
     const float eps = c->norm_eps, scale = 1.0f / sqrtf((float)hd);
-    const tsr_rope_params rope = tsr_model_rope_params(c);
+    tsr_rope_params rope = tsr_model_rope_params(c);
+    rope.interleaved = m->qk_interleaved;
     void *q = st->qkv, *k = tsr__at(st->qkv, nq * hd, es), *v = tsr__at(st->qkv, (nq + nkv) * hd, es);
     const int64_t vl = m->shard.vocab;
 
@@ -312,14 +334,15 @@ static tsr_status tsr__run_ops(tsr_forward_state *st, tsr_kv_pool *kv, const tsr
     }
 
     if (!replayed) {
-    ops->get_rows(be, st->h, m->w.tok_embd, d_tok, n_tok, d);
+    if (m->w.tok_embd.part[0].type == tsr__dense_wtype(be)) ops->get_rows(be, st->h, m->w.tok_embd.part[0].data, d_tok, n_tok, d);
+    else ops->get_rows_w(be, st->h, &m->w.tok_embd.part[0], d_tok, n_tok);
     if (m->shard.size > 1) TSR_TRY(st->comm->ops->allreduce_sum(st->comm, st->h, n_tok * d, be->dtype));
     for (int64_t l = 0; l < c->n_layer; l++) {
         const tsr_layer_weights *w = &m->w.layers[l];
         if (l == 0) ops->rmsnorm(be, st->xn, st->h, w->attn_norm, n_tok, d, eps);
         else ops->add_rmsnorm(be, st->h, st->proj, st->xn, w->attn_norm, n_tok, d, eps);
 
-        ops->matmul(be, st->qkv, st->xn, w->wqkv, n_tok, qkv_dim, d);
+        tsr__mm(be, st->qkv, qkv_dim, st->xn, &w->wqkv, n_tok);
         if (w->bqkv) ops->add_bias(be, st->qkv, w->bqkv, n_tok, qkv_dim, qkv_dim);
         void *kc = tsr_kv_pool_k(kv, l), *vc = tsr_kv_pool_v(kv, l);
         if (ops->rope_kv_write) {
@@ -329,25 +352,25 @@ static tsr_status tsr__run_ops(tsr_forward_state *st, tsr_kv_pool *kv, const tsr
             ops->kv_write(be, kc, vc, &kv->layout, k, v, qkv_dim, &b);
         }
         ops->attention(be, st->attn, q, qkv_dim, kc, vc, &kv->layout, nq, &b, scale);
-        ops->matmul(be, st->proj, st->attn, w->wo, n_tok, d, nq * hd);
+        tsr__mm(be, st->proj, d, st->attn, &w->wo, n_tok);
         TSR_TRY(st->comm->ops->allreduce_sum(st->comm, st->proj, n_tok * d, be->dtype));
         if (w->bo) ops->add_bias(be, st->proj, w->bo, n_tok, d, d);
 
         ops->add_rmsnorm(be, st->h, st->proj, st->xn, w->ffn_norm, n_tok, d, eps);
-        if (ops->matmul_silu) {
-            ops->matmul_silu(be, st->act, st->gu, st->xn, w->w_gate_up, n_tok, ff, d);
+        if (ops->matmul_silu && w->w_gate_up.n_parts == 1 && w->w_gate_up.part[0].type == tsr__dense_wtype(be)) {
+            ops->matmul_silu(be, st->act, st->gu, st->xn, w->w_gate_up.part[0].data, n_tok, ff, d);
         } else {
-            ops->matmul(be, st->gu, st->xn, w->w_gate_up, n_tok, 2 * ff, d);
+            tsr__mm(be, st->gu, 2 * ff, st->xn, &w->w_gate_up, n_tok);
             ops->silu_mul(be, st->act, st->gu, n_tok, ff);
         }
-        ops->matmul(be, st->proj, st->act, w->w_down, n_tok, d, ff);
+        tsr__mm(be, st->proj, d, st->act, &w->w_down, n_tok);
         TSR_TRY(st->comm->ops->allreduce_sum(st->comm, st->proj, n_tok * d, be->dtype));
     }
     if (want) {
         /* ---- the LM head on the wanted rows ---- */
         ops->add_rmsnorm(be, st->h, st->proj, st->xn, m->w.out_norm, n_tok, d, eps);
         ops->get_rows(be, st->rows_out, st->xn, d_out, n_out, d);
-        ops->matmul(be, st->logits, st->rows_out, m->w.lm_head, n_out, vl, d);
+        tsr__mm(be, st->logits, vl, st->rows_out, &m->w.lm_head, n_out);
     }
     if (recording) ops->graph_end(be, gkey);
     }

@@ -2,6 +2,8 @@
  * block manager's). */
 #include "worker/kv_pool.h"
 
+#include <sys/mman.h>
+
 #include <string.h>
 
 size_t tsr_kv_block_bytes(const tsr_model *m, int64_t block_len) {
@@ -25,12 +27,20 @@ tsr_status tsr_kv_pool_init(tsr_kv_pool *p, tsr_backend *be, int64_t n_layer, in
     p->part_bytes = (size_t)n_blocks * (size_t)n_kv_head_local * (size_t)block_len * (size_t)head_dim *
                     tsr_dtype_size(be->dtype);
     size_t total = p->part_bytes * 2 * (size_t)n_layer;
-    p->data = be->ops->alloc(be, total);
+    if (be->ops->host_memory) {
+        /* Host memory: anonymous pages are zero and become resident only when a block is first
+         * written, so an idle pool costs nothing and start-up does not touch it. */
+        void *m = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        p->data = m == MAP_FAILED ? NULL : m;
+        p->mapped_bytes = p->data ? total : 0;
+    } else {
+        p->data = be->ops->alloc(be, total);
+    }
     if (!p->data)
         return tsr_errorf(TSR_ERR_OOM, "KV pool: cannot allocate %lld blocks of %lld tokens (%.1f MB) on %s",
                           (long long)n_blocks, (long long)block_len, (double)total / 1e6, be->ops->name);
     /* Zeroed so that a stale read of an unwritten slot is at least deterministic. */
-    be->ops->memset0(be, p->data, total);
+    if (!p->mapped_bytes) be->ops->memset0(be, p->data, total);
     return TSR_OK;
 }
 
@@ -40,7 +50,8 @@ tsr_status tsr_kv_pool_init_for_model(tsr_kv_pool *p, const tsr_model *m, int64_
 
 void tsr_kv_pool_free(tsr_kv_pool *p) {
     if (!p || !p->be) return;
-    p->be->ops->dfree(p->be, p->data);
+    if (p->mapped_bytes) munmap(p->data, p->mapped_bytes);
+    else p->be->ops->dfree(p->be, p->data);
     memset(p, 0, sizeof *p);
 }
 

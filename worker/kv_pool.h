@@ -25,6 +25,7 @@ typedef struct tsr_kv_pool {
     int64_t n_blocks;
     void *data;                   // [n_layer][2][n_blocks][n_kv_head_l][block_len][head_dim]
     size_t part_bytes;            /* bytes of one layer's K (or V): n_blocks * block bytes */
+    size_t mapped_bytes;          /* host backends: the anonymous mapping's size (0: ops->alloc) */
 } tsr_kv_pool;
 
 /* Bytes one block takes across all layers, K and V (for sizing from a memory budget). */

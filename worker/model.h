@@ -39,21 +39,33 @@ typedef struct tsr_shard {
     int64_t vocab_pad;             /* the largest local vocab of any rank: the gather's stride */
 } tsr_shard;
 
+/* A matmul weight: one or more typed parts (common/wtype.h) stacked along `out`; part i's output
+ * columns follow part i - 1's.  q | k | v and gate | up are fused this way: one part where the
+ * loader could copy them into one buffer of the backend's type, separate parts where they stay
+ * as a GGUF file stores them (mapped, each in its own block type).  The parts' data are device
+ * pointers; buf[i] is what the model owns and frees (NULL where a part is a view of the file). */
+typedef struct tsr_wmat {
+    int n_parts;
+    int64_t rows, cols;    /* sum of the parts' rows; their common cols */
+    tsr_wtensor part[3];
+    void *buf[3];
+} tsr_wmat;
+
 typedef struct tsr_layer_weights {
     void *attn_norm;   // [d_model]
-    void *wqkv;        // [(n_head_l + 2 n_kv_head_l) * head_dim][d_model]: q rows | k rows | v rows
+    tsr_wmat wqkv;     // [(n_head_l + 2 n_kv_head_l) * head_dim][d_model]: q rows | k rows | v rows
     void *bqkv;        // [(n_head_l + 2 n_kv_head_l) * head_dim] or NULL (Qwen2 has them)
-    void *wo;          // [d_model][n_head_l * head_dim]   (row-parallel: partial sums)
+    tsr_wmat wo;       // [d_model][n_head_l * head_dim]   (row-parallel: partial sums)
     void *bo;          // [d_model] or NULL: added once, after the all-reduce
     void *ffn_norm;    // [d_model]
-    void *w_gate_up;   // [2 d_ff_l][d_model]: gate rows | up rows
-    void *w_down;      // [d_model][d_ff_l]                (row-parallel: partial sums)
+    tsr_wmat w_gate_up;   // [2 d_ff_l][d_model]: gate rows | up rows
+    tsr_wmat w_down;      // [d_model][d_ff_l]                (row-parallel: partial sums)
 } tsr_layer_weights;
 
 typedef struct tsr_model_weights {
-    void *tok_embd;              // [vocab_l][d_model] (vocab-parallel: rows vocab0..; see forward.c)
+    tsr_wmat tok_embd;           // [vocab_l][d_model] (vocab-parallel: rows vocab0..; see forward.c)
     void *out_norm;              // [d_model]
-    void *lm_head;               // [vocab_l][d_model]; aliases tok_embd when tied
+    tsr_wmat lm_head;            // [vocab_l][d_model]; aliases tok_embd when tied
     bool lm_head_aliases_embd;   // then lm_head is not freed separately
     tsr_layer_weights *layers;   // [n_layer]
 } tsr_model_weights;
@@ -63,8 +75,12 @@ typedef struct tsr_model {
     tsr_shard shard;
     tsr_model_weights w;
     tsr_backend *be;             /* not owned */
-    size_t weight_bytes;         /* device bytes of this rank's weights */
+    size_t weight_bytes;         /* bytes of this rank's weights: device buffers and mapped views */
+    size_t mapped_bytes;         /* of which views into the mapped file (no copy) */
     char source[16];             /* "gguf", "safetensors" or "dummy" */
+    bool qk_interleaved;         /* Q/K rows in GGUF order: RoPE pairs 2i with 2i + 1 (backend.h) */
+    void *mapping;               /* the open source whose mapping the views point into (owned) */
+    void (*mapping_close)(void *mapping);
 } tsr_model;
 
 /* RoPE parameters of a config, as the backend's rope op takes them. */

@@ -114,9 +114,10 @@ load:
             TSR_TRY(tsr_model_config_load(o->model_path, &cfg));
         }
         TSR_TRY(tsr_model_init_dummy(&cfg, rt->be, &lo, 1234, &rt->model));
-    } else if (o->load_format && strcmp(o->load_format, "auto")) {
-        return tsr_errorf(TSR_ERR_INVALID_ARG, "--load-format '%s': auto or dummy", o->load_format);
+    } else if (o->load_format && strcmp(o->load_format, "auto") && strcmp(o->load_format, "dequantized")) {
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "--load-format '%s': auto, dequantized or dummy", o->load_format);
     } else {
+        lo.dequantize = o->load_format && !strcmp(o->load_format, "dequantized");
         TSR_TRY(tsr_model_load(o->model_path, rt->be, &lo, &rt->model));
     }
     rt->load_seconds = tsr_now() - t0;
@@ -209,10 +210,15 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *
             /* CPU ranks on one host share its memory */
             avail /= (size_t)(rt->group.local_size > 0 ? rt->group.local_size : 1);
             budget = (size_t)((double)avail * frac);
-            const size_t cap = (size_t)1 << 30; /* a CPU KV pool is memset up front: keep start-up quick */
+            const size_t cap = (size_t)1 << 30; /* the pool's pages become resident as blocks are used */
             if (budget > cap) budget = cap;
         }
         n_blocks = block_bytes ? (int64_t)(budget / block_bytes) : 0;
+        /* no more than the sessions the engine can run at once could use */
+        int64_t per_session = (rt->session_len + block_len - 1) / block_len;
+        if (!rt->be->ops->mem_info && o->max_batch_size > 0 && rt->session_len > 0 &&
+            per_session * o->max_batch_size < n_blocks)
+            n_blocks = per_session * o->max_batch_size;
     }
     n_blocks = tsr_group_min_i64(&rt->group, n_blocks);
     st = n_blocks > 0 ? TSR_OK : tsr_errorf(TSR_ERR_OOM, "no memory left for even one KV block of %zu bytes", block_bytes);

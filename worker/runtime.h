@@ -39,6 +39,8 @@ typedef struct tsr_runtime_opts {
      * the pool size (a single-sequence command: `tessera generate`, `chat`, `bench generate`) */
     int64_t session_len_fallback;   /* > 0: min(this, max_position_embeddings) */
     bool kv_one_session_fallback;   /* the pool holds one session_len sequence */
+    int64_t max_batch_size;         /* a host-memory pool holds at most this many session_len
+                                       sequences (0: no such cap) */
     bool progress;                  /* loading progress on rank 0 */
     bool bind;                      /* hwloc binding (default on under mpirun) */
     const char *load_format;        /* NULL / "auto": the files; "dummy": random weights of the

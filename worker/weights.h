@@ -18,11 +18,14 @@
 typedef struct tsr_load_opts {
     int tp_rank, tp_size;   /* 0, 1 for a group of one */
     bool progress;          /* draw a progress line (rank 0) */
+    bool dequantize;        /* every weight as a copy of the backend's compute type, even where the
+                             * backend runs the stored type (`--load-format dequantized`) */
 } tsr_load_opts;
 
 /* path: an HF directory (config.json + *.safetensors, single or sharded), a .safetensors file
- * with config.json beside it, or a .gguf file.  Weights are converted / dequantized to the
- * backend's type (f32 on the CPU).  opts may be NULL (TP = 1, no progress). */
+ * with config.json beside it, or a .gguf file.  A matmul weight whose stored type the backend
+ * runs (backend.h wtype_native: the CPU runs every GGUF block type) stays as stored, a view of
+ * the mapped file; the rest are converted / dequantized to the backend's type.  opts may be NULL (TP = 1, no progress). */
 tsr_status tsr_model_load(const char *path, tsr_backend *be, const tsr_load_opts *opts, tsr_model **out);
 
 /* Random weights of the right shapes (tests, `--load-format dummy`).  The value of every

@@ -25,6 +25,8 @@ typedef struct {
     size_t stage_cap;     /* floats */
     int64_t *rows;        /* row-index scratch */
     size_t rows_cap;
+    bool typed;           /* weights the backend runs as stored are views of the source (weights.c) */
+    unsigned warned_types;   /* ggml types already logged as dequantized */
 } tsr__slice_reader;
 
 /* Grows the staging buffer to hold n_floats. */

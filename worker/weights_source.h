@@ -7,11 +7,13 @@
 #ifndef TSR_WEIGHTS_SOURCE_H
 #define TSR_WEIGHTS_SOURCE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 
 #include "common/model_config.h"
 #include "common/status.h"
+#include "common/wtype.h"
 #include "worker/model.h"
 #include "worker/shard_rules.h"
 
@@ -24,6 +26,14 @@ struct tsr__src {
     tsr_status (*read)(tsr__src *s, tsr_wkind k, int layer, const int64_t *rows, int64_t n_rows, int64_t c0,
                        int64_t n_cols, float *dst);
     void (*close)(tsr__src *s);
+    /* Optional (NULL: read() only): the whole tensor as the file stores it -- its type, HF shape
+     * [rows = out][cols = in] and a view of its blocks that stays valid until close().  Rows are
+     * in the file's order, so a GGUF Q/K tensor is offered only when keep_file_order is set.
+     * UNSUPPORTED (last error cleared by the caller) for a tensor it cannot offer so. */
+    tsr_status (*raw)(tsr__src *s, tsr_wkind k, int layer, tsr_wtensor *out);
+    /* Set by the loader before the first read: GGUF Q/K rows (and biases) come in the file's
+     * per-head interleaved order, not HF's (the model then rotates them interleaved). */
+    bool keep_file_order;
     const char *kind_name;
     const tsr_shard *shard;   /* set by the loader before the first shape/read */
     int ws_tp;                /* a workspace: the TP size it was split for (0 otherwise) */

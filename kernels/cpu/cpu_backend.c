@@ -11,13 +11,18 @@
 
 #include "common/knobs.h"
 #include "common/log.h"
+#include "common/ggml_quants.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/qmatmul.h"
 #include "kernels/cpu/threadpool.h"
 
 typedef struct tsr__cpu_ctx {
     tsr_cpu_pool *pool;
     float *scratch;          /* [n_threads][scratch_per_thread] for attention scores */
     int64_t scratch_per_thread;
+    void *qwork;             /* grow-only scratch of matmul_w (the pool runs one op at a time) */
+    size_t qwork_cap;
+    tsr_status err;          /* take_error */
 } tsr__cpu_ctx;
 
 static tsr__cpu_ctx *tsr__ctx(tsr_backend *be) { return be->ctx; }
@@ -180,6 +185,114 @@ static void tsr__cpu_matmul(tsr_backend *be, void *out, const void *x, const voi
     else tsr_cpu_pool_run(tsr__ctx(be)->pool, blocks, grain, tsr__mm_cols, &j);
 }
 
+/* ---------------- typed weights (kernels/cpu/qmatmul.h) ---------------- */
+
+static bool tsr__cpu_wtype_native(tsr_backend *be, tsr_wtype t) {
+    (void)be;
+    return tsr_qmatmul_supports(t) != 0;
+}
+
+/* Batches of this many tokens or more (TESSERA_QMM_GEMM_TOK) multiply a dequantized f32 tile of
+ * weight rows with OpenBLAS instead of taking 8-bit integer dot products: prefill then runs at
+ * sgemm's rate (the integer kernels re-unpack every block for each group of 4 tokens, about 4x
+ * slower at 512 tokens), and with f32 activations, as llama.cpp's BLAS path does. */
+#define TSR__QMM_TILE_ROWS 64
+
+typedef struct {
+    float *out;
+    int64_t ldo;
+    const float *x;
+    const tsr_wtensor *w;
+    int64_t n_tok;
+    float *tiles;            /* [n_threads][TSR__QMM_TILE_ROWS][cols] */
+    tsr_status err;
+} tsr__qgemm_job;
+
+static void tsr__qgemm_tiles(void *ctx, int64_t i0, int64_t i1, int tid) {
+    tsr__qgemm_job *j = ctx;
+    const tsr_wtensor *w = j->w;
+    const int64_t k = w->cols;
+    float *tile = j->tiles + (size_t)tid * TSR__QMM_TILE_ROWS * (size_t)k;
+    for (int64_t b = i0; b < i1; b++) {
+        int64_t r0 = b * TSR__QMM_TILE_ROWS, nr = w->rows - r0 < TSR__QMM_TILE_ROWS ? w->rows - r0 : TSR__QMM_TILE_ROWS;
+        const float *wt = tile;
+        blasint ldw = (blasint)k;
+        if (w->type == TSR_WTYPE_F32) {   /* a view of f32 rows: no copy */
+            wt = (const float *)((const char *)w->data + (size_t)r0 * w->row_stride);
+            ldw = (blasint)(w->row_stride / sizeof(float));
+        } else {
+            for (int64_t r = 0; r < nr; r++) {
+                tsr_status st = tsr_ggml_dequantize((tsr_ggml_type)w->type,
+                                                    (const char *)w->data + (size_t)(r0 + r) * w->row_stride,
+                                                    tile + r * k, k);
+                if (st != TSR_OK) j->err = st;
+            }
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)j->n_tok, (blasint)nr, (blasint)k, 1.0f, j->x,
+                    (blasint)k, wt, ldw, 0.0f, j->out + r0, (blasint)j->ldo);
+    }
+}
+
+/* Grows matmul_w's scratch to `need` bytes; false (the error kept for take_error) when out of memory. */
+static bool tsr__qwork(tsr__cpu_ctx *c, size_t need) {
+    if (need <= c->qwork_cap) return true;
+    free(c->qwork);
+    c->qwork = NULL, c->qwork_cap = 0;
+    if (posix_memalign(&c->qwork, 64, need) != 0) {
+        c->qwork = NULL;
+        if (c->err == TSR_OK) c->err = tsr_errorf(TSR_ERR_OOM, "out of memory for a %zu-byte matmul scratch", need);
+        return false;
+    }
+    c->qwork_cap = need;
+    return true;
+}
+
+static void tsr__cpu_matmul_w(tsr_backend *be, void *out, int64_t ldo, const void *x, const tsr_wtensor *w,
+                              int64_t n_tok) {
+    tsr__cpu_ctx *c = tsr__ctx(be);
+    if (n_tok == 0) return;
+    const int64_t gemm_tok = tsr_knobs_get()->qmm_gemm_tok;
+    if ((gemm_tok > 0 && n_tok >= gemm_tok) || w->type == TSR_WTYPE_F32) {
+        const int nt = tsr_cpu_pool_size(c->pool);
+        size_t need = (size_t)nt * TSR__QMM_TILE_ROWS * (size_t)w->cols * sizeof(float);
+        if (w->type == TSR_WTYPE_F32) need = 0;
+        if (!tsr__qwork(c, need)) return;
+        tsr__qgemm_job j = {out, ldo, x, w, n_tok, c->qwork, TSR_OK};
+        int64_t blocks = (w->rows + TSR__QMM_TILE_ROWS - 1) / TSR__QMM_TILE_ROWS;
+        tsr_cpu_pool_run(c->pool, blocks, 1, tsr__qgemm_tiles, &j);
+        if (j.err != TSR_OK && c->err == TSR_OK) c->err = j.err;
+        return;
+    }
+    size_t need = tsr_qmatmul_work_size(w->type, n_tok, w->cols);
+    if (!tsr__qwork(c, need)) return;
+    tsr_status st = tsr_qmatmul(c->pool, w, x, n_tok, out, ldo, c->qwork, TSR_QMM_AUTO);
+    if (st != TSR_OK && c->err == TSR_OK) c->err = st;   /* shapes are the loader's: not expected */
+}
+
+static void tsr__cpu_get_rows_w(tsr_backend *be, void *out, const tsr_wtensor *table, const int32_t *rows,
+                                int64_t n) {
+    tsr__cpu_ctx *c = tsr__ctx(be);
+    int64_t d = table->cols;
+    for (int64_t i = 0; i < n; i++) {
+        float *o = (float *)out + i * d;
+        if (rows[i] < 0) {
+            memset(o, 0, sizeof(float) * (size_t)d);
+            continue;
+        }
+        TSR_ASSERT(rows[i] < table->rows);
+        tsr_status st = tsr_ggml_dequantize((tsr_ggml_type)table->type,
+                                            (const char *)table->data + (size_t)rows[i] * table->row_stride, o, d);
+        if (st != TSR_OK && c->err == TSR_OK) c->err = st;
+    }
+}
+
+static tsr_status tsr__cpu_take_error(tsr_backend *be) {
+    tsr__cpu_ctx *c = tsr__ctx(be);
+    tsr_status st = c->err;
+    c->err = TSR_OK;
+    return st;
+}
+
 /* ---------------- elementwise ---------------- */
 
 static void tsr__cpu_add_bias(tsr_backend *be, void *x, const void *b, int64_t n_tok, int64_t n,
@@ -254,7 +367,15 @@ typedef struct {
     const float *inv_static;   /* NULL for dynamic NTK (depends on the sequence) */
 } tsr__rope_job;
 
-static inline void tsr__rope_head(float *x, const float *cs, const float *sn, int64_t half) {
+static inline void tsr__rope_head(float *x, const float *cs, const float *sn, int64_t half, bool interleaved) {
+    if (interleaved) {
+        for (int64_t i = 0; i < half; i++) {
+            float a = x[2 * i], c = x[2 * i + 1];
+            x[2 * i] = a * cs[i] - c * sn[i];
+            x[2 * i + 1] = c * cs[i] + a * sn[i];
+        }
+        return;
+    }
     for (int64_t i = 0; i < half; i++) {
         float a = x[i], c = x[i + half];
         x[i] = a * cs[i] - c * sn[i];
@@ -283,8 +404,8 @@ static void tsr__rope_rows(void *ctx, int64_t i0, int64_t i1, int tid) {
             sn[i] = sinf(ang);
         }
         float *qt = j->q + t * j->ld, *kt = j->k + t * j->ld;
-        for (int64_t h = 0; h < j->n_head; h++) tsr__rope_head(qt + h * j->head_dim, cs, sn, half);
-        for (int64_t h = 0; h < j->n_kv_head; h++) tsr__rope_head(kt + h * j->head_dim, cs, sn, half);
+        for (int64_t h = 0; h < j->n_head; h++) tsr__rope_head(qt + h * j->head_dim, cs, sn, half, p->interleaved);
+        for (int64_t h = 0; h < j->n_kv_head; h++) tsr__rope_head(kt + h * j->head_dim, cs, sn, half, p->interleaved);
         if (p->use_logn_attn && p->max_pos > 1 && pos + 1 > p->max_pos) {
             float sc = (float)(log((double)(pos + 1)) / log((double)p->max_pos));
             for (int64_t i = 0; i < j->n_head * j->head_dim; i++) qt[i] *= sc;
@@ -419,6 +540,7 @@ static void tsr__cpu_free(tsr_backend *be) {
     tsr__cpu_ctx *c = tsr__ctx(be);
     tsr_cpu_pool_free(c->pool);
     free(c->scratch);
+    free(c->qwork);
     free(c);
     free(be);
 }
@@ -441,6 +563,11 @@ static const tsr_backend_ops tsr__cpu_ops = {
     .silu_mul = tsr__cpu_silu_mul,
     .kv_write = tsr__cpu_kv_write,
     .attention = tsr__cpu_attention,
+    .take_error = tsr__cpu_take_error,
+    .host_memory = true,
+    .wtype_native = tsr__cpu_wtype_native,
+    .matmul_w = tsr__cpu_matmul_w,
+    .get_rows_w = tsr__cpu_get_rows_w,
 };
 
 tsr_backend *tsr_backend_cpu_init(int n_threads) {

@@ -615,6 +615,10 @@ static const tsr_backend_ops tsr__cuda_ops = {
     /* rope_kv_write */ tsr__cu_rope_kv_write,
     /* matmul_silu */ tsr__cu_matmul_silu,    /* sample */ tsr__cuda_sample,
     /* take_error */ tsr__cu_take_error,
+    /* host_memory: device buffers */ false,
+    /* wtype_native: only be->dtype (GGUF blocks arrive dequantized) */ NULL,
+    /* matmul_w */ NULL,
+    /* get_rows_w */ NULL,
 };
 
 extern "C" tsr_backend *tsr_backend_cuda_init(int device, tsr_dtype dtype) {

@@ -366,7 +366,7 @@ def test_idle_group_notices_a_stopped_rank(tmp_path, rank):
             time.sleep(0.2)
         gone = time.time() - t0
         print(f"idle, rank {rank} SIGSTOPped: /health 503 after {unhealthy}, mpirun exited after {gone:.1f} s")
-        assert srv.proc.poll() is not None and gone < 10, f"mpirun still running after {gone:.1f} s: {srv.text()}"
+        assert srv.proc.poll() is not None and gone < 15, f"mpirun still running after {gone:.1f} s: {srv.text()}"
         assert srv.proc.returncode != 0
         if rank == 1:
             assert unhealthy is not None and unhealthy < 10

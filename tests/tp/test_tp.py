@@ -21,9 +21,10 @@ def mpirun(n, args, timeout=300, **kw):
     return subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=timeout, **kw)
 
 
-def logits(model, ids, n, tmp_path):
+def logits(model, ids, n, tmp_path, load_format=None):
     out = tmp_path / f"logits_{n}.f32"
-    r = mpirun(n, ["logits", str(model), "--ids", ",".join(map(str, ids)), "--all", "--out", str(out)])
+    extra = ["--load-format", load_format] if load_format else []
+    r = mpirun(n, ["logits", str(model), "--ids", ",".join(map(str, ids)), "--all", "--out", str(out)] + extra)
     assert r.returncode == 0, r.stderr
     return np.fromfile(out, dtype=np.float32).reshape(len(ids), -1)
 
@@ -53,15 +54,34 @@ def test_golden_models_tp_equals_tp1(model, tmp_path):
 
 
 def test_default_model_tp_equals_tp1(tmp_path):
+    """Dequantized to f32 the split model computes what the whole one does, to f32 rounding.
+    As stored (Q4_1 blocks, activations quantized to 8 bits per block of 32) each rank
+    quantizes the same blocks, but the all-reduce sums in another order, and a 1e-6 change
+    of the residual moves the 8-bit roundings enough to move a logit by ~1 (measured: 1.4 on
+    TP = 1 with the embedding scaled by 1 +- 1e-6).  So the quantized split is held to the
+    distribution instead: KL to the whole model's under 0.02 nats on average and 0.1 at any
+    position (the quantized model's own KL to f32 reaches 0.05 at a position; measured here:
+    mean 0.008, max 0.043 at TP = 2), and the same greedy token at 80% of positions or more."""
     model = default_model()
     ids = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3714, 314, 1345, 1073, 30, 2, 198]
-    ref = logits(model, ids, 1, tmp_path)
+    ref = logits(model, ids, 1, tmp_path, "dequantized")
+    ref_q = logits(model, ids, 1, tmp_path, "auto").astype(np.float64)
+
+    def log_softmax(x):
+        x = x - x.max(axis=1, keepdims=True)
+        return x - np.log(np.exp(x).sum(axis=1, keepdims=True))
     for n in (2, 3, 4):
-        got = logits(model, ids, n, tmp_path)
+        got = logits(model, ids, n, tmp_path, "dequantized")
         scale = max(1.0, float(np.abs(ref).max()))
         err = float(np.abs(got - ref).max())
         assert err <= 1e-4 * scale, f"TP={n}: max |diff| {err} (scale {scale})"
         assert (got.argmax(-1) == ref.argmax(-1)).all(), f"TP={n}: greedy tokens differ"
+        got_q = logits(model, ids, n, tmp_path, "auto").astype(np.float64)
+        lp, lq = log_softmax(ref_q), log_softmax(got_q)
+        kl = (np.exp(lp) * (lp - lq)).sum(axis=1)
+        assert kl.mean() < 0.02 and kl.max() < 0.1, f"TP={n} quantized: KL to TP=1 per position {kl.round(4).tolist()}"
+        agree = float((got_q.argmax(-1) == ref_q.argmax(-1)).mean())
+        assert agree >= 0.8, f"TP={n} quantized: greedy tokens agree at {agree:.0%} of positions"
 
 
 def test_tp_size_mismatch_is_a_clear_error():
@@ -72,13 +92,14 @@ def test_tp_size_mismatch_is_a_clear_error():
 
 def test_rank_that_cannot_load_stops_every_rank(tmp_path):
     """Rank 1 runs under a 300 MB data-segment limit (RLIMIT_DATA: private anonymous memory,
-    not the mapped libraries), so allocating the default model's ~540 MB of f32 weights fails
-    there (out of memory); every rank must exit promptly and the message names rank 1."""
+    not the mapped libraries), so allocating the default model's ~540 MB of f32 weights
+    (`--load-format dequantized`) fails there (out of memory); every rank must exit promptly
+    and the message names rank 1."""
     model = default_model()
     cmd = ["mpirun", "--oversubscribe", "--bind-to", "none",
-           "-np", "1", tessera_bin(), "logits", str(model), "--ids", "1,2,3", ":",
+           "-np", "1", tessera_bin(), "logits", str(model), "--ids", "1,2,3", "--load-format", "dequantized", ":",
            "-np", "1", "bash", "-c", f'ulimit -d 300000; exec "{tessera_bin()}" "$@"', "x",
-           "logits", str(model), "--ids", "1,2,3"]
+           "logits", str(model), "--ids", "1,2,3", "--load-format", "dequantized"]
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert "rank 1" in r.stderr and "out of" in r.stderr and "memory" in r.stderr, r.stderr[-2000:]

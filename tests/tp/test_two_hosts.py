@@ -53,7 +53,8 @@ def test_tp2_across_two_hosts_equals_tp1(two_hosts, tmp_path):
     model = default_model()
     ids = "1,9690,198,2683,359,253,5356,5646,11173,3365,3714,314,1345,1073,30,2,198"
     ref_out, out = tmp_path / "tp1.f32", tmp_path / "tp2.f32"
-    r = subprocess.run([tessera_bin(), "logits", str(model), "--ids", ids, "--all", "--out", str(ref_out)],
+    r = subprocess.run([tessera_bin(), "logits", str(model), "--ids", ids, "--all", "--out", str(ref_out),
+                        "--load-format", "dequantized"],
                        env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     hostfile = tmp_path / "hostfile"
@@ -65,7 +66,7 @@ def test_tp2_across_two_hosts_equals_tp1(two_hosts, tmp_path):
            "--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "10.77.3.0/24",
            "--mca", "oob_tcp_if_include", "10.77.3.0/24",
            "-x", "TESSERA_THREADS", "-x", "TESSERA_HOME",
-           tessera_bin(), "logits", str(model), "--ids", ids, "--all", "--out", str(out)]
+           tessera_bin(), "logits", str(model), "--ids", ids, "--all", "--out", str(out), "--load-format", "dequantized"]
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     moved = rx_bytes(ns[1], veth[1]) - before

@@ -22,8 +22,9 @@ def run(args, n=1, timeout=300):
     return subprocess.run(pre + [tessera_bin()] + args, env=ENV, capture_output=True, text=True, timeout=timeout)
 
 
-def logits(model, ids, n, out):
-    r = run(["logits", str(model), "--ids", ids, "--all", "--out", str(out)], n)
+def logits(model, ids, n, out, load_format=None):
+    extra = ["--load-format", load_format] if load_format else []
+    r = run(["logits", str(model), "--ids", ids, "--all", "--out", str(out)] + extra, n)
     assert r.returncode == 0, r.stderr[-3000:]
     return np.fromfile(out, dtype=np.float32)
 
@@ -63,7 +64,9 @@ def test_workspace_layout(ws_gguf):
 
 
 def test_workspace_tp2_equals_tp1(ws_gguf, tmp_path):
-    ref = logits(default_model(), IDS, 1, tmp_path / "a.f32")
+    # the workspace holds dequantized weights (convert writes f32/bf16 today): compare it with
+    # the GGUF loaded the same way
+    ref = logits(default_model(), IDS, 1, tmp_path / "a.f32", "dequantized")
     got = logits(ws_gguf, IDS, 2, tmp_path / "b.f32")
     assert close(ref, got)
     assert (ref.reshape(9, -1).argmax(-1) == got.reshape(9, -1).argmax(-1)).all()

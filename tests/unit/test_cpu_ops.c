@@ -198,6 +198,30 @@ static void test_rope(tsr_backend *be) {
     pd.type = TSR_ROPE_DYNAMIC;
     be->ops->rope(be, x2, x2 + 16, 48, 1, 1, 16, &b, &pd);
     CHECK(memcmp(x1, x2, sizeof x1) != 0);
+
+    /* interleaved (GGUF row order, llama.cpp's permutation: GGUF dim 2t + s is HF dim
+     * s * hd/2 + t) on the permuted vector is the HF-order rotation, permuted alike */
+    enum { HD = 16, LD = 2 * HD };
+    int32_t q_start2[2] = {0, 1}, ctx_len2[1] = {41}, pos2[1] = {40};
+    tsr_attn_batch b2 = {1, 1, 41, 1, q_start2, ctx_len2, pos2, NULL};
+    float hf[LD], gg[LD];
+    for (int i = 0; i < LD; i++) hf[i] = frand();
+    for (int v = 0; v < 2; v++)
+        for (int t = 0; t < HD / 2; t++)
+            for (int s2 = 0; s2 < 2; s2++) gg[v * HD + 2 * t + s2] = hf[v * HD + s2 * HD / 2 + t];
+    tsr_rope_params pi = {.type = TSR_ROPE_LLAMA3, .theta = 10000, .factor = 8, .low_freq_factor = 1,
+                          .high_freq_factor = 4, .original_max_pos = 8, .max_pos = 2048, .rot_dim = HD};
+    be->ops->rope(be, hf, hf + HD, LD, 1, 1, HD, &b2, &pi);
+    pi.interleaved = true;
+    be->ops->rope(be, gg, gg + HD, LD, 1, 1, HD, &b2, &pi);
+    double worst = 0;
+    for (int v = 0; v < 2; v++)
+        for (int t = 0; t < HD / 2; t++)
+            for (int s2 = 0; s2 < 2; s2++) {
+                double d = fabs((double)gg[v * HD + 2 * t + s2] - hf[v * HD + s2 * HD / 2 + t]);
+                if (d > worst) worst = d;
+            }
+    CHECK_MSG(worst < 1e-6, "interleaved rope differs from the permuted HF-order rope by %g", worst);
 }
 
 /* ---- paged attention against dense ---- */

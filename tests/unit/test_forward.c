@@ -310,7 +310,7 @@ static void *tp_rank_main(void *arg) {
     comm->rank = a->rank;
     comm->size = a->sh->size;
     comm->impl = impl;
-    tsr_load_opts lo = {a->rank, a->sh->size, false};
+    tsr_load_opts lo = {a->rank, a->sh->size, false, false};
     tsr_model *m = NULL;
     a->st = tsr_model_init_dummy(a->cfg, be, &lo, 42, &m);
     if (a->st == TSR_OK) {
