@@ -36,6 +36,33 @@ static void tsr__mm(tsr_backend *be, void *out, int64_t ldo, const void *x, cons
     }
 }
 
+void tsr_forward_set_observer(tsr_forward_state *st,
+                              void (*fn)(void *user, int64_t layer, int what, const float *x, int64_t n_tok,
+                                         int64_t ld, int64_t dim),
+                              void *user) {
+    st->obs.fn = fn;
+    st->obs.user = user;
+}
+
+/* Hands x [n_tok][ld] (device, be->dtype) to the observer as host f32. */
+static tsr_status tsr__observe(tsr_forward_state *st, int64_t layer, tsr_obs_point what, const void *x, int64_t n_tok,
+                               int64_t ld, int64_t dim) {
+    tsr_backend *be = st->model->be;
+    const float *h = x;
+    if (!be->ops->host_memory || be->dtype != TSR_F32) {
+        if (n_tok * ld > st->obs.host_cap) {
+            float *p = realloc(st->obs.host, sizeof(float) * (size_t)(n_tok * ld));
+            if (!p) return tsr_errorf(TSR_ERR_OOM, "out of memory observing activations");
+            st->obs.host = p, st->obs.host_cap = n_tok * ld;
+        }
+        if (be->ops->download_f32) be->ops->download_f32(be, st->obs.host, x, n_tok * ld);
+        else be->ops->download(be, st->obs.host, x, sizeof(float) * (size_t)(n_tok * ld));
+        h = st->obs.host;
+    }
+    st->obs.fn(st->obs.user, layer, (int)what, h, n_tok, ld, dim);
+    return TSR_OK;
+}
+
 static int64_t tsr__qkv_dim(const tsr_model *m) {
     return (m->shard.n_head + 2 * m->shard.n_kv_head) * m->cfg.head_dim;
 }
@@ -108,6 +135,7 @@ void tsr_forward_state_free(tsr_forward_state *st) {
     free(st->sample_reqs);
     free(st->sample_outs);
     free(st->sample_ids);
+    free(st->obs.host);
     if (st->own_comm) tsr_comm_free(st->comm);
     free(st);
 }
@@ -318,7 +346,7 @@ static tsr_status tsr__run_ops(tsr_forward_state *st, tsr_kv_pool *kv, const tsr
      * stays valid while the shapes and buffers it baked in are the same -- the key says which. */
     int64_t gkey = 0;
     bool replayed = false, recording = false;
-    if (ops->graph_replay && n_tok == n_seq) {
+    if (ops->graph_replay && n_tok == n_seq && !st->obs.fn) {
         uint64_t h = 1469598103934665603ull;
         const uint64_t parts[] = {(uint64_t)n_seq, (uint64_t)max_blocks, (uint64_t)want,
                                   (uint64_t)(uintptr_t)m, (uint64_t)(uintptr_t)kv->data, (uint64_t)(uintptr_t)st->ints,
@@ -342,6 +370,7 @@ static tsr_status tsr__run_ops(tsr_forward_state *st, tsr_kv_pool *kv, const tsr
         if (l == 0) ops->rmsnorm(be, st->xn, st->h, w->attn_norm, n_tok, d, eps);
         else ops->add_rmsnorm(be, st->h, st->proj, st->xn, w->attn_norm, n_tok, d, eps);
 
+        if (st->obs.fn) TSR_TRY(tsr__observe(st, l, TSR_OBS_QKV_IN, st->xn, n_tok, d, d));
         tsr__mm(be, st->qkv, qkv_dim, st->xn, &w->wqkv, n_tok);
         if (w->bqkv) ops->add_bias(be, st->qkv, w->bqkv, n_tok, qkv_dim, qkv_dim);
         void *kc = tsr_kv_pool_k(kv, l), *vc = tsr_kv_pool_v(kv, l);
@@ -351,18 +380,25 @@ static tsr_status tsr__run_ops(tsr_forward_state *st, tsr_kv_pool *kv, const tsr
             ops->rope(be, q, k, qkv_dim, nq, nkv, hd, &b, &rope);
             ops->kv_write(be, kc, vc, &kv->layout, k, v, qkv_dim, &b);
         }
+        if (st->obs.fn) {
+            TSR_TRY(tsr__observe(st, l, TSR_OBS_K, k, n_tok, qkv_dim, nkv * hd));
+            TSR_TRY(tsr__observe(st, l, TSR_OBS_V, v, n_tok, qkv_dim, nkv * hd));
+        }
         ops->attention(be, st->attn, q, qkv_dim, kc, vc, &kv->layout, nq, &b, scale);
+        if (st->obs.fn) TSR_TRY(tsr__observe(st, l, TSR_OBS_O_IN, st->attn, n_tok, nq * hd, nq * hd));
         tsr__mm(be, st->proj, d, st->attn, &w->wo, n_tok);
         TSR_TRY(st->comm->ops->allreduce_sum(st->comm, st->proj, n_tok * d, be->dtype));
         if (w->bo) ops->add_bias(be, st->proj, w->bo, n_tok, d, d);
 
         ops->add_rmsnorm(be, st->h, st->proj, st->xn, w->ffn_norm, n_tok, d, eps);
+        if (st->obs.fn) TSR_TRY(tsr__observe(st, l, TSR_OBS_GATE_UP_IN, st->xn, n_tok, d, d));
         if (ops->matmul_silu && w->w_gate_up.n_parts == 1 && w->w_gate_up.part[0].type == tsr__dense_wtype(be)) {
             ops->matmul_silu(be, st->act, st->gu, st->xn, w->w_gate_up.part[0].data, n_tok, ff, d);
         } else {
             tsr__mm(be, st->gu, 2 * ff, st->xn, &w->w_gate_up, n_tok);
             ops->silu_mul(be, st->act, st->gu, n_tok, ff);
         }
+        if (st->obs.fn) TSR_TRY(tsr__observe(st, l, TSR_OBS_DOWN_IN, st->act, n_tok, ff, ff));
         tsr__mm(be, st->proj, d, st->act, &w->w_down, n_tok);
         TSR_TRY(st->comm->ops->allreduce_sum(st->comm, st->proj, n_tok * d, be->dtype));
     }

@@ -84,7 +84,35 @@ typedef struct tsr_forward_state {
     void *sample_outs;            /* tsr_sample_out [cap_sample] */
     int32_t *sample_ids;          /* [cap_sample] */
     int64_t cap_sample;
+    /* Calibration observer (tsr_forward_set_observer); NULL: none */
+    struct tsr_forward_observer_slot {
+        void (*fn)(void *user, int64_t layer, int what, const float *x, int64_t n_tok, int64_t ld, int64_t dim);
+        void *user;
+        float *host;              /* staging for a device backend's activations */
+        int64_t host_cap;
+    } obs;
 } tsr_forward_state;
+
+/* Where an observer sees the activations of a layer (`tessera lite calibrate`): the input of
+ * each linear layer (after the norm for q|k|v and gate|up), and K and V as the cache stores
+ * them (K after RoPE; a GGUF model's K dims in the file's interleaved order, model.h). */
+typedef enum tsr_obs_point {
+    TSR_OBS_QKV_IN = 0,   /* [n_tok][d_model]: input of q, k and v */
+    TSR_OBS_O_IN,         /* [n_tok][n_head_l * head_dim]: input of o_proj */
+    TSR_OBS_GATE_UP_IN,   /* [n_tok][d_model]: input of gate and up */
+    TSR_OBS_DOWN_IN,      /* [n_tok][d_ff_l]: input of down_proj */
+    TSR_OBS_K,            /* [n_tok][n_kv_head_l * head_dim] (row stride ld) */
+    TSR_OBS_V,            /* [n_tok][n_kv_head_l * head_dim] (row stride ld) */
+    TSR_OBS_COUNT
+} tsr_obs_point;
+
+/* fn(user, layer, what, x, n_tok, ld, dim) is called on this rank during every later step, for
+ * every layer and point: x is host f32 [n_tok] rows of stride ld, dim values each (this rank's
+ * shard).  Steps with an observer never replay a recorded graph.  fn NULL removes it. */
+void tsr_forward_set_observer(tsr_forward_state *st,
+                              void (*fn)(void *user, int64_t layer, int what, const float *x, int64_t n_tok,
+                                         int64_t ld, int64_t dim),
+                              void *user);
 
 /* comm NULL: a group of one (tsr_comm_single). */
 tsr_status tsr_forward_state_init(tsr_model *m, tsr_comm *comm, tsr_forward_state **out);
