@@ -216,7 +216,7 @@ int tsr_bench_generate(int argc, char **argv) {
         {"--json", TSR_OPT_FLAG, &o.json, NULL, "one JSON document on stdout (per case mean/std, peak RSS, weight bytes)"},
         {"--session-len", TSR_OPT_INT, &o.session_len, "N",
          "longest sequence allowed (default: the model's context); a case past it is refused"},
-        {"--load-format", TSR_OPT_STR, &o.load_format, "F", "auto (the files; default) or another loader format, e.g. dummy (random weights)"},
+        {"--load-format", TSR_OPT_STR, &o.load_format, "F", TSR_LOAD_FORMAT_HELP},
         {"--dummy-config", TSR_OPT_STR, &o.dummy, "NAME|PATH",
          "GPU speed figures on random weights made on the GPU: llama3-8b or a config.json (no MODEL needed); "
          "batch-1/batch-N decode and TTFT against the measured copy bandwidth and GEMM rate"},
