@@ -1,4 +1,5 @@
-/* The CPU backend: f32 reference implementation of every op in kernels/backend.h.  These are
+/* The CPU backend: f32 reference implementation of every op in kernels/backend.h (RoPE in
+ * cpu_rope.c, the paged KV writer and attention in cpu_attention.c).  These are
  * the oracles of the CUDA kernels to come, so each is the plain formula from backend.h,
  * threaded over an obvious independent axis (tokens, output rows, (token, head) pairs) on
  * one pool.  OpenBLAS is pinned to one thread and called per slice from the pool, so only one
@@ -13,23 +14,9 @@
 #include "common/log.h"
 #include "common/ggml_quants.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/cpu_internal.h"
 #include "kernels/cpu/qmatmul.h"
-#include "kernels/cpu/threadpool.h"
 
-typedef struct tsr__cpu_ctx {
-    tsr_cpu_pool *pool;
-    float *scratch;          /* [n_threads][scratch_per_thread] for attention scores */
-    int64_t scratch_per_thread;
-    void *qwork;             /* grow-only scratch of matmul_w (the pool runs one op at a time) */
-    size_t qwork_cap;
-    tsr_status err;          /* take_error */
-} tsr__cpu_ctx;
-
-static tsr__cpu_ctx *tsr__ctx(tsr_backend *be) { return be->ctx; }
-
-/* Below this many multiply-adds an op runs on the calling thread: waking the pool would cost
- * more than the work. */
-#define TSR__SERIAL_WORK 16384
 /* Up to this many tokens a matmul is a set of dot products per weight row (see tsr__mm_cols). */
 #define TSR__GEMV_MAX_TOK 4
 
@@ -56,35 +43,6 @@ static void tsr__cpu_memset0(tsr_backend *be, void *dst, size_t n) {
     if (n) memset(dst, 0, n);
 }
 static void tsr__cpu_sync(tsr_backend *be) { (void)be; }
-
-/* ---------------- helpers ---------------- */
-
-/* Dot product with 16 independent partial sums, which the compiler vectorizes without
- * -ffast-math (a single running sum would be a serial dependency it must keep), folded in
- * halves so the final reduction is vector adds too, not 16 dependent scalar ones (that fold
- * alone made attention over head_dim 64 about twice as fast). */
-static inline float tsr__dot(const float *a, const float *b, int64_t n) {
-    float acc[16] = {0};
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16)
-        for (int j = 0; j < 16; j++) acc[j] += a[i + j] * b[i + j];
-    for (int j = 0; j < 8; j++) acc[j] += acc[j + 8];
-    for (int j = 0; j < 4; j++) acc[j] += acc[j + 4];
-    float s = (acc[0] + acc[2]) + (acc[1] + acc[3]);
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-
-/* The sequence a flat token row belongs to (q_start is sorted). */
-static inline int64_t tsr__seq_of(const tsr_attn_batch *b, int64_t t) {
-    int64_t lo = 0, hi = b->n_seq - 1;
-    while (lo < hi) {
-        int64_t mid = (lo + hi + 1) / 2;
-        if (b->q_start[mid] <= t) lo = mid;
-        else hi = mid - 1;
-    }
-    return lo;
-}
 
 /* ---------------- get_rows ---------------- */
 
@@ -325,213 +283,6 @@ static void tsr__cpu_silu_mul(tsr_backend *be, void *out, const void *gate_up, i
     tsr__silu_job j = {out, gate_up, n_ff};
     if (n_tok * n_ff < TSR__SERIAL_WORK) tsr__silu_rows(&j, 0, n_tok, 0);
     else tsr_cpu_pool_run(tsr__ctx(be)->pool, n_tok, 0, tsr__silu_rows, &j);
-}
-
-/* ---------------- rope ---------------- */
-
-/* inv_freq[i] for i < rot_dim / 2, computed in f32 the way HF transformers computes it so the
- * rounding of long-context angles matches the golden logits. */
-static void tsr__rope_inv_freq(const tsr_rope_params *p, int64_t seq_len, float *inv) {
-    int64_t dim = p->rot_dim;
-    float theta = p->theta;
-    if (p->type == TSR_ROPE_DYNAMIC && p->max_pos > 0 && seq_len > p->max_pos) {
-        float f = p->factor;
-        float ratio = f * (float)seq_len / (float)p->max_pos - (f - 1.0f);
-        theta = theta * powf(ratio, (float)dim / (float)(dim - 2));
-    }
-    for (int64_t i = 0; i < dim / 2; i++) {
-        float e = (float)(2 * i) / (float)dim;
-        inv[i] = 1.0f / powf(theta, e);
-    }
-    if (p->type == TSR_ROPE_LINEAR && p->factor > 0) {
-        for (int64_t i = 0; i < dim / 2; i++) inv[i] /= p->factor;
-    } else if (p->type == TSR_ROPE_LLAMA3) {
-        const float pi = 3.14159265358979323846f;
-        float old_ctx = (float)p->original_max_pos;
-        float low_wl = old_ctx / p->low_freq_factor, high_wl = old_ctx / p->high_freq_factor;
-        for (int64_t i = 0; i < dim / 2; i++) {
-            float wl = 2.0f * pi / inv[i];
-            if (wl < high_wl) continue;                   /* high frequency: kept */
-            if (wl > low_wl) { inv[i] /= p->factor; continue; } /* low frequency: scaled */
-            float smooth = (old_ctx / wl - p->low_freq_factor) / (p->high_freq_factor - p->low_freq_factor);
-            inv[i] = (1.0f - smooth) * inv[i] / p->factor + smooth * inv[i];
-        }
-    }
-}
-
-typedef struct {
-    float *q, *k;
-    int64_t ld, n_head, n_kv_head, head_dim;
-    const tsr_attn_batch *b;
-    const tsr_rope_params *p;
-    const float *inv_static;   /* NULL for dynamic NTK (depends on the sequence) */
-} tsr__rope_job;
-
-static inline void tsr__rope_head(float *x, const float *cs, const float *sn, int64_t half, bool interleaved) {
-    if (interleaved) {
-        for (int64_t i = 0; i < half; i++) {
-            float a = x[2 * i], c = x[2 * i + 1];
-            x[2 * i] = a * cs[i] - c * sn[i];
-            x[2 * i + 1] = c * cs[i] + a * sn[i];
-        }
-        return;
-    }
-    for (int64_t i = 0; i < half; i++) {
-        float a = x[i], c = x[i + half];
-        x[i] = a * cs[i] - c * sn[i];
-        x[i + half] = c * cs[i] + a * sn[i];
-    }
-}
-
-static void tsr__rope_rows(void *ctx, int64_t i0, int64_t i1, int tid) {
-    (void)tid;
-    const tsr__rope_job *j = ctx;
-    const tsr_rope_params *p = j->p;
-    int64_t half = p->rot_dim / 2;
-    float inv_buf[512], cs[512], sn[512];
-    TSR_ASSERT(half <= 512);
-    for (int64_t t = i0; t < i1; t++) {
-        int64_t pos = j->b->positions[t];
-        const float *inv = j->inv_static;
-        if (!inv) {
-            int64_t s = tsr__seq_of(j->b, t);
-            tsr__rope_inv_freq(p, j->b->ctx_len[s], inv_buf);
-            inv = inv_buf;
-        }
-        for (int64_t i = 0; i < half; i++) {
-            float ang = (float)pos * inv[i];
-            cs[i] = cosf(ang);
-            sn[i] = sinf(ang);
-        }
-        float *qt = j->q + t * j->ld, *kt = j->k + t * j->ld;
-        for (int64_t h = 0; h < j->n_head; h++) tsr__rope_head(qt + h * j->head_dim, cs, sn, half, p->interleaved);
-        for (int64_t h = 0; h < j->n_kv_head; h++) tsr__rope_head(kt + h * j->head_dim, cs, sn, half, p->interleaved);
-        if (p->use_logn_attn && p->max_pos > 1 && pos + 1 > p->max_pos) {
-            float sc = (float)(log((double)(pos + 1)) / log((double)p->max_pos));
-            for (int64_t i = 0; i < j->n_head * j->head_dim; i++) qt[i] *= sc;
-        }
-    }
-}
-
-static void tsr__cpu_rope(tsr_backend *be, void *q, void *k, int64_t ld, int64_t n_head,
-                          int64_t n_kv_head, int64_t head_dim, const tsr_attn_batch *b,
-                          const tsr_rope_params *p) {
-    TSR_ASSERT(p->rot_dim > 0 && p->rot_dim <= head_dim && p->rot_dim % 2 == 0);
-    float inv[512];
-    tsr__rope_job j = {q, k, ld, n_head, n_kv_head, head_dim, b, p, NULL};
-    if (p->type != TSR_ROPE_DYNAMIC) {
-        tsr__rope_inv_freq(p, 0, inv);
-        j.inv_static = inv;
-    }
-    if (b->n_tok * (n_head + n_kv_head) * head_dim < TSR__SERIAL_WORK) tsr__rope_rows(&j, 0, b->n_tok, 0);
-    else tsr_cpu_pool_run(tsr__ctx(be)->pool, b->n_tok, 0, tsr__rope_rows, &j);
-}
-
-/* ---------------- paged KV ---------------- */
-
-static inline int64_t tsr__kv_offset(const tsr_kv_layout *kv, int64_t block, int64_t head, int64_t slot) {
-    return ((block * kv->n_kv_head + head) * kv->block_len + slot) * kv->head_dim;
-}
-
-static void tsr__cpu_kv_write(tsr_backend *be, void *k_cache, void *v_cache, const tsr_kv_layout *kv,
-                              const void *k, const void *v, int64_t ld, const tsr_attn_batch *b) {
-    (void)be;
-    size_t row = sizeof(float) * (size_t)kv->head_dim;
-    for (int64_t s = 0; s < b->n_seq; s++) {
-        const int32_t *bt = b->block_tables + s * b->max_blocks;
-        for (int64_t t = b->q_start[s]; t < b->q_start[s + 1]; t++) {
-            int64_t pos = b->positions[t];
-            TSR_ASSERT(pos >= 0 && pos / kv->block_len < b->max_blocks);
-            int64_t blk = bt[pos / kv->block_len], slot = pos % kv->block_len;
-            TSR_ASSERT(blk >= 0);
-            for (int64_t g = 0; g < kv->n_kv_head; g++) {
-                int64_t off = tsr__kv_offset(kv, blk, g, slot);
-                memcpy((float *)k_cache + off, (const float *)k + t * ld + g * kv->head_dim, row);
-                memcpy((float *)v_cache + off, (const float *)v + t * ld + g * kv->head_dim, row);
-            }
-        }
-    }
-}
-
-typedef struct {
-    float *out;
-    const float *q;
-    int64_t ld_q;
-    const float *kc, *vc;
-    const tsr_kv_layout *kv;
-    int64_t n_head;
-    const tsr_attn_batch *b;
-    float scale;
-    float *scratch;
-    int64_t scratch_per_thread;
-} tsr__attn_job;
-
-/* One item = (new token t, query head h).  Two passes over the visible keys: scores with their
- * max, then the softmax-weighted sum of values. */
-static void tsr__attn_items(void *ctx, int64_t i0, int64_t i1, int tid) {
-    const tsr__attn_job *j = ctx;
-    const tsr_kv_layout *kv = j->kv;
-    int64_t hd = kv->head_dim, bl = kv->block_len, group = j->n_head / kv->n_kv_head;
-    float *sc = j->scratch + tid * j->scratch_per_thread;
-    for (int64_t it = i0; it < i1; it++) {
-        int64_t t = it / j->n_head, h = it % j->n_head, g = h / group;
-        int64_t s = tsr__seq_of(j->b, t);
-        const int32_t *bt = j->b->block_tables + s * j->b->max_blocks;
-        int64_t n_vis = (int64_t)j->b->positions[t] + 1;
-        TSR_ASSERT(n_vis <= j->b->ctx_len[s] && n_vis <= j->scratch_per_thread);
-        const float *qv = j->q + t * j->ld_q + h * hd;
-        float mx = -INFINITY;
-        for (int64_t p = 0; p < n_vis; p++) {
-            const float *kr = j->kc + tsr__kv_offset(kv, bt[p / bl], g, p % bl);
-            float v = tsr__dot(qv, kr, hd) * j->scale;
-            sc[p] = v;
-            if (v > mx) mx = v;
-        }
-        double sum = 0;
-        for (int64_t p = 0; p < n_vis; p++) {
-            sc[p] = expf(sc[p] - mx);
-            sum += sc[p];
-        }
-        float inv = (float)(1.0 / sum);
-        float *restrict o = j->out + t * j->n_head * hd + h * hd;
-        for (int64_t i = 0; i < hd; i++) o[i] = 0;
-        /* four value rows per pass: o makes a quarter of the round trips through memory */
-        int64_t p = 0;
-        for (; p + 4 <= n_vis; p += 4) {
-            const float *restrict v0 = j->vc + tsr__kv_offset(kv, bt[p / bl], g, p % bl);
-            const float *restrict v1 = j->vc + tsr__kv_offset(kv, bt[(p + 1) / bl], g, (p + 1) % bl);
-            const float *restrict v2 = j->vc + tsr__kv_offset(kv, bt[(p + 2) / bl], g, (p + 2) % bl);
-            const float *restrict v3 = j->vc + tsr__kv_offset(kv, bt[(p + 3) / bl], g, (p + 3) % bl);
-            float w0 = sc[p] * inv, w1 = sc[p + 1] * inv, w2 = sc[p + 2] * inv, w3 = sc[p + 3] * inv;
-            for (int64_t i = 0; i < hd; i++) o[i] += (w0 * v0[i] + w1 * v1[i]) + (w2 * v2[i] + w3 * v3[i]);
-        }
-        for (; p < n_vis; p++) {
-            const float *restrict vr = j->vc + tsr__kv_offset(kv, bt[p / bl], g, p % bl);
-            float wgt = sc[p] * inv;
-            for (int64_t i = 0; i < hd; i++) o[i] += wgt * vr[i];
-        }
-    }
-}
-
-static void tsr__cpu_attention(tsr_backend *be, void *out, const void *q, int64_t ld_q,
-                               const void *k_cache, const void *v_cache, const tsr_kv_layout *kv,
-                               int64_t n_head, const tsr_attn_batch *b, float scale) {
-    tsr__cpu_ctx *c = tsr__ctx(be);
-    TSR_ASSERT(n_head % kv->n_kv_head == 0);
-    int nt = tsr_cpu_pool_size(c->pool);
-    if (b->max_ctx > c->scratch_per_thread) {
-        int64_t per = (b->max_ctx + 255) / 256 * 256;
-        float *s = realloc(c->scratch, sizeof(float) * (size_t)(per * nt));
-        TSR_ASSERT(s);
-        c->scratch = s;
-        c->scratch_per_thread = per;
-    }
-    tsr__attn_job j = {out, q, ld_q, k_cache, v_cache, kv, n_head, b, scale, c->scratch, c->scratch_per_thread};
-    int64_t items = b->n_tok * n_head;
-    /* Causal rows differ in length, so hand out small ranges dynamically. */
-    int64_t grain = items / (nt * 8) > 0 ? items / (nt * 8) : 1;
-    if (items * b->max_ctx * kv->head_dim < TSR__SERIAL_WORK) tsr__attn_items(&j, 0, items, 0);
-    else tsr_cpu_pool_run(c->pool, items, grain, tsr__attn_items, &j);
 }
 
 /* ---------------- the table ---------------- */
