@@ -40,6 +40,11 @@ typedef struct tsr_attn_batch {
     const int32_t *ctx_len;       /* device [n_seq]: cached + new tokens after this step */
     const int32_t *positions;     /* device [n_tok]: absolute position of each new token */
     const int32_t *block_tables;  /* device [n_seq][max_blocks] */
+    /* Sliding-window attention (Mistral, Qwen2 use_sliding_window): > 0, a query at position p
+     * sees only the keys at positions p - window + 1 .. p (HF's convention); 0: every earlier
+     * key.  The forward pass sets it per layer.  A backend whose attention does not implement it
+     * must not be given a model that uses it (the loader refuses). */
+    int64_t window;
 } tsr_attn_batch;
 
 /* Paged KV layout of ONE layer on one rank.  K and V each are

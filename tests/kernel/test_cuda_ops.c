@@ -330,7 +330,7 @@ static void batch_make(batch *B, int n_seq, const int64_t *n_past, const int64_t
         for (int64_t b = 0; b < nb; b++) B->bt[s * B->max_blocks + b] = perm[used++];
     }
     free(perm);
-    tsr_attn_batch base = {n_seq, B->n_tok, B->max_ctx, B->max_blocks, NULL, NULL, NULL, NULL};
+    tsr_attn_batch base = {n_seq, B->n_tok, B->max_ctx, B->max_blocks, NULL, NULL, NULL, NULL, 0};
     B->cpu = base;
     B->cpu.q_start = B->q_start, B->cpu.ctx_len = B->ctx_len, B->cpu.positions = B->positions, B->cpu.block_tables = B->bt;
     B->gpu = base;

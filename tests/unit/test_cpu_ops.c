@@ -149,7 +149,7 @@ static void test_rope_case(tsr_backend *be, tsr_rope_params p, const char *what)
     /* two sequences: 5 new tokens after 3 cached, and 1 decode token at a large position */
     int64_t nq = 4, nkv = 2, hd = 16, ld = (nq + 2 * nkv) * hd + 3;
     int32_t q_start[3] = {0, 5, 6}, ctx_len[2] = {8, 3001}, pos[6] = {3, 4, 5, 6, 7, 3000};
-    tsr_attn_batch b = {2, 6, 3001, 1, q_start, ctx_len, pos, NULL};
+    tsr_attn_batch b = {2, 6, 3001, 1, q_start, ctx_len, pos, NULL, 0};
     float *x = rand_vec(6 * ld), *x0 = malloc(sizeof(float) * 6 * (size_t)ld);
     memcpy(x0, x, sizeof(float) * 6 * (size_t)ld);
     be->ops->rope(be, x, x + nq * hd, ld, nq, nkv, hd, &b, &p);
@@ -190,7 +190,7 @@ static void test_rope(tsr_backend *be) {
     test_rope_case(be, p, "dynamic+logn");
     /* dynamic must differ from default past max_pos (else the test above proves nothing) */
     int32_t q_start[2] = {0, 1}, ctx_len[1] = {3001}, pos[1] = {3000};
-    tsr_attn_batch b = {1, 1, 3001, 1, q_start, ctx_len, pos, NULL};
+    tsr_attn_batch b = {1, 1, 3001, 1, q_start, ctx_len, pos, NULL, 0};
     float x1[48], x2[48];
     for (int i = 0; i < 48; i++) x1[i] = x2[i] = frand();
     tsr_rope_params pd = {.type = TSR_ROPE_DEFAULT, .theta = 10000, .factor = 2, .max_pos = 1024, .rot_dim = 16};
@@ -203,7 +203,7 @@ static void test_rope(tsr_backend *be) {
      * s * hd/2 + t) on the permuted vector is the HF-order rotation, permuted alike */
     enum { HD = 16, LD = 2 * HD };
     int32_t q_start2[2] = {0, 1}, ctx_len2[1] = {41}, pos2[1] = {40};
-    tsr_attn_batch b2 = {1, 1, 41, 1, q_start2, ctx_len2, pos2, NULL};
+    tsr_attn_batch b2 = {1, 1, 41, 1, q_start2, ctx_len2, pos2, NULL, 0};
     float hf[LD], gg[LD];
     for (int i = 0; i < LD; i++) hf[i] = frand();
     for (int v = 0; v < 2; v++)
@@ -279,7 +279,7 @@ static void test_attention_case(tsr_backend *be, int64_t nq, int64_t nkv, int64_
             int32_t qs[2] = {0, (int32_t)seqs[s].n_past}, cl[1] = {(int32_t)seqs[s].n_past};
             int32_t *pp = malloc(sizeof(int32_t) * (size_t)seqs[s].n_past);
             for (int64_t i = 0; i < seqs[s].n_past; i++) pp[i] = (int32_t)i;
-            tsr_attn_batch pb = {1, seqs[s].n_past, seqs[s].n_past, max_blocks, qs, cl, pp, bt + s * max_blocks};
+            tsr_attn_batch pb = {1, seqs[s].n_past, seqs[s].n_past, max_blocks, qs, cl, pp, bt + s * max_blocks, 0};
             be->ops->kv_write(be, kc, vc, &lay, K[s], V[s], nkv * hd, &pb);
             free(pp);
         }
@@ -294,7 +294,7 @@ static void test_attention_case(tsr_backend *be, int64_t nq, int64_t nkv, int64_
             memcpy(qkv + t * ld + nq * hd, K[s] + p * nkv * hd, sizeof(float) * (size_t)(nkv * hd));
             memcpy(qkv + t * ld + (nq + nkv) * hd, V[s] + p * nkv * hd, sizeof(float) * (size_t)(nkv * hd));
         }
-    tsr_attn_batch b = {n_seq, n_tok, max_ctx, max_blocks, q_start, ctx_len, pos, bt};
+    tsr_attn_batch b = {n_seq, n_tok, max_ctx, max_blocks, q_start, ctx_len, pos, bt, 0};
     be->ops->kv_write(be, kc, vc, &lay, qkv + nq * hd, qkv + (nq + nkv) * hd, ld, &b);
     float *out = rand_vec(n_tok * nq * hd);
     float scale = 1.0f / sqrtf((float)hd);
