@@ -506,7 +506,11 @@ tsr_status tsr_forward_sample(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_
         return tsr_errorf(TSR_ERR_INVALID_ARG, "forward_sample: samples the last token of each sequence only");
     if (n_valid <= 0 || n_valid > V) n_valid = V;
     TSR_TRY(tsr__ensure_sample(st, n_seq));
-    const bool device = be->ops->sample && m->shard.size == 1 && !st->on_step && !st->host_sampling;
+    bool device = be->ops->sample && m->shard.size == 1 && !st->on_step && !st->host_sampling;
+    /* A row with a token mask (constrained decoding, sampling.h's allowed) samples on the host:
+     * the device sampler has no mask input yet, so the whole step downloads its logits. */
+    for (int64_t s = 0; device && s < n_seq; s++)
+        if (samples[s].params && samples[s].params->allowed) device = false;
     if (!device) {
         TSR_TRY(tsr__run(st, kv, step, true, st->host_logits));
         tsr__sample_host(st, st->host_logits, n_seq, samples, n_valid, ids, res);

@@ -423,6 +423,9 @@ int32_t tsr_sample(tsr_sampler *s, float *logits, const tsr_sampling_params *p,
     const bool want_lp = res && p->logprobs >= 0;
     const bool raw_lp = want_lp && p->logprobs_mode == TSR_LOGPROBS_RAW;
     if (raw_lp) memcpy(s->raw, logits, (size_t)V * sizeof *logits);
+    if (p->allowed)
+        for (int64_t v = 0; v < V; v++)
+            if (!((p->allowed[v >> 6] >> (v & 63)) & 1)) logits[v] = -INFINITY;
 
     tsr_sampling_apply_penalties(s, logits, p, h);
 

@@ -56,6 +56,12 @@ typedef struct tsr_sampling_params {
     uint64_t seed;              /* resolved: callers pick one (tsr_sampling_random_seed) */
     int32_t logprobs;           /* -1: none; 0: the chosen token's only; N: also the top N */
     int32_t logprobs_mode;      /* tsr_logprobs_mode */
+    /* Constrained decoding (coordinator/grammar): a bitmask over the vocabulary, bit v of
+     * allowed[v / 64] set where token v may be sampled; NULL: every token.  The one pointer
+     * here: it lives on rank 0 (the engine's), is read where sampling runs (rank 0) and never
+     * travels in a step plan.  Applied to the raw logits first (masked tokens become -inf),
+     * so raw logprobs still describe the model's own distribution. */
+    const uint64_t *allowed;
 } tsr_sampling_params;
 
 /* Defaults: temperature 1, no truncation, no penalties, seed 0, no logprobs. */
