@@ -59,16 +59,18 @@ static void tsr__attn_items(void *ctx, int64_t i0, int64_t i1, int tid) {
         const int32_t *bt = j->b->block_tables + s * j->b->max_blocks;
         int64_t n_vis = (int64_t)j->b->positions[t] + 1;
         TSR_ASSERT(n_vis <= j->b->ctx_len[s] && n_vis <= j->scratch_per_thread);
+        /* sliding window: keys p0 .. n_vis - 1 only, i.e. q - window < key <= q (HF) */
+        const int64_t p0 = j->b->window > 0 && n_vis > j->b->window ? n_vis - j->b->window : 0;
         const float *qv = j->q + t * j->ld_q + h * hd;
         float mx = -INFINITY;
-        for (int64_t p = 0; p < n_vis; p++) {
+        for (int64_t p = p0; p < n_vis; p++) {
             const float *kr = j->kc + tsr__kv_offset(kv, bt[p / bl], g, p % bl);
             float v = tsr__dot(qv, kr, hd) * j->scale;
             sc[p] = v;
             if (v > mx) mx = v;
         }
         double sum = 0;
-        for (int64_t p = 0; p < n_vis; p++) {
+        for (int64_t p = p0; p < n_vis; p++) {
             sc[p] = expf(sc[p] - mx);
             sum += sc[p];
         }
@@ -76,7 +78,7 @@ static void tsr__attn_items(void *ctx, int64_t i0, int64_t i1, int tid) {
         float *restrict o = j->out + t * j->n_head * hd + h * hd;
         for (int64_t i = 0; i < hd; i++) o[i] = 0;
         /* four value rows per pass: o makes a quarter of the round trips through memory */
-        int64_t p = 0;
+        int64_t p = p0;
         for (; p + 4 <= n_vis; p += 4) {
             const float *restrict v0 = j->vc + tsr__kv_offset(kv, bt[p / bl], g, p % bl);
             const float *restrict v1 = j->vc + tsr__kv_offset(kv, bt[(p + 1) / bl], g, (p + 1) % bl);
