@@ -44,6 +44,8 @@ typedef struct tsr_engine_config {
     int64_t session_len;             /* max tokens of one sequence/session (0: the model's) */
     double cache_max_entry_count;    /* KV pool: < 1 fraction of free memory, >= 1 blocks (0: default) */
     int64_t cache_block_seq_len;     /* tokens per KV block (0: 64) */
+    int64_t quant_policy;            /* KV cache: 0 compute type, 8 int8, 4 int4 (-1, the default:
+                                        a workspace's config.ini, else 0) */
     bool enable_prefix_cache;        /* hash full blocks and reuse them across requests (default true) */
     double session_ttl_s;            /* idle sessions end after this (<= 0: never) */
     int64_t threads;                 /* CPU backend threads per rank (0: default) */
@@ -89,6 +91,18 @@ typedef struct tsr_engine_request {
     int n_stop_ids;
     bool ignore_eos;
     bool skip_special;               /* keep special tokens out of the text (default true) */
+    /* OpenAI's logit_bias: bias_vals[i] is added to the logit of token bias_ids[i] (ids within
+     * the vocabulary, values in [-100, 100]); sampling.min_tokens masks the stop ids (EOS and
+     * stop_ids) until that many tokens are out. */
+    const int32_t *logit_bias_ids;
+    const float *logit_bias_vals;
+    int n_logit_bias;
+    /* The prompt's own logprobs (each prompt token's given the ones before it, with the top
+     * prompt_top_logprobs) come as TSR_EVENT_PROMPT_TOKEN events before the first TOKEN; the
+     * prefix cache is then bypassed for this request so that every position is computed.  Not
+     * with a session. */
+    bool prompt_logprobs;
+    int32_t prompt_top_logprobs;     /* 0..TSR_SAMPLING_MAX_LOGPROBS */
     /* Cut max_new_tokens to what session_len and the KV pool leave (TurboMind's interactive
      * mode), ending with TSR_FINISH_LENGTH there, instead of refusing the request; a prompt
      * that leaves no room for one token is still refused. */
@@ -107,6 +121,8 @@ void tsr_engine_request_default(tsr_engine_request *r);
 typedef enum tsr_event_type {
     TSR_EVENT_TOKEN = 1,             /* one generated token (text may be "") */
     TSR_EVENT_DONE,                  /* the request ended; the last event of a request */
+    TSR_EVENT_PROMPT_TOKEN,          /* prompt_logprobs: one prompt token, in order from position 0;
+                                        token: its id; sample: its logprob (NULL for position 0) */
 } tsr_event_type;
 
 typedef struct tsr_engine_event {
@@ -141,6 +157,8 @@ typedef enum tsr_engine_field {
     TSR_FIELD_MAX_NEW_TOKENS,
     TSR_FIELD_SAMPLING,
     TSR_FIELD_STOP,
+    TSR_FIELD_LOGIT_BIAS,
+    TSR_FIELD_PROMPT_LOGPROBS,
 } tsr_engine_field;
 
 typedef enum tsr_engine_errcode {

@@ -24,6 +24,7 @@
 #include "worker/runtime.h"
 
 #define TSR__MAX_EOS 10
+#define TSR__PLP_ROWS 64                 /* prompt-logprob rows per forward call */
 
 typedef struct tsr__session tsr__session;
 
@@ -56,6 +57,13 @@ typedef struct tsr__req {
     bool scheduled_once;
     double t_submit, t_first;
     char *answer;                    /* chat sessions: the generated text as the history holds it */
+    int32_t *bias_ids;               /* logit_bias (owned copies) */
+    float *bias_vals;
+    int64_t n_bias;
+    tsr_sample_bias bias;            /* sp.bias points here when logit_bias or min_tokens is set */
+    bool plp;                        /* prompt logprobs wanted */
+    int32_t plp_top;
+    int64_t plp_next;                /* the next prompt position to report (a recompute skips the rest) */
     struct tsr__req *next;           /* inbox / active list */
 } tsr__req;
 
@@ -104,6 +112,9 @@ struct tsr_engine {
     int32_t *sampled;                /* [max_batch] the ids it got */
     tsr_sample_result *sample_res;   /* [max_batch] and their logprobs */
     tsr_sched_plan plan;
+    /* prompt logprobs (engine_step.c): a sampler and the all-logits rows of one sub-chunk */
+    tsr_sampler *plp_sampler;
+    float *plp_logits;               /* [TSR__PLP_ROWS][vocab] */
 
     pthread_t thread;
     bool thread_started;
@@ -156,6 +167,8 @@ void tsr__engine_req_free(tsr__req *r);
 void tsr__engine_finish(tsr_engine *e, tsr__req *r, tsr_finish_reason why, tsr_status err, const char *msg);
 void tsr__engine_sample_one(tsr_engine *e, tsr__req *r, int32_t tok, const tsr_sample_result *sr_in);
 void tsr__engine_update_stats(tsr_engine *e);
+/* prompt logprobs: the token at position pos of r's prompt (res NULL for position 0) */
+void tsr__engine_prompt_token(tsr_engine *e, tsr__req *r, int64_t pos, const tsr_sample_result *res);
 void tsr__engine_polled_free(tsr__polled *p);
 
 /* engine_step.c: the step thread's body */

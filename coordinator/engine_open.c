@@ -34,6 +34,7 @@ void tsr_engine_config_default(tsr_engine_config *c) {
     /* max_batch_size and max_prefill_token_num stay 0: a workspace's config.ini, else 64 / 2048 */
     c->enable_prefix_cache = true;
     c->progress = true;
+    c->quant_policy = -1;   /* config.ini's, else 0 */
 }
 
 void tsr_engine_request_default(tsr_engine_request *r) {
@@ -207,6 +208,8 @@ void tsr_engine_close(tsr_engine *e) {
     free(e->samples);
     free(e->sampled);
     free(e->sample_res);
+    tsr_sampler_free(e->plp_sampler);
+    free(e->plp_logits);
     tsr_chat_template_free(e->tmpl);
     if (e->tok) tsr_tokenizer_free(e->tok);
     tsr__engine_destroy(e);

@@ -234,6 +234,18 @@ void tsr__engine_sample_one(tsr_engine *e, tsr__req *r, int32_t tok, const tsr_s
     if (fin != TSR_FINISH_NONE) tsr__engine_finish(e, r, fin, TSR_OK, NULL);
 }
 
+void tsr__engine_prompt_token(tsr_engine *e, tsr__req *r, int64_t pos, const tsr_sample_result *res) {
+    tsr_engine_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.request_id = r->id;
+    ev.type = TSR_EVENT_PROMPT_TOKEN;
+    ev.token = r->seq->tokens[pos];
+    ev.text = "";
+    ev.sample = res;
+    r->plp_next = pos + 1;
+    tsr__deliver(e, r, &ev);
+}
+
 void tsr__engine_update_stats(tsr_engine *e) {
     tsr_bm_counts bc;
     tsr_sched_counts sc;

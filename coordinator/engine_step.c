@@ -6,6 +6,7 @@
  * engine_output.c.  A broken group ends every request and the engine's health. */
 #include "coordinator/engine_internal.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ static tsr_status tsr__start(tsr_engine *e, tsr__req *r) {
     r->n_prompt = q->n_tokens;
     r->prompt_tokens = q->n_tokens;
     r->cached_tokens = -1;
+    q->no_prefix_hits = r->plp;   /* prompt logprobs need every position computed */
     if (q->state == TSR_SEQ_IDLE) tsr_sched_resume(e->sched, q);
     else tsr_sched_add(e->sched, q);
     return TSR_OK;
@@ -51,6 +53,90 @@ static void tsr__go_fatal(tsr_engine *e, tsr_status rc, const char *msg) {
     pthread_mutex_unlock(&e->mu);
     while (e->active) tsr__engine_finish(e, e->active, TSR_FINISH_ERROR, rc, msg);
     if (first && e->cfg.on_fatal) e->cfg.on_fatal(e->cfg.on_fatal_user, msg);
+}
+
+/* Prompt logprobs (engine.h): an entry of a request that wants them, whose chunk still covers
+ * prompt positions not reported, runs on its own with the logits of every new token, in
+ * sub-chunks of TSR__PLP_ROWS rows (row j predicts the token after it).  Where its chunk reaches
+ * the end of the sequence, the last row is sampled here with the host sampler (the function
+ * tsr_forward_sample's host path runs). */
+static bool tsr__wants_plp(const tsr__req *r, const tsr_sched_seq *q) {
+    return r->plp && r->plp_next < r->n_prompt && q->n_computed < r->n_prompt;
+}
+
+static tsr_status tsr__run_plp(tsr_engine *e, int64_t i) {
+    tsr_sched_seq *q = e->plan.entries[i].seq;
+    tsr__req *r = q->user;
+    const int64_t V = e->vocab, n_new = e->plan.entries[i].n_new;
+    if (!e->plp_sampler) TSR_TRY(tsr_sampler_init(V, &e->plp_sampler));
+    if (!e->plp_logits) {
+        e->plp_logits = malloc(sizeof(float) * (size_t)(TSR__PLP_ROWS * V));
+        if (!e->plp_logits) return tsr_errorf(TSR_ERR_OOM, "out of memory for prompt logprobs");
+    }
+    if (r->plp_next == 0 && q->n_computed == 0) tsr__engine_prompt_token(e, r, 0, NULL);
+    for (int64_t off = 0; off < n_new; off += TSR__PLP_ROWS) {
+        const int64_t c = n_new - off < TSR__PLP_ROWS ? n_new - off : TSR__PLP_ROWS, past = q->n_computed + off;
+        tsr_seq_step one = {q->tokens + past, c, past, q->blocks, q->n_blocks};
+        tsr_step st = {&one, 1, true};
+        TSR_TRY(tsr_forward(e->rt.fs, &e->rt.kv, &st, e->plp_logits));
+        for (int64_t j = 0; j < c; j++) {
+            float *row = e->plp_logits + j * V;
+            for (int64_t v = e->tok_vocab; v < V; v++) row[v] = -INFINITY;
+            const int64_t pos = past + j + 1;
+            if (pos < r->n_prompt && pos == r->plp_next) {
+                tsr_sample_result res;
+                tsr_sampling_logprobs(e->plp_sampler, row, q->tokens[pos], r->plp_top, &res);
+                tsr__engine_prompt_token(e, r, pos, &res);
+            }
+            if (e->samples[i].params && off + j == n_new - 1)
+                e->sampled[i] = tsr_sample(e->plp_sampler, row, e->samples[i].params, &e->samples[i].hist,
+                                           &e->sample_res[i]);
+        }
+    }
+    return TSR_OK;
+}
+
+/* A step with prompt-logprob entries: the others run as one batch (tsr_forward_sample), then
+ * each of those on its own (tsr__run_plp). */
+static tsr_status tsr__forward_with_plp(tsr_engine *e, int64_t n) {
+    tsr_seq_step *st = malloc(sizeof *st * (size_t)n);
+    tsr_seq_sample *sa = malloc(sizeof *sa * (size_t)n);
+    int32_t *ids = malloc(sizeof *ids * (size_t)n);
+    tsr_sample_result *res = malloc(sizeof *res * (size_t)n);
+    int64_t *map = malloc(sizeof *map * (size_t)n);
+    tsr_status rc = TSR_OK;
+    if (!st || !sa || !ids || !res || !map) {
+        rc = tsr_errorf(TSR_ERR_OOM, "out of memory");
+        goto out;
+    }
+    int64_t m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        tsr_sched_seq *q = e->plan.entries[i].seq;
+        if (tsr__wants_plp(q->user, q)) continue;
+        st[m] = e->steps[i];
+        sa[m] = e->samples[i];
+        map[m++] = i;
+    }
+    if (m > 0) {
+        tsr_step step = {st, m, false};
+        rc = tsr_forward_sample(e->rt.fs, &e->rt.kv, &step, sa, e->tok_vocab, ids, res);
+        if (rc != TSR_OK) goto out;
+        for (int64_t k = 0; k < m; k++) {
+            e->sampled[map[k]] = ids[k];
+            e->sample_res[map[k]] = res[k];
+        }
+    }
+    for (int64_t i = 0; i < n && rc == TSR_OK; i++) {
+        tsr_sched_seq *q = e->plan.entries[i].seq;
+        if (tsr__wants_plp(q->user, q)) rc = tsr__run_plp(e, i);
+    }
+out:
+    free(st);
+    free(sa);
+    free(ids);
+    free(res);
+    free(map);
+    return rc;
 }
 
 static void tsr__step(tsr_engine *e) {
@@ -87,7 +173,10 @@ static void tsr__step(tsr_engine *e) {
         e->samples[i].params = &r->sp;
         e->samples[i].hist = (tsr_sample_history){q->tokens, r->n_prompt, q->tokens + r->n_prompt, r->n_gen};
     }
-    rc = tsr_forward_sample(e->rt.fs, &e->rt.kv, &step, e->samples, e->tok_vocab, e->sampled, e->sample_res);
+    bool plp = false;
+    for (int64_t i = 0; i < p->n_entries; i++) plp |= tsr__wants_plp(p->entries[i].seq->user, p->entries[i].seq);
+    if (plp) rc = tsr__forward_with_plp(e, p->n_entries);
+    else rc = tsr_forward_sample(e->rt.fs, &e->rt.kv, &step, e->samples, e->tok_vocab, e->sampled, e->sample_res);
     pthread_mutex_lock(&e->mu);
     e->st.steps++;
     pthread_mutex_unlock(&e->mu);
@@ -212,6 +301,7 @@ void *tsr__engine_step_main(void *arg) {
     o.session_len_fallback = c->session_len_fallback;
     o.kv_one_session_fallback = c->kv_one_session_fallback;
     o.max_batch_size = c->max_batch_size;
+    o.quant_policy = c->quant_policy;
     tsr_status rc = tsr_runtime_open(&e->rt, &o, e->argc, e->argv);
     pthread_mutex_lock(&e->mu);
     e->open_rc = rc;

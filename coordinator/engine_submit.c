@@ -17,6 +17,8 @@ void tsr__engine_req_free(tsr__req *r) {
     free(r->msgs);
     if (r->stop_init) tsr_stop_free(&r->stop);
     free(r->answer);
+    free(r->bias_ids);
+    free(r->bias_vals);
     if (!r->sess) tsr_sched_seq_free(&r->own);
     free(r);
 }
@@ -35,6 +37,23 @@ static tsr_status tsr__submit(tsr_engine *e, const tsr_engine_request *rq, tsr_e
                           (long long)rq->max_new_tokens);
     *field = TSR_FIELD_SAMPLING;
     TSR_TRY(tsr_sampling_params_validate(&rq->sampling));
+    *field = TSR_FIELD_LOGIT_BIAS;
+    if (rq->n_logit_bias < 0 || (rq->n_logit_bias > 0 && (!rq->logit_bias_ids || !rq->logit_bias_vals)))
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "logit_bias: %d entries without their arrays", rq->n_logit_bias);
+    for (int i = 0; i < rq->n_logit_bias; i++) {
+        if (rq->logit_bias_ids[i] < 0 || rq->logit_bias_ids[i] >= e->tok_vocab)
+            return tsr_errorf(TSR_ERR_INVALID_ARG, "logit_bias: token id %d is outside the vocabulary (%lld)",
+                              rq->logit_bias_ids[i], (long long)e->tok_vocab);
+        if (!(rq->logit_bias_vals[i] >= -100.0f && rq->logit_bias_vals[i] <= 100.0f))
+            return tsr_errorf(TSR_ERR_INVALID_ARG, "logit_bias: the bias of token %d must be in [-100, 100] (got %g)",
+                              rq->logit_bias_ids[i], (double)rq->logit_bias_vals[i]);
+    }
+    *field = TSR_FIELD_PROMPT_LOGPROBS;
+    if (rq->prompt_logprobs && rq->session_id)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "prompt logprobs are not available in a session");
+    if (rq->prompt_logprobs && (rq->prompt_top_logprobs < 0 || rq->prompt_top_logprobs > TSR_SAMPLING_MAX_LOGPROBS))
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "prompt top logprobs must be between 0 and %d (got %d)",
+                          TSR_SAMPLING_MAX_LOGPROBS, (int)rq->prompt_top_logprobs);
     *field = TSR_FIELD_PROMPT;
     if ((rq->prompt || rq->messages || rq->n_stop > 0) && !e->tok)
         return tsr_errorf(TSR_ERR_UNSUPPORTED, "text prompts, chat messages and stop strings need a tokenizer, and "
@@ -49,11 +68,25 @@ static tsr_status tsr__submit(tsr_engine *e, const tsr_engine_request *rq, tsr_e
     r->cb = cb;
     r->user = user;
     r->sp = rq->sampling;
+    r->sp.bias = NULL;   /* the engine's own, set below */
     r->skip_special = rq->skip_special;
     r->truncate = rq->truncate_to_fit;
     r->session_id = rq->session_id;
     r->end_session = rq->end_session;
     r->t_submit = tsr_now();
+    r->plp = rq->prompt_logprobs;
+    r->plp_top = rq->prompt_top_logprobs;
+    if (rq->n_logit_bias > 0) {
+        r->bias_ids = malloc((size_t)rq->n_logit_bias * sizeof *r->bias_ids);
+        r->bias_vals = malloc((size_t)rq->n_logit_bias * sizeof *r->bias_vals);
+        if (!r->bias_ids || !r->bias_vals) {
+            rc = tsr_errorf(TSR_ERR_OOM, "out of memory");
+            goto fail;
+        }
+        memcpy(r->bias_ids, rq->logit_bias_ids, (size_t)rq->n_logit_bias * sizeof *r->bias_ids);
+        memcpy(r->bias_vals, rq->logit_bias_vals, (size_t)rq->n_logit_bias * sizeof *r->bias_vals);
+        r->n_bias = rq->n_logit_bias;
+    }
 
     if (rq->prompt_ids || rq->n_prompt_ids) {
         if (rq->n_prompt_ids <= 0 || !rq->prompt_ids) {
@@ -191,6 +224,10 @@ static tsr_status tsr__submit(tsr_engine *e, const tsr_engine_request *rq, tsr_e
         r->stop_init = true;
     }
     if (e->tok) tsr_detok_init(&r->detok, e->tok, r->skip_special);
+    if (r->n_bias > 0 || r->sp.min_tokens > 0) {
+        r->bias = (tsr_sample_bias){r->bias_ids, r->bias_vals, r->n_bias, r->stop.ids, r->stop.n_ids};
+        r->sp.bias = &r->bias;
+    }
 
     *field = TSR_FIELD_NONE;
     pthread_mutex_lock(&e->mu);

@@ -271,7 +271,7 @@ tsr_status tsr_sched_make_plan(const tsr_sched *cs, tsr_sched_plan *p) {
     for (tsr_sched_seq *q = s->waiting.head; q && !p->n_preempt && batch < s->cfg.max_batch_size && budget > 0;
          q = q->next) {
         int64_t hits = 0, pinned = 0, n_comp = q->n_computed, have = q->n_blocks;
-        if (have == 0 && s->cfg.prefix_cache) {
+        if (have == 0 && s->cfg.prefix_cache && !q->no_prefix_hits) {
             tsr__ensure_hashes(q, (q->n_tokens - 1) / bl, bl);
             const int64_t n_full = q->n_hashes < (q->n_tokens - 1) / bl ? q->n_hashes : (q->n_tokens - 1) / bl;
             for (; hits < n_full; hits++) {

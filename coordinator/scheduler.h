@@ -53,6 +53,7 @@ typedef struct tsr_sched_seq {
     int64_t n_registered;        /* leading blocks already offered to the prefix cache */
     int64_t n_hit_tokens;        /* prefix-cache hit at the last admission */
     int64_t n_preemptions;
+    bool no_prefix_hits;         /* compute every token (the engine wants the prompt's logits) */
     int64_t order;               /* admission order: preemption takes the largest */
     double last_used;            /* IDLE: when it was parked */
     tsr_seq_state state;

@@ -511,6 +511,11 @@ tsr_status tsr_forward_sample(tsr_forward_state *st, tsr_kv_pool *kv, const tsr_
      * the device sampler has no mask input yet, so the whole step downloads its logits. */
     for (int64_t s = 0; device && s < n_seq; s++)
         if (samples[s].params && samples[s].params->allowed) device = false;
+    /* logit_bias and min_tokens (sampling.h stage 0) are not in the device sampler's request
+     * either: a step where a row uses them samples on the host, exactly; other steps keep the
+     * device path. */
+    for (int64_t s = 0; device && s < n_seq; s++)
+        if (samples[s].params && tsr_sampling_needs_bias(samples[s].params, &samples[s].hist)) device = false;
     if (!device) {
         TSR_TRY(tsr__run(st, kv, step, true, st->host_logits));
         tsr__sample_host(st, st->host_logits, n_seq, samples, n_valid, ids, res);

@@ -63,6 +63,8 @@ tsr_status tsr_sampling_params_validate(const tsr_sampling_params *p) {
     if (p->logprobs < -1 || p->logprobs > TSR_SAMPLING_MAX_LOGPROBS)
         return tsr_errorf(TSR_ERR_INVALID_ARG, "logprobs must be between 0 and %d (got %d)",
                           TSR_SAMPLING_MAX_LOGPROBS, (int)p->logprobs);
+    if (p->min_tokens < 0)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "min_tokens must be >= 0 (got %d)", (int)p->min_tokens);
     if (p->logprobs_mode != TSR_LOGPROBS_RAW && p->logprobs_mode != TSR_LOGPROBS_PROCESSED)
         return tsr_errorf(TSR_ERR_INVALID_ARG, "unknown logprobs mode %d", (int)p->logprobs_mode);
     return TSR_OK;
@@ -144,6 +146,28 @@ void tsr_sampler_free(tsr_sampler *s) {
     free(s->stamp);
     free(s->count);
     free(s);
+}
+
+/* ---- stage 0: logit_bias, min_tokens ---- */
+
+bool tsr_sampling_needs_bias(const tsr_sampling_params *p, const tsr_sample_history *h) {
+    const tsr_sample_bias *b = p->bias;
+    return b && (b->n > 0 || (b->n_min_ban > 0 && h->n_output < p->min_tokens));
+}
+
+void tsr_sampling_apply_bias(float *logits, int64_t vocab, const tsr_sampling_params *p, const tsr_sample_history *h) {
+    const tsr_sample_bias *b = p->bias;
+    if (!b) return;
+    for (int64_t i = 0; i < b->n; i++) {
+        int32_t id = b->ids[i];
+        TSR_ASSERT(id >= 0 && id < vocab);
+        logits[id] += b->vals[i];
+    }
+    if (h->n_output < p->min_tokens)
+        for (int64_t i = 0; i < b->n_min_ban; i++) {
+            int32_t id = b->min_ban_ids[i];
+            if (id >= 0 && id < vocab) logits[id] = -INFINITY;
+        }
 }
 
 /* ---- stage 1: penalties ---- */
@@ -415,6 +439,13 @@ static void tsr__logprobs(tsr_sampler *s, const float *l, int32_t token, int32_t
     res->n_top = (int32_t)n;
 }
 
+void tsr_sampling_logprobs(tsr_sampler *s, const float *logits, int32_t token, int32_t top_n, tsr_sample_result *res) {
+    TSR_ASSERT(token >= 0 && token < s->vocab);
+    res->token = token;
+    if (top_n > TSR_SAMPLING_MAX_LOGPROBS) top_n = TSR_SAMPLING_MAX_LOGPROBS;
+    tsr__logprobs(s, logits, token, top_n, res);
+}
+
 /* ---- the whole step ---- */
 
 int32_t tsr_sample(tsr_sampler *s, float *logits, const tsr_sampling_params *p,
@@ -426,6 +457,7 @@ int32_t tsr_sample(tsr_sampler *s, float *logits, const tsr_sampling_params *p,
     if (p->allowed)
         for (int64_t v = 0; v < V; v++)
             if (!((p->allowed[v >> 6] >> (v & 63)) & 1)) logits[v] = -INFINITY;
+    tsr_sampling_apply_bias(logits, V, p, h);
 
     tsr_sampling_apply_penalties(s, logits, p, h);
 

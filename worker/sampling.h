@@ -7,6 +7,9 @@
  *
  * Processing order (the one vLLM and HF transformers use; each stage sees the previous one's
  * output):
+ *   0. logit_bias (OpenAI): bias[id] added to the raw logit (-100 effectively bans, +100
+ *      effectively forces); min_tokens (vLLM): while fewer than min_tokens tokens have been
+ *      generated, the stop ids (EOS and the request's stop ids) get -inf
  *   1. penalties on the raw logits
  *        repetition_penalty (HF): for every distinct token in prompt + output so far,
  *          logit > 0 ? logit / r : logit * r
@@ -26,7 +29,7 @@
  * Ties in the ranking are broken by the smaller token id so the kept set is deterministic.
  *
  * Logprobs: like vLLM (its default "raw" mode) and OpenAI, the reported logprobs are the
- * log-softmax of the model's raw logits, before penalties, temperature and truncation; the
+ * log-softmax of the model's raw logits, before logit_bias, penalties, temperature and truncation; the
  * chosen token's logprob and the top N (by raw logit).  TSR_LOGPROBS_PROCESSED switches to the
  * log-softmax of the logits after penalties and temperature (before truncation). */
 #ifndef TSR_SAMPLING_H
@@ -44,7 +47,17 @@ typedef enum tsr_logprobs_mode {
     TSR_LOGPROBS_PROCESSED,    /* after penalties and temperature */
 } tsr_logprobs_mode;
 
-/* Plain data (no pointers): it is copied into step plans and broadcast as bytes. */
+/* Stage 0's token lists (logit_bias, and the ids min_tokens masks), owned by the request on
+ * rank 0 like `allowed` below. */
+typedef struct tsr_sample_bias {
+    const int32_t *ids;         /* logit_bias: ids in [0, vocab) */
+    const float *vals;          /* and their (finite) biases */
+    int64_t n;
+    const int32_t *min_ban_ids; /* masked while n_output < min_tokens: EOS and the stop ids */
+    int64_t n_min_ban;
+} tsr_sample_bias;
+
+/* Plain data (no pointers but allowed and bias, which never leave rank 0). */
 typedef struct tsr_sampling_params {
     float temperature;          /* 0: greedy; default 1 */
     int32_t top_k;              /* <= 0: off */
@@ -62,6 +75,8 @@ typedef struct tsr_sampling_params {
      * travels in a step plan.  Applied to the raw logits first (masked tokens become -inf),
      * so raw logprobs still describe the model's own distribution. */
     const uint64_t *allowed;
+    int32_t min_tokens;         /* >= 0: bias->min_ban_ids are masked while n_output < this */
+    const tsr_sample_bias *bias;   /* NULL: no logit_bias and nothing for min_tokens to mask */
 } tsr_sampling_params;
 
 /* Defaults: temperature 1, no truncation, no penalties, seed 0, no logprobs. */
@@ -104,12 +119,20 @@ int32_t tsr_sample(tsr_sampler *s, float *logits, const tsr_sampling_params *p,
                    const tsr_sample_history *h, tsr_sample_result *res);
 
 /* The stages, exposed for tests and for the GPU twin's oracle. */
+/* Stage 0: logit_bias and the min_tokens mask (no-op when neither applies). */
+void tsr_sampling_apply_bias(float *logits, int64_t vocab, const tsr_sampling_params *p, const tsr_sample_history *h);
+/* Whether stage 0 changes anything for this sequence (the device sampler does not run it). */
+bool tsr_sampling_needs_bias(const tsr_sampling_params *p, const tsr_sample_history *h);
 void tsr_sampling_apply_penalties(tsr_sampler *s, float *logits, const tsr_sampling_params *p,
                                   const tsr_sample_history *h);
 /* After penalties and temperature: marks which tokens top-k/top-p/min-p keep (keep[v] = 1)
  * and returns how many; probs[v] gets the softmax of the logits before truncation. */
 int64_t tsr_sampling_truncate(tsr_sampler *s, const float *logits, const tsr_sampling_params *p,
                               uint8_t *keep, float *probs);
+
+/* The log-softmax of logits[vocab] at `token` into res->logprob (res->token = token) and its top
+ * top_n (by logit) into res->top: the logprobs of a given token (a prompt's). */
+void tsr_sampling_logprobs(tsr_sampler *s, const float *logits, int32_t token, int32_t top_n, tsr_sample_result *res);
 
 /* Philox-4x32-10: four 32-bit outputs for (key, counter). */
 void tsr_philox4x32(uint64_t key, uint64_t counter_lo, uint64_t counter_hi, uint32_t out[4]);

@@ -15,6 +15,7 @@
 
 #define TSR__FE_MAX_STOP 16
 #define TSR__FE_MAX_N 16
+#define TSR__FE_MAX_LOGIT_BIAS 1024
 
 typedef enum { TSR__FE_CHAT = 1, TSR__FE_COMPLETION, TSR__FE_INTERACTIVE } tsr__fe_kind;
 
@@ -53,6 +54,9 @@ typedef struct tsr__fe_params {
     int best_of;                     /* > n: best_of choices run, the n of best mean logprob answer */
     bool stream, include_usage, ignore_eos, echo;
     int logprobs;                    /* -1: none; else the top N (0: the chosen token's only) */
+    int32_t *bias_ids;               /* logit_bias (malloc'd): token ids and their biases */
+    float *bias_vals;
+    int n_bias;
     uint64_t session_id;             /* interactive */
     bool interactive_mode;
 } tsr__fe_params;
@@ -65,7 +69,11 @@ void tsr__fe_params_free(tsr__fe_params *p);
  * grpc.c's for protobuf), each failing with err (400, the field's name as param):
  * a numeric field by its name (temperature, top_p, top_k, min_p, repetition_penalty,
  * presence_penalty, frequency_penalty, seed, max_tokens, max_completion_tokens,
- * request_output_len, n, top_logprobs, completions' logprobs, session_id) within its range; */
+ * request_output_len, n, top_logprobs, completions' logprobs, session_id, min_tokens) within its range; */
+/* one more logit_bias entry (key: the token id as a decimal string; bias in [-100, 100]); */
+bool tsr__fe_add_bias(tsr__fe_params *p, const char *key, double bias, tsr__fe_error *err);
+/* logit_bias ids and stop_token_ids within the model's vocabulary (vocab tokens). */
+bool tsr__fe_check_vocab(const tsr__fe_params *p, int64_t vocab, tsr__fe_error *err);
 bool tsr__fe_check(const char *name, double v, tsr__fe_error *err);
 /* one more stop string (non-empty, at most TSR_STOP_MAX_STRING_LEN bytes, TSR__FE_MAX_STOP in all); */
 bool tsr__fe_add_stop(tsr__fe_params *p, const char *s, tsr__fe_error *err);

@@ -207,12 +207,10 @@ void tsr__http_route(tsr__conn *c) {
         tsr__fe_params_free(&p);
         return tsr__http_respond_error(c, &err);
     }
-    for (int i = 0; i < p.n_stop_ids; i++)
-        if (p.stop_ids[i] >= tsr_engine_vocab_size(s->engine)) {
-            tsr__fe_params_free(&p);
-            return tsr__http_error(c, 400, "invalid_request_error", "stop_token_ids", "invalid_value",
-                                   "'stop_token_ids' holds an id outside the model's vocabulary");
-        }
+    if (!tsr__fe_check_vocab(&p, tsr_engine_vocab_size(s->engine), &err)) {
+        tsr__fe_params_free(&p);
+        return tsr__http_respond_error(c, &err);
+    }
     if (api == 2 && !p.session_id && !p.prompt && !p.messages) {
         tsr__fe_params_free(&p);
         return tsr__http_error(c, 400, "invalid_request_error", "prompt", NULL, "'prompt' is required");

@@ -2,7 +2,7 @@
  * Every rejection names the parameter (OpenAI's "param") so a client can tell what to fix;
  * ranges follow OpenAI's documentation where it has one and the engine's where it does not.
  * Unknown fields are ignored, as OpenAI-compatible servers do; known fields Tessera does not
- * implement (logit_bias, tools, response_format, ...) are refused unless their value asks for
+ * implement (tools, response_format, ...) are refused unless their value asks for
  * nothing (tsr__unsupported_fields). */
 #include <stdarg.h>
 #include <stdio.h>
@@ -130,6 +130,7 @@ static const struct tsr__fe_range {
     {"top_logprobs", 0, TSR_SAMPLING_MAX_LOGPROBS, true},
     {"logprobs", 0, 5, true},                         /* completions' integer logprobs */
     {"session_id", 0, 9007199254740991.0, true},
+    {"min_tokens", 0, 1 << 24, true},                 /* vLLM's */
 };
 
 bool tsr__fe_check(const char *name, double v, tsr__fe_error *err) {
@@ -156,6 +157,40 @@ bool tsr__fe_add_stop(tsr__fe_params *p, const char *s, tsr__fe_error *err) {
     if (strlen(s) > TSR_STOP_MAX_STRING_LEN)
         return BAD("stop", "invalid_value", "stop strings are at most %d bytes", TSR_STOP_MAX_STRING_LEN);
     p->stop[p->n_stop++] = s;
+    return true;
+}
+
+bool tsr__fe_add_bias(tsr__fe_params *p, const char *key, double bias, tsr__fe_error *err) {
+    /* OpenAI's keys are token ids written in decimal: digits only, no sign, no spaces */
+    size_t kl = strlen(key);
+    bool digits = kl > 0 && kl <= 10;
+    for (size_t i = 0; digits && i < kl; i++) digits = key[i] >= '0' && key[i] <= '9';
+    long long id = digits ? strtoll(key, NULL, 10) : -1;
+    if (!digits || id > INT32_MAX)
+        return BAD("logit_bias", "invalid_value", "'logit_bias' keys must be token ids (non-negative integers), got '%.32s'", key);
+    if (!(bias >= -100.0 && bias <= 100.0))
+        return BAD("logit_bias", "invalid_value", "'logit_bias' values must be in [-100, 100], got %g for token %lld", bias, id);
+    if (p->n_bias >= TSR__FE_MAX_LOGIT_BIAS)
+        return BAD("logit_bias", "invalid_value", "'logit_bias' holds at most %d tokens", TSR__FE_MAX_LOGIT_BIAS);
+    if (!p->bias_ids) {
+        p->bias_ids = malloc(sizeof *p->bias_ids * TSR__FE_MAX_LOGIT_BIAS);
+        p->bias_vals = malloc(sizeof *p->bias_vals * TSR__FE_MAX_LOGIT_BIAS);
+        if (!p->bias_ids || !p->bias_vals) return BAD("logit_bias", NULL, "out of memory");
+    }
+    p->bias_ids[p->n_bias] = (int32_t)id;
+    p->bias_vals[p->n_bias] = (float)bias;
+    p->n_bias++;
+    return true;
+}
+
+bool tsr__fe_check_vocab(const tsr__fe_params *p, int64_t vocab, tsr__fe_error *err) {
+    for (int i = 0; i < p->n_bias; i++)
+        if (p->bias_ids[i] >= vocab)
+            return BAD("logit_bias", "invalid_value", "'logit_bias' holds token id %d, outside the model's vocabulary (%lld)",
+                       (int)p->bias_ids[i], (long long)vocab);
+    for (int i = 0; i < p->n_stop_ids; i++)
+        if (p->stop_ids[i] >= vocab)
+            return BAD("stop_token_ids", "invalid_value", "'stop_token_ids' holds an id outside the model's vocabulary");
     return true;
 }
 
@@ -191,6 +226,8 @@ void tsr__fe_engine_error(const tsr_engine_error *e, bool chat, tsr__fe_error *e
     const char *param = e->field == TSR_FIELD_PROMPT           ? (chat ? "messages" : "prompt")
                         : e->field == TSR_FIELD_MAX_NEW_TOKENS ? "max_tokens"
                         : e->field == TSR_FIELD_STOP           ? "stop"
+                        : e->field == TSR_FIELD_LOGIT_BIAS     ? "logit_bias"
+                        : e->field == TSR_FIELD_PROMPT_LOGPROBS ? "echo"
                                                                : NULL;
     tsr__fe_seterr(err, 400, "invalid_request_error", param,
                    e->code == TSR_ENGINE_ERR_TOO_LONG ? "context_length_exceeded" : "invalid_value", "%s", e->message);
@@ -350,12 +387,27 @@ static bool tsr__stop(tsr__fe_params *p, cJSON *x, tsr__fe_error *err) {
     return true;
 }
 
+/* OpenAI's logit_bias: {"token id": bias}. */
+static bool tsr__logit_bias(tsr__fe_params *p, cJSON *x, tsr__fe_error *err) {
+    if (!x || cJSON_IsNull(x)) return true;
+    if (!cJSON_IsObject(x)) return BAD("logit_bias", "invalid_type", "'logit_bias' must be an object mapping token ids to biases");
+    cJSON *b;
+    cJSON_ArrayForEach(b, x) {
+        if (!cJSON_IsNumber(b))
+            return BAD("logit_bias", "invalid_type", "'logit_bias' values must be numbers (token '%.32s')", b->string);
+        if (!tsr__fe_add_bias(p, b->string, b->valuedouble, err)) return false;
+    }
+    return true;
+}
+
 void tsr__fe_params_free(tsr__fe_params *p) {
     if (p->root) cJSON_Delete(p->root);
     free(p->messages);
     for (int i = 0; i < p->n_owned; i++) free(p->owned[i]);
     free(p->owned);
     free(p->prompt_ids);
+    free(p->bias_ids);
+    free(p->bias_vals);
     memset(p, 0, sizeof *p);
 }
 
@@ -365,10 +417,6 @@ void tsr__fe_params_free(tsr__fe_params *p) {
 static bool tsr__nothing_empty(cJSON *x, int n) {
     (void)n;
     return (cJSON_IsArray(x) || cJSON_IsObject(x)) && !x->child;
-}
-static bool tsr__nothing_zero(cJSON *x, int n) {
-    (void)n;
-    return cJSON_IsNumber(x) && x->valuedouble == 0;
 }
 static bool tsr__nothing_false(cJSON *x, int n) {
     (void)n;
@@ -406,14 +454,12 @@ static const struct tsr__unsupported {
     bool (*nothing)(cJSON *x, int n);   /* NULL: only null means nothing */
     const char *allowed;                /* said in the message */
 } tsr__unsupported_fields[] = {
-    {"logit_bias", tsr__nothing_empty, "{}"},
     {"response_format", tsr__nothing_text, "{\"type\": \"text\"}"},
     {"tools", tsr__nothing_empty, "[]"},
     {"tool_choice", tsr__nothing_choice, "\"none\" or \"auto\""},
     {"parallel_tool_calls", tsr__nothing_bool, "a boolean"},
     {"functions", tsr__nothing_empty, "[]"},
     {"function_call", tsr__nothing_choice, "\"none\" or \"auto\""},
-    {"min_tokens", tsr__nothing_zero, "0"},
     {"suffix", tsr__nothing_empty_str, "\"\""},
     {"use_beam_search", tsr__nothing_false, "false"},
     {"length_penalty", tsr__nothing_one, "1"},
@@ -530,6 +576,13 @@ static bool tsr__parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_
         return BAD("best_of", "unsupported_parameter", "'best_of' is not supported on /v1/chat/interactive");
     if (!tsr__stop(p, cJSON_GetObjectItemCaseSensitive(o, "stop"), err)) return false;
     if (!tsr__stop_ids(p, cJSON_GetObjectItemCaseSensitive(o, "stop_token_ids"), err)) return false;
+    if (!tsr__logit_bias(p, cJSON_GetObjectItemCaseSensitive(o, "logit_bias"), err)) return false;
+    i = 0;
+    if (!tsr__get_int(o, "min_tokens", &i, err)) return false;
+    p->sampling.min_tokens = (int32_t)i;
+    if (p->max_tokens > 0 && i > p->max_tokens)
+        return BAD("min_tokens", "invalid_value", "'min_tokens' (%lld) must not exceed 'max_tokens' (%lld)", (long long)i,
+                   (long long)p->max_tokens);
     if (!tsr__get_bool(o, "stream", &p->stream, err)) return false;
     if (!tsr__get_bool(o, "ignore_eos", &p->ignore_eos, err)) return false;
     if (!tsr__get_bool(o, "echo", &p->echo, err)) return false;
@@ -559,15 +612,9 @@ static bool tsr__parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_
     if (!tsr__fe_check_sampling(p, err)) return false;
     if (p->best_of && p->stream)
         return BAD("best_of", "unsupported_parameter", "'best_of' greater than 'n' cannot be streamed");
-    /* echo is honoured for a non-streamed completion of a text prompt without logprobs only */
-    if (p->echo) {
-        const char *why = kind != TSR__FE_COMPLETION ? "only on /v1/completions"
-                          : p->stream                ? "with 'stream'"
-                          : p->prompt_ids            ? "with a prompt of token ids"
-                          : p->logprobs >= 0         ? "with 'logprobs' (the prompt's logprobs are not computed)"
-                                                     : NULL;
-        if (why) return BAD("echo", "unsupported_parameter", "'echo' is not supported %s", why);
-    }
+    /* echo: completions only (with logprobs the prompt's own come from the engine) */
+    if (p->echo && kind != TSR__FE_COMPLETION)
+        return BAD("echo", "unsupported_parameter", "'echo' is not supported except on /v1/completions");
     return true;
 }
 
@@ -606,6 +653,11 @@ void tsr__fe_to_engine(const tsr__fe_params *p, int choice, tsr_engine_request *
     r->stop_ids = p->n_stop_ids ? p->stop_ids : NULL;
     r->n_stop_ids = p->n_stop_ids;
     r->ignore_eos = p->ignore_eos;
+    r->logit_bias_ids = p->n_bias ? p->bias_ids : NULL;
+    r->logit_bias_vals = p->n_bias ? p->bias_vals : NULL;
+    r->n_logit_bias = p->n_bias;
+    r->prompt_logprobs = p->echo && p->logprobs >= 0;
+    r->prompt_top_logprobs = r->prompt_logprobs ? p->logprobs : 0;
     r->session_id = p->session_id;
     r->end_session = p->kind == TSR__FE_INTERACTIVE && p->session_id && !p->interactive_mode;
 }
