@@ -8,6 +8,8 @@
 
 #include "coordinator/frontend/call.h"
 
+#include "common/grow.h"
+
 /* ---------------------------------------------------------------- events from the engine */
 
 struct tsr__evnode {
@@ -67,6 +69,8 @@ static void tsr__call_free(tsr__call *c) {
     for (int i = 0; i < c->n; i++) {
         free(c->ch[i].text);
         free(c->ch[i].ids);
+        free(c->ch[i].p_ids);
+        free(c->ch[i].p_res);
         if (c->ch[i].logprobs) cJSON_Delete(c->ch[i].logprobs);
     }
     tsr__fe_params_free(&c->p);
@@ -97,6 +101,8 @@ static void tsr__call_keep_best(tsr__call *c) {
         c->dropped_tokens += c->ch[i].completion_tokens;
         free(c->ch[i].text);
         free(c->ch[i].ids);
+        free(c->ch[i].p_ids);
+        free(c->ch[i].p_res);
         if (c->ch[i].logprobs) cJSON_Delete(c->ch[i].logprobs);
         memset(&c->ch[i], 0, sizeof c->ch[i]);
     }
@@ -109,8 +115,20 @@ static void tsr__dispatch(tsr__evnode *n) {
     tsr__call *c = ch->call;
     tsr__srv *s = c->srv;
     const tsr_engine_event *ev = &n->ev;
+    if (ev->type == TSR_EVENT_PROMPT_TOKEN) {   /* echo with logprobs: kept for the answer */
+        if (c->owner && tsr_grow((void **)&ch->p_ids, &ch->cap_p, ch->n_p + 1, sizeof *ch->p_ids) &&
+            tsr_grow((void **)&ch->p_res, &ch->cap_p_res, ch->n_p + 1, sizeof *ch->p_res)) {
+            ch->p_ids[ch->n_p] = ev->token;
+            if (ev->sample) ch->p_res[ch->n_p] = *ev->sample;
+            else memset(&ch->p_res[ch->n_p], 0, sizeof *ch->p_res);
+            ch->n_p++;
+        }
+        return;
+    }
     if (ev->type == TSR_EVENT_TOKEN) {
         if (c->owner) {
+            if (ev->token >= 0 && tsr_grow((void **)&ch->ids, &ch->cap_ids, ch->n_ids + 1, sizeof *ch->ids))
+                ch->ids[ch->n_ids++] = ev->token;
             ch->completion_tokens++;
             if (ev->sample) ch->logprob_sum += ev->sample->logprob;
             c->ops->on_token(c, ch, ev);

@@ -31,6 +31,11 @@ typedef struct tsr__choice {
     char error_message[256];
     int64_t prompt_tokens, cached_tokens, completion_tokens;
     double logprob_sum;              /* of the chosen tokens, when the engine reports them */
+    int32_t *p_ids;                  /* echo with logprobs: the prompt's ids (TSR_EVENT_PROMPT_TOKEN) */
+    tsr_sample_result *p_res;        /* and their logprobs (p_res[0] unused: the first has none) */
+    int64_t n_p, cap_p, cap_p_res;
+    bool echo_sent;                  /* streaming echo: the prompt's chunk went out */
+    int64_t stream_off;              /* streaming completions: characters sent so far (text_offset) */
 } tsr__choice;
 
 /* What the owner (an HTTP connection or a gRPC stream) does with a call's events; called on

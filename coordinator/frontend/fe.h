@@ -117,6 +117,9 @@ cJSON *tsr__fe_usage(int64_t prompt_tokens, int64_t completion_tokens, int64_t c
 /* Completions' legacy logprobs {tokens, token_logprobs, top_logprobs, text_offset} from chat-shaped
  * entries [{token, logprob, bytes, top_logprobs}]. */
 cJSON *tsr__fe_legacy_logprobs(const cJSON *entries);
+/* The same with each token's text_offset given (offsets[i], in characters of the answer's text);
+ * an entry whose logprob is null (echo's first prompt token) gets null logprob and top_logprobs. */
+cJSON *tsr__fe_legacy_logprobs_at(const cJSON *entries, const double *offsets);
 /* "data: <json>\n\n" (malloc'd, NUL-terminated; *len without the NUL). */
 char *tsr__fe_sse(const cJSON *j, size_t *len);
 

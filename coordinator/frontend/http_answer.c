@@ -28,6 +28,108 @@ static cJSON *tsr__logprob_entry(tsr__srv *s, const tsr_sample_result *r, bool t
     return e;
 }
 
+static tsr__fe_chunk_info tsr__chunk_info(const tsr__call *c);
+
+/* Characters (code points) in n bytes of UTF-8: text_offset counts them, as OpenAI's and vLLM's
+ * (Python str) offsets do. */
+static int64_t tsr__cp_len(const char *t, size_t n) {
+    int64_t k = 0;
+    for (size_t i = 0; i < n; i++) k += ((unsigned char)t[i] & 0xC0) != 0x80;
+    return k;
+}
+
+/* text_offset of each of ids[0..n) in text that starts at `base` characters: where the text of
+ * the tokens before it ends, as the incremental detokenizer makes it. */
+static void tsr__offsets(tsr__srv *s, const int32_t *ids, int64_t n, bool skip_special, double base, double *out) {
+    const tsr_tokenizer *tok = tsr_engine_tokenizer(s->engine);
+    tsr_detok d;
+    if (tok) tsr_detok_init(&d, tok, skip_special);
+    double cum = base;
+    for (int64_t i = 0; i < n; i++) {
+        out[i] = cum;
+        char *piece = NULL;
+        size_t len = 0;
+        if (tok && tsr_detok_push(&d, ids[i], &piece, &len) == TSR_OK) cum += (double)tsr__cp_len(piece, len);
+        free(piece);
+    }
+}
+
+/* echo: the prompt as the answer repeats it (a text prompt as given; token ids decoded). */
+static char *tsr__echo_text(tsr__call *c) {
+    if (c->p.prompt) return strdup(c->p.prompt);
+    const tsr_tokenizer *tok = tsr_engine_tokenizer(c->srv->engine);
+    char *t = NULL, *out;
+    size_t len = 0;
+    if (!tok || tsr_tokenizer_decode(tok, c->p.prompt_ids, c->p.n_prompt_ids, false, &t, &len) != TSR_OK)
+        return strdup("");
+    out = tsr__fe_utf8_sanitize(t, len);
+    free(t);
+    return out;
+}
+
+/* echo with logprobs: the prompt's entries (the first with a null logprob), appended to arr. */
+static void tsr__prompt_entries(tsr__srv *s, const tsr__choice *ch, cJSON *arr) {
+    for (int64_t i = 0; i < ch->n_p; i++) {
+        if (i == 0) {
+            cJSON *e = cJSON_CreateObject();
+            char *t = tsr__srv_token_text(s, ch->p_ids[0]);
+            cJSON_AddStringToObject(e, "token", t ? t : "");
+            free(t);
+            cJSON_AddNullToObject(e, "logprob");
+            cJSON_AddItemToArray(arr, e);
+        } else {
+            cJSON_AddItemToArray(arr, tsr__logprob_entry(s, &ch->p_res[i], true));
+        }
+    }
+}
+
+/* Completions' logprobs for prompt entries (echo) + completion entries: offsets from the
+ * detokenizer, so that each indexes the answer's text.  Takes comp (may be NULL). */
+static cJSON *tsr__completion_logprobs(tsr__call *c, tsr__choice *ch, const char *echo, cJSON *comp) {
+    cJSON *all = cJSON_CreateArray();
+    int64_t np = 0;
+    if (echo) {
+        tsr__prompt_entries(c->srv, ch, all);
+        np = ch->n_p;
+    }
+    int64_t nc = comp ? cJSON_GetArraySize(comp) : 0;
+    if (nc > ch->n_ids) nc = ch->n_ids;
+    while (comp && comp->child && cJSON_GetArraySize(comp) > 0 && nc > 0) {
+        cJSON_AddItemToArray(all, cJSON_DetachItemFromArray(comp, 0));
+        nc--;
+    }
+    int64_t n = cJSON_GetArraySize(all);
+    double *off = malloc(sizeof *off * (size_t)(n + 1));
+    cJSON *o;
+    if (off) {
+        if (np) tsr__offsets(c->srv, ch->p_ids, np, false, 0, off);
+        double base = echo ? (double)tsr__cp_len(echo, strlen(echo)) : 0;
+        tsr__offsets(c->srv, ch->ids, n - np, true, base, off + np);
+        o = tsr__fe_legacy_logprobs_at(all, off);
+        free(off);
+    } else {
+        o = tsr__fe_legacy_logprobs(all);
+    }
+    cJSON_Delete(all);
+    if (comp) cJSON_Delete(comp);
+    return o;
+}
+
+/* Streaming echo: the prompt's chunk (with its logprobs when asked) before the first token's. */
+static void tsr__http_echo_chunk(tsr__call *c, tsr__choice *ch) {
+    if (!c->p.echo || ch->echo_sent || c->api != 1) return;
+    ch->echo_sent = true;
+    char *echo = tsr__echo_text(c);
+    if (!echo) return;
+    cJSON *lpo = c->p.logprobs >= 0 ? tsr__completion_logprobs(c, ch, echo, NULL) : NULL;
+    /* the prompt's entries only: the completion's offsets start after the echo */
+    tsr__fe_chunk_info ci = tsr__chunk_info(c);
+    tsr__http_sse(c->owner, tsr__fe_stream_chunk(&ci, ch->index, false, echo, lpo, NULL));
+    ch->stream_off = tsr__cp_len(echo, strlen(echo));
+    ch->sent_first = true;
+    free(echo);
+}
+
 static cJSON *tsr__usage(const tsr__call *c) {
     int64_t comp = c->dropped_tokens;   /* best_of: every generated token is billed, as OpenAI does */
     for (int i = 0; i < c->n; i++) comp += c->ch[i].completion_tokens;
@@ -63,6 +165,7 @@ static void tsr__http_token_out(tsr__call *c, tsr__choice *ch, const tsr_engine_
         }
         return;
     }
+    tsr__http_echo_chunk(c, ch);
     if (!ev->text_len && !lp && ch->sent_first) return;
     tsr__fe_chunk_info ci = tsr__chunk_info(c);
     cJSON *lpo = NULL;
@@ -72,9 +175,11 @@ static void tsr__http_token_out(tsr__call *c, tsr__choice *ch, const tsr_engine_
     } else if (lp) {
         cJSON *arr = cJSON_CreateArray();
         cJSON_AddItemToArray(arr, lp);
-        lpo = tsr__fe_legacy_logprobs(arr);
+        double off = (double)ch->stream_off;   /* where this chunk's text starts in the whole answer */
+        lpo = tsr__fe_legacy_logprobs_at(arr, &off);
         cJSON_Delete(arr);
     }
+    ch->stream_off += tsr__cp_len(ev->text, ev->text_len);
     cJSON *j = tsr__fe_stream_chunk(&ci, ch->index, !ch->sent_first, ev->text, lpo, NULL);
     ch->sent_first = true;
     tsr__http_sse(conn, j);
@@ -102,6 +207,7 @@ static void tsr__http_on_done(tsr__call *c, tsr__choice *ch, const tsr_engine_ev
     (void)ev;
     tsr__conn *conn = c->owner;
     if (!c->p.stream || c->api == 2) return;
+    if (ch->finish != TSR_FINISH_ERROR) tsr__http_echo_chunk(c, ch);   /* no token came */
     if (ch->finish == TSR_FINISH_ERROR) {   /* the choice ends with finish_reason "error", then why */
         tsr__fe_chunk_info ci = tsr__chunk_info(c);
         tsr__http_sse(conn, tsr__fe_stream_chunk(&ci, ch->index, !ch->sent_first, NULL, NULL, "error"));
@@ -190,11 +296,12 @@ static void tsr__http_on_complete(tsr__call *c) {
                         cJSON_AddNullToObject(o, "logprobs");
                     }
                 } else {
-                    if (c->p.echo && c->p.prompt) {
-                        size_t pl = strlen(c->p.prompt);
+                    char *echo = c->p.echo ? tsr__echo_text(c) : NULL;
+                    if (echo) {
+                        size_t pl = strlen(echo);
                         char *both = malloc(pl + ch->text_len + 1);
                         if (both) {
-                            memcpy(both, c->p.prompt, pl);
+                            memcpy(both, echo, pl);
                             memcpy(both + pl, text, ch->text_len + 1);
                             cJSON_AddStringToObject(o, "text", both);
                             free(both);
@@ -203,13 +310,12 @@ static void tsr__http_on_complete(tsr__call *c) {
                         cJSON_AddStringToObject(o, "text", text);
                     }
                     if (c->p.logprobs >= 0) {
-                        cJSON *arr = ch->logprobs ? ch->logprobs : cJSON_CreateArray();
-                        cJSON_AddItemToObject(o, "logprobs", tsr__fe_legacy_logprobs(arr));
-                        cJSON_Delete(arr);
+                        cJSON_AddItemToObject(o, "logprobs", tsr__completion_logprobs(c, ch, echo, ch->logprobs));
                         ch->logprobs = NULL;
                     } else {
                         cJSON_AddNullToObject(o, "logprobs");
                     }
+                    free(echo);
                 }
                 cJSON_AddStringToObject(o, "finish_reason", tsr__srv_finish_str(ch->finish));
             }

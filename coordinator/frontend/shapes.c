@@ -53,19 +53,29 @@ cJSON *tsr__fe_usage(int64_t prompt_tokens, int64_t completion_tokens, int64_t c
     return u;
 }
 
-cJSON *tsr__fe_legacy_logprobs(const cJSON *entries) {
+cJSON *tsr__fe_legacy_logprobs(const cJSON *entries) { return tsr__fe_legacy_logprobs_at(entries, NULL); }
+
+cJSON *tsr__fe_legacy_logprobs_at(const cJSON *entries, const double *offsets) {
     cJSON *o = cJSON_CreateObject();
     cJSON *tokens = cJSON_AddArrayToObject(o, "tokens"), *lps = cJSON_AddArrayToObject(o, "token_logprobs");
     cJSON *tops = cJSON_AddArrayToObject(o, "top_logprobs"), *offs = cJSON_AddArrayToObject(o, "text_offset");
     double off = 0;
+    int64_t k = 0;
     const cJSON *e;
     cJSON_ArrayForEach(e, entries) {
         const char *t = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(e, "token"));
         if (!t) t = "";
         cJSON_AddItemToArray(tokens, cJSON_CreateString(t));
-        cJSON_AddItemToArray(lps, cJSON_CreateNumber(cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(e, "logprob"))));
-        cJSON_AddItemToArray(offs, cJSON_CreateNumber(off));
+        cJSON_AddItemToArray(offs, cJSON_CreateNumber(offsets ? offsets[k] : off));
+        k++;
         off += (double)strlen(t);
+        const cJSON *lp = cJSON_GetObjectItemCaseSensitive(e, "logprob");
+        if (!cJSON_IsNumber(lp)) {   /* the first prompt token (echo): nothing before it to predict it */
+            cJSON_AddItemToArray(lps, cJSON_CreateNull());
+            cJSON_AddItemToArray(tops, cJSON_CreateNull());
+            continue;
+        }
+        cJSON_AddItemToArray(lps, cJSON_CreateNumber(lp->valuedouble));
         cJSON *m = cJSON_CreateObject();
         const cJSON *x;
         cJSON_ArrayForEach(x, cJSON_GetObjectItemCaseSensitive(e, "top_logprobs")) {
