@@ -30,6 +30,8 @@ const char *tsr_rope_type_name(tsr_rope_type t) {
     case TSR_ROPE_LINEAR: return "linear";
     case TSR_ROPE_LLAMA3: return "llama3";
     case TSR_ROPE_DYNAMIC: return "dynamic";
+    case TSR_ROPE_YARN: return "yarn";
+    case TSR_ROPE_LONGROPE: return "longrope";
     }
     return "unknown";
 }
@@ -104,6 +106,72 @@ static tsr_status tsr__j_eos(const cJSON *o, tsr_model_config *cfg, const char *
     return TSR_OK;
 }
 
+/* A list of numbers (longrope's short_factor / long_factor) into out[cap]; *n its length. */
+static tsr_status tsr__j_float_list(const cJSON *o, const char *key, float *out, int32_t cap, int32_t *n,
+                                    const char *path) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsArray(v)) return tsr_errorf(TSR_ERR_FORMAT, "%s: rope_scaling needs a list '%s'", path, key);
+    int32_t i = 0;
+    for (const cJSON *e = v->child; e; e = e->next, i++) {
+        if (i >= cap) return tsr_errorf(TSR_ERR_UNSUPPORTED, "%s: rope_scaling %s has more than %d entries", path, key, cap);
+        if (!cJSON_IsNumber(e) || !(fabs(e->valuedouble) <= FLT_MAX))
+            return tsr_errorf(TSR_ERR_FORMAT, "%s: rope_scaling %s[%d] is not a number", path, key, i);
+        out[i] = (float)e->valuedouble;
+    }
+    *n = i;
+    return TSR_OK;
+}
+
+/* HF's get_mscale of _compute_yarn_parameters. */
+static double tsr__yarn_mscale(double scale, double mscale) {
+    return scale <= 1 ? 1.0 : 0.1 * mscale * log(scale) + 1.0;
+}
+
+/* yarn and longrope as transformers' _compute_yarn_parameters / _compute_longrope_parameters read
+ * them: original_max_position_embeddings from the top level first (Phi-3 keeps it there), then
+ * rope_scaling, else max_position_embeddings; a missing factor is max_pos / original; the
+ * attention factor (the cos/sin multiplier) from attention_factor, else derived from factor. */
+static tsr_status tsr__j_rope_yarn_longrope(const cJSON *root, const cJSON *rs, tsr_model_config *cfg, const char *path) {
+    int64_t orig = -1;
+    TSR_TRY(tsr__j_int(root, "original_max_position_embeddings", &orig, path));
+    if (orig < 0) TSR_TRY(tsr__j_int(rs, "original_max_position_embeddings", &orig, path));
+    if (orig < 0) orig = cfg->max_position_embeddings;
+    if (orig <= 0) return tsr_errorf(TSR_ERR_FORMAT, "%s: rope_scaling needs original_max_position_embeddings > 0", path);
+    cfg->rope_original_max_pos = orig;
+    float factor = 0;
+    TSR_TRY(tsr__j_float(rs, "factor", &factor, path));
+    if (factor == 0) factor = (float)((double)cfg->max_position_embeddings / (double)orig);
+    cfg->rope_factor = factor;
+    float af = 0;
+    TSR_TRY(tsr__j_float(rs, "attention_factor", &af, path));
+    if (cfg->rope_type == TSR_ROPE_YARN) {
+        float ms = 0, ms_all = 0;
+        cfg->rope_beta_fast = 0;
+        cfg->rope_beta_slow = 0;
+        cfg->rope_yarn_truncate = true;
+        TSR_TRY(tsr__j_float(rs, "mscale", &ms, path));
+        TSR_TRY(tsr__j_float(rs, "mscale_all_dim", &ms_all, path));
+        TSR_TRY(tsr__j_float(rs, "beta_fast", &cfg->rope_beta_fast, path));
+        TSR_TRY(tsr__j_float(rs, "beta_slow", &cfg->rope_beta_slow, path));
+        TSR_TRY(tsr__j_bool(rs, "truncate", &cfg->rope_yarn_truncate, path));
+        if (cfg->rope_beta_fast == 0) cfg->rope_beta_fast = 32; /* HF: `get("beta_fast") or 32` */
+        if (cfg->rope_beta_slow == 0) cfg->rope_beta_slow = 1;
+        if (af == 0) {
+            af = ms != 0 && ms_all != 0 ? (float)(tsr__yarn_mscale(factor, ms) / tsr__yarn_mscale(factor, ms_all))
+                                        : (float)tsr__yarn_mscale(factor, 1.0);
+        }
+    } else {
+        int32_t ns = 0, nl = 0;
+        TSR_TRY(tsr__j_float_list(rs, "short_factor", cfg->rope_short_factor, TSR_ROPE_MAX_FACTORS, &ns, path));
+        TSR_TRY(tsr__j_float_list(rs, "long_factor", cfg->rope_long_factor, TSR_ROPE_MAX_FACTORS, &nl, path));
+        if (ns != nl) return tsr_errorf(TSR_ERR_FORMAT, "%s: longrope short_factor has %d entries, long_factor %d", path, ns, nl);
+        cfg->rope_n_factors = ns;
+        if (af == 0) af = factor <= 1 ? 1.0f : (float)sqrt(1.0 + log((double)factor) / log((double)orig));
+    }
+    cfg->rope_attn_factor = af;
+    return TSR_OK;
+}
+
 static tsr_status tsr__j_rope_scaling(const cJSON *o, tsr_model_config *cfg, const char *path) {
     const cJSON *rs = cJSON_GetObjectItemCaseSensitive(o, "rope_scaling");
     if (!rs || cJSON_IsNull(rs)) return TSR_OK;
@@ -116,7 +184,11 @@ static tsr_status tsr__j_rope_scaling(const cJSON *o, tsr_model_config *cfg, con
     if (!strcmp(t, "linear")) cfg->rope_type = TSR_ROPE_LINEAR;
     else if (!strcmp(t, "dynamic")) cfg->rope_type = TSR_ROPE_DYNAMIC;
     else if (!strcmp(t, "llama3")) cfg->rope_type = TSR_ROPE_LLAMA3;
-    else return tsr_errorf(TSR_ERR_UNSUPPORTED, "%s: rope_scaling type '%.32s' is not supported (default, linear, dynamic, llama3 are)", path, t);
+    else if (!strcmp(t, "yarn")) cfg->rope_type = TSR_ROPE_YARN;
+    else if (!strcmp(t, "longrope")) cfg->rope_type = TSR_ROPE_LONGROPE;
+    else return tsr_errorf(TSR_ERR_UNSUPPORTED, "%s: rope_scaling type '%.32s' is not supported (default, linear, dynamic, llama3, yarn, longrope are)", path, t);
+    if (cfg->rope_type == TSR_ROPE_YARN || cfg->rope_type == TSR_ROPE_LONGROPE)
+        return tsr__j_rope_yarn_longrope(o, rs, cfg, path);
     if (!cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(rs, "factor")))
         return tsr_errorf(TSR_ERR_FORMAT, "%s: rope_scaling of type %s needs a numeric factor", path, t);
     TSR_TRY(tsr__j_float(rs, "factor", &cfg->rope_factor, path));
@@ -128,6 +200,50 @@ static tsr_status tsr__j_rope_scaling(const cJSON *o, tsr_model_config *cfg, con
         TSR_TRY(tsr__j_float(rs, "high_freq_factor", &cfg->rope_high_freq_factor, path));
         TSR_TRY(tsr__j_int(rs, "original_max_position_embeddings", &cfg->rope_original_max_pos, path));
     }
+    return TSR_OK;
+}
+
+/* Sliding-window attention as transformers' configs decide it.  Mistral: sliding_window (null:
+ * none) on every layer.  Qwen2: only with use_sliding_window, on the layers whose layer_types
+ * entry is "sliding_attention" -- by default those from max_window_layers on. */
+static tsr_status tsr__j_sliding_window(const cJSON *root, tsr_model_config *cfg, const char *path) {
+    if (cfg->arch != TSR_ARCH_MISTRAL && cfg->arch != TSR_ARCH_QWEN2) return TSR_OK;
+    /* absent: the configs' default 4096 (as transformers reads it); null: no window */
+    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(root, "sliding_window");
+    int64_t w = sw ? 0 : 4096;
+    TSR_TRY(tsr__j_int(root, "sliding_window", &w, path));
+    if (w < 0) return tsr_errorf(TSR_ERR_FORMAT, "%s: sliding_window %lld is negative", path, (long long)w);
+    cfg->window_layer0 = 0;
+    if (cfg->arch == TSR_ARCH_QWEN2) {
+        bool use = false;
+        int64_t mwl = 28; /* Qwen2Config's default */
+        TSR_TRY(tsr__j_bool(root, "use_sliding_window", &use, path));
+        TSR_TRY(tsr__j_int(root, "max_window_layers", &mwl, path));
+        if (!use) w = 0;
+        cfg->window_layer0 = mwl < 0 ? 0 : mwl;
+        const cJSON *lt = cJSON_GetObjectItemCaseSensitive(root, "layer_types");
+        if (lt && !cJSON_IsNull(lt)) {
+            /* an explicit list: only the shape "full ... full, sliding ... sliding" is kept */
+            if (!cJSON_IsArray(lt)) return tsr_errorf(TSR_ERR_FORMAT, "%s: layer_types is not a list", path);
+            int64_t i = 0, first = -1;
+            for (const cJSON *e = lt->child; e; e = e->next, i++) {
+                bool sl = cJSON_IsString(e) && !strcmp(e->valuestring, "sliding_attention");
+                if (!sl && !(cJSON_IsString(e) && !strcmp(e->valuestring, "full_attention")))
+                    return tsr_errorf(TSR_ERR_UNSUPPORTED, "%s: layer_types[%lld] is neither full_attention nor sliding_attention",
+                                      path, (long long)i);
+                if (sl && first < 0) first = i;
+                if (!sl && first >= 0 && w > 0)
+                    return tsr_errorf(TSR_ERR_UNSUPPORTED, "%s: layer_types puts a full_attention layer (%lld) after a "
+                                      "sliding_attention one; only windows on the last layers are supported", path, (long long)i);
+            }
+            if (i != cfg->n_layer)
+                return tsr_errorf(TSR_ERR_FORMAT, "%s: layer_types has %lld entries for %lld layers", path, (long long)i,
+                                  (long long)cfg->n_layer);
+            cfg->window_layer0 = first < 0 ? cfg->n_layer : first;
+        }
+    }
+    cfg->sliding_window = w;
+    if (cfg->window_layer0 > cfg->n_layer) cfg->window_layer0 = cfg->n_layer;
     return TSR_OK;
 }
 
@@ -185,6 +301,7 @@ static tsr_status tsr__from_hf_json(const cJSON *root, tsr_model_config *cfg, co
     default: TSR_TRY(tsr__j_bool(root, "attention_bias", &cfg->attn_bias, path)); break;
     }
     TSR_TRY(tsr__j_rope_scaling(root, cfg, path));
+    TSR_TRY(tsr__j_sliding_window(root, cfg, path));
 
     int64_t bos = -1;
     TSR_TRY(tsr__j_int(root, "bos_token_id", &bos, path));
@@ -298,7 +415,8 @@ tsr_status tsr_model_config_from_gguf(const tsr_gguf *g, tsr_model_config *cfg) 
         (rc = tsr__g_int(g, arch, "context_length", &cfg->max_position_embeddings, false)) ||
         (rc = tsr__g_int(g, arch, "vocab_size", &cfg->vocab_size, false)) ||
         (rc = tsr__g_float(g, arch, "attention.layer_norm_rms_epsilon", &cfg->norm_eps)) ||
-        (rc = tsr__g_float(g, arch, "rope.freq_base", &cfg->rope_theta)))
+        (rc = tsr__g_float(g, arch, "rope.freq_base", &cfg->rope_theta)) ||
+        (rc = tsr__g_int(g, arch, "attention.sliding_window", &cfg->sliding_window, false))) /* every layer */
         goto out;
     if (cfg->n_kv_head < 0) cfg->n_kv_head = cfg->n_head;
     if (head_dim < 0) head_dim = rope_dim;
@@ -401,6 +519,25 @@ tsr_status tsr_model_config_validate(const tsr_model_config *c, const char *sour
                    (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor);
         TSR__CHECK(c->rope_original_max_pos > 0, "%s: llama3 rope_scaling needs original_max_position_embeddings > 0", s);
     }
+    if (c->rope_type == TSR_ROPE_YARN || c->rope_type == TSR_ROPE_LONGROPE) {
+        TSR__CHECK(c->rope_original_max_pos > 0, "%s: %s rope_scaling needs original_max_position_embeddings > 0", s,
+                   tsr_rope_type_name(c->rope_type));
+        TSR__CHECK(c->rope_attn_factor > 0 && isfinite(c->rope_attn_factor), "%s: rope_scaling attention_factor %g must be positive",
+                   s, (double)c->rope_attn_factor);
+    }
+    if (c->rope_type == TSR_ROPE_YARN)
+        TSR__CHECK(c->rope_beta_fast > 0 && c->rope_beta_slow > 0 && isfinite(c->rope_beta_fast) && isfinite(c->rope_beta_slow),
+                   "%s: yarn rope_scaling needs positive beta_fast (%g) and beta_slow (%g)", s,
+                   (double)c->rope_beta_fast, (double)c->rope_beta_slow);
+    if (c->rope_type == TSR_ROPE_LONGROPE) {
+        TSR__CHECK(c->rope_n_factors == c->head_dim / 2, "%s: longrope short_factor/long_factor have %d entries, head_dim / 2 = %lld",
+                   s, c->rope_n_factors, (long long)(c->head_dim / 2));
+        for (int i = 0; i < c->rope_n_factors; i++)
+            TSR__CHECK(c->rope_short_factor[i] > 0 && c->rope_long_factor[i] > 0 && isfinite(c->rope_short_factor[i]) &&
+                       isfinite(c->rope_long_factor[i]), "%s: longrope factors must be positive (entry %d)", s, i);
+    }
+    TSR__CHECK(c->sliding_window >= 0 && c->window_layer0 >= 0, "%s: sliding_window %lld must not be negative", s,
+               (long long)c->sliding_window);
     TSR__CHECK(c->bos_id >= -1 && c->bos_id < c->vocab_size, "%s: bos_token_id %d is outside the vocabulary (%lld)", s,
                c->bos_id, (long long)c->vocab_size);
     TSR__CHECK(c->eos_id >= -1 && c->eos_id < c->vocab_size, "%s: eos_token_id %d is outside the vocabulary (%lld)", s,

@@ -35,7 +35,18 @@ typedef struct tsr_model_config {
     float rope_factor;                 /* linear / llama3 / dynamic factor */
     float rope_low_freq_factor;        /* llama3 */
     float rope_high_freq_factor;       /* llama3 */
-    int64_t rope_original_max_pos;     /* llama3: original_max_position_embeddings */
+    int64_t rope_original_max_pos;     /* llama3, yarn, longrope: original_max_position_embeddings */
+    float rope_attn_factor;            /* yarn, longrope: HF's attention_factor (cos/sin multiplier), resolved */
+    float rope_beta_fast, rope_beta_slow; /* yarn (32, 1) */
+    bool rope_yarn_truncate;           /* yarn: floor/ceil the correction range (HF default true) */
+    int32_t rope_n_factors;            /* longrope: entries of short/long_factor (head_dim / 2) */
+    float rope_short_factor[TSR_ROPE_MAX_FACTORS]; /* longrope: sequences <= original_max_pos */
+    float rope_long_factor[TSR_ROPE_MAX_FACTORS];  /* longrope: sequences longer than that */
+    /* Sliding-window attention: layers l >= window_layer0 see only the last sliding_window keys
+     * (HF: key k visible from query q iff q - window < k <= q).  Mistral: every layer; Qwen2 with
+     * use_sliding_window: layers from max_window_layers on.  0: full attention everywhere. */
+    int64_t sliding_window;
+    int64_t window_layer0;
     bool attn_bias;           /* q/k/v biases (Qwen2) */
     bool tie_embeddings;      /* LM head == token embedding */
     bool use_logn_attn;
@@ -44,6 +55,15 @@ typedef struct tsr_model_config {
     int32_t n_extra_eos;      /* further stop ids (e.g. Llama 3's <|eot_id|>) */
     int32_t extra_eos[8];
 } tsr_model_config;
+
+/* The attention window of layer l: sliding_window, or 0 (full attention). */
+static inline int64_t tsr_model_layer_window(const tsr_model_config *cfg, int64_t l) {
+    return cfg->sliding_window > 0 && l >= cfg->window_layer0 ? cfg->sliding_window : 0;
+}
+/* Whether any layer's window is shorter than len tokens (so attention differs from full). */
+static inline bool tsr_model_window_limits(const tsr_model_config *cfg, int64_t len) {
+    return cfg->sliding_window > 0 && cfg->window_layer0 < cfg->n_layer && cfg->sliding_window < len;
+}
 
 const char *tsr_arch_name(tsr_arch a);
 const char *tsr_rope_type_name(tsr_rope_type t);

@@ -65,6 +65,12 @@ typedef struct tsr_kv_layout {
  *   DYNAMIC  NTK: for a sequence of L = ctx_len tokens with L > max_pos, theta is replaced by
  *            theta * (factor * L / max_pos - (factor - 1)) ^ (rot_dim / (rot_dim - 2))
  *            (HF's dynamic rope with L = max position + 1 of the sequence in this step)
+ *   YARN     HF's _compute_yarn_parameters: a linear ramp (beta_fast, beta_slow over
+ *            original_max_pos, truncated to whole dims when yarn_truncate) between
+ *            inv_freq / factor and inv_freq
+ *   LONGROPE inv_freq / long_factor[i] when the sequence's L (as for DYNAMIC) is greater than
+ *            original_max_pos, else inv_freq / short_factor[i]
+ * attn_factor (yarn, longrope; 0 means 1) multiplies cos and sin, as HF's attention_scaling.
  * use_logn_attn (Qwen): q at position p is also scaled by log(p + 1) / log(max_pos) when
  * p + 1 > max_pos. */
 typedef struct tsr_rope_params {
@@ -72,7 +78,11 @@ typedef struct tsr_rope_params {
     float theta;
     float factor;
     float low_freq_factor, high_freq_factor;
-    int64_t original_max_pos;   /* llama3 */
+    int64_t original_max_pos;   /* llama3, yarn, longrope */
+    float attn_factor;          /* yarn, longrope */
+    float beta_fast, beta_slow; /* yarn */
+    bool yarn_truncate;         /* yarn */
+    const float *short_factor, *long_factor;  /* longrope, host [rot_dim / 2] (CPU backend only) */
     int64_t max_pos;            /* max_position_embeddings (dynamic NTK, logn) */
     int64_t rot_dim;            /* rotated dims per head (== head_dim for every model here) */
     bool use_logn_attn;

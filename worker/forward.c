@@ -367,6 +367,7 @@ static tsr_status tsr__run_ops(tsr_forward_state *st, tsr_kv_pool *kv, const tsr
     if (m->shard.size > 1) TSR_TRY(st->comm->ops->allreduce_sum(st->comm, st->h, n_tok * d, be->dtype));
     for (int64_t l = 0; l < c->n_layer; l++) {
         const tsr_layer_weights *w = &m->w.layers[l];
+        b.window = tsr_model_layer_window(c, l); /* sliding-window layers (Mistral, Qwen2) */
         if (l == 0) ops->rmsnorm(be, st->xn, st->h, w->attn_norm, n_tok, d, eps);
         else ops->add_rmsnorm(be, st->h, st->proj, st->xn, w->attn_norm, n_tok, d, eps);
 

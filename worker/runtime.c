@@ -187,6 +187,26 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *
                       : o->session_len_fallback > 0 && (max_pos <= 0 || o->session_len_fallback < max_pos)
                           ? o->session_len_fallback
                           : max_pos;
+    /* What the CUDA kernels do not implement yet (kernels/cuda: no attention window, no yarn /
+     * longrope RoPE) is refused by name on any backend but the CPU one, never run wrong.  A
+     * window no shorter than the session never cuts anything, so it runs. */
+    const tsr_model_config *mc = &rt->model->cfg;
+    if (strcmp(rt->be->ops->name, "cpu") != 0) {
+        if (mc->rope_type == TSR_ROPE_YARN || mc->rope_type == TSR_ROPE_LONGROPE)
+            st = tsr_errorf(TSR_ERR_UNSUPPORTED, "rope_scaling type %s is implemented on the CPU backend only, not on %s "
+                            "(run with --backend cpu)", tsr_rope_type_name(mc->rope_type), rt->be->ops->name);
+        else if (tsr_model_window_limits(mc, rt->session_len))
+            st = tsr_errorf(TSR_ERR_UNSUPPORTED, "sliding-window attention (window %lld from layer %lld) is implemented on "
+                            "the CPU backend only, not on %s, and this session (%lld tokens) is longer than the window: run "
+                            "with --backend cpu, or --session-len %lld or less", (long long)mc->sliding_window,
+                            (long long)mc->window_layer0, rt->be->ops->name, (long long)rt->session_len,
+                            (long long)mc->sliding_window);
+        if (st != TSR_OK) {
+            tsr_error_wrap(st, "starting the model");
+            tsr_runtime_close(rt);
+            return st;
+        }
+    }
     /* KV pool: the same number of blocks on every rank, so block ids mean the same everywhere */
     int64_t block_len = o->block_len > 0 ? o->block_len : TSR_KV_DEFAULT_BLOCK_LEN;
     size_t block_bytes = tsr_kv_block_bytes(rt->model, block_len);

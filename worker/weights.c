@@ -336,6 +336,12 @@ tsr_rope_params tsr_model_rope_params(const tsr_model_config *cfg) {
         .max_pos = cfg->max_position_embeddings,
         .rot_dim = cfg->head_dim,
         .use_logn_attn = cfg->use_logn_attn,
+        .attn_factor = cfg->rope_attn_factor,
+        .beta_fast = cfg->rope_beta_fast,
+        .beta_slow = cfg->rope_beta_slow,
+        .yarn_truncate = cfg->rope_yarn_truncate,
+        .short_factor = cfg->rope_short_factor,
+        .long_factor = cfg->rope_long_factor,
     };
     return p;
 }

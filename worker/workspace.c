@@ -48,12 +48,22 @@ tsr_status tsr_workspace_write_config(const char *dir, const tsr_model_config *c
     fprintf(f, "\nweight_type = %s\ngroup_size = 0\n", tsr__wt_name(wt));
     fprintf(f, "rotary_embedding = %lld\nrope_theta = %.9g\nmax_position_embeddings = %lld\n", (long long)c->head_dim,
             (double)c->rope_theta, (long long)c->max_position_embeddings);
-    static const char *rope_names[] = {"default", "linear", "llama3", "dynamic"};
-    fprintf(f, "rope_scaling_type = %s\nrope_scaling_factor = %.9g\n", rope_names[c->rope_type],
+    fprintf(f, "rope_scaling_type = %s\nrope_scaling_factor = %.9g\n", tsr_rope_type_name(c->rope_type),
             c->rope_type == TSR_ROPE_DEFAULT ? 0.0 : (double)c->rope_factor);
     fprintf(f, "rope_low_freq_factor = %.9g\nrope_high_freq_factor = %.9g\noriginal_max_position_embeddings = %lld\n",
             (double)c->rope_low_freq_factor, (double)c->rope_high_freq_factor, (long long)c->rope_original_max_pos);
     fprintf(f, "use_logn_attn = %d\n", c->use_logn_attn ? 1 : 0);
+    if (c->rope_type == TSR_ROPE_YARN || c->rope_type == TSR_ROPE_LONGROPE)
+        fprintf(f, "rope_attention_factor = %.9g\nrope_beta_fast = %.9g\nrope_beta_slow = %.9g\nrope_yarn_truncate = %d\n",
+                (double)c->rope_attn_factor, (double)c->rope_beta_fast, (double)c->rope_beta_slow, c->rope_yarn_truncate ? 1 : 0);
+    for (int l = 0; c->rope_type == TSR_ROPE_LONGROPE && l < 2; l++) {
+        const float *fa = l ? c->rope_long_factor : c->rope_short_factor;
+        fprintf(f, "%s =", l ? "rope_long_factor" : "rope_short_factor");
+        for (int i = 0; i < c->rope_n_factors; i++) fprintf(f, "%s%.9g", i ? "," : " ", (double)fa[i]);
+        fprintf(f, "\n");
+    }
+    /* sliding-window attention: layers >= max_window_layers see the last sliding_window keys */
+    fprintf(f, "sliding_window = %lld\nmax_window_layers = %lld\n", (long long)c->sliding_window, (long long)c->window_layer0);
     /* only knobs every command honours (TurboMind's step_length, cache_chunk_size and
      * use_context_fmha have no meaning here and are not written) */
     fprintf(f, "# runtime knobs\nsession_len = %lld\nmax_batch_size = 64\nmax_context_token_num = 2048\n"
@@ -94,6 +104,30 @@ tsr_status tsr_workspace_read_config(const char *dir, tsr_model_config *c, int *
     TSR__I("tie_word_embeddings", tie_embeddings);
     TSR__I("use_logn_attn", use_logn_attn);
 #undef TSR__I
+    /* optional keys (workspaces written before them have none of these features) */
+    if (st == TSR_OK && tsr_ini_get(ini, TSR__SEC, "sliding_window")) {
+        if ((st = tsr__geti(ini, "sliding_window", &v)) == TSR_OK) c->sliding_window = v;
+        if (st == TSR_OK && (st = tsr__geti(ini, "max_window_layers", &v)) == TSR_OK) c->window_layer0 = v;
+    }
+    if (st == TSR_OK && tsr_ini_get(ini, TSR__SEC, "rope_attention_factor")) {
+        if ((st = tsr__getf(ini, "rope_attention_factor", &x)) == TSR_OK) c->rope_attn_factor = (float)x;
+        if (st == TSR_OK && (st = tsr__getf(ini, "rope_beta_fast", &x)) == TSR_OK) c->rope_beta_fast = (float)x;
+        if (st == TSR_OK && (st = tsr__getf(ini, "rope_beta_slow", &x)) == TSR_OK) c->rope_beta_slow = (float)x;
+        if (st == TSR_OK && (st = tsr__geti(ini, "rope_yarn_truncate", &v)) == TSR_OK) c->rope_yarn_truncate = v != 0;
+    }
+    for (int l = 0; st == TSR_OK && l < 2; l++) {
+        s = tsr_ini_get(ini, TSR__SEC, l ? "rope_long_factor" : "rope_short_factor");
+        float *fa = l ? c->rope_long_factor : c->rope_short_factor;
+        int32_t n = 0;
+        for (const char *p = s; p && *p && n < TSR_ROPE_MAX_FACTORS;) {
+            char *end;
+            double d = strtod(p, &end);
+            if (end == p) break;
+            fa[n++] = (float)d;
+            p = *end == ',' ? end + 1 : end;
+        }
+        if (s) c->rope_n_factors = n; /* validate checks it is head_dim / 2 */
+    }
     if (st == TSR_OK) st = tsr__geti(ini, "tensor_para_size", &tp64);
 #define TSR__F(key, field) if (st == TSR_OK && (st = tsr__getf(ini, key, &x)) == TSR_OK) c->field = (float)x
     TSR__F("norm_eps", norm_eps);
@@ -114,9 +148,11 @@ tsr_status tsr_workspace_read_config(const char *dir, tsr_model_config *c, int *
         if (s && !strcmp(s, "linear")) c->rope_type = TSR_ROPE_LINEAR;
         else if (s && !strcmp(s, "llama3")) c->rope_type = TSR_ROPE_LLAMA3;
         else if (s && !strcmp(s, "dynamic")) c->rope_type = TSR_ROPE_DYNAMIC;
+        else if (s && !strcmp(s, "yarn")) c->rope_type = TSR_ROPE_YARN;
+        else if (s && !strcmp(s, "longrope")) c->rope_type = TSR_ROPE_LONGROPE;
         else if (s && strcmp(s, "default")) st = tsr_errorf(TSR_ERR_UNSUPPORTED,
                                                   "%s/config.ini: rope_scaling_type '%.32s' is not supported (default, "
-                                                  "linear, dynamic, llama3 are)", dir, s);
+                                                  "linear, dynamic, llama3, yarn, longrope are)", dir, s);
         /* TurboMind's rule: a rope_scaling_factor > 0 on a model without scaling turns on
          * dynamic NTK, so editing config.ini is enough to stretch the context */
         if (c->rope_type == TSR_ROPE_DEFAULT && c->rope_factor > 0) c->rope_type = TSR_ROPE_DYNAMIC;
