@@ -112,6 +112,40 @@ SPECS = [
          tie=False, dtype="float32", shards=1,
          what="Llama dynamic NTK (factor 2, max_position_embeddings 64): the long sequence "
               "(100 tokens) runs past the trained length, so the base is rescaled for it"),
+    # issue 16, "Models": sliding windows and the yarn / longrope RoPE types
+    dict(name="mistral_swa", arch="MistralForCausalLM",
+         cfg=dict(num_attention_heads=8, num_key_value_heads=2, sliding_window=4),
+         tie=False, dtype="float32", shards=1,
+         alts=[("sliding_window null (full attention)", dict(sliding_window=None))],
+         what="Mistral sliding_window 4 on every layer: a query at p sees keys p-3..p"),
+    dict(name="qwen2_swa", arch="Qwen2ForCausalLM",
+         cfg=dict(num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=3, rope_theta=1000000.0,
+                  rms_norm_eps=1e-6, use_sliding_window=True, sliding_window=6, max_window_layers=1),
+         tie=False, dtype="float32", shards=1,
+         alts=[("use_sliding_window false", dict(use_sliding_window=False)),
+               ("window on every layer (max_window_layers 0)", dict(max_window_layers=0))],
+         what="Qwen2 use_sliding_window, sliding_window 6, max_window_layers 1 of 3 layers: layer 0 "
+              "full attention, layers 1-2 windowed"),
+    dict(name="llama_yarn", arch="LlamaForCausalLM",
+         cfg=dict(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+                  rope_scaling=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=2048)),
+         tie=False, dtype="float32", shards=1,
+         what="Llama rope_scaling yarn (factor 4, original 2048; head_dim 16: the ramp spans dims 2..6, "
+              "attention factor 0.1 ln 4 + 1 on cos/sin)"),
+    dict(name="llama_longrope", arch="LlamaForCausalLM",
+         cfg=dict(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                  original_max_position_embeddings=64,
+                  rope_scaling=dict(type="longrope",
+                                    short_factor=[1.0, 1.02, 1.05, 1.1, 1.2, 1.35, 1.5, 1.8],
+                                    long_factor=[1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 12.0, 16.0])),
+         tie=False, dtype="float32", shards=1,
+         alts=[("rope_scaling removed", dict(rope_scaling=None, original_max_position_embeddings=None)),
+               ("long_factor := short_factor",
+                dict(rope_scaling=dict(type="longrope", short_factor=[1.0, 1.02, 1.05, 1.1, 1.2, 1.35, 1.5, 1.8],
+                                       long_factor=[1.0, 1.02, 1.05, 1.1, 1.2, 1.35, 1.5, 1.8])))],
+         what="Llama rope_scaling longrope, Phi-3 style (original_max_position_embeddings 64 at top level, "
+              "max 256: attention factor sqrt(1 + ln 4 / ln 64)): the 20-token sequence uses short_factor, "
+              "the 100-token one long_factor"),
 ]
 
 
@@ -184,6 +218,8 @@ def hf_config_dict(spec):
         out["attention_bias"] = False
         out["mlp_bias"] = False
         out["pretraining_tp"] = 1
+    if c.get("original_max_position_embeddings") is not None:
+        out["original_max_position_embeddings"] = c["original_max_position_embeddings"]   # Phi-3 style
     if model_type in ("mistral", "qwen2"):
         out["sliding_window"] = c.get("sliding_window")
     if model_type == "qwen2":
@@ -448,7 +484,7 @@ def make_tiny(spec, vers):
         raise RuntimeError(f"{name}: no prompt seed with clear greedy margins")
 
     # How far the logits move without the feature under test: proof the fixture can fail.
-    if cfgd.get("rope_scaling") or spec["arch"] == "InternLM2ForCausalLM":
+    if spec.get("alts") or cfgd.get("rope_scaling") or spec["arch"] == "InternLM2ForCausalLM":
         alt = os.path.join(outdir, "_alt")
         shutil.copytree(outdir, alt)
         if spec["arch"] == "InternLM2ForCausalLM":
@@ -463,14 +499,22 @@ def make_tiny(spec, vers):
                 ).reshape(w.shape)
             alt_fn, label = InternLM2Ref(cfgd, sd2).logits, "naive [q;k;v] split of wqkv"
         else:
-            c2 = dict(cfgd, rope_scaling=None)
-            with open(os.path.join(alt, "config.json"), "w") as f:
-                json.dump(c2, f)
-            alt_fn, label = (lambda ids: hf_logits(alt, ids)), "rope_scaling removed"
-        sensitivity = {"change": label, "max_abs_logit_diff": {
-            r["name"]: round(float((alt_fn(r["ids"]) - r["_logits"]).abs().max()), 5) for r in rec}}
+            for label, over in spec.get("alts") or [("rope_scaling removed", dict(rope_scaling=None))]:
+                c2 = {k: v for k, v in dict(cfgd, **over).items()
+                      if v is not None or k != "original_max_position_embeddings"}
+                with open(os.path.join(alt, "config.json"), "w") as f:
+                    json.dump(c2, f)
+                d = {r["name"]: round(float((hf_logits(alt, r["ids"]) - r["_logits"]).abs().max()), 5) for r in rec}
+                if not sensitivity:
+                    sensitivity = {"change": label, "max_abs_logit_diff": d}
+                else:
+                    sensitivity.setdefault("more", []).append({"change": label, "max_abs_logit_diff": d})
+                print(f"  {name}: sensitivity ({label}): {d}")
+        if spec["arch"] == "InternLM2ForCausalLM":
+            sensitivity = {"change": label, "max_abs_logit_diff": {
+                r["name"]: round(float((alt_fn(r["ids"]) - r["_logits"]).abs().max()), 5) for r in rec}}
+            print(f"  {name}: sensitivity ({label}): {sensitivity['max_abs_logit_diff']}")
         shutil.rmtree(alt)
-        print(f"  {name}: sensitivity ({label}): {sensitivity['max_abs_logit_diff']}")
 
     for r in rec:
         np.save(os.path.join(outdir, r["logits_file"]), r.pop("_logits").numpy().astype("<f4"))

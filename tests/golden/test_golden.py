@@ -343,7 +343,8 @@ def test_gguf_greedy_generate(tessera, smollm2, case):
 def test_fixtures_present():
     """The fixture set is what make_fixtures.py makes: a failure here means a partial commit."""
     want = {"llama_mha", "llama_gqa_tied_sharded", "llama_mqa_bf16", "mistral_f16", "qwen2_bias_tied",
-            "internlm2_packed", "llama3_rope", "llama_linear_rope", "llama_dynamic_ntk"}
+            "internlm2_packed", "llama3_rope", "llama_linear_rope", "llama_dynamic_ntk",
+            "mistral_swa", "qwen2_swa", "llama_yarn", "llama_longrope"}
     assert want <= set(TINY), f"missing fixtures: {sorted(want - set(TINY))}"
     assert GGUF_FIX.is_file()
     assert os.path.getsize(GGUF_FIX) > 1000
