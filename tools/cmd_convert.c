@@ -1,5 +1,6 @@
-/* `tessera convert MODEL --dst DIR [--tp N] [--dtype f32|f16|bf16]`: an HF directory or a GGUF
- * file -> a workspace split for N ranks (worker/workspace.h), like `lmdeploy convert`. */
+/* `tessera convert MODEL --dst DIR [--tp N] [--dtype bf16|f16|f32] [--dequantize]`: an HF directory
+ * or a GGUF file -> a workspace split for N ranks (worker/workspace.h), like `lmdeploy convert`; a
+ * GGUF's quantized matrices keep their blocks unless --dequantize. */
 #include <stdio.h>
 #include <string.h>
 
@@ -10,17 +11,20 @@
 #include "worker/workspace_convert.h"
 
 int tsr_cmd_convert(int argc, char **argv) {
-    const char *dst = NULL, *dtype_s = "f32";
+    const char *dst = NULL, *dtype_s = "bf16";
     int64_t tp = 1;
+    bool dequantize = false;
     const tsr_opt opts[] = {
         {"--dst", TSR_OPT_STR, &dst, "DIR", "the workspace directory to write (required)"},
         {"--tp", TSR_OPT_INT, &tp, "N", "tensor-parallel size to split for (default 1)"},
-        {"--dtype", TSR_OPT_STR, &dtype_s, "TYPE", "weight storage type: f32 (default), f16 or bf16"},
+        {"--dtype", TSR_OPT_STR, &dtype_s, "TYPE", "storage type of the 16/32-bit weights: bf16 (default), f16 or f32"},
+        {"--dequantize", TSR_OPT_FLAG, &dequantize, NULL,
+         "store a GGUF's quantized matrices as --dtype too (default: they keep their blocks)"},
         {NULL, 0, NULL, NULL, NULL},
     };
     const char *pos[1];
     int n_pos = 0;
-    int rc = tsr_cli_parse("tessera convert [MODEL] --dst DIR [--tp N] [--dtype f32|f16|bf16]",
+    int rc = tsr_cli_parse("tessera convert [MODEL] --dst DIR [--tp N] [--dtype bf16|f16|f32] [--dequantize]",
                            "Writes a TurboMind-style workspace: config.ini, the tokenizer and chat template, and one "
                            "weight file per rank holding only that rank's share.  MODEL: an HF directory "
                            "(safetensors) or a GGUF file (default: the default model).",
@@ -36,7 +40,7 @@ int tsr_cmd_convert(int argc, char **argv) {
     else if (!strcmp(dtype_s, "f16") || !strcmp(dtype_s, "fp16")) dt = TSR_F16;
     else if (!strcmp(dtype_s, "bf16")) dt = TSR_BF16;
     else {
-        tsr_cli_err("tessera convert: --dtype must be f32, f16 or bf16 (got '%s')\n", dtype_s);
+        tsr_cli_err("tessera convert: --dtype must be bf16, f16 or f32 (got '%s')\n", dtype_s);
         return 1;
     }
     if (tp < 1 || tp > 1024) {
@@ -46,7 +50,7 @@ int tsr_cmd_convert(int argc, char **argv) {
     const char *model = tsr_cli_model_or_default(n_pos ? pos[0] : NULL);
     if (!model) return 1;
     double t0 = tsr_now();
-    if (tsr_workspace_convert(model, dst, (int)tp, dt) != TSR_OK) {
+    if (tsr_workspace_convert(model, dst, (int)tp, dt, !dequantize) != TSR_OK) {
         tsr_cli_err("tessera convert: %s\n", tsr_last_error());
         return 1;
     }

@@ -233,6 +233,17 @@ static int tsr__inspect_st(const char *path, bool show_meta, bool quiet, const c
         printf("tensors: (name, type, shape)\n");
         for (int64_t i = 0; i < tsr_safetensors_count(st); i++) {
             const tsr_st_tensor *t = tsr_safetensors_at(st, i);
+            /* a workspace's quantized matrix: U8 rows of blocks, its type and columns in the metadata */
+            char key[160];
+            snprintf(key, sizeof key, "tsr.wtype.%s", t->name);
+            const char *wt = tsr_safetensors_metadata(st, key);
+            snprintf(key, sizeof key, "tsr.cols.%s", t->name);
+            const char *cols = tsr_safetensors_metadata(st, key);
+            if (wt && cols && t->n_dims == 2) {
+                printf("  %-40s %-5s [%lld, %s] (blocks: U8 [%lld, %lld])\n", t->name, wt, (long long)t->shape[0], cols,
+                       (long long)t->shape[0], (long long)t->shape[1]);
+                continue;
+            }
             printf("  %-40s %-5s [", t->name, tsr_dtype_name(t->dtype));
             for (int d = 0; d < t->n_dims; d++) printf("%lld%s", (long long)t->shape[d], d + 1 < t->n_dims ? ", " : "");
             printf("]\n");

@@ -111,7 +111,8 @@ static tsr_status tsr__load_views(tsr__slice_reader *L, const tsr_wkind *kinds, 
     tsr_wmat w = {.n_parts = n_kinds};
     for (int i = 0; i < n_kinds; i++) {
         tsr_wtensor full;
-        tsr_status st = L->src->raw(L->src, kinds[i], layer, &full);
+        int64_t v_r0, v_c0;
+        tsr_status st = L->src->raw(L->src, kinds[i], layer, &full, &v_r0, &v_c0);
         if (st == TSR_ERR_UNSUPPORTED) {
             tsr_clear_error();
             return TSR_OK;
@@ -135,10 +136,10 @@ static tsr_status tsr__load_views(tsr__slice_reader *L, const tsr_wkind *kinds, 
         if ((nr != full.rows || nc != full.cols) && m->shard.size > 1)
             TSR_TRY(tsr_wtensor_check_split(&full, name, axis, m->shard.size));
         tsr_wtensor part = full;
-        if (nr != full.rows) TSR_TRY(tsr_wtensor_slice(&full, name, TSR_SPLIT_ROWS, r0, nr, &part));
+        if (nr != full.rows) TSR_TRY(tsr_wtensor_slice(&full, name, TSR_SPLIT_ROWS, r0 - v_r0, nr, &part));
         if (nc != full.cols) {
             tsr_wtensor rows = part;
-            TSR_TRY(tsr_wtensor_slice(&rows, name, TSR_SPLIT_COLS, c0, nc, &part));
+            TSR_TRY(tsr_wtensor_slice(&rows, name, TSR_SPLIT_COLS, c0 - v_c0, nc, &part));
         }
         if (i > 0 && part.cols != w.cols)
             return tsr_errorf(TSR_ERR_FORMAT, "%s has %lld columns, unlike the tensor it is stacked with", name,

@@ -111,16 +111,21 @@ static tsr_status tsr__gguf_read(tsr__src *base, tsr_wkind k, int layer, const i
     return TSR_OK;
 }
 
-static tsr_status tsr__gguf_raw(tsr__src *base, tsr_wkind k, int layer, tsr_wtensor *out) {
+static tsr_status tsr__gguf_raw(tsr__src *base, tsr_wkind k, int layer, tsr_wtensor *out, int64_t *row0,
+                                int64_t *col0) {
+    *row0 = *col0 = 0;
     tsr__gguf_src *s = (tsr__gguf_src *)base;
     const tsr_gguf_tensor *t;
     TSR_TRY(tsr__gguf_find(s, k, layer, &t));
     tsr_wtype wt;
     if (t->n_dims != 2) return tsr_errorf(TSR_ERR_UNSUPPORTED, "'%s' is not a matrix", t->cname);
-    if (!base->keep_file_order && (k == TSR_W_Q || k == TSR_W_K))
-        return tsr_errorf(TSR_ERR_UNSUPPORTED, "'%s' rows are permuted in the file", t->cname);
     TSR_TRY(tsr_wtype_from_ggml(t->type, &wt));
     return tsr_wtensor_init(out, wt, t->ne[1], t->ne[0], 0, t->data);
+}
+
+static int64_t tsr__gguf_file_row(tsr__src *base, tsr_wkind k, int64_t r) {
+    bool permuted = !base->keep_file_order && (k == TSR_W_Q || k == TSR_W_K);
+    return permuted ? tsr__gguf_qk_row(base->cfg->head_dim, r) : r;
 }
 
 static void tsr__gguf_close(tsr__src *base) {
@@ -161,6 +166,7 @@ tsr_status tsr__gguf_source_open(const char *path, tsr_model_config *cfg, tsr__s
     s->base.read = tsr__gguf_read;
     s->base.close = tsr__gguf_close;
     s->base.raw = tsr__gguf_raw;
+    s->base.file_row = tsr__gguf_file_row;
     s->base.kind_name = "gguf";
     *out = &s->base;
     return TSR_OK;

@@ -28,12 +28,18 @@ struct tsr__src {
     void (*close)(tsr__src *s);
     /* Optional (NULL: read() only): the whole tensor as the file stores it -- its type, HF shape
      * [rows = out][cols = in] and a view of its blocks that stays valid until close().  Rows are
-     * in the file's order, so a GGUF Q/K tensor is offered only when keep_file_order is set.
-     * UNSUPPORTED (last error cleared by the caller) for a tensor it cannot offer so. */
-    tsr_status (*raw)(tsr__src *s, tsr_wkind k, int layer, tsr_wtensor *out);
+     * in the file's order (file_row maps HF rows to them; with keep_file_order they are the
+     * order the model computes in).  UNSUPPORTED (last error cleared by the caller) for a tensor
+     * it cannot offer so.  *row0, *col0: where the view starts in the whole tensor (0, 0; a
+     * workspace rank file holds only its rank's slice). */
+    tsr_status (*raw)(tsr__src *s, tsr_wkind k, int layer, tsr_wtensor *out, int64_t *row0, int64_t *col0);
     /* Set by the loader before the first read: GGUF Q/K rows (and biases) come in the file's
      * per-head interleaved order, not HF's (the model then rotates them interleaved). */
     bool keep_file_order;
+    /* Optional (NULL: the same row): the row of raw()'s view that holds HF row r of (kind) --
+     * a GGUF's Q/K rows are permuted per head (weights_gguf.c) -- so a writer can copy whole
+     * quantized rows into HF order. */
+    int64_t (*file_row)(tsr__src *s, tsr_wkind k, int64_t r);
     const char *kind_name;
     const tsr_shard *shard;   /* set by the loader before the first shape/read */
     int ws_tp;                /* a workspace: the TP size it was split for (0 otherwise) */

@@ -14,12 +14,39 @@
 #include "common/gguf.h"
 #include "common/log.h"
 #include "common/safetensors.h"
+#include "common/wtype.h"
 #include "worker/weights.h"
 #include "worker/weights_reader.h"
 #include "worker/weights_workspace.h"
 #include "worker/workspace.h"
 
-tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, tsr_dtype dtype, const char *out_path) {
+/* Copies this rank's slice of a quantized matrix as it is stored: whole rows, in HF order (a
+ * GGUF's per-head Q/K permutation undone row by row), the columns of a row-parallel split cut at
+ * a block edge.  *out: [nr][row bytes] of the wtensor type, malloc'd. */
+static tsr_status tsr__copy_blocks(tsr__src *src, tsr_wkind k, int layer, const tsr_wtensor *full, int64_t r0,
+                                   int64_t nr, int64_t c0, int64_t nc, int tp, void **out, size_t *row_bytes) {
+    char name[96];
+    const tsr_shard_rule *rule = tsr_shard_rule_of(k);
+    if (rule->per_layer) snprintf(name, sizeof name, "%s of layer %d", rule->what, layer);
+    else snprintf(name, sizeof name, "%s", rule->what);
+    tsr_wtensor part = *full;
+    if (nc != full->cols) {
+        if (tp > 1) TSR_TRY(tsr_wtensor_check_split(full, name, TSR_SPLIT_COLS, tp));
+        TSR_TRY(tsr_wtensor_slice(full, name, TSR_SPLIT_COLS, c0, nc, &part));
+    }
+    TSR_TRY(tsr_wtype_row_bytes(part.type, nc, row_bytes));
+    uint8_t *buf = malloc(*row_bytes * (size_t)nr);
+    if (!buf) return tsr_errorf(TSR_ERR_OOM, "out of memory copying %s", name);
+    for (int64_t i = 0; i < nr; i++) {
+        int64_t fr = src->file_row ? src->file_row(src, k, r0 + i) : r0 + i;
+        memcpy(buf + (size_t)i * *row_bytes, (const uint8_t *)part.data + (size_t)fr * part.row_stride, *row_bytes);
+    }
+    *out = buf;
+    return TSR_OK;
+}
+
+tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, tsr_dtype dtype, bool keep_quantized,
+                                    const char *out_path) {
     if (dtype != TSR_F32 && dtype != TSR_F16 && dtype != TSR_BF16)
         return tsr_errorf(TSR_ERR_INVALID_ARG, "workspace weights are f32, f16 or bf16, not %s", tsr_dtype_name(dtype));
     tsr_model_config cfg;
@@ -31,11 +58,14 @@ tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, 
     tsr_status st = tsr_shard_plan(&cfg, rank, size, &m.shard);
     src->shard = &m.shard;
     tsr__slice_reader L = {.m = &m, .src = src};
-    int64_t n_max = 2 + 16 * cfg.n_layer, n = 0;
+    int64_t n_max = 2 + 16 * cfg.n_layer, n = 0, n_meta = 0;
     tsr_st_write_tensor *ts = calloc((size_t)n_max, sizeof *ts);
     char (*names)[96] = calloc((size_t)n_max, sizeof *names);
     void **bufs = calloc((size_t)n_max, sizeof *bufs);
-    if (!ts || !names || !bufs) st = tsr_errorf(TSR_ERR_OOM, "out of memory");
+    /* per quantized tensor: "tsr.wtype.NAME" = type, "tsr.cols.NAME" = its columns */
+    char (*meta_s)[112] = calloc((size_t)(4 * n_max), sizeof *meta_s);
+    const char **meta = calloc((size_t)(4 * n_max + 8), sizeof *meta);
+    if (!ts || !names || !bufs || !meta_s || !meta) st = tsr_errorf(TSR_ERR_OOM, "out of memory");
     for (int layer = -1; layer < (int)cfg.n_layer && st == TSR_OK; layer++) {
         for (int k = 0; k < TSR_W_COUNT && st == TSR_OK; k++) {
             if (tsr_shard_rule_of((tsr_wkind)k)->per_layer != (layer >= 0)) continue;
@@ -44,6 +74,33 @@ tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, 
             if (st != TSR_OK || !present) continue;
             int64_t r0, nr, c0, nc, cnt;
             tsr__shard_local_slice(&cfg, &m.shard, (tsr_wkind)k, &r0, &nr, &c0, &nc);
+            bool vec = k == TSR_W_ATTN_NORM || k == TSR_W_FFN_NORM || k == TSR_W_OUT_NORM || k == TSR_W_Q_BIAS ||
+                       k == TSR_W_K_BIAS || k == TSR_W_V_BIAS || k == TSR_W_O_BIAS;
+            tsr_wtensor full;
+            int64_t v_r0 = 0, v_c0 = 0;
+            tsr_status rs = keep_quantized && !vec && src->raw
+                                ? src->raw(src, (tsr_wkind)k, layer < 0 ? 0 : layer, &full, &v_r0, &v_c0)
+                                : TSR_ERR_UNSUPPORTED;
+            if (rs == TSR_ERR_UNSUPPORTED) tsr_clear_error();
+            else if (rs != TSR_OK) {
+                st = rs;
+                break;
+            }
+            if (rs == TSR_OK && tsr_wtype_block_size(full.type) > 1) {
+                size_t rb;
+                st = tsr__copy_blocks(src, (tsr_wkind)k, layer < 0 ? 0 : layer, &full, r0 - v_r0, nr, c0 - v_c0, nc, size,
+                                      &bufs[n], &rb);
+                if (st != TSR_OK) break;
+                tsr__ws_tensor_name(names[n], sizeof names[n], (tsr_wkind)k, layer < 0 ? 0 : layer);
+                ts[n] = (tsr_st_write_tensor){.name = names[n], .dtype = TSR_U8, .n_dims = 2,
+                                              .shape = {nr, (int64_t)rb}, .data = bufs[n]};
+                snprintf(meta_s[4 * n_meta], sizeof meta_s[0], "tsr.wtype.%s", names[n]);
+                snprintf(meta_s[4 * n_meta + 1], sizeof meta_s[0], "%s", tsr_wtype_name(full.type));
+                snprintf(meta_s[4 * n_meta + 2], sizeof meta_s[0], "tsr.cols.%s", names[n]);
+                snprintf(meta_s[4 * n_meta + 3], sizeof meta_s[0], "%lld", (long long)nc);
+                n_meta++, n++;
+                continue;
+            }
             st = tsr__reader_stage(&L, (size_t)(nr * nc));
             if (st == TSR_OK) st = tsr__reader_read_local(&L, (tsr_wkind)k, layer < 0 ? 0 : layer, L.stage, &cnt);
             if (st != TSR_OK) break;
@@ -59,8 +116,6 @@ tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, 
                 else ((uint16_t *)bufs[n])[i] = tsr_f32_to_bf16(L.stage[i]);
             }
             tsr__ws_tensor_name(names[n], sizeof names[n], (tsr_wkind)k, layer < 0 ? 0 : layer);
-            bool vec = k == TSR_W_ATTN_NORM || k == TSR_W_FFN_NORM || k == TSR_W_OUT_NORM || k == TSR_W_Q_BIAS ||
-                       k == TSR_W_K_BIAS || k == TSR_W_V_BIAS || k == TSR_W_O_BIAS;
             ts[n] = (tsr_st_write_tensor){.name = names[n], .dtype = dtype, .n_dims = vec ? 1 : 2,
                                           .shape = {nr, nc}, .data = bufs[n]};
             n++;
@@ -71,10 +126,16 @@ tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, 
         char rank_s[16], size_s[16];
         snprintf(rank_s, sizeof rank_s, "%d", rank);
         snprintf(size_s, sizeof size_s, "%d", size);
-        const char *meta[] = {"format", "tessera-workspace", "rank", rank_s, "tensor_para_size", size_s, NULL};
+        const char *head[] = {"format", "tessera-workspace", "rank", rank_s, "tensor_para_size", size_s};
+        int64_t nm = 0;
+        for (size_t i = 0; i < sizeof head / sizeof head[0]; i++) meta[nm++] = head[i];
+        for (int64_t i = 0; i < 4 * n_meta; i++) meta[nm++] = meta_s[i];
+        meta[nm] = NULL;
         st = tsr_safetensors_write(out_path, ts, n, meta);
     }
     for (int64_t i = 0; i < n; i++) free(bufs[i]);
+    free(meta_s);
+    free(meta);
     free(bufs);
     free(names);
     free(ts);
@@ -92,7 +153,7 @@ static tsr_status tsr__copy_file(const char *src, const char *dst) {
     return st;
 }
 
-tsr_status tsr_workspace_convert(const char *model_path, const char *dir, int tp, tsr_dtype dtype) {
+tsr_status tsr_workspace_convert(const char *model_path, const char *dir, int tp, tsr_dtype dtype, bool keep_quantized) {
     if (tp < 1) return tsr_errorf(TSR_ERR_INVALID_ARG, "--tp must be at least 1");
     tsr_model_config cfg;
     TSR_TRY(tsr_model_config_load(model_path, &cfg));
@@ -128,7 +189,7 @@ tsr_status tsr_workspace_convert(const char *model_path, const char *dir, int tp
         snprintf(name, sizeof name, "rank%d.safetensors", r);
         char *path = tsr_path_join(dir, name);
         TSR_LOGI("converting rank %d of %d -> %s", r, tp, path);
-        tsr_status st = tsr_workspace_write_rank(model_path, r, tp, dtype, path);
+        tsr_status st = tsr_workspace_write_rank(model_path, r, tp, dtype, keep_quantized, path);
         free(path);
         TSR_TRY(st);
     }

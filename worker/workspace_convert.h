@@ -3,15 +3,20 @@
 #ifndef TSR_WORKSPACE_CONVERT_H
 #define TSR_WORKSPACE_CONVERT_H
 
+#include <stdbool.h>
+
 #include "common/status.h"
 #include "common/tensor.h"
 
 /* `tessera convert`: MODEL (HF dir or GGUF) -> dir, split for tp ranks, weights stored as
- * dtype (TSR_F32 / TSR_F16 / TSR_BF16).  Shows progress. */
-tsr_status tsr_workspace_convert(const char *model_path, const char *dir, int tp, tsr_dtype dtype);
+ * dtype (TSR_F32 / TSR_F16 / TSR_BF16), except, with keep_quantized, the matrices a GGUF stores
+ * in a block type: those keep their blocks (U8 rows; the type and columns in the rank file's
+ * metadata as "tsr.wtype.NAME" and "tsr.cols.NAME").  Shows progress. */
+tsr_status tsr_workspace_convert(const char *model_path, const char *dir, int tp, tsr_dtype dtype, bool keep_quantized);
 
 /* Writes rank `rank` of `size` of a model (HF dir or GGUF) as one workspace rank file: every
- * kind's local slice, named by kind, stored as dtype. */
-tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, tsr_dtype dtype, const char *out_path);
+ * kind's local slice, named by kind, stored as dtype (or as its blocks, see above). */
+tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, tsr_dtype dtype, bool keep_quantized,
+                                    const char *out_path);
 
 #endif

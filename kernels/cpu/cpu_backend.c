@@ -154,7 +154,12 @@ static bool tsr__cpu_wtype_native(tsr_backend *be, tsr_wtype t) {
  * weight rows with OpenBLAS instead of taking 8-bit integer dot products: prefill then runs at
  * sgemm's rate (the integer kernels re-unpack every block for each group of 4 tokens, about 4x
  * slower at 512 tokens), and with f32 activations, as llama.cpp's BLAS path does. */
-#define TSR__QMM_TILE_ROWS 64
+/* Rows of W per tile: 256 (a 64-row tile measured 7% slower at 512 tokens: each sgemm call packs x
+ * again), fewer for wide rows so a thread's tile stays within 4 MiB. */
+static int64_t tsr__qmm_tile_rows(int64_t cols) {
+    int64_t r = ((int64_t)1 << 20) / (cols > 0 ? cols : 1);
+    return r > 256 ? 256 : r < 16 ? 16 : r;
+}
 
 typedef struct {
     float *out;
@@ -162,7 +167,8 @@ typedef struct {
     const float *x;
     const tsr_wtensor *w;
     int64_t n_tok;
-    float *tiles;            /* [n_threads][TSR__QMM_TILE_ROWS][cols] */
+    float *tiles;            /* [n_threads][tile_rows][cols] */
+    int64_t tile_rows;
     tsr_status err;
 } tsr__qgemm_job;
 
@@ -170,9 +176,10 @@ static void tsr__qgemm_tiles(void *ctx, int64_t i0, int64_t i1, int tid) {
     tsr__qgemm_job *j = ctx;
     const tsr_wtensor *w = j->w;
     const int64_t k = w->cols;
-    float *tile = j->tiles + (size_t)tid * TSR__QMM_TILE_ROWS * (size_t)k;
+    const int64_t tr = j->tile_rows;
+    float *tile = j->tiles + (size_t)tid * (size_t)tr * (size_t)k;
     for (int64_t b = i0; b < i1; b++) {
-        int64_t r0 = b * TSR__QMM_TILE_ROWS, nr = w->rows - r0 < TSR__QMM_TILE_ROWS ? w->rows - r0 : TSR__QMM_TILE_ROWS;
+        int64_t r0 = b * tr, nr = w->rows - r0 < tr ? w->rows - r0 : tr;
         const float *wt = tile;
         blasint ldw = (blasint)k;
         if (w->type == TSR_WTYPE_F32) {   /* a view of f32 rows: no copy */
@@ -212,11 +219,12 @@ static void tsr__cpu_matmul_w(tsr_backend *be, void *out, int64_t ldo, const voi
     const int64_t gemm_tok = tsr_knobs_get()->qmm_gemm_tok;
     if ((gemm_tok > 0 && n_tok >= gemm_tok) || w->type == TSR_WTYPE_F32) {
         const int nt = tsr_cpu_pool_size(c->pool);
-        size_t need = (size_t)nt * TSR__QMM_TILE_ROWS * (size_t)w->cols * sizeof(float);
+        const int64_t tr = tsr__qmm_tile_rows(w->cols);
+        size_t need = (size_t)nt * (size_t)tr * (size_t)w->cols * sizeof(float);
         if (w->type == TSR_WTYPE_F32) need = 0;
         if (!tsr__qwork(c, need)) return;
-        tsr__qgemm_job j = {out, ldo, x, w, n_tok, c->qwork, TSR_OK};
-        int64_t blocks = (w->rows + TSR__QMM_TILE_ROWS - 1) / TSR__QMM_TILE_ROWS;
+        tsr__qgemm_job j = {out, ldo, x, w, n_tok, c->qwork, tr, TSR_OK};
+        int64_t blocks = (w->rows + tr - 1) / tr;
         tsr_cpu_pool_run(c->pool, blocks, 1, tsr__qgemm_tiles, &j);
         if (j.err != TSR_OK && c->err == TSR_OK) c->err = j.err;
         return;
