@@ -103,3 +103,60 @@ def test_rank_that_cannot_load_stops_every_rank(tmp_path):
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0
     assert "rank 1" in r.stderr and "out of" in r.stderr and "memory" in r.stderr, r.stderr[-2000:]
+
+
+def _q8_0_llama(path, rng, d=64, n_head=4, hd=16, ff=128, vocab=256):
+    """A one-layer llama GGUF whose matrices are random Q8_0 blocks (32 elements along `in`)."""
+    import gguf
+    Q = gguf.GGMLQuantizationType
+
+    def q8(rows, cols):
+        nb = rows * cols // 32
+        raw = np.zeros((nb, 34), dtype=np.uint8)
+        raw[:, :2] = rng.uniform(0.002, 0.02, size=nb).astype(np.float16).view(np.uint8).reshape(nb, 2)
+        raw[:, 2:] = rng.integers(-127, 128, size=(nb, 32)).astype(np.int8).view(np.uint8)
+        return raw.reshape(rows, -1)
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    for k, v in [("embedding_length", d), ("block_count", 1), ("feed_forward_length", ff),
+                 ("attention.head_count", n_head), ("attention.head_count_kv", n_head), ("context_length", 256),
+                 ("vocab_size", vocab)]:
+        w.add_uint32(f"llama.{k}", v)
+    w.add_float32("llama.attention.layer_norm_rms_epsilon", 1e-5)
+    w.add_float32("llama.rope.freq_base", 10000.0)
+    w.add_uint32("tokenizer.ggml.bos_token_id", 1)
+    w.add_uint32("tokenizer.ggml.eos_token_id", 2)
+    w.add_tensor("token_embd.weight", q8(vocab, d), raw_dtype=Q.Q8_0)
+    w.add_tensor("output_norm.weight", np.ones(d, dtype=np.float32))
+    w.add_tensor("blk.0.attn_norm.weight", np.ones(d, dtype=np.float32))
+    w.add_tensor("blk.0.ffn_norm.weight", np.ones(d, dtype=np.float32))
+    for name, rows, cols in [("attn_q", n_head * hd, d), ("attn_k", n_head * hd, d), ("attn_v", n_head * hd, d),
+                             ("attn_output", d, n_head * hd), ("ffn_gate", ff, d), ("ffn_up", ff, d),
+                             ("ffn_down", d, ff)]:
+        w.add_tensor(f"blk.0.{name}.weight", q8(rows, cols), raw_dtype=Q.Q8_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_quantized_split_keeps_blocks_whole(tmp_path):
+    """Issue 12: a TP split cuts a quantized matrix only at block edges.  head_dim 16 with Q8_0
+    blocks of 32: o_proj's 64 columns split in 2 at 32 (whole blocks: runs, and as stored equals
+    TP = 1 dequantized closely) but in 4 at 16, which would cut every block: refused, naming the
+    tensor and the TP sizes that work, on every rank, before anything runs."""
+    model = tmp_path / "q8.gguf"
+    _q8_0_llama(model, np.random.default_rng(5))
+    ids = [1, 7, 19, 33, 60, 101, 200, 5]
+    ref = logits(model, ids, 1, tmp_path, "dequantized")
+    got = logits(model, ids, 2, tmp_path, "dequantized")
+    assert float(np.abs(got - ref).max()) <= 1e-4 * max(1.0, float(np.abs(ref).max()))
+    q1, q2 = logits(model, ids, 1, tmp_path), logits(model, ids, 2, tmp_path)
+    assert float(np.abs(q1 - q2).max()) < 0.05 * max(1.0, float(np.abs(q1).max()))
+    r = mpirun(4, ["logits", str(model), "--ids", "1,2,3"])
+    assert r.returncode != 0
+    assert "o_proj" in r.stderr or "attn_output" in r.stderr or "output projection" in r.stderr, r.stderr[-2000:]
+    assert "cuts a block of 32" in r.stderr and "TP sizes that would work: 1, 2" in r.stderr, r.stderr[-2000:]
+    # dequantized, nothing is cut: the same group runs
+    r = mpirun(4, ["logits", str(model), "--ids", "1,2,3", "--load-format", "dequantized"])
+    assert r.returncode == 0, r.stderr[-2000:]
