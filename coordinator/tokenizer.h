@@ -39,6 +39,9 @@ int32_t tsr_tokenizer_eos_id(const tsr_tokenizer *t);   /* -1 if none */
 int32_t tsr_tokenizer_token_to_id(const tsr_tokenizer *t, const char *piece); /* -1 if absent */
 const char *tsr_tokenizer_id_to_piece(const tsr_tokenizer *t, int32_t id);    /* raw vocab string */
 bool tsr_tokenizer_is_special(const tsr_tokenizer *t, int32_t id);
+/* The bytes token id adds to a text after other tokens (decoded, not necessarily whole UTF-8;
+ * malloc'd): constrained decoding's view of the vocabulary. */
+tsr_status tsr_tokenizer_token_bytes(const tsr_tokenizer *t, int32_t id, char **bytes, size_t *len);
 /* The chat template string shipped with the tokenizer (tokenizer_config.json or GGUF
  * tokenizer.chat_template), or NULL. */
 const char *tsr_tokenizer_chat_template(const tsr_tokenizer *t);

@@ -1,0 +1,306 @@
+/* Constrained decoding (coordinator/grammar): the schema compiler refuses what it cannot honour
+ * (naming the keyword), the automaton accepts valid JSON byte strings of the schema and rejects
+ * invalid ones, a token mask equals feeding every token's bytes one by one (tiny and synthetic
+ * vocabularies), and the sampler never picks a masked token. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "coordinator/grammar/grammar.h"
+#include "tests/test_util.h"
+#include "worker/sampling.h"
+
+/* 1: the whole text is accepted and complete; 0: rejected or incomplete; -1: no grammar */
+static int tsr__accepts(const char *schema, const char *text) {
+    tsr_grammar *g = NULL;
+    if (tsr_grammar_compile(schema, schema ? strlen(schema) : 0, &g) != TSR_OK) return -1;
+    tsr_grammar_matcher *m = NULL;
+    CHECK(tsr_grammar_matcher_new(g, &m) == TSR_OK);
+    int ok = tsr_grammar_matcher_feed(m, text, strlen(text)) && tsr_grammar_matcher_can_end(m);
+    tsr_grammar_matcher_free(m);
+    tsr_grammar_free(g);
+    return ok;
+}
+
+#define YES(s, t) CHECK_MSG(tsr__accepts(s, t) == 1, "should accept %s", t)
+#define NO(s, t) CHECK_MSG(tsr__accepts(s, t) == 0, "should reject %s", t)
+
+static void test_json_object(void) {
+    YES(NULL, "{}");
+    YES(NULL, "{\"a\": [1, 2.5e3, -0.5E-2, true, false, null, \"x\\u00e9\\n\xc3\xa9\"], \"b\": {\"c\": -0}}");
+    YES(NULL, "  {\"a\":1}\n");
+    YES(NULL, "{\"a\":{\"b\":{\"c\":[[[]]]}}}");
+    NO(NULL, "[]");
+    NO(NULL, "\"x\"");
+    NO(NULL, "{\"a\":}");
+    NO(NULL, "{\"a\":1,}");
+    NO(NULL, "{a:1}");
+    NO(NULL, "{\"a\":01}");
+    NO(NULL, "{\"a\":1.}");
+    NO(NULL, "{\"a\":\"\x01\"}");
+    NO(NULL, "{\"a\":\"\\x\"}");
+    NO(NULL, "{\"a\":\"\xed\xa0\x80\"}");   /* a UTF-16 surrogate in UTF-8 */
+    NO(NULL, "{\"a\":1");                   /* incomplete */
+    NO(NULL, "{\"a\":1}}");
+    NO(NULL, "{\"a\":tru}");
+    char pad[64];
+    memset(pad, ' ', sizeof pad);
+    pad[TSR_GRAMMAR_MAX_WS + 1] = 0;
+    char text[128];
+    snprintf(text, sizeof text, "{%s}", pad);
+    NO(NULL, text);                          /* a whitespace run past the cap */
+    pad[TSR_GRAMMAR_MAX_WS] = 0;
+    snprintf(text, sizeof text, "{%s}", pad);
+    YES(NULL, text);
+    /* numbers are capped */
+    YES(NULL, "{\"n\":123456789012345678901234}");
+    NO(NULL, "{\"n\":1234567890123456789012345}");
+}
+
+static const char *tsr__person =
+    "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\",\"description\":\"who\"},"
+    "\"color\":{\"enum\":[\"red\",\"green\",\"re\"]},\"n\":{\"type\":\"integer\"},\"ok\":{\"type\":\"boolean\"}},"
+    "\"required\":[\"name\",\"color\"],\"additionalProperties\":false}";
+
+static void test_object_schema(void) {
+    const char *s = tsr__person;
+    YES(s, "{\"name\":\"x\",\"color\":\"red\"}");
+    YES(s, "{\"name\": \"x\", \"color\": \"re\", \"n\": -3, \"ok\": true}");
+    YES(s, "{\"name\":\"x\",\"color\":\"green\",\"ok\":false}");
+    NO(s, "{\"color\":\"red\",\"name\":\"x\"}");         /* the schema's order */
+    NO(s, "{\"name\":\"x\"}");                            /* a required property missing */
+    NO(s, "{\"name\":\"x\",\"color\":\"blue\"}");
+    NO(s, "{\"name\":\"x\",\"color\":\"red\",\"n\":1.5}");
+    NO(s, "{\"name\":\"x\",\"color\":\"red\",\"extra\":1}");
+    NO(s, "{\"name\":1,\"color\":\"red\"}");
+    NO(s, "{\"name\":\"x\",\"color\":\"red\",\"n\":1,\"n\":2}");
+}
+
+static void test_arrays_strings_alternatives(void) {
+    const char *ints = "{\"type\":\"array\",\"items\":{\"type\":\"integer\"},\"maxItems\":3}";
+    YES(ints, "[]");
+    YES(ints, "[1, 2,3]");
+    NO(ints, "[1,2,3,4]");
+    NO(ints, "[1.0]");
+    NO(ints, "[\"1\"]");
+    const char *some = "{\"type\":\"array\",\"items\":{\"type\":\"string\",\"maxLength\":2,\"minLength\":1},\"minItems\":1}";
+    NO(some, "[]");
+    YES(some, "[\"ab\",\"\xc3\xa9\",\"\\n\"]");
+    NO(some, "[\"abc\"]");
+    NO(some, "[\"\"]");
+    const char *opt = "{\"anyOf\":[{\"type\":\"string\"},{\"type\":\"null\"}]}";
+    YES(opt, "\"a\"");
+    YES(opt, "null");
+    NO(opt, "1");
+    const char *types = "{\"type\":[\"integer\",\"boolean\"]}";
+    YES(types, "12");
+    YES(types, "false");
+    NO(types, "\"x\"");
+    YES("{\"const\":{\"a\":[1,2]}}", "{\"a\":[1,2]}");
+    NO("{\"const\":{\"a\":[1,2]}}", "{\"a\":[1,3]}");
+    YES("{\"enum\":[1,12,\"x\"]}", "1");
+    YES("{\"enum\":[1,12,\"x\"]}", "12");
+    NO("{\"enum\":[1,12,\"x\"]}", "2");
+    YES("{\"type\":\"number\"}", "-1.5e+10");
+    YES("true", "[{}]");
+    /* $defs and recursion */
+    const char *tree = "{\"$defs\":{\"node\":{\"type\":\"object\",\"properties\":{\"v\":{\"type\":\"integer\"},"
+                       "\"kids\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/node\"}}},\"required\":[\"v\",\"kids\"]}},"
+                       "\"$ref\":\"#/$defs/node\"}";
+    YES(tree, "{\"v\":1,\"kids\":[{\"v\":2,\"kids\":[]},{\"v\":3,\"kids\":[{\"v\":4,\"kids\":[]}]}]}");
+    NO(tree, "{\"v\":1,\"kids\":[{\"v\":2}]}");
+    /* an object without properties: any keys, values of additionalProperties */
+    const char *map = "{\"type\":\"object\",\"additionalProperties\":{\"type\":\"integer\"}}";
+    YES(map, "{\"a\":1,\"b\":2}");
+    NO(map, "{\"a\":\"x\"}");
+    YES("{\"type\":\"object\",\"additionalProperties\":false}", "{}");
+    NO("{\"type\":\"object\",\"additionalProperties\":false}", "{\"a\":1}");
+}
+
+static void tsr__refused(const char *schema, const char *word) {
+    tsr_grammar *g = NULL;
+    tsr_status rc = tsr_grammar_compile(schema, strlen(schema), &g);
+    CHECK_MSG(rc == TSR_ERR_INVALID_ARG && strstr(tsr_last_error(), word), "%s: %s", schema, tsr_last_error());
+    tsr_grammar_free(g);
+}
+
+static void test_refusals(void) {
+    tsr__refused("{\"type\":\"string\",\"pattern\":\"^a$\"}", "'pattern'");
+    tsr__refused("{\"type\":\"string\",\"format\":\"date-time\"}", "'format'");
+    tsr__refused("{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"integer\",\"minimum\":0}}}", "'minimum'");
+    tsr__refused("{\"anyOf\":[{\"type\":\"object\"},{\"type\":\"object\",\"properties\":{\"a\":{}}}]}", "anyOf");
+    tsr__refused("{\"$ref\":\"#/$defs/missing\"}", "$ref");
+    tsr__refused("{\"$ref\":\"https://example.com/s.json\"}", "$ref");
+    tsr__refused("{\"type\":\"object\",\"required\":[\"a\"]}", "'a'");
+    tsr__refused("{\"type\":\"tuple\"}", "tuple");
+    tsr__refused("{\"$defs\":{\"a\":{\"$ref\":\"#/$defs/a\"}},\"$ref\":\"#/$defs/a\"}", "refers to itself");
+    tsr__refused("not json", "not valid JSON");
+}
+
+static void test_tool_call(void) {
+    cJSON *p0 = cJSON_Parse("{\"type\":\"object\",\"properties\":{\"city\":{\"type\":\"string\"}},\"required\":[\"city\"]}");
+    const char *names[2] = {"get_weather", "add"};
+    const cJSON *params[2] = {p0, NULL};
+    tsr_grammar *g = NULL;
+    CHECK(tsr_grammar_compile_tool_call(names, params, 2, &g) == TSR_OK);
+    const char *good[] = {"{\"name\":\"get_weather\",\"arguments\":{\"city\":\"Paris\"}}",
+                          "{\"name\": \"add\", \"arguments\": {\"x\": 1, \"y\": [2]}}"};
+    const char *bad[] = {"{\"name\":\"get_weather\",\"arguments\":{\"x\":1}}",
+                         "{\"name\":\"other\",\"arguments\":{}}", "{\"arguments\":{},\"name\":\"add\"}"};
+    for (int i = 0; i < 2; i++) {
+        tsr_grammar_matcher *m = NULL;
+        CHECK(g && tsr_grammar_matcher_new(g, &m) == TSR_OK);
+        CHECK_MSG(m && tsr_grammar_matcher_feed(m, good[i], strlen(good[i])) && tsr_grammar_matcher_can_end(m), "%s", good[i]);
+        tsr_grammar_matcher_free(m);
+    }
+    for (int i = 0; i < 3; i++) {
+        tsr_grammar_matcher *m = NULL;
+        CHECK(g && tsr_grammar_matcher_new(g, &m) == TSR_OK);
+        CHECK_MSG(m && !(tsr_grammar_matcher_feed(m, bad[i], strlen(bad[i])) && tsr_grammar_matcher_can_end(m)), "%s", bad[i]);
+        tsr_grammar_matcher_free(m);
+    }
+    tsr_grammar_free(g);
+    cJSON_Delete(p0);
+}
+
+/* The mask equals feeding each token's bytes to the matcher, at every state along a path. */
+static void tsr__check_mask_path(const char *schema, const char *const *toks, int n, int end_id, const int *path,
+                                 int n_path) {
+    size_t lens[64];
+    for (int i = 0; i < n; i++) lens[i] = toks[i] ? strlen(toks[i]) : 0;
+    tsr_grammar_vocab *v = NULL;
+    CHECK(tsr_grammar_vocab_new(n, toks, lens, &end_id, 1, &v) == TSR_OK);
+    tsr_grammar *g = NULL;
+    CHECK(tsr_grammar_compile(schema, schema ? strlen(schema) : 0, &g) == TSR_OK);
+    tsr_grammar_matcher *m = NULL;
+    CHECK(g && tsr_grammar_matcher_new(g, &m) == TSR_OK);
+    if (!v || !m) return;
+    uint64_t mask[2];
+    for (int step = 0; step <= n_path; step++) {
+        int64_t count = tsr_grammar_fill_mask(v, m, mask);
+        int64_t want = 0;
+        for (int t = 0; t < n; t++) {
+            bool bit = (mask[t >> 6] >> (t & 63)) & 1;
+            bool ok;
+            if (t == end_id) {   /* once ended, only the end stays allowed */
+                ok = tsr_grammar_matcher_can_end(m) || tsr_grammar_matcher_ended(m);
+            } else {
+                tsr_grammar_matcher *c = NULL;
+                CHECK(tsr_grammar_matcher_new(g, &c) == TSR_OK);
+                /* replay the path so far, then this token */
+                for (int k = 0; k < step; k++) tsr_grammar_accept_token(v, c, path[k]);
+                ok = toks[t] && tsr_grammar_matcher_feed(c, toks[t], lens[t]);
+                tsr_grammar_matcher_free(c);
+            }
+            want += ok;
+            CHECK_MSG(bit == ok, "step %d token %d (%s): mask %d, matcher %d", step, t, toks[t] ? toks[t] : "<end>", bit, ok);
+        }
+        CHECK(count == want);
+        if (step < n_path) CHECK(tsr_grammar_accept_token(v, m, path[step]) == TSR_OK);
+    }
+    CHECK(tsr_grammar_matcher_ended(m));
+    tsr_grammar_matcher_free(m);
+    tsr_grammar_free(g);
+    tsr_grammar_vocab_free(v);
+}
+
+static void test_masks(void) {
+    /* ids:              0    1    2     3    4       5    6    7    8      9     10   11      12    13 */
+    const char *toks[] = {"{", "}", "\"", "a", "\"a\"", ":", " ", "1", "{\"", "}}", "x", NULL, "12}", "1,"};
+    const char *schema = "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"integer\"}},\"required\":[\"a\"]}";
+    /* {"a": 12}<end> */
+    const int path[] = {8, 3, 2, 5, 6, 12, 11};
+    tsr__check_mask_path(schema, toks, 14, 11, path, 7);
+    const int path2[] = {0, 4, 5, 7, 1, 11};
+    tsr__check_mask_path(schema, toks, 14, 11, path2, 6);
+    /* a synthetic vocabulary: every string of 1..3 bytes over a JSON-ish alphabet */
+    static const char alpha[] = "{}[]\":, a1.-etrunl";
+    const int na = (int)sizeof alpha - 1;
+    int n = 0;
+    static char store[8000][4];
+    const char *syn[8000];
+    for (int l = 1; l <= 3; l++) {
+        int total = l == 1 ? na : l == 2 ? na * na : na * na * na;
+        for (int k = 0; k < total && n < 7999; k++) {
+            int x = k;
+            for (int j = 0; j < l; j++) {
+                store[n][j] = alpha[x % na];
+                x /= na;
+            }
+            store[n][l] = 0;
+            syn[n] = store[n];
+            n++;
+        }
+    }
+    syn[n++] = NULL;   /* the end token */
+    size_t *lens = malloc(sizeof *lens * (size_t)n);
+    for (int i = 0; i < n; i++) lens[i] = syn[i] ? strlen(syn[i]) : 0;
+    int32_t end = n - 1;
+    tsr_grammar_vocab *v = NULL;
+    CHECK(tsr_grammar_vocab_new(n, syn, lens, &end, 1, &v) == TSR_OK);
+    tsr_grammar *g = NULL;
+    CHECK(tsr_grammar_compile(NULL, 0, &g) == TSR_OK);
+    const char *prefixes[] = {"", "{", "{\"a", "{\"a\":", "{\"a\": [1, tr", "{\"a\": [1.", "{\"a\":[]", "{\"a\":-1}"};
+    uint64_t *mask = calloc((size_t)(n + 63) / 64, sizeof *mask);
+    for (size_t p = 0; p < sizeof prefixes / sizeof prefixes[0]; p++) {
+        tsr_grammar_matcher *m = NULL;
+        CHECK(tsr_grammar_matcher_new(g, &m) == TSR_OK);
+        CHECK(tsr_grammar_matcher_feed(m, prefixes[p], strlen(prefixes[p])));
+        tsr_grammar_fill_mask(v, m, mask);
+        int bad = 0;
+        for (int t = 0; t < n; t++) {
+            bool bit = (mask[t >> 6] >> (t & 63)) & 1, ok;
+            if (t == end) {
+                ok = tsr_grammar_matcher_can_end(m);
+            } else {
+                tsr_grammar_matcher *c = NULL;
+                CHECK(tsr_grammar_matcher_new(g, &c) == TSR_OK);
+                tsr_grammar_matcher_feed(c, prefixes[p], strlen(prefixes[p]));
+                ok = tsr_grammar_matcher_feed(c, syn[t], lens[t]);
+                tsr_grammar_matcher_free(c);
+            }
+            bad += bit != ok;
+        }
+        CHECK_MSG(bad == 0, "prefix '%s': %d tokens differ", prefixes[p], bad);
+        tsr_grammar_matcher_free(m);
+    }
+    free(mask);
+    free(lens);
+    tsr_grammar_free(g);
+    tsr_grammar_vocab_free(v);
+}
+
+/* The sampler honours the mask, greedy and sampled alike. */
+static void test_sampler_mask(void) {
+    tsr_sampler *s = NULL;
+    CHECK(tsr_sampler_init(100, &s) == TSR_OK);
+    uint64_t allowed[2] = {0, 0};
+    allowed[70 >> 6] |= 1ull << (70 & 63);
+    allowed[3 >> 6] |= 1ull << 3;
+    for (int temp = 0; temp < 2; temp++) {
+        for (int seed = 0; seed < 20; seed++) {
+            float logits[100];
+            for (int v = 0; v < 100; v++) logits[v] = (float)(v % 7);
+            logits[5] = 50.0f;   /* the model's favourite, masked out */
+            tsr_sampling_params p;
+            tsr_sampling_params_default(&p);
+            p.temperature = temp ? 1.0f : 0.0f;
+            p.seed = (uint64_t)seed;
+            p.allowed = allowed;
+            tsr_sample_history h = {NULL, 0, NULL, 0};
+            int32_t t = tsr_sample(s, logits, &p, &h, NULL);
+            CHECK_MSG(t == 70 || t == 3, "sampled %d", t);
+        }
+    }
+    tsr_sampler_free(s);
+}
+
+int main(void) {
+    test_json_object();
+    test_object_schema();
+    test_arrays_strings_alternatives();
+    test_refusals();
+    test_tool_call();
+    test_masks();
+    test_sampler_mask();
+    return tsr_test_finish();
+}
