@@ -149,7 +149,9 @@ tsr_status tsr_engine_open(const tsr_engine_config *c, int *argc, char ***argv, 
     }
 
     if ((rc = tsr_bm_init(e->rt.kv.n_blocks, e->block_len, &e->bm)) != TSR_OK) goto fail;
-    tsr_sched_config sc = {e->cfg.max_batch_size, e->cfg.max_prefill_token_num, c->enable_prefix_cache};
+    /* blocks behind the attention window are released early only when every layer has it */
+    tsr_sched_config sc = {e->cfg.max_batch_size, e->cfg.max_prefill_token_num, c->enable_prefix_cache,
+                           mc->sliding_window > 0 && mc->window_layer0 == 0 ? mc->sliding_window : 0};
     if ((rc = tsr_sched_init(&sc, e->bm, &e->sched)) != TSR_OK) goto fail;
     e->steps = calloc((size_t)e->cfg.max_batch_size, sizeof *e->steps);
     e->samples = calloc((size_t)e->cfg.max_batch_size, sizeof *e->samples);

@@ -102,8 +102,9 @@ static tsr__queue *tsr__queue_of(tsr_sched *s, tsr_sched_seq *q) {
 }
 
 static void tsr__release_blocks(tsr_sched *s, tsr_sched_seq *q) {
-    tsr_bm_release(s->bm, q->n_blocks, q->blocks);
+    if (q->n_blocks > q->n_dropped) tsr_bm_release(s->bm, q->n_blocks - q->n_dropped, q->blocks + q->n_dropped);
     q->n_blocks = 0;
+    q->n_dropped = 0;
     q->n_computed = 0;
     q->n_registered = 0;
 }
@@ -170,10 +171,14 @@ void tsr_sched_seq_truncate(tsr_sched *s, tsr_sched_seq *q, int64_t n_keep, int6
     if (n_keep < 0) n_keep = 0;
     /* A block that is registered (hashed) may be shared: never write into it again. */
     if (n_keep % bl && n_keep / bl < q->n_registered) n_keep = n_keep / bl * bl;
+    /* the next query (at n_keep) would need keys from blocks released behind the window */
+    if (q->n_dropped > 0 && n_keep - s->cfg.window + 1 < q->n_dropped * bl) n_keep = 0;
     int64_t keep_blocks = (n_keep + bl - 1) / bl;
     if (keep_blocks < q->n_blocks) {
-        tsr_bm_release(s->bm, q->n_blocks - keep_blocks, q->blocks + keep_blocks);
+        int64_t from = keep_blocks > q->n_dropped ? keep_blocks : q->n_dropped;
+        if (q->n_blocks > from) tsr_bm_release(s->bm, q->n_blocks - from, q->blocks + from);
         q->n_blocks = keep_blocks;
+        if (q->n_dropped > keep_blocks) q->n_dropped = keep_blocks;
     }
     q->n_computed = n_keep;
     if (q->n_registered > n_keep / bl) q->n_registered = n_keep / bl;
@@ -209,7 +214,7 @@ static int64_t tsr__blocks_for(int64_t n_tok, int64_t bl) { return (n_tok + bl -
 /* Blocks that releasing q would make allocatable (those only q holds). */
 static int64_t tsr__freeable(const tsr_sched *s, const tsr_sched_seq *q) {
     int64_t n = 0;
-    for (int64_t i = 0; i < q->n_blocks; i++) n += tsr_bm_ref(s->bm, q->blocks[i]) == 1;
+    for (int64_t i = q->n_dropped; i < q->n_blocks; i++) n += tsr_bm_ref(s->bm, q->blocks[i]) == 1;
     return n;
 }
 
@@ -379,19 +384,32 @@ void tsr_sched_commit(tsr_sched *s, tsr_sched_plan *p) {
     for (int64_t i = 0; i < kept; i++) p->n_tokens += p->entries[i].n_new;
 }
 
+/* Sliding window: releases the leading blocks whose keys (positions < dead * bl) the next query
+ * at n_computed and every later one are past: key k is seen from q only when k > q - window. */
+static void tsr__drop_behind_window(tsr_sched *s, tsr_sched_seq *q) {
+    const int64_t bl = s->block_len, w = s->cfg.window;
+    if (w <= 0 || q->n_computed - w + 1 < bl) return;
+    int64_t dead = (q->n_computed - w + 1) / bl;
+    if (dead > q->n_blocks) dead = q->n_blocks;
+    for (int64_t i = q->n_dropped; i < dead; i++) {
+        tsr_bm_release(s->bm, 1, q->blocks + i);   /* a registered block stays in the prefix cache */
+        q->blocks[i] = -1;
+    }
+    if (dead > q->n_dropped) q->n_dropped = dead;
+}
+
 void tsr_sched_advance(tsr_sched *s, tsr_sched_seq *q, int64_t n_new) {
     const int64_t bl = s->block_len;
     q->n_computed += n_new;
     TSR_ASSERT(q->n_computed <= q->n_tokens && q->n_computed <= q->n_blocks * bl);
-    if (!s->cfg.prefix_cache) return;
-    int64_t n_full = q->n_computed / bl;
-    if (n_full <= q->n_registered) return;
-    tsr__ensure_hashes(q, n_full, bl);
+    int64_t n_full = s->cfg.prefix_cache ? q->n_computed / bl : 0;
+    if (n_full > q->n_registered) tsr__ensure_hashes(q, n_full, bl);
     if (n_full > q->n_hashes) n_full = q->n_hashes;   /* out of memory: register fewer */
-    if (n_full <= q->n_registered) return;
     for (int64_t i = q->n_registered; i < n_full; i++)
-        tsr_bm_set_hash(s->bm, q->blocks[i], q->hashes[i], i ? q->hashes[i - 1] : 0, q->tokens + i * bl);
-    q->n_registered = n_full;
+        if (q->blocks[i] >= 0)
+            tsr_bm_set_hash(s->bm, q->blocks[i], q->hashes[i], i ? q->hashes[i - 1] : 0, q->tokens + i * bl);
+    if (n_full > q->n_registered) q->n_registered = n_full;
+    tsr__drop_behind_window(s, q);
 }
 
 void tsr_sched_get_counts(const tsr_sched *s, tsr_sched_counts *c) {

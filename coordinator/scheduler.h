@@ -51,6 +51,7 @@ typedef struct tsr_sched_seq {
     uint64_t *hashes;            // [cap_hashes] chained hashes of the full blocks of tokens
     int64_t n_hashes, cap_hashes;
     int64_t n_registered;        /* leading blocks already offered to the prefix cache */
+    int64_t n_dropped;           /* leading blocks released behind the attention window (ids -1) */
     int64_t n_hit_tokens;        /* prefix-cache hit at the last admission */
     int64_t n_preemptions;
     bool no_prefix_hits;         /* compute every token (the engine wants the prompt's logits) */
@@ -70,6 +71,12 @@ typedef struct tsr_sched_config {
     int64_t max_batch_size;
     int64_t max_prefill_token_num;
     bool prefix_cache;
+    /* > 0 (a model whose every layer has this sliding window): a running sequence's leading
+     * blocks that hold only keys no later query can see (all positions <= n_computed - window)
+     * are released as it advances; its block table keeps their slots as -1, which attention
+     * never reads.  A session truncated back into them recomputes from the start (the prefix
+     * cache still holds what was registered).  0: blocks live as long as the sequence. */
+    int64_t window;
 } tsr_sched_config;
 
 typedef struct tsr_sched tsr_sched;

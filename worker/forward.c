@@ -220,8 +220,12 @@ static tsr_status tsr__validate(const tsr_forward_state *st, const tsr_kv_pool *
         if (q->n_blocks < need || !q->block_table)
             return tsr_errorf(TSR_ERR_INVALID_ARG, "forward: sequence %lld needs %lld KV blocks for %lld tokens, has %lld",
                               (long long)s, (long long)need, (long long)ctx, (long long)q->n_blocks);
+        /* a model windowed on every layer may have its leading blocks released (-1) once every
+         * query of this step is past them (coordinator/scheduler.h, window) */
+        const int64_t w = m->cfg.sliding_window > 0 && m->cfg.window_layer0 == 0 ? m->cfg.sliding_window : 0;
+        const int64_t gone = w > 0 && q->n_past - w + 1 > 0 ? (q->n_past - w + 1) / kv->layout.block_len : 0;
         for (int64_t b = 0; b < need; b++)
-            if (q->block_table[b] < 0 || q->block_table[b] >= kv->n_blocks)
+            if ((q->block_table[b] < 0 && !(b < gone && q->block_table[b] == -1)) || q->block_table[b] >= kv->n_blocks)
                 return tsr_errorf(TSR_ERR_INVALID_ARG, "forward: sequence %lld: block id %d out of range [0, %lld)",
                                   (long long)s, q->block_table[b], (long long)kv->n_blocks);
         for (int64_t i = 0; i < q->n_new; i++)

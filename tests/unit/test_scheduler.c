@@ -14,11 +14,18 @@
 #define BL 4
 
 static int32_t *g_kv;   /* [n_blocks * BL] token id held by each KV slot (-1: never written) */
+static int64_t g_window; /* the scheduler's sliding window (0: none) */
+static int64_t g_max_dropped;
 
-/* Feeds the entry: checks the KV it attends to, writes its new tokens. */
+/* Feeds the entry: checks the KV it attends to (with a window, from the first key the earliest
+ * new query sees; the blocks before the released ones are -1), writes its new tokens. */
 static bool sim_forward(tsr_sched_seq *q, int64_t n_new) {
     bool ok = q->n_blocks * BL >= q->n_computed + n_new;
-    for (int64_t p = 0; p < q->n_computed && ok; p++) ok = g_kv[q->blocks[p / BL] * BL + p % BL] == q->tokens[p];
+    int64_t p0 = g_window > 0 && q->n_computed - g_window + 1 > 0 ? q->n_computed - g_window + 1 : 0;
+    ok = ok && q->n_dropped * BL <= p0;
+    for (int64_t i = 0; i < q->n_dropped && ok; i++) ok = q->blocks[i] == -1;
+    if (q->n_dropped > g_max_dropped) g_max_dropped = q->n_dropped;
+    for (int64_t p = p0; p < q->n_computed && ok; p++) ok = g_kv[q->blocks[p / BL] * BL + p % BL] == q->tokens[p];
     for (int64_t p = q->n_computed; p < q->n_computed + n_new && ok; p++) g_kv[q->blocks[p / BL] * BL + p % BL] = q->tokens[p];
     return ok;
 }
@@ -38,7 +45,7 @@ static void test_directed(void) {
     CHECK(tsr_bm_init(16, BL, &bm) == TSR_OK);
     g_kv = malloc(16 * BL * sizeof *g_kv);
     memset(g_kv, 0xff, 16 * BL * sizeof *g_kv);
-    tsr_sched_config cfg = {2, 6, true};
+    tsr_sched_config cfg = {2, 6, true, 0};
     CHECK(tsr_sched_init(&cfg, bm, &s) == TSR_OK);
     int32_t prompt[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
     tsr_sched_seq *a = new_seq(1, prompt, 10), *b = new_seq(2, prompt, 10), *c = new_seq(3, prompt, 3);
@@ -86,7 +93,7 @@ static void test_directed(void) {
     tsr_sched_free(s);
     tsr_bm_free(bm);
     CHECK(tsr_bm_init(3, BL, &bm) == TSR_OK);
-    tsr_sched_config cfg2 = {8, 64, false};
+    tsr_sched_config cfg2 = {8, 64, false, 0};
     CHECK(tsr_sched_init(&cfg2, bm, &s) == TSR_OK);
     tsr_sched_seq *x = new_seq(10, prompt, 4), *y = new_seq(11, prompt + 4, 4);
     tsr_sched_add(s, x);
@@ -124,14 +131,17 @@ typedef struct {
     int turns;
 } req;
 
-static void test_random(void) {
+/* window > 0: a sliding-window model, whose sequences release the blocks behind the window */
+static void test_random(int64_t window) {
     enum { NB = 48, N_REQ = 10000, MAX_LIVE = 40 };
+    g_window = window;
+    g_max_dropped = 0;
     tsr_block_manager *bm;
     tsr_sched *s;
     CHECK(tsr_bm_init(NB, BL, &bm) == TSR_OK);
     g_kv = malloc(NB * BL * sizeof *g_kv);
     memset(g_kv, 0xff, NB * BL * sizeof *g_kv);
-    tsr_sched_config cfg = {8, 24, true};
+    tsr_sched_config cfg = {8, 24, true, window};
     CHECK(tsr_sched_init(&cfg, bm, &s) == TSR_OK);
     req *live[MAX_LIVE] = {0};
     int n_live = 0;
@@ -232,9 +242,11 @@ static void test_random(void) {
     CHECK(bc.active == 0 && bc.free + bc.cached == NB && bc.total == NB);
     CHECK(sc.waiting == 0 && sc.running == 0 && sc.idle == 0);
     CHECK(tsr_bm_check(bm));
-    CHECK(sc.preemptions > 0 && sc.prefix_hit_tokens > 0 && sessions_resumed > 0 && bc.evictions > 0);
-    fprintf(stderr, "soak: %lld requests (%lld finished, %lld cancelled), %lld steps, %lld preemptions, "
-            "%lld/%lld prefix-hit tokens, %lld session turns, %lld evictions\n", (long long)submitted,
+    /* (with the window, released blocks leave enough room that nothing need be preempted) */
+    CHECK((window > 0 || sc.preemptions > 0) && sc.prefix_hit_tokens > 0 && sessions_resumed > 0 && bc.evictions > 0);
+    CHECK(window == 0 ? g_max_dropped == 0 : g_max_dropped >= (NB * BL / 2 - window) / BL - 1);
+    fprintf(stderr, "soak (window %lld, up to %lld blocks released behind it): %lld requests (%lld finished, %lld cancelled), %lld steps, %lld preemptions, "
+            "%lld/%lld prefix-hit tokens, %lld session turns, %lld evictions\n", (long long)window, (long long)g_max_dropped, (long long)submitted,
             (long long)finished, (long long)cancelled, (long long)steps, (long long)sc.preemptions,
             (long long)sc.prefix_hit_tokens, (long long)sc.prefix_query_tokens, (long long)sessions_resumed,
             (long long)bc.evictions);
@@ -246,6 +258,7 @@ static void test_random(void) {
 
 int main(void) {
     test_directed();
-    test_random();
+    test_random(0);
+    test_random(6);
     return tsr_test_finish();
 }
