@@ -55,6 +55,12 @@ typedef struct tsr_kv_layout {
     int64_t block_len;   /* cache_block_seq_len */
     int64_t n_kv_head;   /* KV heads on this rank */
     int64_t head_dim;
+    /* quant_policy (kernels/kv_quant.h): 0, elements of be->dtype as above; 8 / 4, each
+     * (block, head) slot is block_len rows of int8 / packed int4 codes, then block_len (scale,
+     * zero) f16 pairs, value = code * scale + zero.  The writer quantizes per token and head
+     * (online) unless static_qp holds this layer's calibrated parameters. */
+    int64_t quant_bits;
+    const float *static_qp;   // [n_kv_head][4] host: K scale, K zero, V scale, V zero (or NULL)
 } tsr_kv_layout;
 
 /* RoPE, HF style (rotate_half / GPT-NeoX: dimension i pairs with i + rot_dim/2).

@@ -202,7 +202,7 @@ int tsr_bench_forward(const tsr_bench_forward_opts *o, int *argc, char ***argv) 
     if (tsr_group_agree(&grp, st) != TSR_OK) TSR__BF_FAIL(r0);
 
     const int64_t V = cfg.vocab_size;
-    const double kv_tok_bytes = (double)tsr_kv_block_bytes(m, bl) / (double)bl; /* this rank, all layers, K+V */
+    const double kv_tok_bytes = (double)tsr_kv_block_bytes(m, bl, 0) / (double)bl; /* this rank, all layers, K+V */
     const double wbytes = (double)m->weight_bytes;
     /* the embedding table is read one row per token, not whole: leave it out of the traffic */
     const double embd_bytes = (double)(V * cfg.d_model) * (double)tsr_dtype_size(dt) / grp.size;

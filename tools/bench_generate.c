@@ -23,6 +23,7 @@
 #include "worker/weights.h"
 #include "tools/bench_forward.h"
 #include "tools/bench_util.h"
+#include "kernels/kv_quant.h"
 #include "tools/cli.h"
 #include "tools/commands.h"
 #include "tools/gen_opts.h"
@@ -41,7 +42,7 @@ typedef struct {
  * refused, not ignored). */
 typedef struct {
     const char *backend, *dummy, *dtype, *load_format, *prompt_s, *gen_s, *depth_s;
-    int64_t runs, threads, seed, batch, ctx, tp, session_len;
+    int64_t runs, threads, seed, batch, ctx, tp, session_len, quant_policy;
     bool json;
 } tsr__bg_cli;
 
@@ -55,6 +56,12 @@ static int tsr__bg_dummy(const tsr__bg_cli *o, int n_pos, int *argc, char ***arg
     }
     if (o->backend && strcmp(o->backend, "cuda") != 0 && strcmp(o->backend, "auto") != 0) {
         tsr_cli_err(TSR__BG_CMD ": --dummy-config runs on the GPU (--backend cuda or auto, not '%s')\n", o->backend);
+        return 1;
+    }
+    int64_t qp;
+    if (tsr_cli_quant_policy("bench generate", o->quant_policy, &qp)) return 1;
+    if (qp > 0 && tsr_kvq_policy_check(qp, "cuda", NULL) != TSR_OK) {   /* --dummy-config runs on the GPU */
+        tsr_cli_err(TSR__BG_CMD ": %s\n", tsr_last_error());
         return 1;
     }
     const char *prompt_s = o->prompt_s, *gen_s = o->gen_s;
@@ -203,7 +210,7 @@ static void tsr__bg_print_table(const char *model, const char *backend, int64_t 
 
 int tsr_bench_generate(int argc, char **argv) {
     tsr__bg_cli o = {.runs = INT64_MIN, .threads = INT64_MIN, .seed = INT64_MIN, .batch = INT64_MIN,
-                     .ctx = INT64_MIN, .session_len = INT64_MIN};
+                     .ctx = INT64_MIN, .session_len = INT64_MIN, .quant_policy = INT64_MIN};
     tsr_opt opts[] = {
         {"--backend", TSR_OPT_STR, &o.backend, "NAME", "cpu (default), cuda or auto"},
         {"--prompt-len", TSR_OPT_STR, &o.prompt_s, "LIST",
@@ -217,6 +224,7 @@ int tsr_bench_generate(int argc, char **argv) {
         {"--session-len", TSR_OPT_INT, &o.session_len, "N",
          "longest sequence allowed (default: the model's context); a case past it is refused"},
         {"--load-format", TSR_OPT_STR, &o.load_format, "F", TSR_LOAD_FORMAT_HELP},
+        {"--quant-policy", TSR_OPT_INT, &o.quant_policy, "N", TSR_QUANT_POLICY_HELP},
         {"--dummy-config", TSR_OPT_STR, &o.dummy, "NAME|PATH",
          "GPU speed figures on random weights made on the GPU: llama3-8b or a config.json (no MODEL needed); "
          "batch-1/batch-N decode and TTFT against the measured copy bandwidth and GEMM rate"},
@@ -247,6 +255,8 @@ int tsr_bench_generate(int argc, char **argv) {
     int64_t runs = o.runs == INT64_MIN ? 1 : o.runs, threads = o.threads == INT64_MIN ? 0 : o.threads,
             seed = o.seed == INT64_MIN ? 1 : o.seed, tp = o.tp, session_len = o.session_len;
     bool json = o.json;
+    int64_t quant_policy;
+    if (tsr_cli_quant_policy("bench generate", o.quant_policy, &quant_policy)) return 1;
     if (strcmp(backend, "cpu") != 0 && strcmp(backend, "cuda") != 0 && strcmp(backend, "auto") != 0) {
         tsr_cli_err(TSR__BG_CMD ": unknown backend '%s' (cpu, cuda or auto)\n", backend);
         return 1;
@@ -345,6 +355,7 @@ int tsr_bench_generate(int argc, char **argv) {
     ec.backend = backend;
     ec.tp = tp;
     ec.load_format = o.load_format;
+    ec.quant_policy = quant_policy;
     ec.session_len = session_len ? session_len : need;   /* the KV pool holds one such session */
     /* the whole prompt in one step, as a single-sequence prefill */
     if (max_ids > ec.max_prefill_token_num) ec.max_prefill_token_num = max_ids;

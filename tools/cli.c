@@ -172,3 +172,15 @@ int tsr_cli_tcp_connect(const char *host, const char *port) {
     }
     return fd;
 }
+
+int tsr_cli_quant_policy(const char *cmd, int64_t given, int64_t *policy) {
+    *policy = -1;
+    if (given == INT64_MIN) return 0;
+    if (given != 0 && given != 8 && given != 4) {
+        tsr_cli_err("tessera %s: --quant-policy %lld: must be 0 (KV of the compute type), 8 (int8 KV) or 4 (int4 KV)\n",
+                    cmd, (long long)given);
+        return 1;
+    }
+    *policy = given;
+    return 0;
+}

@@ -11,6 +11,14 @@
     "auto (the files; a GGUF's quantized weights run as stored), dequantized (every weight as a copy " \
     "of the backend's compute type) or dummy (random weights of the model's shapes)"
 
+/* --quant-policy's help, and its check: a value given (not INT64_MIN, the "not given" default)
+ * must be 0, 8 or 4; *policy is then it, or -1 (config.ini's, else 0).  Returns 0, or 1 after
+ * printing "tessera CMD: --quant-policy ...". */
+#define TSR_QUANT_POLICY_HELP                                                                          \
+    "KV cache: 0 (the compute type), 8 (int8) or 4 (int4), per-token per-head scales, or a "           \
+    "workspace's kv_qparams (default: a workspace's config.ini quant_policy, else 0)"
+int tsr_cli_quant_policy(const char *cmd, int64_t given, int64_t *policy);
+
 typedef enum { TSR_OPT_FLAG, TSR_OPT_STR, TSR_OPT_INT, TSR_OPT_FLOAT, TSR_OPT_STR_LIST } tsr_opt_kind;
 
 typedef struct tsr_str_list {

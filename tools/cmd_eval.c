@@ -149,7 +149,7 @@ static void tsr__ppl_score(const float *rows, int64_t n, int64_t vocab, const in
 
 static int tsr__eval_ppl(int argc, char **argv) {
     const char *text_path = NULL, *ids_path = NULL, *backend = "auto", *load_format = NULL;
-    int64_t ctx = 512, stride = 0, max_windows = 0, threads = 0, tp = 0, chunk = 512;
+    int64_t ctx = 512, stride = 0, max_windows = 0, threads = 0, tp = 0, chunk = 512, quant_policy_arg = INT64_MIN;
     bool json = false;
     const tsr_opt opts[] = {
         {"--text", TSR_OPT_STR, &text_path, "FILE", "UTF-8 text to evaluate (tokenized whole, no chat template)"},
@@ -163,6 +163,7 @@ static int tsr__eval_ppl(int argc, char **argv) {
         {"--backend", TSR_OPT_STR, &backend, "NAME", "auto (the GPU when there is one), cpu or cuda"},
         {"--tp", TSR_OPT_INT, &tp, "N", "expected tensor-parallel size: run under mpirun -np N"},
         {"--load-format", TSR_OPT_STR, &load_format, "F", "auto (the files) or dummy (random weights of the model's shapes)"},
+        {"--quant-policy", TSR_OPT_INT, &quant_policy_arg, "N", TSR_QUANT_POLICY_HELP},
         {NULL, 0, NULL, NULL, NULL},
     };
     const char *pos[1];
@@ -179,6 +180,8 @@ static int tsr__eval_ppl(int argc, char **argv) {
         tsr_cli_err("tessera eval ppl: give the text to evaluate with --text FILE (or token ids with --ids FILE)\n");
         return 1;
     }
+    int64_t quant_policy;
+    if (tsr_cli_quant_policy("eval ppl", quant_policy_arg, &quant_policy)) return 1;
     if (stride == 0) stride = ctx;
     if (ctx < 2 || stride < 1 || max_windows < 0 || chunk < 1 || threads < 0) {
         tsr_cli_err("tessera eval ppl: --ctx must be at least 2, --stride and --chunk positive, --max-windows >= 0\n");
@@ -209,6 +212,7 @@ static int tsr__eval_ppl(int argc, char **argv) {
     ro.tp = tp;
     ro.threads = threads;
     ro.load_format = load_format;
+    ro.quant_policy = quant_policy;
     ro.session_len = ctx;
     ro.cache_max_entry_count = (double)((ctx + TSR_KV_DEFAULT_BLOCK_LEN - 1) / TSR_KV_DEFAULT_BLOCK_LEN);
     ro.block_len = TSR_KV_DEFAULT_BLOCK_LEN;
@@ -287,6 +291,8 @@ static int tsr__eval_ppl(int argc, char **argv) {
         cJSON_AddNumberToObject(o, "forward_seconds", fwd_s);
         cJSON_AddNumberToObject(o, "tokens_per_second", tps);
         cJSON_AddNumberToObject(o, "ranks", (double)rt.group.size);
+        cJSON_AddNumberToObject(o, "quant_policy", (double)rt.quant_policy);
+        cJSON_AddBoolToObject(o, "kv_static", rt.kv_static);
         char *s = cJSON_PrintUnformatted(o);
         if (s) printf("%s\n", s);
         free(s);

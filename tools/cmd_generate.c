@@ -25,6 +25,7 @@ void tsr__gen_cli_defaults(tsr__gen_cli *o, int64_t max_new) {
     o->repetition_penalty = 1.0;
     o->seed = -1;
     o->logprobs = -1;
+    o->quant_policy = INT64_MIN;
 }
 
 /* Parses "1,2,3" (spaces allowed) into a malloc'd array. */
@@ -156,10 +157,13 @@ void tsr__gen_engine_config(tsr_engine_config *c, const char *model_path) {
 tsr_status tsr__gen_cli_open(const char *cmd, const tsr__gen_cli *o, const char *model, int *argc, char ***argv,
                              tsr_engine **e) {
     *e = NULL;
+    int64_t qp;
+    if (tsr_cli_quant_policy(cmd, o->quant_policy, &qp)) return TSR_ERR_INVALID_ARG;
     const char *path = tsr_cli_model_or_default(model);
     if (!path) return TSR_ERR_NOT_FOUND;
     tsr_engine_config ec;
     tsr__gen_engine_config(&ec, path);
+    ec.quant_policy = qp;
     ec.chat_template = o->chat_template;
     ec.session_len = o->session_len;
     ec.threads = o->threads;

@@ -41,7 +41,7 @@ static const char *tsr__serve_default_name(const char *path, char *out, size_t c
 int tsr_cmd_serve(int argc, char **argv) {
     const char *host = "127.0.0.1", *backend = NULL, *load_format = NULL, *chat_template = NULL;
     int64_t port = 23333, grpc_port = 23334, tp = 0, max_batch = INT64_MIN, session_len = 0, max_body = 8 << 20;
-    int64_t max_prefill = 0, threads = 0, block_len = 0;
+    int64_t max_prefill = 0, threads = 0, block_len = 0, quant_policy_arg = INT64_MIN, quant_policy = -1;
     const char *cache_arg = NULL;   /* a string, so that "not given" differs from every value */
     double cache = 0, read_timeout = 30, idle_timeout = 60, session_ttl = 0;
     int64_t max_connections = 1024, max_unsent = 4 << 20, max_held = (int64_t)256 << 20, max_queue = 1024;
@@ -59,6 +59,7 @@ int tsr_cmd_serve(int argc, char **argv) {
         {"--max-prefill-token-num", TSR_OPT_INT, &max_prefill, "N", "prefill tokens per step (default: config.ini's max_context_token_num, else 2048)"},
         {"--cache-max-entry-count", TSR_OPT_STR, &cache_arg, "F", "KV pool: < 1 fraction of free memory, >= 1 blocks"},
         {"--cache-block-seq-len", TSR_OPT_INT, &block_len, "N", "tokens per KV block (default 64)"},
+        {"--quant-policy", TSR_OPT_INT, &quant_policy_arg, "N", TSR_QUANT_POLICY_HELP},
         {"--no-prefix-cache", TSR_OPT_FLAG, &no_prefix_cache, NULL, "do not reuse KV blocks across requests"},
         {"--session-len", TSR_OPT_INT, &session_len, "N", "max tokens of one sequence (default: the model's)"},
         {"--session-ttl", TSR_OPT_FLOAT, &session_ttl, "S", "idle interactive sessions end after S seconds"},
@@ -113,6 +114,9 @@ int tsr_cmd_serve(int argc, char **argv) {
     if (block_len < 0) bad = "--cache-block-seq-len must be >= 1";
     if (session_len < 0) bad = "--session-len must be >= 1";
     if (threads < 0) bad = "--threads must be >= 1";
+    if (quant_policy_arg != INT64_MIN && quant_policy_arg != 0 && quant_policy_arg != 8 && quant_policy_arg != 4)
+        bad = "--quant-policy must be 0 (KV of the compute type), 8 (int8 KV) or 4 (int4 KV)";
+    else if (quant_policy_arg != INT64_MIN) quant_policy = quant_policy_arg;
     if (!isfinite(session_ttl) || session_ttl < 0) bad = "--session-ttl must be a number >= 0";
     if (!isfinite(read_timeout) || read_timeout < 0) bad = "--read-timeout must be a number >= 0 (0: off)";
     if (!isfinite(idle_timeout) || idle_timeout < 0) bad = "--idle-timeout must be a number >= 0 (0: off)";
@@ -178,6 +182,7 @@ int tsr_cmd_serve(int argc, char **argv) {
     ec.session_len = session_len;
     ec.cache_max_entry_count = cache;
     if (block_len > 0) ec.cache_block_seq_len = block_len;
+    ec.quant_policy = quant_policy;
     ec.enable_prefix_cache = !no_prefix_cache;
     ec.session_ttl_s = session_ttl;
     ec.threads = threads;

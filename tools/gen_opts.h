@@ -20,6 +20,7 @@ typedef struct tsr__gen_cli {
     const char *chat_template;
     const char *backend, *load_format;
     int64_t tp;
+    int64_t quant_policy;    /* INT64_MIN: not given */
     int32_t *stop_ids_buf;
 } tsr__gen_cli;
 
@@ -48,7 +49,8 @@ typedef struct tsr__gen_cli {
     {"--threads", TSR_OPT_INT, &(o).threads, "N", "CPU threads (default: all cores)"},                \
     {"--backend", TSR_OPT_STR, &(o).backend, "NAME", "auto (the GPU when there is one), cpu or cuda"}, \
     {"--tp", TSR_OPT_INT, &(o).tp, "N", "expected tensor-parallel size: run under mpirun -np N"},    \
-    {"--load-format", TSR_OPT_STR, &(o).load_format, "F", TSR_LOAD_FORMAT_HELP}
+    {"--load-format", TSR_OPT_STR, &(o).load_format, "F", TSR_LOAD_FORMAT_HELP},                  \
+    {"--quant-policy", TSR_OPT_INT, &(o).quant_policy, "N", TSR_QUANT_POLICY_HELP}
 
 void tsr__gen_cli_defaults(tsr__gen_cli *o, int64_t max_new);
 /* Checks the options and fills a request (printing a message naming the option on error). */

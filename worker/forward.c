@@ -379,17 +379,18 @@ static tsr_status tsr__run_ops(tsr_forward_state *st, tsr_kv_pool *kv, const tsr
         tsr__mm(be, st->qkv, qkv_dim, st->xn, &w->wqkv, n_tok);
         if (w->bqkv) ops->add_bias(be, st->qkv, w->bqkv, n_tok, qkv_dim, qkv_dim);
         void *kc = tsr_kv_pool_k(kv, l), *vc = tsr_kv_pool_v(kv, l);
+        const tsr_kv_layout *kvl = tsr_kv_pool_layout(kv, l);   /* quantized KV: this layer's static params */
         if (ops->rope_kv_write) {
-            ops->rope_kv_write(be, q, k, v, qkv_dim, nq, &b, &rope, kc, vc, &kv->layout);
+            ops->rope_kv_write(be, q, k, v, qkv_dim, nq, &b, &rope, kc, vc, kvl);
         } else {
             ops->rope(be, q, k, qkv_dim, nq, nkv, hd, &b, &rope);
-            ops->kv_write(be, kc, vc, &kv->layout, k, v, qkv_dim, &b);
+            ops->kv_write(be, kc, vc, kvl, k, v, qkv_dim, &b);
         }
         if (st->obs.fn) {
             TSR_TRY(tsr__observe(st, l, TSR_OBS_K, k, n_tok, qkv_dim, nkv * hd));
             TSR_TRY(tsr__observe(st, l, TSR_OBS_V, v, n_tok, qkv_dim, nkv * hd));
         }
-        ops->attention(be, st->attn, q, qkv_dim, kc, vc, &kv->layout, nq, &b, scale);
+        ops->attention(be, st->attn, q, qkv_dim, kc, vc, kvl, nq, &b, scale);
         if (st->obs.fn) TSR_TRY(tsr__observe(st, l, TSR_OBS_O_IN, st->attn, n_tok, nq * hd, nq * hd));
         tsr__mm(be, st->proj, d, st->attn, &w->wo, n_tok);
         TSR_TRY(st->comm->ops->allreduce_sum(st->comm, st->proj, n_tok * d, be->dtype));

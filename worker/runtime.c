@@ -14,6 +14,8 @@
 #include "common/log.h"
 #include "common/model_config.h"
 #include "kernels/devices.h"
+#include "kernels/kv_quant.h"
+#include "worker/kv_qparams.h"
 #include "worker/topology.h"
 #include "worker/weights.h"
 #include "worker/workspace.h"
@@ -26,6 +28,7 @@ void tsr_runtime_opts_default(tsr_runtime_opts *o) {
     o->cache_max_entry_count = 0; /* unset: config.ini's, else 0.5 */
     o->progress = true;
     o->bind = true;
+    o->quant_policy = -1; /* unset: config.ini's, else 0 */
 }
 
 /* MemAvailable from /proc/meminfo, in bytes (0 if unknown). */
@@ -94,6 +97,8 @@ static tsr_status tsr__open_local(tsr_runtime *rt, const tsr_runtime_opts *o) {
 #ifdef TSR_HAVE_CUDA
 load:
 #endif
+    /* a backend without quantized KV kernels refuses a quantized cache before loading anything */
+    TSR_TRY(tsr_kvq_policy_check(o->quant_policy, rt->be->ops->name, NULL));
     /* this rank's shard */
     tsr_load_opts lo = {.tp_rank = rt->group.rank, .tp_size = rt->group.size,
                         .progress = o->progress && rt->group.rank == 0};
@@ -124,6 +129,33 @@ load:
     return TSR_OK;
 }
 
+/* A workspace's kv_qparams.json (`lite kv_qparams`) for a quantized pool: used when its bits
+ * are the policy's, else online scales with a warning. */
+static tsr_status tsr__kv_static(tsr_runtime *rt, const char *dir) {
+    tsr_kv_qparams q;
+    bool found = false;
+    TSR_TRY(tsr_kv_qparams_load(dir, &q, &found));
+    if (!found) return TSR_OK;
+    tsr_status st = TSR_OK;
+    const tsr_shard *sh = &rt->model->shard;
+    if (q.bits != rt->quant_policy) {
+        if (rt->group.rank == 0)
+            TSR_LOGW("%s/%s holds %lld-bit parameters but quant_policy is %lld: online per-token scales instead", dir,
+                     TSR_KV_QPARAMS_FILE, (long long)q.bits, (long long)rt->quant_policy);
+    } else if (q.n_layer != rt->model->cfg.n_layer || q.n_kv_head != rt->model->cfg.n_kv_head) {
+        st = tsr_errorf(TSR_ERR_FORMAT, "%s/%s: %lld layers x %lld KV heads, the model has %lld x %lld", dir,
+                        TSR_KV_QPARAMS_FILE, (long long)q.n_layer, (long long)q.n_kv_head,
+                        (long long)rt->model->cfg.n_layer, (long long)rt->model->cfg.n_kv_head);
+    } else {
+        float *local = tsr_kv_qparams_local(&q, sh->kv_head0, sh->n_kv_head);
+        st = local ? tsr_kv_pool_set_static(&rt->kv, local) : tsr_errorf(TSR_ERR_OOM, "kv_qparams");
+        free(local);
+        rt->kv_static = st == TSR_OK;
+    }
+    tsr_kv_qparams_free(&q);
+    return st;
+}
+
 /* Rank 0 prints what every rank holds: the figures behind "each rank holds ~1/N". */
 static void tsr__report(tsr_runtime *rt) {
     struct rusage ru;
@@ -138,6 +170,8 @@ static void tsr__report(tsr_runtime *rt) {
     if (rt->group.rank == 0) {
         char buf[512];
         tsr_runtime_describe(rt, buf, sizeof buf);
+        TSR_LOGI("%s", buf);
+        tsr_runtime_describe_kv(rt, buf, sizeof buf);
         TSR_LOGI("%s", buf);
         for (int64_t r = 0; r < n && n > 1; r++)
             TSR_LOGI("rank %lld: weights %.1f MiB, loaded in %.2f s, peak RSS %.1f MiB", (long long)r,
@@ -156,14 +190,21 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *
     if (o_in->model_path && tsr_workspace_is(o_in->model_path)) {
         tsr_ws_knobs k = {0};
         kst = tsr_workspace_read_knobs(o_in->model_path, &k);
-        if (kst == TSR_OK && k.quant_policy != 0)
-            kst = tsr_errorf(TSR_ERR_UNSUPPORTED, "%s/config.ini: quant_policy %lld (KV int8/int4) is not supported yet; set it to 0",
-                             o_in->model_path, (long long)k.quant_policy);
+        /* precedence: the command line's --quant-policy, then config.ini's, then 0 */
+        if (kst == TSR_OK && oo.quant_policy < 0) {
+            oo.quant_policy = k.quant_policy;
+            if (tsr_kvq_policy_check(k.quant_policy, NULL, NULL) != TSR_OK)
+                kst = tsr_error_wrap(TSR_ERR_INVALID_ARG, "%s/config.ini", o_in->model_path);
+        }
         if (!oo.block_len) oo.block_len = k.cache_block_seq_len;
         if (oo.cache_max_entry_count <= 0) oo.cache_max_entry_count = k.cache_max_entry_count;
         if (!oo.session_len) oo.session_len = k.session_len;
         snprintf(unused, sizeof unused, "%s", k.unused);
     }
+    if (oo.quant_policy < 0) oo.quant_policy = 0;
+    if (kst == TSR_OK && tsr_kvq_policy_check(oo.quant_policy, NULL, NULL) != TSR_OK)
+        kst = tsr_error_wrap(TSR_ERR_INVALID_ARG, "--quant-policy");
+    rt->quant_policy = oo.quant_policy;
     TSR_TRY(tsr_group_init(argc, argv, &rt->group));
     if (unused[0] && rt->group.rank == 0)
         TSR_LOGW("%s/config.ini: %s: TurboMind's, no effect in Tessera (remove them)", o_in->model_path, unused);
@@ -209,7 +250,7 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *
     }
     /* KV pool: the same number of blocks on every rank, so block ids mean the same everywhere */
     int64_t block_len = o->block_len > 0 ? o->block_len : TSR_KV_DEFAULT_BLOCK_LEN;
-    size_t block_bytes = tsr_kv_block_bytes(rt->model, block_len);
+    size_t block_bytes = tsr_kv_block_bytes(rt->model, block_len, o->quant_policy);
     int64_t n_blocks;
     if (o->cache_max_entry_count >= 1) {
         n_blocks = (int64_t)o->cache_max_entry_count;
@@ -242,7 +283,8 @@ tsr_status tsr_runtime_open(tsr_runtime *rt, const tsr_runtime_opts *o_in, int *
     }
     n_blocks = tsr_group_min_i64(&rt->group, n_blocks);
     st = n_blocks > 0 ? TSR_OK : tsr_errorf(TSR_ERR_OOM, "no memory left for even one KV block of %zu bytes", block_bytes);
-    if (st == TSR_OK) st = tsr_kv_pool_init_for_model(&rt->kv, rt->model, block_len, n_blocks);
+    if (st == TSR_OK) st = tsr_kv_pool_init_for_model_q(&rt->kv, rt->model, block_len, n_blocks, o->quant_policy);
+    if (st == TSR_OK && o->quant_policy && tsr_workspace_is(o->model_path)) st = tsr__kv_static(rt, o->model_path);
     if (st == TSR_OK) {
 #ifdef TSR_HAVE_CUDA
         if (rt->group.size > 1 && !strcmp(rt->be->ops->name, "cuda"))
@@ -305,8 +347,19 @@ void tsr_runtime_close(tsr_runtime *rt) {
 
 int64_t tsr_runtime_kv_tokens(const tsr_runtime *rt) { return rt->kv.n_blocks * rt->kv.layout.block_len; }
 
+void tsr_runtime_describe_kv(const tsr_runtime *rt, char *buf, size_t cap) {
+    int64_t bl = rt->kv.layout.block_len, tokens = tsr_runtime_kv_tokens(rt);
+    size_t per_tok = tsr_kv_block_bytes(rt->model, bl, rt->quant_policy) / (size_t)bl;
+    const char *what = rt->quant_policy == 8 ? "int8" : rt->quant_policy == 4 ? "int4" : tsr_dtype_name(rt->be->dtype);
+    snprintf(buf, cap, "KV cache quant_policy %lld (%s%s): %zu bytes/token/rank, pool %lld tokens = %lld sessions of %lld",
+             (long long)rt->quant_policy, what,
+             !rt->quant_policy ? "" : rt->kv_static ? ", static kv_qparams" : ", online per-token scales", per_tok,
+             (long long)tokens, (long long)(rt->session_len > 0 ? tokens / rt->session_len : 0),
+             (long long)rt->session_len);
+}
+
 void tsr_runtime_describe(const tsr_runtime *rt, char *buf, size_t cap) {
-    size_t kvb = tsr_kv_block_bytes(rt->model, rt->kv.layout.block_len) * (size_t)rt->kv.n_blocks;
+    size_t kvb = tsr_kv_block_bytes(rt->model, rt->kv.layout.block_len, rt->quant_policy) * (size_t)rt->kv.n_blocks;
     snprintf(buf, cap, "%s backend, tp %d, weights %.1f MiB/rank (%s), KV %lld blocks x %lld = %lld tokens (%.1f MiB/rank), loaded in %.2f s",
              rt->be->ops->name, rt->group.size, (double)rt->model->weight_bytes / (1 << 20), rt->model->source,
              (long long)rt->kv.n_blocks, (long long)rt->kv.layout.block_len, (long long)tsr_runtime_kv_tokens(rt),

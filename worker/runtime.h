@@ -45,6 +45,8 @@ typedef struct tsr_runtime_opts {
     bool bind;                      /* hwloc binding (default on under mpirun) */
     const char *load_format;        /* NULL / "auto": the files; "dummy": random weights of the
                                        config's shapes, made on the device */
+    int64_t quant_policy;           /* KV cache: 0 (compute type), 8 (int8), 4 (int4); -1: unset,
+                                       a workspace's config.ini, else 0 */
 } tsr_runtime_opts;
 
 /* Defaults: auto backend, cache_max_entry_count 0.5 (CPU: of MemAvailable, capped at 1 GiB
@@ -61,6 +63,8 @@ typedef struct tsr_runtime {
     tsr_forward_state *fs;
     tsr_exec exec;
     int64_t session_len;
+    int64_t quant_policy;           /* in force: 0, 8 or 4 */
+    bool kv_static;                 /* quantized with the workspace's kv_qparams.json */
     double load_seconds;
     char binding[128];              /* this rank's cpuset, as a list */
     bool is_open;
@@ -76,5 +80,8 @@ void tsr_runtime_close(tsr_runtime *rt);
 int64_t tsr_runtime_kv_tokens(const tsr_runtime *rt);
 /* One line: "weights 513.2 MiB/rank, KV 1024 blocks x 64 = 65536 tokens (2.9 GiB)". */
 void tsr_runtime_describe(const tsr_runtime *rt, char *buf, size_t cap);
+/* One line on the KV cache for the policy in force: "KV cache int8 (online per-token scales):
+ * 12240 bytes/token/rank, pool 87616 tokens = 10 sessions of 8192". */
+void tsr_runtime_describe_kv(const tsr_runtime *rt, char *buf, size_t cap);
 
 #endif

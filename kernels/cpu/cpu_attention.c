@@ -15,7 +15,10 @@ static inline int64_t tsr__kv_offset(const tsr_kv_layout *kv, int64_t block, int
 
 void tsr__cpu_kv_write(tsr_backend *be, void *k_cache, void *v_cache, const tsr_kv_layout *kv,
                               const void *k, const void *v, int64_t ld, const tsr_attn_batch *b) {
-    (void)be;
+    if (kv->quant_bits) {   /* int8 / int4 slots: cpu_kvq.c */
+        tsr__cpu_kv_write_q(be, k_cache, v_cache, kv, k, v, ld, b);
+        return;
+    }
     size_t row = sizeof(float) * (size_t)kv->head_dim;
     for (int64_t s = 0; s < b->n_seq; s++) {
         const int32_t *bt = b->block_tables + s * b->max_blocks;
@@ -98,6 +101,10 @@ static void tsr__attn_items(void *ctx, int64_t i0, int64_t i1, int tid) {
 void tsr__cpu_attention(tsr_backend *be, void *out, const void *q, int64_t ld_q,
                                const void *k_cache, const void *v_cache, const tsr_kv_layout *kv,
                                int64_t n_head, const tsr_attn_batch *b, float scale) {
+    if (kv->quant_bits) {   /* int8 / int4 slots: cpu_kvq.c */
+        tsr__cpu_attention_q(be, out, q, ld_q, k_cache, v_cache, kv, n_head, b, scale);
+        return;
+    }
     tsr__cpu_ctx *c = tsr__ctx(be);
     TSR_ASSERT(n_head % kv->n_kv_head == 0);
     int nt = tsr_cpu_pool_size(c->pool);

@@ -62,5 +62,11 @@ void tsr__cpu_kv_write(tsr_backend *be, void *k_cache, void *v_cache, const tsr_
 void tsr__cpu_attention(tsr_backend *be, void *out, const void *q, int64_t ld_q, const void *k_cache,
                         const void *v_cache, const tsr_kv_layout *kv, int64_t n_head, const tsr_attn_batch *b,
                         float scale);
+/* quant_policy 8 / 4 (kernels/kv_quant.h), in cpu_kvq.c; the two above call them */
+void tsr__cpu_kv_write_q(tsr_backend *be, void *k_cache, void *v_cache, const tsr_kv_layout *kv, const void *k,
+                         const void *v, int64_t ld, const tsr_attn_batch *b);
+void tsr__cpu_attention_q(tsr_backend *be, void *out, const void *q, int64_t ld_q, const void *k_cache,
+                          const void *v_cache, const tsr_kv_layout *kv, int64_t n_head, const tsr_attn_batch *b,
+                          float scale);
 
 #endif
