@@ -29,7 +29,7 @@ static void tsr__bb_event(void *user, const tsr_engine_event *ev) {
 }
 
 int tsr_bench_batch(int argc, char **argv) {
-    const char *backend = "cpu";
+    const char *backend = "cpu", *load_format = NULL;
     const char *conc = "1,8,32";
     int64_t prompt_len = 32, gen_len = 32, threads = 0, seed = 1;
     tsr_opt opts[] = {
@@ -38,6 +38,7 @@ int tsr_bench_batch(int argc, char **argv) {
         {"--prompt-len", TSR_OPT_INT, &prompt_len, "N", "prompt tokens per request (default 32)"},
         {"--gen-len", TSR_OPT_INT, &gen_len, "N", "tokens generated per request (default 32)"},
         {"--threads", TSR_OPT_INT, &threads, "N", "CPU threads (default: all cores)"},
+        {"--load-format", TSR_OPT_STR, &load_format, "F", TSR_LOAD_FORMAT_HELP},
         {"--seed", TSR_OPT_INT, &seed, "S", "seed of the random prompts (default 1)"},
         {NULL, 0, NULL, NULL, NULL},
     };
@@ -78,6 +79,7 @@ int tsr_bench_batch(int argc, char **argv) {
     c.model_path = path;
     c.backend = backend;
     c.threads = threads;
+    c.load_format = load_format;
     c.max_batch_size = max_c;
     c.session_len = prompt_len + gen_len + 1;
     c.enable_prefix_cache = false;   /* random prompts share nothing; keep the figure honest */
