@@ -2,6 +2,7 @@
  * it, one concern each; each file calls only the ones listed before it:
  *   engine_session.c  sessions: find, join (a turn's input onto the session's sequence), end
  *   engine_submit.c   request intake on the caller's thread: submit, cancel, end_session
+ *   engine_grammar.c  structured output: a request's grammar, matcher and token mask
  *   engine_output.c   per-sequence output: sampled token -> stop/EOS -> detokenize -> event,
  *                     the end of a request, the poll queue, stats
  *   engine_step.c     the step thread: open the runtime, take the inbox, plan, forward, sample
@@ -19,12 +20,16 @@
 #include "common/grow.h"
 #include "coordinator/block_manager.h"
 #include "coordinator/engine.h"
+#include "coordinator/grammar/grammar.h"
 #include "coordinator/scheduler.h"
 #include "worker/forward.h"
 #include "worker/runtime.h"
 
 #define TSR__MAX_EOS 10
-#define TSR__PLP_ROWS 64                 /* prompt-logprob rows per forward call */
+/* prompt-logprob rows per forward call: a prefill chunk up to this size runs whole, so its
+ * numbers are the ones a plain prefill of it gives (the CPU backend's matmuls take another path
+ * below 32 rows); the buffer grows to the largest chunk seen */
+#define TSR__PLP_ROWS 512
 
 typedef struct tsr__session tsr__session;
 
@@ -57,6 +62,9 @@ typedef struct tsr__req {
     bool scheduled_once;
     double t_submit, t_first;
     char *answer;                    /* chat sessions: the generated text as the history holds it */
+    tsr_grammar *grammar;            /* structured output (engine_grammar.c); NULL: free text */
+    tsr_grammar_matcher *gm;
+    uint64_t *gmask;                 /* [(vocab + 63) / 64] the step's allowed tokens */
     int32_t *bias_ids;               /* logit_bias (owned copies) */
     float *bias_vals;
     int64_t n_bias;
@@ -114,7 +122,8 @@ struct tsr_engine {
     tsr_sched_plan plan;
     /* prompt logprobs (engine_step.c): a sampler and the all-logits rows of one sub-chunk */
     tsr_sampler *plp_sampler;
-    float *plp_logits;               /* [TSR__PLP_ROWS][vocab] */
+    float *plp_logits;               /* [plp_rows][vocab] */
+    int64_t plp_rows;
 
     pthread_t thread;
     bool thread_started;
@@ -142,6 +151,7 @@ struct tsr_engine {
     tsr__req *active;
     tsr__session *sessions;
     int64_t n_sessions;
+    tsr_grammar_vocab *gvocab;       /* the vocabulary's trie, built for the first grammar */
 
     /* poll mode (under mu) */
     tsr__polled *pq;
@@ -162,6 +172,13 @@ tsr_status tsr__engine_session_join(tsr_engine *e, tsr__req *r, tsr_sched_seq **
 
 /* engine_submit.c */
 void tsr__engine_req_free(tsr__req *r);
+
+/* engine_grammar.c: compile at submit (caller's thread); the rest on the step thread */
+tsr_status tsr__engine_grammar_compile(const tsr_engine_request *rq, tsr__req *r);
+tsr_status tsr__engine_grammar_start(tsr_engine *e, tsr__req *r);
+void tsr__engine_grammar_mask(tsr_engine *e, tsr__req *r);
+tsr_status tsr__engine_grammar_accept(tsr_engine *e, tsr__req *r, int32_t tok);
+void tsr__engine_grammar_free(tsr__req *r);
 
 /* engine_output.c (step thread, but tsr__engine_polled_free) */
 void tsr__engine_finish(tsr_engine *e, tsr__req *r, tsr_finish_reason why, tsr_status err, const char *msg);

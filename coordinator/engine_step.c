@@ -56,8 +56,8 @@ static void tsr__go_fatal(tsr_engine *e, tsr_status rc, const char *msg) {
 }
 
 /* Prompt logprobs (engine.h): an entry of a request that wants them, whose chunk still covers
- * prompt positions not reported, runs on its own with the logits of every new token, in
- * sub-chunks of TSR__PLP_ROWS rows (row j predicts the token after it).  Where its chunk reaches
+ * prompt positions not reported, runs on its own with the logits of every new token (row j
+ * predicts the token after it), in pieces of at most TSR__PLP_ROWS rows.  Where its chunk reaches
  * the end of the sequence, the last row is sampled here with the host sampler (the function
  * tsr_forward_sample's host path runs). */
 static bool tsr__wants_plp(const tsr__req *r, const tsr_sched_seq *q) {
@@ -69,9 +69,12 @@ static tsr_status tsr__run_plp(tsr_engine *e, int64_t i) {
     tsr__req *r = q->user;
     const int64_t V = e->vocab, n_new = e->plan.entries[i].n_new;
     if (!e->plp_sampler) TSR_TRY(tsr_sampler_init(V, &e->plp_sampler));
-    if (!e->plp_logits) {
-        e->plp_logits = malloc(sizeof(float) * (size_t)(TSR__PLP_ROWS * V));
-        if (!e->plp_logits) return tsr_errorf(TSR_ERR_OOM, "out of memory for prompt logprobs");
+    const int64_t rows = n_new < TSR__PLP_ROWS ? n_new : TSR__PLP_ROWS;
+    if (rows > e->plp_rows) {
+        float *x = realloc(e->plp_logits, sizeof(float) * (size_t)(rows * V));
+        if (!x) return tsr_errorf(TSR_ERR_OOM, "out of memory for the logits of %lld prompt tokens", (long long)rows);
+        e->plp_logits = x;
+        e->plp_rows = rows;
     }
     if (r->plp_next == 0 && q->n_computed == 0) tsr__engine_prompt_token(e, r, 0, NULL);
     for (int64_t off = 0; off < n_new; off += TSR__PLP_ROWS) {

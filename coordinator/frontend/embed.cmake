@@ -10,5 +10,5 @@ math(EXPR len "${n} / 2")
 string(REGEX REPLACE "([0-9a-f][0-9a-f])" "0x\\1," body "${hex}")
 string(REGEX REPLACE "(0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,0x..,)" "\\1\n" body "${body}")
 get_filename_component(src ${IN} NAME)
-file(WRITE ${OUT} "/* generated from web/${src} by embed.cmake: do not edit */\n#include <stddef.h>\n"
+file(WRITE ${OUT} "/* generated from ${src} by embed.cmake: do not edit */\n#include <stddef.h>\n"
   "const unsigned char ${NAME}[] = {\n${body}0x00};\nconst size_t ${NAME}_len = ${len};\n")

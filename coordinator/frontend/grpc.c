@@ -370,6 +370,29 @@ static int tsr__on_header(nghttp2_session *ses, const nghttp2_frame *f, const ui
     return 0;
 }
 
+/* A client-streaming method (in_stream): each whole message is handled as it arrives and its
+ * bytes go back to the budgets at once, so a long-lived stream holds at most one message. */
+static void tsr__gstream_take_messages(tsr__gstream *s) {
+    size_t off = 0, n = 0;
+    int fr;
+    while (!s->finished &&
+           (fr = tsr_grpc_frame(s->in + off, s->in_len - off, (size_t)s->srv->cfg.max_body_bytes, &n)) != TSR_GRPC_FRAME_NEED_MORE) {
+        if (fr != TSR_GRPC_FRAME_OK) {
+            tsr__grpc_reject(s, fr == TSR_GRPC_FRAME_COMPRESSED ? TSR__GRPC_UNIMPLEMENTED : TSR__GRPC_INVALID_ARGUMENT,
+                             fr == TSR_GRPC_FRAME_COMPRESSED ? "compressed messages are not supported"
+                                                             : "malformed request message");
+            return;
+        }
+        s->srv->grpc_message(s, s->in + off + 5, n);
+        off += 5 + n;
+    }
+    if (!off || !s->in) return;
+    memmove(s->in, s->in + off, s->in_len - off);
+    s->in_len -= off;
+    s->conn->in_bytes -= (int64_t)off;
+    s->srv->held_bytes -= (int64_t)off;
+}
+
 static int tsr__on_data(nghttp2_session *ses, uint8_t flags, int32_t id, const uint8_t *data, size_t len, void *user) {
     (void)flags;
     tsr__gconn *c = user;
@@ -412,6 +435,8 @@ static int tsr__on_data(nghttp2_session *ses, uint8_t flags, int32_t id, const u
     size_t n = 0;
     if (tsr_grpc_frame(s->in, s->in_len, (size_t)srv->cfg.max_body_bytes, &n) == TSR_GRPC_FRAME_TOO_BIG)
         tsr__grpc_reject(s, TSR__GRPC_RESOURCE_EXHAUSTED, "request message too large (--max-body-bytes)");
+    else if (s->in_stream)
+        tsr__gstream_take_messages(s);
     return 0;
 }
 
@@ -431,7 +456,11 @@ static int tsr__on_frame(nghttp2_session *ses, const nghttp2_frame *f, void *use
     }
     if (end) {
         s->request_done = true;
-        if (!s->response_started && !s->call) s->srv->grpc_handle(s);
+        if (s->in_stream) {   /* the client is done asking: the answer ends */
+            if (!s->finished) tsr__grpc_finish(s, TSR__GRPC_OK, NULL);
+        } else if (!s->response_started && !s->call) {
+            s->srv->grpc_handle(s);
+        }
         tsr__gstream_drop_in(s);   /* decoded (the engine copied what it keeps) */
     }
     return 0;

@@ -35,6 +35,8 @@ typedef struct tsr__gstream {
     char path[128];
     char auth[512];
     bool grpc_ctype;
+    bool in_stream;                  /* a client-streaming method (reflection): each message is handled as it
+                                        arrives (srv->grpc_message), END_STREAM ends the answer */
     uint8_t *in;                     /* request body (framed message) */
     size_t in_len, in_cap;
     uint64_t started_ms;             /* loop time of its HEADERS: the request is due read_timeout later */
@@ -78,5 +80,9 @@ void tsr__grpc_flush(tsr__gstream *s);
 bool tsr__grpc_service_headers(tsr__gstream *s);
 /* The whole request is in (END_STREAM): decode it and answer or submit. */
 void tsr__grpc_service_handle(tsr__gstream *s);
+/* Server reflection (grpc_reflection.c): whether path is ServerReflectionInfo (v1 or v1alpha),
+ * and one request message of such a stream answered with one response message. */
+bool tsr__grpc_reflection_path(const char *path);
+void tsr__grpc_reflection_message(tsr__gstream *s, const uint8_t *msg, size_t n);
 
 #endif

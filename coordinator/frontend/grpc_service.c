@@ -166,6 +166,23 @@ static bool tsr__g_params(const Tessera__V1__SamplingParams *sp, tsr__fe_params 
             return false;
         }
         if (sp->logprobs) p->logprobs = (int)sp->top_logprobs;
+        for (size_t i = 0; i < sp->n_logit_bias; i++) {
+            char key[16];
+            if (sp->logit_bias[i]->key < 0) {   /* the same message as HTTP's for a negative key */
+                tsr__fe_seterr(err, 400, "invalid_request_error", "logit_bias", "invalid_value",
+                               "'logit_bias' keys must be token ids (non-negative integers), got '%d'", sp->logit_bias[i]->key);
+                return false;
+            }
+            snprintf(key, sizeof key, "%d", sp->logit_bias[i]->key);
+            if (!tsr__fe_add_bias(p, key, sp->logit_bias[i]->value, err)) return false;
+        }
+        if (!tsr__fe_check("min_tokens", sp->min_tokens, err)) return false;
+        p->sampling.min_tokens = (int32_t)sp->min_tokens;
+        if (sp->min_tokens > p->max_tokens) {
+            tsr__fe_seterr(err, 400, "invalid_request_error", "min_tokens", "invalid_value",
+                           "'min_tokens' (%u) must not exceed 'max_tokens' (%lld)", sp->min_tokens, (long long)p->max_tokens);
+            return false;
+        }
     }
     return tsr__fe_check_sampling(p, err);
 }
@@ -206,7 +223,7 @@ static bool tsr__g_model_and_params(tsr__gstream *s, const char *model, const Te
                                     tsr__fe_params *p) {
     if (!tsr__g_model_ok(s, model)) return false;
     tsr__fe_error err;
-    if (tsr__g_params(sp, p, &err)) return true;
+    if (tsr__g_params(sp, p, &err) && tsr__fe_check_vocab(p, tsr_engine_vocab_size(s->srv->engine), &err)) return true;
     tsr__grpc_finish(s, tsr__g_code(err.status), err.message);
     return false;
 }
@@ -217,6 +234,10 @@ bool tsr__grpc_service_headers(tsr__gstream *s) {
     tsr__srv *srv = s->srv;
     const char *m = s->path;
     if (!strcmp(m, TSR__HEALTH_PREFIX "Check")) return true;   /* probes carry no key, as Health */
+    if (tsr__grpc_reflection_path(m)) {   /* what the server offers: no key, as grpcurl asks before it has one */
+        s->in_stream = true;
+        return true;
+    }
     if (!strcmp(m, TSR__HEALTH_PREFIX "Watch")) {
         tsr__grpc_reject(s, TSR__GRPC_UNIMPLEMENTED, "Watch is not supported: poll Check");
         return false;

@@ -80,6 +80,7 @@ tsr_status tsr_server_run(tsr_engine *e, const tsr_server_config *cfg) {
     s->http_route = tsr__http_route;
     s->grpc_headers = tsr__grpc_service_headers;
     s->grpc_handle = tsr__grpc_service_handle;
+    s->grpc_message = tsr__grpc_reflection_message;
     tsr_status st = tsr__listen(s, &s->http_listener, cfg->port, tsr__http_on_connection, "");
     if (st == TSR_OK && cfg->grpc_port > 0) {
         st = tsr__listen(s, &s->grpc_listener, cfg->grpc_port, tsr__grpc_on_connection, " for gRPC");

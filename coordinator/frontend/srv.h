@@ -29,6 +29,7 @@ typedef struct tsr__srv {
     void (*http_route)(struct tsr__conn *c);          /* http_routes.c's (http.c calls it) */
     bool (*grpc_headers)(struct tsr__gstream *s);     /* grpc_service.c's (grpc.c calls them) */
     void (*grpc_handle)(struct tsr__gstream *s);
+    void (*grpc_message)(struct tsr__gstream *s, const uint8_t *msg, size_t n);   /* in_stream streams */
     struct tsr__gconn *grpc_conns;  /* open gRPC connections (grpc.c), closed at exit */
     struct tsr__conn *http_conns;   /* open HTTP connections (http.c), closed at exit */
     uv_async_t async;
