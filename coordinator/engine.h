@@ -107,6 +107,14 @@ typedef struct tsr_engine_request {
      * mode), ending with TSR_FINISH_LENGTH there, instead of refusing the request; a prompt
      * that leaves no room for one token is still refused. */
     bool truncate_to_fit;
+    /* Structured output (constrained decoding, coordinator/grammar/grammar.h says what is
+     * supported): the output is one JSON value, ending when it is complete.  json_schema: a JSON
+     * schema's text ("" or {"type": "object"}: any JSON object); tool_functions: a JSON array of
+     * OpenAI function objects ({"name", "parameters"}), the output then being one call
+     * {"name": ..., "arguments": {...}} of one of them.  At most one; NULL: free text.  An
+     * unsupported schema is refused at submit (TSR_FIELD_GRAMMAR). */
+    const char *json_schema;
+    const char *tool_functions;
 
     /* sessions (TurboMind's interactive mode): with session_id != 0 the request continues the
      * session's conversation; its KV stays after the request ends, so the next one prefills only
@@ -159,6 +167,7 @@ typedef enum tsr_engine_field {
     TSR_FIELD_STOP,
     TSR_FIELD_LOGIT_BIAS,
     TSR_FIELD_PROMPT_LOGPROBS,
+    TSR_FIELD_GRAMMAR,               /* json_schema or tool_functions */
 } tsr_engine_field;
 
 typedef enum tsr_engine_errcode {

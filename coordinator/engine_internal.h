@@ -2,6 +2,7 @@
  * it, one concern each; each file calls only the ones listed before it:
  *   engine_session.c  sessions: find, join (a turn's input onto the session's sequence), end
  *   engine_submit.c   request intake on the caller's thread: submit, cancel, end_session
+ *   engine_grammar.c  structured output: a request's grammar, matcher and token mask
  *   engine_output.c   per-sequence output: sampled token -> stop/EOS -> detokenize -> event,
  *                     the end of a request, the poll queue, stats
  *   engine_step.c     the step thread: open the runtime, take the inbox, plan, forward, sample
@@ -19,6 +20,7 @@
 #include "common/grow.h"
 #include "coordinator/block_manager.h"
 #include "coordinator/engine.h"
+#include "coordinator/grammar/grammar.h"
 #include "coordinator/scheduler.h"
 #include "worker/forward.h"
 #include "worker/runtime.h"
@@ -60,6 +62,9 @@ typedef struct tsr__req {
     bool scheduled_once;
     double t_submit, t_first;
     char *answer;                    /* chat sessions: the generated text as the history holds it */
+    tsr_grammar *grammar;            /* structured output (engine_grammar.c); NULL: free text */
+    tsr_grammar_matcher *gm;
+    uint64_t *gmask;                 /* [(vocab + 63) / 64] the step's allowed tokens */
     int32_t *bias_ids;               /* logit_bias (owned copies) */
     float *bias_vals;
     int64_t n_bias;
@@ -146,6 +151,7 @@ struct tsr_engine {
     tsr__req *active;
     tsr__session *sessions;
     int64_t n_sessions;
+    tsr_grammar_vocab *gvocab;       /* the vocabulary's trie, built for the first grammar */
 
     /* poll mode (under mu) */
     tsr__polled *pq;
@@ -166,6 +172,13 @@ tsr_status tsr__engine_session_join(tsr_engine *e, tsr__req *r, tsr_sched_seq **
 
 /* engine_submit.c */
 void tsr__engine_req_free(tsr__req *r);
+
+/* engine_grammar.c: compile at submit (caller's thread); the rest on the step thread */
+tsr_status tsr__engine_grammar_compile(const tsr_engine_request *rq, tsr__req *r);
+tsr_status tsr__engine_grammar_start(tsr_engine *e, tsr__req *r);
+void tsr__engine_grammar_mask(tsr_engine *e, tsr__req *r);
+tsr_status tsr__engine_grammar_accept(tsr_engine *e, tsr__req *r, int32_t tok);
+void tsr__engine_grammar_free(tsr__req *r);
 
 /* engine_output.c (step thread, but tsr__engine_polled_free) */
 void tsr__engine_finish(tsr_engine *e, tsr__req *r, tsr_finish_reason why, tsr_status err, const char *msg);

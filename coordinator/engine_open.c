@@ -204,6 +204,7 @@ void tsr_engine_close(tsr_engine *e) {
     free(e->pq);
     free(e->given);
     tsr_sched_plan_free(&e->plan);
+    tsr_grammar_vocab_free(e->gvocab);
     tsr_sched_free(e->sched);
     tsr_bm_free(e->bm);
     free(e->steps);

@@ -15,6 +15,7 @@
 #include "worker/group.h"
 
 static tsr_status tsr__start(tsr_engine *e, tsr__req *r) {
+    TSR_TRY(tsr__engine_grammar_start(e, r));
     tsr_sched_seq *q;
     if (r->session_id) {
         TSR_TRY(tsr__engine_session_join(e, r, &q));
@@ -174,6 +175,7 @@ static void tsr__step(tsr_engine *e) {
         e->samples[i] = (tsr_seq_sample){NULL, {0}};
         if (q->n_computed + p->entries[i].n_new < q->n_tokens) continue;   /* a prefill chunk short of the end */
         e->samples[i].params = &r->sp;
+        tsr__engine_grammar_mask(e, r);   /* structured output: the tokens allowed now */
         e->samples[i].hist = (tsr_sample_history){q->tokens, r->n_prompt, q->tokens + r->n_prompt, r->n_gen};
     }
     bool plp = false;
@@ -200,6 +202,12 @@ static void tsr__step(tsr_engine *e) {
     for (int64_t i = 0; i < p->n_entries; i++) {
         tsr_sched_seq *q = p->entries[i].seq;
         if (!e->samples[i].params) continue;   /* a prefill chunk short of the end */
+        if (tsr__engine_grammar_accept(e, q->user, e->sampled[i]) != TSR_OK) {
+            char msg[512];
+            snprintf(msg, sizeof msg, "structured output: %s", tsr_last_error());
+            tsr__engine_finish(e, q->user, TSR_FINISH_ERROR, TSR_ERR_INVALID_ARG, msg);
+            continue;
+        }
         tsr__engine_sample_one(e, q->user, e->sampled[i], &e->sample_res[i]);
     }
 }

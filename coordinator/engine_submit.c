@@ -17,6 +17,7 @@ void tsr__engine_req_free(tsr__req *r) {
     free(r->msgs);
     if (r->stop_init) tsr_stop_free(&r->stop);
     free(r->answer);
+    tsr__engine_grammar_free(r);
     free(r->bias_ids);
     free(r->bias_vals);
     if (!r->sess) tsr_sched_seq_free(&r->own);
@@ -87,6 +88,10 @@ static tsr_status tsr__submit(tsr_engine *e, const tsr_engine_request *rq, tsr_e
         memcpy(r->bias_vals, rq->logit_bias_vals, (size_t)rq->n_logit_bias * sizeof *r->bias_vals);
         r->n_bias = rq->n_logit_bias;
     }
+    *field = TSR_FIELD_GRAMMAR;
+    rc = tsr__engine_grammar_compile(rq, r);
+    if (rc != TSR_OK) goto fail;
+    *field = TSR_FIELD_PROMPT;
 
     if (rq->prompt_ids || rq->n_prompt_ids) {
         if (rq->n_prompt_ids <= 0 || !rq->prompt_ids) {

@@ -45,6 +45,8 @@ tsr_status tsr_grammar_compile_json(const cJSON *schema, tsr_grammar **out);
  * params[i] NULL means any JSON object. */
 tsr_status tsr_grammar_compile_tool_call(const char *const *names, const cJSON *const *params, int n,
                                          tsr_grammar **out);
+/* The same from a JSON array of OpenAI function objects ({"name", "parameters"}). */
+tsr_status tsr_grammar_compile_functions(const char *functions, tsr_grammar **out);
 void tsr_grammar_free(tsr_grammar *g);
 
 tsr_status tsr_grammar_matcher_new(const tsr_grammar *g, tsr_grammar_matcher **out);

@@ -659,3 +659,38 @@ done:
     }
     return TSR_OK;
 }
+
+tsr_status tsr_grammar_compile_functions(const char *functions, tsr_grammar **out) {
+    *out = NULL;
+    cJSON *j = cJSON_Parse(functions ? functions : "");
+    if (!cJSON_IsArray(j) || cJSON_GetArraySize(j) == 0) {
+        cJSON_Delete(j);
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "tool functions must be a non-empty JSON array");
+    }
+    int n = cJSON_GetArraySize(j);
+    const char **names = calloc((size_t)n, sizeof *names);
+    const cJSON **params = calloc((size_t)n, sizeof *params);
+    tsr_status rc = TSR_OK;
+    if (!names || !params) {
+        rc = tsr_errorf(TSR_ERR_OOM, "out of memory compiling tool functions");
+        goto done;
+    }
+    int i = 0;
+    const cJSON *f;
+    cJSON_ArrayForEach(f, j) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(f, "name");
+        if (!cJSON_IsString(name)) {
+            rc = tsr_errorf(TSR_ERR_INVALID_ARG, "each tool function needs a string 'name'");
+            goto done;
+        }
+        names[i] = name->valuestring;
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(f, "parameters");
+        params[i++] = p && !cJSON_IsNull(p) ? p : NULL;
+    }
+    rc = tsr_grammar_compile_tool_call(names, (const cJSON *const *)params, n, out);
+done:
+    free(names);
+    free(params);
+    cJSON_Delete(j);
+    return rc;
+}
