@@ -143,9 +143,11 @@ SPECS = [
                ("long_factor := short_factor",
                 dict(rope_scaling=dict(type="longrope", short_factor=[1.0, 1.02, 1.05, 1.1, 1.2, 1.35, 1.5, 1.8],
                                        long_factor=[1.0, 1.02, 1.05, 1.1, 1.2, 1.35, 1.5, 1.8])))],
+         extra_seqs=dict(cross=56),
          what="Llama rope_scaling longrope, Phi-3 style (original_max_position_embeddings 64 at top level, "
               "max 256: attention factor sqrt(1 + ln 4 / ln 64)): the 20-token sequence uses short_factor, "
-              "the 100-token one long_factor"),
+              "the 100-token one long_factor, the 56-token one crosses 64 while generating (with the KV "
+              "cache the keys written before keep short_factor's rotation)"),
 ]
 
 
@@ -453,6 +455,8 @@ def make_tiny(spec, vers):
         g = np.random.default_rng(7000 + attempt)
         seqs = {"short": [int(x) for x in g.integers(3, vocab, SHORT_LEN)],
                 "long": [int(x) for x in g.integers(3, vocab, LONG_LEN)]}
+        for xname, xlen in (spec.get("extra_seqs") or {}).items():
+            seqs[xname] = [int(x) for x in g.integers(3, vocab, xlen)]
         rec, ok = [], True
         for sname, ids in seqs.items():
             lg = logits_fn(ids)
@@ -462,8 +466,12 @@ def make_tiny(spec, vers):
                 ca, cam = nc, ncm     # default RoPE: cached == recomputed; the mirror has no cache
             else:
                 ca, cam = hf_greedy_cached(outdir, ids, N_GREEDY)
-            dynamic = (cfgd.get("rope_scaling") or {}).get("type") == "dynamic"
-            if not (dynamic and len(ids) + N_GREEDY > cfgd["max_position_embeddings"]):
+            # Where the rotation depends on the length of the sequence in the forward call:
+            # dynamic NTK past the trained length, longrope crossing original_max_position_embeddings.
+            rtype = (cfgd.get("rope_scaling") or {}).get("type")
+            lendep = (rtype == "dynamic" and len(ids) + N_GREEDY > cfgd["max_position_embeddings"]) or \
+                (rtype == "longrope" and len(ids) <= cfgd["original_max_position_embeddings"] < len(ids) + N_GREEDY)
+            if not lendep:
                 assert ca == nc, f"{name}/{sname}: cached and recomputed greedy differ {ca} vs {nc}"
             mm = min(ncm + cam)
             if mm < MARGIN_MIN * scale:
@@ -472,7 +480,7 @@ def make_tiny(spec, vers):
                 break
             # One forward over prompt + greedy tokens reproduces step-by-step greedy unless
             # the rotary base depends on the sequence length (dynamic NTK past the trained length).
-            tf_ok = not (dynamic and len(ids) + N_GREEDY > cfgd["max_position_embeddings"])
+            tf_ok = not lendep
             rec.append(dict(name=sname, ids=ids, logits_file=f"logits_{sname}.npy", teacher_forcing_valid=tf_ok,
                             logits_shape=list(lg.shape), max_abs_logit=float(lg.abs().max()),
                             greedy_cached=ca, greedy_cached_margins=[round(x, 6) for x in cam],
@@ -527,7 +535,8 @@ def make_tiny(spec, vers):
         else f"transformers {spec['arch']}, float32, eager attention, loaded from this directory",
         notes=("greedy_cached: generation with the KV cache (the prompt prefilled at once, then one "
                "token per step; cached keys keep their rotation). greedy_nocache: the whole sequence "
-               "recomputed every step. They differ only for dynamic NTK past max_position_embeddings."),
+               "recomputed every step. They differ only where the rotation depends on the length: dynamic "
+               "NTK past max_position_embeddings, longrope crossing original_max_position_embeddings."),
         sensitivity=sensitivity, sequences=rec, versions=vers, generator="tests/golden/make_fixtures.py")
     with open(os.path.join(outdir, "expected.json"), "w") as f:
         json.dump(exp, f, indent=1)
