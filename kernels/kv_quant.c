@@ -47,8 +47,8 @@ void tsr_kvq_quantize_row(const float *x, int64_t hd, int64_t bits, const float 
             /* 16 levels: a slightly narrower range often costs a few clipped values less than it
              * saves on every other one; keep the range of least squared error */
             float best = INFINITY, mid = 0.5f * (mn + mx), half = 0.5f * (mx - mn);
-            for (int r = 0; r < 10; r++) {
-                float f = 1.0f - 0.05f * (float)r, ss = 2 * f * half / (float)qmax, zz = mid - f * half;
+            for (int r = 0; r < 5; r++) {
+                float f = 1.0f - 0.075f * (float)r, ss = 2 * f * half / (float)qmax, zz = mid - f * half;
                 float inv = ss > 0 ? 1.f / ss : 0.f, err = 0;
                 for (int64_t i = 0; i < hd; i++) {
                     float c = (x[i] - zz) * inv;
