@@ -71,6 +71,50 @@ static void test_hf(void) {
     rc = load("{\"architectures\": [\"InternLM2ForCausalLM\"], " LLAMA_BASE "}", &c);
     CHECK(rc == TSR_OK && c.attn_bias); /* InternLM2Config's default */
 
+    /* sliding windows as transformers' configs decide them */
+    CHECK(c.sliding_window == 0);   /* InternLM2: none */
+    rc = load("{\"architectures\": [\"MistralForCausalLM\"], " LLAMA_BASE "}", &c);
+    CHECK(rc == TSR_OK && c.sliding_window == 4096 && c.window_layer0 == 0);   /* MistralConfig's default */
+    rc = load("{\"architectures\": [\"MistralForCausalLM\"], " LLAMA_BASE ", \"sliding_window\": null}", &c);
+    CHECK(rc == TSR_OK && c.sliding_window == 0 && tsr_model_layer_window(&c, 1) == 0);
+    rc = load("{\"architectures\": [\"MistralForCausalLM\"], " LLAMA_BASE ", \"sliding_window\": 4}", &c);
+    CHECK(rc == TSR_OK && tsr_model_layer_window(&c, 0) == 4 && tsr_model_layer_window(&c, 1) == 4);
+    CHECK(tsr_model_window_limits(&c, 5) && !tsr_model_window_limits(&c, 4));
+    rc = load("{\"architectures\": [\"Qwen2ForCausalLM\"], " LLAMA_BASE ", \"sliding_window\": 6, \"max_window_layers\": 1}", &c);
+    CHECK(rc == TSR_OK && c.sliding_window == 0);   /* use_sliding_window defaults to false */
+    rc = load("{\"architectures\": [\"Qwen2ForCausalLM\"], " LLAMA_BASE
+              ", \"use_sliding_window\": true, \"sliding_window\": 6, \"max_window_layers\": 1}", &c);
+    CHECK(rc == TSR_OK && tsr_model_layer_window(&c, 0) == 0 && tsr_model_layer_window(&c, 1) == 6);
+    rc = load("{\"architectures\": [\"Qwen2ForCausalLM\"], " LLAMA_BASE
+              ", \"use_sliding_window\": true, \"sliding_window\": 6, \"max_window_layers\": 28}", &c);
+    CHECK(rc == TSR_OK && !tsr_model_window_limits(&c, 100));   /* no layer reaches max_window_layers */
+    rc = load("{\"architectures\": [\"Qwen2ForCausalLM\"], " LLAMA_BASE ", \"use_sliding_window\": true, "
+              "\"sliding_window\": 6, \"max_window_layers\": 0, \"layer_types\": [\"full_attention\", \"sliding_attention\"]}", &c);
+    CHECK(rc == TSR_OK && tsr_model_layer_window(&c, 0) == 0 && tsr_model_layer_window(&c, 1) == 6);   /* the list wins */
+
+    /* yarn: HF's defaults (beta 32 / 1, truncate), attention factor 0.1 ln(factor) + 1, or the
+     * mscale / mscale_all_dim ratio; a missing factor is max_position_embeddings / original */
+    rc = load("{\"architectures\": [\"Qwen2ForCausalLM\"], " LLAMA_BASE
+              ", \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4.0, \"original_max_position_embeddings\": 128}}", &c);
+    CHECK_MSG(rc == TSR_OK, "%s", tsr_last_error());
+    CHECK(c.rope_type == TSR_ROPE_YARN && c.rope_factor == 4.0f && c.rope_original_max_pos == 128);
+    CHECK(c.rope_beta_fast == 32.0f && c.rope_beta_slow == 1.0f && c.rope_yarn_truncate);
+    CHECK_NEAR(c.rope_attn_factor, 1.1386294, 1e-6);
+    rc = load("{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"rope_scaling\": {\"rope_type\": \"yarn\", "
+              "\"original_max_position_embeddings\": 128, \"mscale\": 1, \"mscale_all_dim\": 0.707, \"beta_fast\": 16, "
+              "\"truncate\": false}}", &c);
+    CHECK_MSG(rc == TSR_OK, "%s", tsr_last_error());
+    CHECK(c.rope_factor == 4.0f && c.rope_beta_fast == 16.0f && !c.rope_yarn_truncate);
+    CHECK_NEAR(c.rope_attn_factor, 1.0369927, 1e-6);
+    /* longrope, Phi-3 style: original_max_position_embeddings at the top level wins */
+    rc = load("{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"original_max_position_embeddings\": 64, "
+              "\"rope_scaling\": {\"type\": \"longrope\", \"original_max_position_embeddings\": 128, "
+              "\"short_factor\": [1, 1, 1, 1, 1, 1, 1, 1.5], \"long_factor\": [1, 2, 3, 4, 5, 6, 7, 8]}}", &c);
+    CHECK_MSG(rc == TSR_OK, "%s", tsr_last_error());
+    CHECK(c.rope_type == TSR_ROPE_LONGROPE && c.rope_original_max_pos == 64 && c.rope_factor == 8.0f);
+    CHECK(c.rope_n_factors == 8 && c.rope_short_factor[7] == 1.5f && c.rope_long_factor[7] == 8.0f);
+    CHECK_NEAR(c.rope_attn_factor, 1.2247449, 1e-6);
+
     /* a directory works too */
     CHECK(tsr_model_config_from_hf(g_dir, &c) == TSR_OK);
 
@@ -83,8 +127,16 @@ static void test_hf(void) {
          "\"num_attention_heads\": 4, \"intermediate_size\": 8}", TSR_ERR_FORMAT, "hidden_size"},
         {"{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": \"64\", " LLAMA_BASE "}", TSR_ERR_FORMAT,
          "hidden_size"},
-        {"{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4}}",
-         TSR_ERR_UNSUPPORTED, "yarn"},
+        {"{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"rope_scaling\": {\"type\": \"proportional\", \"factor\": 4}}",
+         TSR_ERR_UNSUPPORTED, "proportional"},
+        {"{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"rope_scaling\": {\"type\": \"longrope\", "
+         "\"short_factor\": [1, 1], \"long_factor\": [2, 2]}}", TSR_ERR_FORMAT, "head_dim / 2"},
+        {"{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"rope_scaling\": {\"type\": \"longrope\", "
+         "\"short_factor\": [1, 1]}}", TSR_ERR_FORMAT, "long_factor"},
+        {"{\"architectures\": [\"Qwen2ForCausalLM\"], " LLAMA_BASE ", \"use_sliding_window\": true, \"sliding_window\": 8, "
+         "\"layer_types\": [\"sliding_attention\", \"full_attention\"]}", TSR_ERR_UNSUPPORTED, "layer_types"},
+        {"{\"architectures\": [\"MistralForCausalLM\"], " LLAMA_BASE ", \"sliding_window\": -2}", TSR_ERR_FORMAT,
+         "sliding_window"},
         {"{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"rope_scaling\": {\"type\": \"linear\"}}",
          TSR_ERR_FORMAT, "factor"},
         {"{\"architectures\": [\"LlamaForCausalLM\"], " LLAMA_BASE ", \"rope_scaling\": {\"type\": \"linear\", \"factor\": -1}}",
