@@ -96,7 +96,8 @@ def test_workspace_keeps_quantized_blocks(ws_gguf):
     assert (ws_gguf.parent / "deq" / "rank0.safetensors").stat().st_size > 2.5 * gguf_size
 
 
-@pytest.mark.parametrize("name,tp", [("internlm2_packed", 4), ("qwen2_bias_tied", 3), ("llama_mha", 2)])
+@pytest.mark.parametrize("name,tp", [("internlm2_packed", 4), ("qwen2_bias_tied", 3), ("llama_mha", 2),
+                                     ("mistral_swa", 2), ("qwen2_swa", 2), ("llama_longrope", 2)])
 def test_hf_workspace_equals_hf_dir(name, tp, tmp_path):
     src = FIX / name
     d = tmp_path / "ws"
