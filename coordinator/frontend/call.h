@@ -36,6 +36,7 @@ typedef struct tsr__choice {
     int64_t n_p, cap_p, cap_p_res;
     bool echo_sent;                  /* streaming echo: the prompt's chunk went out */
     int64_t stream_off;              /* streaming completions: characters sent so far (text_offset) */
+    bool tool_plain;                 /* streaming with tools (http_tools.c): known to be plain text */
 } tsr__choice;
 
 /* What the owner (an HTTP connection or a gRPC stream) does with a call's events; called on

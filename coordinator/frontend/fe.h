@@ -58,6 +58,10 @@ typedef struct tsr__fe_params {
     float *bias_vals;
     int n_bias;
     uint64_t session_id;             /* interactive */
+    /* structured output and tool calls (tools.c) */
+    const char *json_schema;         /* response_format's schema ("": json_object); NULL: text */
+    const char *tool_functions;      /* forced tool call: the functions allowed (a JSON array) */
+    int tool_mode;                   /* TSR__FE_TOOLS_* */
     bool interactive_mode;
 } tsr__fe_params;
 
@@ -98,6 +102,22 @@ char *tsr__fe_utf8_sanitize(const char *s, size_t n);
 void tsr__fe_make_id(const char *prefix, char *out, size_t cap);
 /* Constant-time comparison of a presented key with one configured key. */
 bool tsr__fe_key_equal(const char *given, size_t given_len, const char *key);
+
+/* ---- structured output and tool calls (tools.c; http_tools.c streams them) ---- */
+enum { TSR__FE_TOOLS_NONE = 0, TSR__FE_TOOLS_AUTO, TSR__FE_TOOLS_FORCED };
+/* The chat fields tools.c reads (so the unsupported-field check lets them through on chat). */
+bool tsr__fe_structured_field(const char *name);
+/* A history message of role "tool" or an assistant's with tool_calls, rendered into *out:
+ * 1 done, 0 not such a message, -1 refused (err). */
+int tsr__fe_tool_message(tsr__fe_params *p, cJSON *x, tsr_engine_message *out, tsr__fe_error *err);
+/* response_format, tools, tool_choice, parallel_tool_calls of a chat request (messages parsed). */
+bool tsr__fe_structured(tsr__fe_params *p, cJSON *o, tsr__fe_error *err);
+/* The reply's tool calls (OpenAI's shape; with "index" when stream), or NULL: plain content. */
+cJSON *tsr__fe_tool_calls(const tsr__fe_params *p, const char *text, bool stream);
+/* tool_choice auto, streaming: the text so far may still be the start of a <tool_call>. */
+bool tsr__fe_tool_may_start(const char *text);
+/* A chat.completion message's content or tool_calls into m; returns the finish reason to give. */
+const char *tsr__fe_reply(const tsr__fe_params *p, cJSON *m, const char *text, const char *finish);
 
 /* ---- response shapes (shapes.c) ---- */
 typedef struct tsr__fe_chunk_info {

@@ -64,5 +64,10 @@ void tsr__http_route(tsr__conn *c);
 /* http_tokenize.c: POST /tokenize, POST /detokenize, GET /version; false if path is none of them */
 bool tsr__http_route_utility(tsr__conn *c, const char *path);
 extern const tsr__call_ops tsr__http_ops;
+/* http_tools.c: a streamed chat choice with tools.  token: true when the token's text is held
+ * (a forced call, or "auto" while the reply may still start with <tool_call>) or was flushed;
+ * done: true when it sent the held text (as tool_calls or content) and the finish chunk. */
+bool tsr__http_tool_token(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev);
+bool tsr__http_tool_done(tsr__call *c, tsr__choice *ch);
 
 #endif

@@ -143,6 +143,7 @@ static tsr__fe_chunk_info tsr__chunk_info(const tsr__call *c) {
 
 static void tsr__http_token_out(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev) {
     tsr__conn *conn = c->owner;
+    if (tsr__http_tool_token(c, ch, ev)) return;   /* held while it may be a tool call (http_tools.c) */
     cJSON *lp = NULL;
     if (c->p.logprobs >= 0 && ev->sample) lp = tsr__logprob_entry(c->srv, ev->sample, true);
     if (c->api == 2) {   /* interactive */
@@ -221,6 +222,7 @@ static void tsr__http_on_done(tsr__call *c, tsr__choice *ch, const tsr_engine_ev
         tsr__http_sse(conn, j);
         return;
     }
+    if (tsr__http_tool_done(c, ch)) return;   /* held text: tool calls or content, then the finish */
     tsr__fe_chunk_info ci = tsr__chunk_info(c);
     tsr__http_sse(conn, tsr__fe_stream_chunk(&ci, ch->index, !ch->sent_first, NULL, NULL, tsr__srv_finish_str(ch->finish)));
 }
@@ -284,10 +286,11 @@ static void tsr__http_on_complete(tsr__call *c) {
                 cJSON_AddItemToArray(choices, o);
                 cJSON_AddNumberToObject(o, "index", i);
                 const char *text = ch->text ? ch->text : "";
+                const char *finish = tsr__srv_finish_str(ch->finish);
                 if (c->api == 0) {
                     cJSON *m = cJSON_AddObjectToObject(o, "message");
                     cJSON_AddStringToObject(m, "role", "assistant");
-                    cJSON_AddStringToObject(m, "content", text);
+                    finish = tsr__fe_reply(&c->p, m, text, finish);   /* content or tool_calls (tools.c) */
                     if (c->p.logprobs >= 0) {
                         cJSON *l = cJSON_AddObjectToObject(o, "logprobs");
                         cJSON_AddItemToObject(l, "content", ch->logprobs ? ch->logprobs : cJSON_CreateArray());
@@ -317,7 +320,7 @@ static void tsr__http_on_complete(tsr__call *c) {
                     }
                     free(echo);
                 }
-                cJSON_AddStringToObject(o, "finish_reason", tsr__srv_finish_str(ch->finish));
+                cJSON_AddStringToObject(o, "finish_reason", finish);
             }
             cJSON_AddItemToObject(j, "usage", tsr__usage(c));
             tsr__http_respond_json(conn, 200, j);

@@ -228,6 +228,7 @@ void tsr__fe_engine_error(const tsr_engine_error *e, bool chat, tsr__fe_error *e
                         : e->field == TSR_FIELD_STOP           ? "stop"
                         : e->field == TSR_FIELD_LOGIT_BIAS     ? "logit_bias"
                         : e->field == TSR_FIELD_PROMPT_LOGPROBS ? "echo"
+                        : e->field == TSR_FIELD_GRAMMAR        ? "response_format"
                                                                : NULL;
     tsr__fe_seterr(err, 400, "invalid_request_error", param,
                    e->code == TSR_ENGINE_ERR_TOO_LONG ? "context_length_exceeded" : "invalid_value", "%s", e->message);
@@ -315,6 +316,12 @@ static bool tsr__messages(tsr__fe_params *p, cJSON *m, tsr__fe_error *err) {
     cJSON *x;
     cJSON_ArrayForEach(x, m) {
         if (!cJSON_IsObject(x)) return BAD("messages", "invalid_type", "each message must be an object");
+        int tm = tsr__fe_tool_message(p, x, &p->messages[p->n_messages], err);   /* tools.c */
+        if (tm < 0) return false;
+        if (tm > 0) {
+            p->n_messages++;
+            continue;
+        }
         cJSON *role = cJSON_GetObjectItemCaseSensitive(x, "role"), *content = cJSON_GetObjectItemCaseSensitive(x, "content");
         if (!cJSON_IsString(role)) return BAD("messages", "invalid_type", "each message needs a string 'role'");
         const char *r = tsr__fe_role(role->valuestring, err);
@@ -480,9 +487,10 @@ static const struct tsr__unsupported {
     {"web_search_options", NULL, NULL},
 };
 
-static bool tsr__refuse_unsupported(cJSON *o, int n, tsr__fe_error *err) {
+static bool tsr__refuse_unsupported(tsr__fe_kind kind, cJSON *o, int n, tsr__fe_error *err) {
     for (size_t i = 0; i < sizeof tsr__unsupported_fields / sizeof tsr__unsupported_fields[0]; i++) {
         const struct tsr__unsupported *u = &tsr__unsupported_fields[i];
+        if (kind == TSR__FE_CHAT && tsr__fe_structured_field(u->name)) continue;   /* tools.c's */
         cJSON *x = cJSON_GetObjectItemCaseSensitive(o, u->name);
         if (!x || cJSON_IsNull(x) || (u->nothing && u->nothing(x, n))) continue;
         if (u->allowed)
@@ -567,7 +575,8 @@ static bool tsr__parse(tsr__fe_kind kind, const char *body, size_t len, tsr__fe_
     i = 1;
     if (!tsr__get_int(o, "n", &i, err)) return false;
     p->n = (int)i;
-    if (!tsr__refuse_unsupported(o, p->n, err)) return false;
+    if (!tsr__refuse_unsupported(kind, o, p->n, err)) return false;
+    if (kind == TSR__FE_CHAT && !tsr__fe_structured(p, o, err)) return false;
     i = p->n;
     if (!tsr__get_int(o, "best_of", &i, err)) return false;
     if (i < p->n) return BAD("best_of", "invalid_value", "'best_of' must be at least 'n' (%d), got %lld", p->n, (long long)i);
@@ -653,6 +662,8 @@ void tsr__fe_to_engine(const tsr__fe_params *p, int choice, tsr_engine_request *
     r->stop_ids = p->n_stop_ids ? p->stop_ids : NULL;
     r->n_stop_ids = p->n_stop_ids;
     r->ignore_eos = p->ignore_eos;
+    r->json_schema = p->json_schema;
+    r->tool_functions = p->tool_mode == TSR__FE_TOOLS_FORCED ? p->tool_functions : NULL;
     r->logit_bias_ids = p->n_bias ? p->bias_ids : NULL;
     r->logit_bias_vals = p->n_bias ? p->bias_vals : NULL;
     r->n_logit_bias = p->n_bias;

@@ -16,8 +16,9 @@
  * #/definitions (recursion allowed).  Annotations (title, description, default, examples, ...)
  * are ignored; any other keyword is refused with TSR_ERR_INVALID_ARG naming it.  Objects get
  * their properties in the schema's order, the required ones always, no others.  Whitespace
- * between tokens is allowed but a run is capped (TSR_GRAMMAR_MAX_WS), so a model cannot pad
- * forever; numbers are capped at TSR_GRAMMAR_MAX_NUMBER bytes and nesting at TSR_GRAMMAR_MAX_DEPTH. */
+ * between tokens is one space or a newline plus indentation (at most TSR_GRAMMAR_MAX_WS bytes),
+ * none before ':' and at most one space after it, so a model can write compact or pretty JSON
+ * but cannot pad forever; numbers are capped at TSR_GRAMMAR_MAX_NUMBER bytes and nesting at TSR_GRAMMAR_MAX_DEPTH. */
 #ifndef TSR_GRAMMAR_H
 #define TSR_GRAMMAR_H
 

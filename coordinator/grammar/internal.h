@@ -68,6 +68,7 @@ typedef struct tsr__g_frame {
 typedef struct tsr__g_state {
     int32_t depth;
     int32_t ws;                  /* whitespace bytes in a row */
+    uint8_t ws_first;            /* and the first of them */
     bool ended;                  /* the end token was taken */
     tsr__g_frame f[TSR_GRAMMAR_MAX_DEPTH];
 } tsr__g_state;
@@ -86,6 +87,7 @@ bool tsr__g_can_end(const tsr_grammar *g, const tsr__g_state *s);
 static inline void tsr__g_state_copy(tsr__g_state *dst, const tsr__g_state *src) {
     dst->depth = src->depth;
     dst->ws = src->ws;
+    dst->ws_first = src->ws_first;
     dst->ended = src->ended;
     for (int32_t i = 0; i < src->depth; i++) dst->f[i] = src->f[i];
 }

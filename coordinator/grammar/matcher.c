@@ -168,11 +168,9 @@ static int tsr__object(const tsr_grammar *g, tsr__g_state *s, tsr__g_frame *f, c
         if (c != '"' || !can_key) return TSR__R_REJECT;
         f->phase = 2;
         return tsr__push(g, s, n->n_props ? n->key_lit[f->a] : g->key_string, c);
-    case 3:
-        if (ws) return TSR__R_WS;
-        return c == ':' ? (f->phase = 4, TSR__R_OK) : TSR__R_REJECT;
+    case 3: return c == ':' ? (f->phase = 4, TSR__R_OK) : TSR__R_REJECT;   /* no space before ':' */
     case 4: {
-        if (ws) return TSR__R_WS;
+        if (ws) return c == ' ' && s->ws == 0 ? TSR__R_WS : TSR__R_REJECT;   /* one space after it */
         int32_t v = !n->n_props ? n->additional : n->tag_values && f->b == 1 ? n->tag_values[f->c] : n->prop_value[f->b];
         f->phase = 5;
         int r = tsr__push(g, s, v, c);
@@ -181,7 +179,7 @@ static int tsr__object(const tsr_grammar *g, tsr__g_state *s, tsr__g_frame *f, c
     }
     case 6:
         if (ws) return TSR__R_WS;
-        if (c == ',' && can_key) return f->phase = 7, TSR__R_OK;
+        if (c == ',' && can_key && s->ws == 0) return f->phase = 7, TSR__R_OK;   /* no space before ',' */
         if (c == '}' && can_close) return TSR__R_DONE;
         return TSR__R_REJECT;
     default: return TSR__R_REJECT;
@@ -206,7 +204,7 @@ static int tsr__array(const tsr_grammar *g, tsr__g_state *s, tsr__g_frame *f, co
     }
     case 3:
         if (ws) return TSR__R_WS;
-        if (c == ',' && more) return f->phase = 4, TSR__R_OK;
+        if (c == ',' && more && s->ws == 0) return f->phase = 4, TSR__R_OK;
         if (c == ']' && f->a >= n->min_items) return TSR__R_DONE;
         return TSR__R_REJECT;
     default: return TSR__R_REJECT;
@@ -242,7 +240,15 @@ bool tsr__g_feed_byte(const tsr_grammar *g, tsr__g_state *s, uint8_t c) {
         int r = tsr__step(g, s, c);
         switch (r) {
         case TSR__R_OK: s->ws = 0; return true;
-        case TSR__R_WS: return ++s->ws <= TSR_GRAMMAR_MAX_WS;
+        case TSR__R_WS:
+            /* a run is one space, or a newline and indentation: the layouts JSON writers use */
+            if (s->ws == 0) {
+                if (c != ' ' && c != '\n') return false;
+                s->ws_first = c;
+            } else if (s->ws_first != '\n' || (c != ' ' && c != '\t')) {
+                return false;
+            }
+            return ++s->ws <= TSR_GRAMMAR_MAX_WS;
         case TSR__R_DONE:
             s->ws = 0;
             tsr__pop(g, s);

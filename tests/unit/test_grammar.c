@@ -27,7 +27,14 @@ static int tsr__accepts(const char *schema, const char *text) {
 static void test_json_object(void) {
     YES(NULL, "{}");
     YES(NULL, "{\"a\": [1, 2.5e3, -0.5E-2, true, false, null, \"x\\u00e9\\n\xc3\xa9\"], \"b\": {\"c\": -0}}");
-    YES(NULL, "  {\"a\":1}\n");
+    YES(NULL, " {\"a\":1}\n");
+    YES(NULL, "{\n  \"a\": 1,\n  \"b\": [\n    1\n  ]\n}");
+    NO(NULL, "{\"a\" :1}");
+    NO(NULL, "{\"a\":  1}");
+    NO(NULL, "{\"a\":1 \n}");
+    NO(NULL, "  {}");
+    NO(NULL, "{\"a\":1 ,\"b\":2}");
+    NO(NULL, "{\"a\":[1\n,2]}");
     YES(NULL, "{\"a\":{\"b\":{\"c\":[[[]]]}}}");
     NO(NULL, "[]");
     NO(NULL, "\"x\"");
@@ -44,6 +51,7 @@ static void test_json_object(void) {
     NO(NULL, "{\"a\":tru}");
     char pad[64];
     memset(pad, ' ', sizeof pad);
+    pad[0] = '\n';
     pad[TSR_GRAMMAR_MAX_WS + 1] = 0;
     char text[128];
     snprintf(text, sizeof text, "{%s}", pad);
