@@ -129,10 +129,11 @@ def test_config_ini_model_field_mismatch_is_clear(ws_gguf, tmp_path):
 def test_config_ini_quant_policy_knob_is_read(ws_gguf, tmp_path):
     d = tmp_path / "knob"
     shutil.copytree(ws_gguf, d)
-    ini = (d / "config.ini").read_text().replace("quant_policy = 0", "quant_policy = 8")
+    ini = (d / "config.ini").read_text().replace("quant_policy = 0", "quant_policy = 3")
     (d / "config.ini").write_text(ini)
     r = run(["logits", str(d), "--ids", "1,2"], n=2)
-    assert r.returncode != 0 and "quant_policy 8" in r.stderr
+    # 0, 8 (int8 KV) and 4 (int4 KV) run (tests/cli/test_kv_quant.py); anything else is refused
+    assert r.returncode != 0 and "quant_policy 3" in r.stderr and "config.ini" in r.stderr
 
 
 def test_missing_rank_file_stops_every_rank_naming_it(ws_gguf, tmp_path):
