@@ -3,7 +3,10 @@
  * byte goes to the top frame, which consumes it, finishes, or -- a number or literal that is
  * complete and does not continue with this byte -- passes it to the frame below.  A container
  * expecting a value pushes the value's node (an alternative resolved by this very byte) and
- * hands it the byte.  No backtracking: schema.c refuses grammars that would need it.
+ * hands it the byte.  No backtracking: schema.c refuses grammars that would need it.  No dead
+ * ends either: every prefix accepted can still be completed (a space is taken only where a
+ * closing bracket may follow it, a number byte only where the cap leaves room for the rest), so
+ * a token mask is never empty.
  *
  * Frame phases (internal.h's fields):
  *   DOC     0 before the value (whitespace), 1 inside it, 2 after it (whitespace)
@@ -133,8 +136,9 @@ static int tsr__string(const tsr__g_node *n, tsr__g_frame *f, uint8_t c) {
 static bool tsr__number_complete(uint8_t phase) { return phase == 2 || phase == 3 || phase == 5 || phase == 8; }
 
 static int tsr__number(const tsr__g_node *n, tsr__g_frame *f, uint8_t c) {
+    /* room: for one more byte; room2: for a byte that needs a digit after it (no dead ends) */
     const bool digit = c >= '0' && c <= '9', room = f->pos < TSR_GRAMMAR_MAX_NUMBER;
-    const bool frac = !n->integer && room;
+    const bool room2 = f->pos + 2 <= TSR_GRAMMAR_MAX_NUMBER, frac = !n->integer && room2;
     uint8_t next = 255;
     switch (f->phase) {
     case 0: next = c == '-' ? 1 : c == '0' ? 2 : digit ? 3 : 255; break;
@@ -143,7 +147,7 @@ static int tsr__number(const tsr__g_node *n, tsr__g_frame *f, uint8_t c) {
     case 3: next = digit && room ? 3 : c == '.' && frac ? 4 : (c == 'e' || c == 'E') && frac ? 6 : 255; break;
     case 4: next = digit && room ? 5 : 255; break;
     case 5: next = digit && room ? 5 : (c == 'e' || c == 'E') && frac ? 6 : 255; break;
-    case 6: next = (c == '+' || c == '-') && room ? 7 : digit && room ? 8 : 255; break;
+    case 6: next = (c == '+' || c == '-') && room2 ? 7 : digit && room ? 8 : 255; break;
     case 7: next = digit && room ? 8 : 255; break;
     case 8: next = digit && room ? 8 : 255; break;
     }
@@ -178,7 +182,7 @@ static int tsr__object(const tsr_grammar *g, tsr__g_state *s, tsr__g_frame *f, c
         return r;
     }
     case 6:
-        if (ws) return TSR__R_WS;
+        if (ws) return can_close ? TSR__R_WS : TSR__R_REJECT;   /* only '}' may follow a space here */
         if (c == ',' && can_key && s->ws == 0) return f->phase = 7, TSR__R_OK;   /* no space before ',' */
         if (c == '}' && can_close) return TSR__R_DONE;
         return TSR__R_REJECT;
@@ -203,7 +207,7 @@ static int tsr__array(const tsr_grammar *g, tsr__g_state *s, tsr__g_frame *f, co
         return r;
     }
     case 3:
-        if (ws) return TSR__R_WS;
+        if (ws) return f->a >= n->min_items ? TSR__R_WS : TSR__R_REJECT;   /* only ']' may follow */
         if (c == ',' && more && s->ws == 0) return f->phase = 4, TSR__R_OK;
         if (c == ']' && f->a >= n->min_items) return TSR__R_DONE;
         return TSR__R_REJECT;

@@ -277,6 +277,61 @@ static void test_masks(void) {
     tsr_grammar_vocab_free(v);
 }
 
+/* No dead ends: random walks through allowed tokens of a vocabulary of short strings (spaces,
+ * tabs and newlines among them) always find the mask non-empty, and reach the end. */
+static void test_no_dead_ends(void) {
+    static const char alpha[] = "{}[]\":, \t\nabcdefgklmnorstu1.-+0";   /* spells the keys */
+    const int na = (int)sizeof alpha - 1;
+    static char store[1300][3];
+    const char *voc[1300];
+    size_t lens[1300];
+    int n = 0;
+    for (int i = 0; i < na; i++, n++) store[n][0] = alpha[i], store[n][1] = 0;
+    for (int i = 0; i < na; i++)
+        for (int j = 0; j < na; j++, n++) store[n][0] = alpha[i], store[n][1] = alpha[j], store[n][2] = 0;
+    for (int i = 0; i < n; i++) voc[i] = store[i], lens[i] = strlen(store[i]);
+    voc[n] = NULL, lens[n] = 0;
+    int32_t end = n++;
+    tsr_grammar_vocab *v = NULL;
+    CHECK(tsr_grammar_vocab_new(n, voc, lens, &end, 1, &v) == TSR_OK);
+    const char *schemas[] = {NULL, tsr__person,
+                             "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"array\",\"items\":{\"type\":\"number\"},"
+                             "\"minItems\":2,\"maxItems\":3},\"b\":{\"type\":\"integer\"}},\"required\":[\"a\",\"b\"]}"};
+    uint64_t mask[(1300 + 63) / 64];
+    uint64_t rng = 12345;
+    for (size_t k = 0; k < sizeof schemas / sizeof schemas[0]; k++) {
+        tsr_grammar *g = NULL;
+        CHECK(tsr_grammar_compile(schemas[k], schemas[k] ? strlen(schemas[k]) : 0, &g) == TSR_OK);
+        for (int walk = 0; g && walk < 40; walk++) {
+            tsr_grammar_matcher *m = NULL;
+            CHECK(tsr_grammar_matcher_new(g, &m) == TSR_OK);
+            int steps = 0;
+            while (!tsr_grammar_matcher_ended(m) && steps < 400) {
+                int64_t cnt = tsr_grammar_fill_mask(v, m, mask);
+                CHECK_MSG(cnt > 0, "schema %zu walk %d: an empty mask after %d steps", k, walk, steps);
+                if (cnt <= 0) break;
+                /* after 150 steps prefer closing tokens so walks end */
+                int32_t pick = -1;
+                for (int tries = 0; tries < 4 * n && pick < 0; tries++) {
+                    rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+                    int32_t t = (int32_t)((rng >> 33) % (uint64_t)n);
+                    if (!((mask[t >> 6] >> (t & 63)) & 1)) continue;
+                    if (steps > 150 && t != end && !strpbrk(voc[t], "}]\"0123456789") && tries < 3 * n) continue;
+                    pick = t;
+                }
+                if (pick < 0)
+                    for (int32_t t = 0; t < n && pick < 0; t++)
+                        if ((mask[t >> 6] >> (t & 63)) & 1) pick = t;
+                CHECK(tsr_grammar_accept_token(v, m, pick) == TSR_OK);
+                steps++;
+            }
+            tsr_grammar_matcher_free(m);
+        }
+        tsr_grammar_free(g);
+    }
+    tsr_grammar_vocab_free(v);
+}
+
 /* The sampler honours the mask, greedy and sampled alike. */
 static void test_sampler_mask(void) {
     tsr_sampler *s = NULL;
@@ -309,6 +364,7 @@ int main(void) {
     test_refusals();
     test_tool_call();
     test_masks();
+    test_no_dead_ends();
     test_sampler_mask();
     return tsr_test_finish();
 }
