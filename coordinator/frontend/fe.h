@@ -105,6 +105,8 @@ bool tsr__fe_key_equal(const char *given, size_t given_len, const char *key);
 
 /* ---- structured output and tool calls (tools.c; http_tools.c streams them) ---- */
 enum { TSR__FE_TOOLS_NONE = 0, TSR__FE_TOOLS_AUTO, TSR__FE_TOOLS_FORCED };
+/* gRPC's SamplingParams.json_object / json_schema (schema "" or NULL: not given). */
+bool tsr__fe_schema_text(tsr__fe_params *p, bool json_object, const char *schema, tsr__fe_error *err);
 /* The chat fields tools.c reads (so the unsupported-field check lets them through on chat). */
 bool tsr__fe_structured_field(const char *name);
 /* A history message of role "tool" or an assistant's with tool_calls, rendered into *out:

@@ -176,6 +176,7 @@ static bool tsr__g_params(const Tessera__V1__SamplingParams *sp, tsr__fe_params 
             snprintf(key, sizeof key, "%d", sp->logit_bias[i]->key);
             if (!tsr__fe_add_bias(p, key, sp->logit_bias[i]->value, err)) return false;
         }
+        if (!tsr__fe_schema_text(p, sp->json_object, sp->json_schema, err)) return false;   /* tools.c */
         if (!tsr__fe_check("min_tokens", sp->min_tokens, err)) return false;
         p->sampling.min_tokens = (int32_t)sp->min_tokens;
         if (sp->min_tokens > p->max_tokens) {

@@ -422,3 +422,16 @@ const char *tsr__fe_reply(const tsr__fe_params *p, cJSON *m, const char *text, c
     cJSON_AddItemToObject(m, "tool_calls", calls);
     return !strcmp(finish, "stop") ? "tool_calls" : finish;
 }
+
+bool tsr__fe_schema_text(tsr__fe_params *p, bool json_object, const char *schema, tsr__fe_error *err) {
+    bool has_schema = schema && schema[0];
+    if (!json_object && !has_schema) return true;
+    if (json_object && has_schema) return BAD("json_schema", "invalid_value", "give json_object or json_schema, not both");
+    tsr_grammar *g = NULL;
+    if (tsr_grammar_compile(has_schema ? schema : NULL, has_schema ? strlen(schema) : 0, &g) != TSR_OK)
+        return BAD(has_schema ? "json_schema" : "json_object", "invalid_value", "%s", tsr_last_error());
+    tsr_grammar_free(g);
+    p->json_schema = tsr__own(p, strdup(has_schema ? schema : ""));
+    if (!p->json_schema) return BAD("json_schema", NULL, "out of memory");
+    return true;
+}

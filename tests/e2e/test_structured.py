@@ -2,14 +2,19 @@
 greedy, short outputs): response_format json_object / json_schema outputs parse and validate
 against their schema (jsonschema, not our code), tool_choice required / named gives tool_calls
 whose arguments validate against the function's parameters, streaming and not, tool results in
-the history are accepted, and schemas the grammar cannot honour are 400s naming the keyword."""
+the history are accepted, and schemas the grammar cannot honour are 400s naming the keyword; the
+gRPC API's SamplingParams.json_schema likewise (stubs generated from proto/tessera.proto)."""
+import importlib
 import json
+import sys
 
+import grpc
 import jsonschema
 import openai
 import pytest
+from grpc_tools import protoc
 
-from serve_util import API_KEY
+from serve_util import API_KEY, ROOT
 
 
 @pytest.fixture(scope="module")
@@ -163,3 +168,37 @@ def test_what_the_grammar_cannot_honour_is_refused(client, kw, param, word):
         ask(client, "Hi", max_tokens=2, **kw)
     body = ei.value.body
     assert body["param"] == param and word in body["message"], body
+
+
+@pytest.fixture(scope="module")
+def grpc_api(server, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stubs")
+    assert protoc.main(["protoc", f"-I{ROOT / 'proto'}", f"--python_out={out}", f"--grpc_python_out={out}",
+                        str(ROOT / "proto" / "tessera.proto")]) == 0
+    sys.path.insert(0, str(out))
+    try:
+        pb, pbg = importlib.import_module("tessera_pb2"), importlib.import_module("tessera_pb2_grpc")
+        ch = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+        grpc.channel_ready_future(ch).result(timeout=30)
+        yield pb, pbg.TesseraStub(ch)
+        ch.close()
+    finally:
+        sys.path.remove(str(out))
+
+
+def test_grpc_json_schema(grpc_api):
+    pb, stub = grpc_api
+    md = (("authorization", f"Bearer {API_KEY}"),)
+    msgs = [pb.ChatMessage(role="user", content="Describe a person.")]
+    r = stub.Chat(pb.ChatRequest(messages=msgs, params=pb.SamplingParams(
+        max_tokens=80, temperature=0, json_schema=json.dumps(PERSON))), metadata=md, timeout=120)
+    assert r.finish_reason == "stop", r
+    jsonschema.validate(json.loads(r.message.content), PERSON)
+    ab = [pb.ChatMessage(role="user", content="Give a JSON object with the keys a and b set to 1 and 2.")]
+    r = stub.Chat(pb.ChatRequest(messages=ab, params=pb.SamplingParams(max_tokens=40, temperature=0, json_object=True)),
+                  metadata=md, timeout=120)
+    assert r.finish_reason == "stop" and isinstance(json.loads(r.message.content), dict), r
+    with pytest.raises(grpc.RpcError) as ei:
+        stub.Chat(pb.ChatRequest(messages=msgs, params=pb.SamplingParams(
+            max_tokens=2, json_schema='{"type": "string", "pattern": "a+"}')), metadata=md, timeout=120)
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'pattern'" in ei.value.details()
