@@ -186,12 +186,8 @@ static void tsr__qgemm_tiles(void *ctx, int64_t i0, int64_t i1, int tid) {
             wt = (const float *)((const char *)w->data + (size_t)r0 * w->row_stride);
             ldw = (blasint)(w->row_stride / sizeof(float));
         } else {
-            for (int64_t r = 0; r < nr; r++) {
-                tsr_status st = tsr_ggml_dequantize((tsr_ggml_type)w->type,
-                                                    (const char *)w->data + (size_t)(r0 + r) * w->row_stride,
-                                                    tile + r * k, k);
-                if (st != TSR_OK) j->err = st;
-            }
+            tsr_status st = tsr_wtensor_dequantize_rows(w, r0, nr, tile);
+            if (st != TSR_OK) j->err = st;
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)j->n_tok, (blasint)nr, (blasint)k, 1.0f, j->x,
                     (blasint)k, wt, ldw, 0.0f, j->out + r0, (blasint)j->ldo);
@@ -246,8 +242,7 @@ static void tsr__cpu_get_rows_w(tsr_backend *be, void *out, const tsr_wtensor *t
             continue;
         }
         TSR_ASSERT(rows[i] < table->rows);
-        tsr_status st = tsr_ggml_dequantize((tsr_ggml_type)table->type,
-                                            (const char *)table->data + (size_t)rows[i] * table->row_stride, o, d);
+        tsr_status st = tsr_wtensor_dequantize_rows(table, rows[i], 1, o);
         if (st != TSR_OK && c->err == TSR_OK) c->err = st;
     }
 }

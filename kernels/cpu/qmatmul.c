@@ -29,7 +29,7 @@ static inline float tsr__h(const uint8_t *p) {
 static tsr__act_kind tsr__act_kind_of(tsr_wtype t) {
     switch (t) {
     case TSR_WTYPE_Q4_0: case TSR_WTYPE_Q4_1: case TSR_WTYPE_Q5_0: case TSR_WTYPE_Q5_1:
-    case TSR_WTYPE_Q8_0: return TSR__ACT_Q8A32;
+    case TSR_WTYPE_Q8_0: case TSR_WTYPE_INT4G: return TSR__ACT_Q8A32;
     case TSR_WTYPE_Q2_K: case TSR_WTYPE_Q3_K: case TSR_WTYPE_Q4_K: case TSR_WTYPE_Q5_K:
     case TSR_WTYPE_Q6_K: case TSR_WTYPE_Q8_K: return TSR__ACT_Q8A256;
     default: return TSR__ACT_F32;
@@ -260,6 +260,38 @@ static float tsr__dot_q8_k(const uint8_t *w, const void *xv, int64_t nb) {
     return acc;
 }
 
+/* ---- portable kernel: INT4G (qmatmul_impl.h states the sum) ---- */
+
+static void tsr__dot_i4g(const uint8_t *q, const uint8_t *sc, const uint8_t *zp, int64_t cols, int64_t group,
+                         const void *xv, size_t xs, const float *xg, int n, float *y, int64_t ldy) {
+    const int64_t ng = cols / group, bpg = group / TSR__QK;
+    for (int j = 0; j < n; j++) {
+        const tsr__q8a32 *x = (const tsr__q8a32 *)(const void *)((const uint8_t *)xv + (size_t)j * xs);
+        float acc = 0;
+        for (int64_t g = 0; g < ng; g++) {
+            float sg = 0;
+            for (int64_t b = g * bpg; b < (g + 1) * bpg; b++) {
+                const uint8_t *qb = q + 16 * b;
+                int s = 0;
+                for (int i = 0; i < 16; i++) s += (qb[i] & 15) * x[b].qs[i] + (qb[i] >> 4) * x[b].qs[i + 16];
+                sg += x[b].d * (float)s;
+            }
+            acc += tsr__h(sc + 2 * g) * (sg - (zp ? (float)zp[g] : 8.0f) * xg[(int64_t)j * ng + g]);
+        }
+        y[j * ldy] = acc;
+    }
+}
+
+/* xg of tsr__qmm_i4_fn for one activation row. */
+static void tsr__i4g_xsums(const tsr__q8a32 *x, int64_t cols, int64_t group, float *xg) {
+    const int64_t bpg = group / TSR__QK;
+    for (int64_t g = 0; g < cols / group; g++) {
+        float s = 0;
+        for (int64_t b = g * bpg; b < (g + 1) * bpg; b++) s += x[b].d * (float)x[b].isum;
+        xg[g] = s;
+    }
+}
+
 /* ---- portable kernels: float weights (f32 activations) ---- */
 
 static float tsr__dot_f32(const uint8_t *w, const void *xv, int64_t n) {
@@ -344,7 +376,7 @@ tsr_qmm_impl tsr_qmm_impl_best(void) {
     return TSR_QMM_PORTABLE;
 }
 
-int tsr_qmatmul_supports(tsr_wtype t) { return tsr__qmm_dot_portable(t) != NULL; }
+int tsr_qmatmul_supports(tsr_wtype t) { return t == TSR_WTYPE_INT4G || tsr__qmm_dot_portable(t) != NULL; }
 
 static size_t tsr__act_row_bytes(tsr_wtype t, int64_t cols) {
     switch (tsr__act_kind_of(t)) {
@@ -354,8 +386,10 @@ static size_t tsr__act_row_bytes(tsr_wtype t, int64_t cols) {
     }
 }
 
+/* INT4G adds its per-group activation sums (at most one float per block of 32) after the rows. */
 size_t tsr_qmatmul_work_size(tsr_wtype t, int64_t n_tok, int64_t cols) {
-    return (size_t)(n_tok > 0 ? n_tok : 0) * tsr__act_row_bytes(t, cols);
+    const size_t xg = t == TSR_WTYPE_INT4G ? sizeof(float) * (size_t)(cols / TSR__QK) : 0;
+    return (size_t)(n_tok > 0 ? n_tok : 0) * (tsr__act_row_bytes(t, cols) + xg);
 }
 
 /* ---- the threaded driver ---- */
@@ -369,15 +403,27 @@ typedef struct {
     int64_t ldy;
     tsr__qmm_dot_fn dot;   /* portable: one token at a time */
     tsr__qmm_dotn_fn dotn; /* SIMD: up to TSR__QMM_NT tokens per pass over a weight row */
+    tsr__qmm_i4_fn i4;     /* INT4G (portable or SIMD), with its per-group sums xg */
+    const float *xg;
 } tsr__qmm_job;
 
 static void tsr__qmm_rows(void *ctx, int64_t r0, int64_t r1, int tid) {
     (void)tid;
     const tsr__qmm_job *j = ctx;
-    const uint8_t *wd = j->w->data;
+    const tsr_wtensor *w = j->w;
+    const uint8_t *wd = w->data;
     for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *row = wd + (size_t)r * j->w->row_stride;
-        if (j->dotn) {
+        const uint8_t *row = wd + (size_t)r * w->row_stride;
+        if (j->i4) {
+            const uint8_t *sc = (const uint8_t *)w->scales + (size_t)r * w->scale_stride;
+            const uint8_t *zp = w->zeros ? (const uint8_t *)w->zeros + (size_t)r * w->zero_stride : NULL;
+            const int64_t ng = w->cols / w->block;
+            for (int64_t t = 0; t < j->n_tok; t += TSR__QMM_NT) {
+                const int n = (int)(j->n_tok - t < TSR__QMM_NT ? j->n_tok - t : TSR__QMM_NT);
+                j->i4(row, sc, zp, w->cols, w->block, j->xa + (size_t)t * j->x_stride, j->x_stride, j->xg + t * ng, n,
+                      j->y + t * j->ldy + r, j->ldy);
+            }
+        } else if (j->dotn) {
             for (int64_t t = 0; t < j->n_tok; t += TSR__QMM_NT) {
                 const int n = (int)(j->n_tok - t < TSR__QMM_NT ? j->n_tok - t : TSR__QMM_NT);
                 j->dotn(row, j->xa + (size_t)t * j->x_stride, j->x_stride, n, j->nb, j->y + t * j->ldy + r, j->ldy);
@@ -396,6 +442,12 @@ static tsr_status tsr__qmm_check(const tsr_wtensor *w, int64_t n_tok, int64_t ld
     if (w->rows < 0 || n_tok < 0 || ldy < w->rows || w->row_stride < rb)
         return tsr_errorf(TSR_ERR_INVALID_ARG, "%s matmul: bad shape (rows %lld, n_tok %lld, ldy %lld, row stride %zu < %zu)",
                           tsr_wtype_name(w->type), (long long)w->rows, (long long)n_tok, (long long)ldy, w->row_stride, rb);
+    if (w->type == TSR_WTYPE_INT4G &&
+        (w->block <= 0 || w->block % TSR__QK != 0 || w->cols % w->block != 0 || !w->scales ||
+         w->scale_stride < 2 * (size_t)(w->cols / w->block) || (w->zeros && w->zero_stride < (size_t)(w->cols / w->block))))
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "INT4G matmul: bad groups (group %lld of %lld columns, scales %s, strides %zu/%zu)",
+                          (long long)w->block, (long long)w->cols, w->scales ? "set" : "missing", w->scale_stride,
+                          w->zero_stride);
     return TSR_OK;
 }
 
@@ -408,17 +460,25 @@ tsr_status tsr_qmatmul(tsr_cpu_pool *pool, const tsr_wtensor *w, const float *x,
     tsr__qmm_dotn_fn dotn = NULL;
     if (impl == TSR_QMM_AVX512VNNI) dotn = tsr__qmm_dot_vnni(w->type);
     if (impl == TSR_QMM_AVX2 || (impl == TSR_QMM_AVX512VNNI && !dotn)) dotn = tsr__qmm_dot_avx2(w->type);
+    tsr__qmm_i4_fn i4 = NULL;
+    if (w->type == TSR_WTYPE_INT4G) {
+        i4 = impl == TSR_QMM_AVX512VNNI ? tsr__qmm_i4_vnni() : impl == TSR_QMM_AVX2 ? tsr__qmm_i4_avx2() : NULL;
+        if (!i4 && impl == TSR_QMM_AVX512VNNI) i4 = tsr__qmm_i4_avx2();
+        if (!i4) i4 = tsr__dot_i4g;
+        dotn = NULL;
+    }
     if (n_tok == 0 || w->rows == 0) return TSR_OK;
 
     const tsr__act_kind kind = tsr__act_kind_of(w->type);
-    tsr__qmm_job j = {.w = w, .n_tok = n_tok, .y = y, .ldy = ldy, .dot = tsr__qmm_dot_portable(w->type), .dotn = dotn};
+    tsr__qmm_job j = {.w = w, .n_tok = n_tok, .y = y, .ldy = ldy, .dot = tsr__qmm_dot_portable(w->type), .dotn = dotn,
+                      .i4 = i4};
     void *owned = NULL;
     if (kind == TSR__ACT_F32) {
         j.xa = (const uint8_t *)x, j.x_stride = (size_t)w->cols * sizeof(float), j.nb = w->cols;
     } else {
         j.x_stride = tsr__act_row_bytes(w->type, w->cols);
         if (!work) {
-            owned = work = malloc(j.x_stride * (size_t)n_tok + 1);
+            owned = work = malloc(tsr_qmatmul_work_size(w->type, n_tok, w->cols) + 1);
             if (!owned) return tsr_errorf(TSR_ERR_OOM, "matmul: no memory for %lld quantized activation rows", (long long)n_tok);
         }
         for (int64_t t = 0; t < n_tok; t++) {
@@ -427,6 +487,13 @@ tsr_status tsr_qmatmul(tsr_cpu_pool *pool, const tsr_wtensor *w, const float *x,
             else tsr__quant_q8a256(x + t * w->cols, w->cols, row);
         }
         j.xa = work, j.nb = w->cols / w->block;
+        if (i4) {
+            float *xg = (float *)(void *)((uint8_t *)work + j.x_stride * (size_t)n_tok);
+            for (int64_t t = 0; t < n_tok; t++)
+                tsr__i4g_xsums((const tsr__q8a32 *)(const void *)(j.xa + (size_t)t * j.x_stride), w->cols, w->block,
+                               xg + t * (w->cols / w->block));
+            j.xg = xg;
+        }
     }
     /* Ranges of a few rows so a descheduled thread on a shared machine holds little work. */
     const int nth = pool ? tsr_cpu_pool_size(pool) : 1;
@@ -443,8 +510,7 @@ tsr_status tsr_qmatmul_ref(const tsr_wtensor *w, const float *x, int64_t n_tok, 
     float *row = malloc(sizeof(float) * (size_t)(w->cols > 0 ? w->cols : 1));
     if (!row) return tsr_errorf(TSR_ERR_OOM, "matmul reference: no memory for a row of %lld", (long long)w->cols);
     for (int64_t r = 0; r < w->rows; r++) {
-        tsr_status st = tsr_ggml_dequantize((tsr_ggml_type)w->type, (const uint8_t *)w->data + (size_t)r * w->row_stride,
-                                            row, w->cols);
+        tsr_status st = tsr_wtensor_dequantize_rows(w, r, 1, row);
         if (st != TSR_OK) {
             free(row);
             return st;

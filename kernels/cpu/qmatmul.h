@@ -4,8 +4,10 @@
  * with 16-element sums for the k-quants) and take integer dot products; the float types read
  * their rows as they are and accumulate in f32.  Three implementations of the same math,
  * picked at run time: portable C, AVX2 (+FMA, F16C) and AVX-512 VNNI (256-bit vpdpbusd).
- * tsr_qmatmul_ref is the oracle the tests compare them with: dequantize each row with
- * tsr_ggml_dequantize and dot in double precision.  Not yet wired into the op table (see
+ * INT4G (the int4 group layout of AWQ/GPTQ/compressed-tensors checkpoints, common/wtype.h)
+ * takes Q4_0's 8-bit activation blocks of 32 and folds each group's zero point in through
+ * per-group activation sums.  tsr_qmatmul_ref is the oracle the tests compare them with:
+ * dequantize each row with tsr_wtensor_dequantize_rows and dot in double precision.  Not yet wired into the op table (see
  * kernels/cpu/README.md for the plan). */
 #ifndef TSR_CPU_QMATMUL_H
 #define TSR_CPU_QMATMUL_H
@@ -30,8 +32,7 @@ int tsr_qmm_impl_available(tsr_qmm_impl impl);
 /* What AUTO resolves to on this CPU. */
 tsr_qmm_impl tsr_qmm_impl_best(void);
 
-/* Whether tsr_qmatmul computes with this type (every GGUF type and the float types; not yet the
- * int4 group formats). */
+/* Whether tsr_qmatmul computes with this type (every GGUF type, the float types and INT4G). */
 int tsr_qmatmul_supports(tsr_wtype t);
 
 /* Bytes of scratch tsr_qmatmul needs for n_tok rows of activations (the quantized copy). */

@@ -6,10 +6,12 @@
 #define TSR_SIMD_TARGET "avx2,fma,f16c"
 #define TSR_SIMD_VNNI 0
 #define TSR_SIMD_TABLE tsr__qmm_dot_avx2
+#define TSR_SIMD_I4_TABLE tsr__qmm_i4_avx2
 #include "kernels/cpu/qmatmul_simd.inc"
 #else
 tsr__qmm_dotn_fn tsr__qmm_dot_avx2(tsr_wtype t) {
     (void)t;
     return NULL;
 }
+tsr__qmm_i4_fn tsr__qmm_i4_avx2(void) { return NULL; }
 #endif

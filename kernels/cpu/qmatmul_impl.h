@@ -36,6 +36,18 @@ typedef float (*tsr__qmm_dot_fn)(const uint8_t *w, const void *x, int64_t nb);
 typedef void (*tsr__qmm_dotn_fn)(const uint8_t *w, const void *x, size_t x_stride, int n, int64_t nb, float *y,
                                  int64_t ldy);
 
+/* INT4G rows (common/wtype.h): each of n (1..TSR__QMM_NT) rows of activations x (tsr__q8a32
+ * blocks, x_stride bytes apart) against one weight row of `cols` quants q, f16 group scales sc
+ * and byte zero points zp (NULL: 8), groups of `group`; xg[j * n_groups + g] is sum over the
+ * blocks b of group g of d_b * isum_b for activation row j (the zero-point term's sums):
+ *   y[j * ldy] = sum_g d_g * (sum_{b in g} d_b * sum_i u_i q_i  -  z_g * xg[j][g]). */
+typedef void (*tsr__qmm_i4_fn)(const uint8_t *q, const uint8_t *sc, const uint8_t *zp, int64_t cols, int64_t group,
+                               const void *x, size_t x_stride, const float *xg, int n, float *y, int64_t ldy);
+
+/* NULL where the implementation has no INT4G kernel. */
+tsr__qmm_i4_fn tsr__qmm_i4_avx2(void);
+tsr__qmm_i4_fn tsr__qmm_i4_vnni(void);
+
 /* NULL where the implementation has no kernel for t. */
 tsr__qmm_dotn_fn tsr__qmm_dot_avx2(tsr_wtype t);
 tsr__qmm_dotn_fn tsr__qmm_dot_vnni(tsr_wtype t);

@@ -4,7 +4,9 @@
  * tsr_ggml_dequantize, dot products in double) under a normalized-MSE bound per type, as
  * ggml's test-backend-ops does, and the SIMD paths against the portable one under a much
  * tighter bound (the integer sums are the same; only the f32 summation order differs).  Plus
- * the descriptor's shape rules: row bytes, and TP cuts that would split a block. */
+ * the descriptor's shape rules: row bytes, and TP cuts that would split a block.  The int4 group
+ * layout (INT4G) the same way, its dequantization against the layout's statement element by
+ * element, and its row and column slices as views. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -167,7 +169,7 @@ static void test_descriptor(void) {
     CHECK(tsr_wtype_row_bytes(TSR_WTYPE_BF16, 7, &rb) == TSR_OK && rb == 14);
     CHECK(tsr_wtype_row_bytes(TSR_WTYPE_Q6_K, 576, &rb) == TSR_ERR_INVALID_ARG);
     CHECK(strstr(tsr_last_error(), "Q6_K") && strstr(tsr_last_error(), "256"));
-    CHECK(strcmp(tsr_wtype_name(TSR_WTYPE_Q5_K), "Q5_K") == 0 && strcmp(tsr_wtype_name(TSR_WTYPE_AWQ_INT4), "AWQ_INT4") == 0);
+    CHECK(strcmp(tsr_wtype_name(TSR_WTYPE_Q5_K), "Q5_K") == 0 && strcmp(tsr_wtype_name(TSR_WTYPE_INT4G), "INT4G") == 0);
     tsr_wtype t;
     CHECK(tsr_wtype_from_ggml(TSR_GGML_Q3_K, &t) == TSR_OK && t == TSR_WTYPE_Q3_K);
     CHECK(tsr_wtype_from_ggml(TSR_GGML_I8, &t) == TSR_ERR_UNSUPPORTED);
@@ -190,18 +192,127 @@ static void test_descriptor(void) {
     CHECK(tsr_wtensor_slice(&w, "blk.3.ffn_down.weight", TSR_SPLIT_COLS, 100, 256, &part) == TSR_ERR_INVALID_ARG);
     CHECK(tsr_wtensor_check_split(&w, "w", TSR_SPLIT_COLS, 0) == TSR_ERR_INVALID_ARG);
 
-    /* The int4 group formats: a row split keeps packed words of 8 whole, a column split groups. */
-    CHECK(tsr_wtensor_init(&w, TSR_WTYPE_AWQ_INT4, 4096, 4096, 128, NULL) == TSR_OK && w.block == 128);
-    CHECK(w.row_stride == 2048);
+    /* INT4G: rows are independent (any row split), a column split keeps whole groups. */
+    CHECK(tsr_wtensor_init(&w, TSR_WTYPE_INT4G, 4096, 4096, 128, NULL) == TSR_OK && w.block == 128);
+    CHECK(w.row_stride == 2048 && w.scale_stride == 64 && w.zero_stride == 32);
     CHECK(tsr_wtensor_check_split(&w, "q_proj", TSR_SPLIT_ROWS, 8) == TSR_OK);
+    CHECK(tsr_wtensor_check_split(&w, "o_proj", TSR_SPLIT_COLS, 32) == TSR_OK);
     CHECK(tsr_wtensor_check_split(&w, "o_proj", TSR_SPLIT_COLS, 64) == TSR_ERR_INVALID_ARG);
-    CHECK(tsr_wtensor_init(&w, TSR_WTYPE_GPTQ_INT4, 64, 4096, 100, NULL) == TSR_ERR_INVALID_ARG);
-    CHECK(tsr_wtensor_init(&w, TSR_WTYPE_GPTQ_INT4, 64, 4096, 128, NULL) == TSR_OK);
+    msg = tsr_last_error();
+    CHECK_MSG(strstr(msg, "o_proj") && strstr(msg, "128") && strstr(msg, "32") && strstr(msg, "INT4G"), "%s", msg);
+    CHECK(tsr_wtensor_init(&w, TSR_WTYPE_INT4G, 64, 4096, 100, NULL) == TSR_ERR_INVALID_ARG);
+    CHECK(tsr_wtensor_init(&w, TSR_WTYPE_INT4G, 64, 4096, 16, NULL) == TSR_ERR_INVALID_ARG); /* not whole runs of 32 */
+    CHECK(tsr_wtensor_init(&w, TSR_WTYPE_INT4G, 64, 4096, 128, NULL) == TSR_OK);
     float x[4096], y[64];
     memset(x, 0, sizeof x);
-    CHECK(!tsr_qmatmul_supports(TSR_WTYPE_GPTQ_INT4));
-    CHECK(tsr_qmatmul(NULL, &w, x, 1, y, 64, NULL, TSR_QMM_AUTO) == TSR_ERR_UNSUPPORTED);
-    CHECK(strstr(tsr_last_error(), "GPTQ_INT4") != NULL);
+    CHECK(tsr_qmatmul_supports(TSR_WTYPE_INT4G));
+    CHECK(tsr_qmatmul(NULL, &w, x, 1, y, 64, NULL, TSR_QMM_AUTO) == TSR_ERR_INVALID_ARG); /* no scales */
+    CHECK(strstr(tsr_last_error(), "scales missing") != NULL);
+}
+
+/* ---- INT4G (common/wtype.h's group layout) ---- */
+
+typedef struct {
+    uint8_t *q, *sc, *zp;
+    tsr_wtensor w;
+} i4g;
+
+/* Random quants, f16 scales in [0.002, 0.02], zero points 0..15 (or none: symmetric). */
+static void i4g_rand(i4g *m, int64_t rows, int64_t cols, int64_t group, int with_zeros) {
+    CHECK(tsr_wtensor_init(&m->w, TSR_WTYPE_INT4G, rows, cols, group, NULL) == TSR_OK);
+    const size_t nq = (size_t)(rows * cols / 2), ng = (size_t)(rows * (cols / group));
+    m->q = malloc(nq), m->sc = malloc(2 * ng), m->zp = with_zeros ? malloc(ng) : NULL;
+    for (size_t i = 0; i < nq; i++) m->q[i] = (uint8_t)rnd32();
+    for (size_t i = 0; i < ng; i++) put_f16(m->sc + 2 * i, frand(0.002f, 0.02f));
+    for (size_t i = 0; m->zp && i < ng; i++) m->zp[i] = (uint8_t)(rnd32() % 16);
+    m->w.data = m->q, m->w.scales = m->sc, m->w.zeros = m->zp;
+}
+
+static void i4g_free(i4g *m) { free(m->q), free(m->sc), free(m->zp); }
+
+/* W[r][c] straight from the layout's statement (wtype.h), element by element. */
+static float i4g_elem(const tsr_wtensor *w, int64_t r, int64_t c) {
+    const uint8_t *q = (const uint8_t *)w->data + (size_t)r * w->row_stride + (size_t)(c / 32) * 16 + (size_t)(c % 16);
+    const int u = (c % 32) < 16 ? (*q & 15) : (*q >> 4);
+    uint16_t h;
+    memcpy(&h, (const uint8_t *)w->scales + (size_t)r * w->scale_stride + 2 * (size_t)(c / w->block), 2);
+    const int z = w->zeros ? ((const uint8_t *)w->zeros)[(size_t)r * w->zero_stride + (size_t)(c / w->block)] : 8;
+    return tsr_f16_to_f32(h) * (float)(u - z);
+}
+
+static void test_int4g_dequantize_and_slices(void) {
+    i4g m;
+    i4g_rand(&m, 12, 256, 64, 1);
+    float *full = malloc(sizeof(float) * 12 * 256), *part = malloc(sizeof(float) * 12 * 256);
+    CHECK(tsr_wtensor_dequantize_rows(&m.w, 0, 12, full) == TSR_OK);
+    int exact = 1;
+    for (int64_t r = 0; r < 12; r++)
+        for (int64_t c = 0; c < 256; c++) exact &= full[r * 256 + c] == i4g_elem(&m.w, r, c);
+    CHECK_MSG(exact, "INT4G dequantization departs from the layout's statement");
+    CHECK(tsr_wtensor_bytes(&m.w) == 12 * (128 + 4 * 3));
+    /* rows 4..9 and then columns 128..255 (the last two groups): views of the same numbers */
+    tsr_wtensor rows, cols;
+    CHECK(tsr_wtensor_slice(&m.w, "mlp.down_proj", TSR_SPLIT_ROWS, 4, 6, &rows) == TSR_OK);
+    CHECK(tsr_wtensor_slice(&rows, "mlp.down_proj", TSR_SPLIT_COLS, 128, 128, &cols) == TSR_OK);
+    CHECK(cols.rows == 6 && cols.cols == 128 && cols.row_stride == 128 && cols.scale_stride == 8);
+    CHECK(tsr_wtensor_dequantize_rows(&cols, 0, 6, part) == TSR_OK);
+    exact = 1;
+    for (int64_t r = 0; r < 6; r++)
+        for (int64_t c = 0; c < 128; c++) exact &= part[r * 128 + c] == full[(r + 4) * 256 + 128 + c];
+    CHECK_MSG(exact, "an INT4G slice is not a view of the same weights");
+    CHECK(tsr_wtensor_slice(&m.w, "mlp.down_proj", TSR_SPLIT_COLS, 32, 64, &cols) == TSR_ERR_INVALID_ARG);
+    CHECK_MSG(strstr(tsr_last_error(), "mlp.down_proj") && strstr(tsr_last_error(), "0 and 64"), "%s", tsr_last_error());
+    CHECK(tsr_wtensor_dequantize_rows(&m.w, 10, 3, part) == TSR_ERR_INVALID_ARG);
+    free(full), free(part);
+    i4g_free(&m);
+}
+
+/* Every implementation against the reference twin (8-bit activations: the bound of the other
+ * 4-bit types) and the SIMD ones against the portable kernel; symmetric and asymmetric, groups
+ * of 32 to a whole row, and a column slice with wider strides. */
+static void test_int4g_matmul(tsr_cpu_pool *pool) {
+    static const struct { int64_t rows, cols, group, n_tok; int zeros; } cases[] = {
+        {37, 256, 32, 1, 1}, {16, 4096, 128, 3, 1}, {65, 1024, 64, 17, 0}, {8, 512, 512, 2, 1}, {33, 2048, 128, 5, 0},
+    };
+    const tsr_qmm_impl impls[] = {TSR_QMM_PORTABLE, TSR_QMM_AVX2, TSR_QMM_AVX512VNNI, TSR_QMM_AUTO};
+    double worst = 0;
+    for (size_t s = 0; s < sizeof cases / sizeof cases[0]; s++) {
+        i4g m;
+        i4g_rand(&m, cases[s].rows, cases[s].cols, cases[s].group, cases[s].zeros);
+        tsr_wtensor w = m.w;
+        if (s == 4) CHECK(tsr_wtensor_slice(&m.w, "o_proj", TSR_SPLIT_COLS, 1024, 1024, &w) == TSR_OK);
+        const int64_t nt = cases[s].n_tok, ldy = w.rows + 2;
+        float *x = malloc(sizeof(float) * (size_t)(nt * w.cols));
+        for (int64_t i = 0; i < nt * w.cols; i++) x[i] = frand(-1, 1);
+        const size_t ny = (size_t)(nt * ldy);
+        float *ref = malloc(sizeof(float) * ny), *port = malloc(sizeof(float) * ny), *y = malloc(sizeof(float) * ny);
+        CHECK(tsr_qmatmul_ref(&w, x, nt, ref, ldy) == TSR_OK);
+        for (size_t k = 0; k < sizeof impls / sizeof impls[0]; k++) {
+            if (!tsr_qmm_impl_available(impls[k])) continue;
+            for (size_t i = 0; i < ny; i++) y[i] = -7.0f;
+            void *work = malloc(tsr_qmatmul_work_size(w.type, nt, w.cols) + 1);
+            const tsr_status st = tsr_qmatmul(k == 3 ? pool : NULL, &w, x, nt, y, ldy, k == 1 ? work : NULL, impls[k]);
+            free(work);
+            CHECK_MSG(st == TSR_OK, "INT4G %s: %s", tsr_qmm_impl_name(impls[k]), tsr_last_error());
+            double err = 0, err_port = 0;
+            int gap_ok = 1;
+            for (int64_t t = 0; t < nt; t++) {
+                err += nmse(y + t * ldy, ref + t * ldy, w.rows) / (double)nt;
+                if (k > 0) err_port += nmse(y + t * ldy, port + t * ldy, w.rows) / (double)nt;
+                for (int64_t r = w.rows; r < ldy; r++) gap_ok &= y[t * ldy + r] == -7.0f;
+            }
+            CHECK_MSG(err < 2e-4, "INT4G %s [%lld x %lld] g %lld n_tok %lld: nMSE %.3g vs the reference",
+                      tsr_qmm_impl_name(impls[k]), (long long)w.rows, (long long)w.cols, (long long)w.block,
+                      (long long)nt, err);
+            CHECK_MSG(err_port < 1e-9, "INT4G %s: nMSE %.3g vs the portable path", tsr_qmm_impl_name(impls[k]), err_port);
+            CHECK_MSG(gap_ok, "INT4G %s wrote past rows", tsr_qmm_impl_name(impls[k]));
+            if (k == 0) memcpy(port, y, sizeof(float) * ny);
+            if (err > worst) worst = err;
+        }
+        free(x), free(ref), free(port), free(y);
+        i4g_free(&m);
+    }
+    printf("  INT4G worst nMSE vs reference %.3g (bound 2e-4)\n", worst);
 }
 
 int main(void) {
@@ -210,6 +321,8 @@ int main(void) {
     test_column_slice();
     tsr_cpu_pool *pool = tsr_cpu_pool_init(2);
     for (size_t i = 0; i < sizeof all_types / sizeof all_types[0]; i++) test_type(all_types[i], pool);
+    test_int4g_dequantize_and_slices();
+    test_int4g_matmul(pool);
     tsr_cpu_pool_free(pool);
     return tsr_test_finish();
 }
