@@ -149,10 +149,9 @@ static tsr_status tsr__load_views(tsr__slice_reader *L, const tsr_wkind *kinds, 
         w.cols = part.cols;
     }
     for (int i = 0; i < n_kinds; i++) {
-        size_t rb;
-        TSR_TRY(tsr_wtype_row_bytes(w.part[i].type, w.part[i].cols, &rb));
-        m->weight_bytes += rb * (size_t)w.part[i].rows;
-        m->mapped_bytes += rb * (size_t)w.part[i].rows;
+        const size_t bytes = tsr_wtensor_bytes(&w.part[i]);   /* INT4G: scales and zeros too */
+        m->weight_bytes += bytes;
+        m->mapped_bytes += bytes;
     }
     *out = w;
     *done = true;

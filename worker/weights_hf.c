@@ -1,14 +1,18 @@
 /* The HF safetensors weight source (see weights_source.h): an HF directory (config.json and
  * one or more *.safetensors) or one .safetensors file beside its config.json, read straight
  * from the mmap.  Llama/Mistral/Qwen2 names, and InternLM2's names with its packed `wqkv`
- * unpacked by row mapping. */
+ * unpacked by row mapping.  A checkpoint with a quantization_config (AutoAWQ, GPTQ,
+ * compressed-tensors int4; weights_hf_quant.h) is read through its packing: read() dequantizes,
+ * raw() hands the CPU an INT4G copy converted once per tensor and kept until close(). */
 #include "worker/weights_hf.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/fileutil.h"
+#include "common/log.h"
 #include "common/safetensors.h"
+#include "worker/weights_hf_quant.h"
 
 static const char *const tsr__hf_llama_names[TSR_W_COUNT] = {
     [TSR_W_TOK_EMBD] = "model.embed_tokens.weight",
@@ -63,12 +67,30 @@ static int64_t tsr__internlm2_row(const tsr_model_config *c, tsr_wkind k, int64_
     return (h * (g + 2) + g + 1) * hd + i;
 }
 
+/* One converted INT4G tensor, kept for the model's lifetime (raw()'s views point into it). */
+typedef struct {
+    char name[256];
+    tsr_wtensor w;
+    void *buf;
+} tsr__st_conv;
+
 typedef struct {
     tsr__src base;
     tsr_safetensors *st;
     const char *const *names;
     bool packed_qkv;
+    tsr__hfq q;
+    tsr__st_conv *conv;
+    int64_t n_conv, cap_conv;
+    bool warned_gidx;
 } tsr__st_src;
+
+/* The quantized tensors standing for (k, layer)'s weight; *found false for a dense tensor. */
+static tsr_status tsr__st_qfind(tsr__st_src *s, tsr_wkind k, int layer, tsr__hfq_lin *l, bool *found) {
+    char name[256];
+    tsr__weights_name(name, sizeof name, s->names, k, layer);
+    return tsr__hfq_find(&s->q, s->st, name, l, found);
+}
 
 static tsr_status tsr__st_find(tsr__st_src *s, tsr_wkind k, int layer, const tsr_st_tensor **t) {
     char name[256];
@@ -86,6 +108,15 @@ static tsr_status tsr__st_find(tsr__st_src *s, tsr_wkind k, int layer, const tsr
 static tsr_status tsr__st_shape(tsr__src *base, tsr_wkind k, int layer, int64_t *rows, int64_t *cols) {
     tsr__st_src *s = (tsr__st_src *)base;
     const tsr_st_tensor *t;
+    tsr__hfq_lin l;
+    bool quant;
+    TSR_TRY(tsr__st_qfind(s, k, layer, &l, &quant));
+    if (quant && s->packed_qkv && tsr__is_qkv(k))
+        return tsr_errorf(TSR_ERR_UNSUPPORTED, "a quantized packed wqkv (InternLM2) is not supported");
+    if (quant) {
+        *rows = l.rows, *cols = l.cols;
+        return TSR_OK;
+    }
     TSR_TRY(tsr__st_find(s, k, layer, &t));
     if (s->packed_qkv && tsr__is_qkv(k)) {
         /* The packed tensor must be exactly q + k + v; then report the logical shape. */
@@ -109,6 +140,17 @@ static tsr_status tsr__st_read(tsr__src *base, tsr_wkind k, int layer, const int
                                int64_t c0, int64_t n_cols, float *dst) {
     tsr__st_src *s = (tsr__st_src *)base;
     const tsr_st_tensor *t;
+    tsr__hfq_lin l;
+    bool quant;
+    TSR_TRY(tsr__st_qfind(s, k, layer, &l, &quant));
+    if (quant) {
+        TSR_ASSERT(c0 >= 0 && c0 + n_cols <= l.cols);
+        for (int64_t i = 0; i < n_rows; i++) {
+            TSR_ASSERT(rows[i] >= 0 && rows[i] < l.rows);
+            tsr__hfq_read_row(&s->q, &l, rows[i], c0, n_cols, dst + i * n_cols);
+        }
+        return TSR_OK;
+    }
     TSR_TRY(tsr__st_find(s, k, layer, &t));
     int64_t cols = t->n_dims == 2 ? t->shape[1] : 1;
     size_t es = tsr_dtype_size(t->dtype);
@@ -125,9 +167,45 @@ static tsr_status tsr__st_read(tsr__src *base, tsr_wkind k, int layer, const int
     return TSR_OK;
 }
 
+/* A quantized layer as INT4G (converted on first use); UNSUPPORTED for a dense tensor and for
+ * groups INT4G cannot hold (g_idx reordering: logged once, the loader then dequantizes). */
+static tsr_status tsr__st_raw(tsr__src *base, tsr_wkind k, int layer, tsr_wtensor *out, int64_t *row0, int64_t *col0) {
+    tsr__st_src *s = (tsr__st_src *)base;
+    *row0 = *col0 = 0;
+    tsr__hfq_lin l;
+    bool quant;
+    TSR_TRY(tsr__st_qfind(s, k, layer, &l, &quant));
+    if (!quant || (s->packed_qkv && tsr__is_qkv(k)))
+        return tsr_errorf(TSR_ERR_UNSUPPORTED, "not a quantized tensor Tessera keeps as stored");
+    for (int64_t i = 0; i < s->n_conv; i++)
+        if (!strcmp(s->conv[i].name, l.qw->name)) {
+            *out = s->conv[i].w;
+            return TSR_OK;
+        }
+    if (s->n_conv == s->cap_conv) {
+        int64_t cap = s->cap_conv ? 2 * s->cap_conv : 64;
+        tsr__st_conv *p = realloc(s->conv, sizeof *p * (size_t)cap);
+        if (!p) return tsr_errorf(TSR_ERR_OOM, "out of memory");
+        s->conv = p, s->cap_conv = cap;
+    }
+    tsr__st_conv *c = &s->conv[s->n_conv];
+    tsr_status st = tsr__hfq_to_int4g(&s->q, &l, &c->w, &c->buf);
+    if (st == TSR_ERR_UNSUPPORTED && !s->warned_gidx) {
+        TSR_LOGI("%s: %s; such layers run as a dequantized copy", s->q.what, tsr_last_error());
+        s->warned_gidx = true;
+    }
+    TSR_TRY(st);
+    snprintf(c->name, sizeof c->name, "%s", l.qw->name);
+    s->n_conv++;
+    *out = c->w;
+    return TSR_OK;
+}
+
 static void tsr__st_close(tsr__src *base) {
     tsr__st_src *s = (tsr__st_src *)base;
     tsr_safetensors_close(s->st);
+    for (int64_t i = 0; i < s->n_conv; i++) free(s->conv[i].buf);
+    free(s->conv);
     free(s);
 }
 
@@ -151,13 +229,14 @@ tsr_status tsr__hf_source_open(const char *path, tsr_model_config *cfg, tsr__src
                                                      "'%s' is neither a GGUF file nor an HF model directory "
                                                      "(no config.json in %s)",
                                                      path, dir);
-    free(cj);
     if (st == TSR_OK) st = tsr_model_config_validate(cfg, path);
     tsr__st_src *s = NULL;
     if (st == TSR_OK) {
         s = calloc(1, sizeof *s);
         if (!s) st = tsr_errorf(TSR_ERR_OOM, "out of memory");
     }
+    if (st == TSR_OK) st = tsr__hfq_parse(cj, &s->q);
+    free(cj);
     if (st == TSR_OK) st = tsr_safetensors_open(tsr_path_is_dir(path) ? dir : path, &s->st);
     free(dir);
     if (st != TSR_OK) {
@@ -169,6 +248,10 @@ tsr_status tsr__hf_source_open(const char *path, tsr_model_config *cfg, tsr__src
     s->base.shape = tsr__st_shape;
     s->base.read = tsr__st_read;
     s->base.close = tsr__st_close;
+    if (s->q.method != TSR__HFQ_NONE) {
+        s->base.raw = tsr__st_raw;
+        TSR_LOGD("quantized checkpoint: %s", s->q.what);
+    }
     s->base.kind_name = "safetensors";
     *out = &s->base;
     return TSR_OK;
