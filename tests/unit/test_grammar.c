@@ -1,10 +1,12 @@
 /* Constrained decoding (coordinator/grammar): the schema compiler refuses what it cannot honour
  * (naming the keyword), the automaton accepts valid JSON byte strings of the schema and rejects
  * invalid ones, a token mask equals feeding every token's bytes one by one (tiny and synthetic
- * vocabularies), and the sampler never picks a masked token. */
+ * vocabularies), the sampler never picks a masked token, and the chat front end's tool handling
+ * (tools.c) renders tools and history and reads "auto" replies. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "coordinator/frontend/fe.h"
 #include "coordinator/grammar/grammar.h"
 #include "tests/test_util.h"
 #include "worker/sampling.h"
@@ -357,6 +359,49 @@ static void test_sampler_mask(void) {
     tsr_sampler_free(s);
 }
 
+/* The chat front end (coordinator/frontend/tools.c): tools go into the system message, tool
+ * results and calls in the history are rendered, "auto" replies that are <tool_call> blocks of
+ * known functions become tool_calls and anything else stays content. */
+static void test_frontend_tools(void) {
+    const char *body =
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"add 1 and 2\"},"
+        "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\","
+        "\"function\":{\"name\":\"add\",\"arguments\":\"{\\\"a\\\": 1}\"}}]},"
+        "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"3\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"add\",\"parameters\":{\"type\":\"object\"}}}]}";
+    tsr__fe_params p;
+    tsr__fe_error err;
+    CHECK_MSG(tsr__fe_parse(TSR__FE_CHAT, body, strlen(body), &p, &err), "%s", err.message);
+    if (p.n_messages != 4) {
+        CHECK(p.n_messages == 4);
+        return;
+    }
+    CHECK(p.tool_mode == TSR__FE_TOOLS_AUTO && !p.json_schema);
+    CHECK(!strcmp(p.messages[0].role, "system") && strstr(p.messages[0].content, "\"name\":\"add\""));
+    CHECK(!strcmp(p.messages[2].role, "assistant") && strstr(p.messages[2].content, "<tool_call>\n{\"name\":\"add\",\"arguments\":{\"a\":1}}"));
+    CHECK(!strcmp(p.messages[3].role, "user") && !strcmp(p.messages[3].content, "<tool_response>\n3\n</tool_response>"));
+    cJSON *calls = tsr__fe_tool_calls(&p, " <tool_call>\n{\"name\": \"add\", \"arguments\": {\"a\": 1, \"b\": 2}}\n</tool_call>", false);
+    cJSON *f = cJSON_GetObjectItem(cJSON_GetArrayItem(calls, 0), "function");
+    CHECK(cJSON_GetArraySize(calls) == 1 && !strcmp(cJSON_GetObjectItem(f, "name")->valuestring, "add") &&
+          !strcmp(cJSON_GetObjectItem(f, "arguments")->valuestring, "{\"a\":1,\"b\":2}"));
+    cJSON_Delete(calls);
+    CHECK(!tsr__fe_tool_calls(&p, "The answer is 3.", false));
+    CHECK(!tsr__fe_tool_calls(&p, "<tool_call>{\"name\": \"sub\", \"arguments\": {}}</tool_call>", false));
+    CHECK(tsr__fe_tool_may_start("\n<tool_") && tsr__fe_tool_may_start("") && !tsr__fe_tool_may_start("<tool_x"));
+    tsr__fe_params_free(&p);
+    const char *forced = "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},{\"role\":\"user\",\"content\":\"x\"}],"
+                         "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}],\"tool_choice\":\"required\"}";
+    CHECK_MSG(tsr__fe_parse(TSR__FE_CHAT, forced, strlen(forced), &p, &err), "%s", err.message);
+    CHECK(p.tool_mode == TSR__FE_TOOLS_FORCED && p.tool_functions && strstr(p.tool_functions, "\"f\""));
+    CHECK(p.n_messages == 2 && !strncmp(p.messages[0].content, "Be brief.\n\n# Tools", 18));
+    tsr__fe_params_free(&p);
+    const char *both = "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"response_format\":{\"type\":\"json_object\"},"
+                       "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\"}}]}";
+    CHECK(!tsr__fe_parse(TSR__FE_CHAT, both, strlen(both), &p, &err) && !strcmp(err.param, "response_format"));
+    const char *compl = "{\"prompt\":\"x\",\"response_format\":{\"type\":\"json_object\"}}";   /* chat only */
+    CHECK(!tsr__fe_parse(TSR__FE_COMPLETION, compl, strlen(compl), &p, &err) && !strcmp(err.code, "unsupported_parameter"));
+}
+
 int main(void) {
     test_json_object();
     test_object_schema();
@@ -366,5 +411,6 @@ int main(void) {
     test_masks();
     test_no_dead_ends();
     test_sampler_mask();
+    test_frontend_tools();
     return tsr_test_finish();
 }
