@@ -3,7 +3,8 @@
  * For each weight type, a 576 x 1536 (SmolLM2's down projection) and a 4096 x 4096 matrix at
  * n_tok 1 and 8 on 1 and 2 threads: GB/s of weight bytes read and GFLOP/s (2 rows cols n_tok per
  * call), wall clock, beside OpenBLAS's f32 sgemm of the dequantized matrix on as many threads
- * (whose GB/s counts its f32 bytes); the best of 5 trials each.  Random blocks as in tests/unit/test_qmatmul.c. */
+ * (whose GB/s counts its f32 bytes); the best of 5 trials each.  Random blocks as in tests/unit/test_qmatmul.c.
+ * INT4G runs in groups of 128 with zero points (AutoAWQ's default); its GB/s counts scales and zeros. */
 #include <cblas.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,6 +38,7 @@ static uint8_t *rand_weights(tsr_wtype t, int64_t rows, int64_t cols, size_t *ro
     uint8_t *w = malloc(n);
     if (!w) return NULL;
     for (size_t i = 0; i < n; i++) w[i] = (uint8_t)rnd32();
+    if (t == TSR_WTYPE_INT4G) return w;   /* scales and zeros: planes of their own (main) */
     for (size_t i = 0; i < n / bb; i++) {
         uint8_t *b = w + i * bb;
         const uint16_t h = tsr_f32_to_f16(frand(0.002f, 0.02f));
@@ -60,7 +62,7 @@ static uint8_t *rand_weights(tsr_wtype t, int64_t rows, int64_t cols, size_t *ro
 static const tsr_wtype all_types[] = {
     TSR_WTYPE_F32,  TSR_WTYPE_F16,  TSR_WTYPE_BF16, TSR_WTYPE_Q4_0, TSR_WTYPE_Q4_1,
     TSR_WTYPE_Q5_0, TSR_WTYPE_Q5_1, TSR_WTYPE_Q8_0, TSR_WTYPE_Q2_K, TSR_WTYPE_Q3_K,
-    TSR_WTYPE_Q4_K, TSR_WTYPE_Q5_K, TSR_WTYPE_Q6_K, TSR_WTYPE_Q8_K,
+    TSR_WTYPE_Q4_K, TSR_WTYPE_Q5_K, TSR_WTYPE_Q6_K, TSR_WTYPE_Q8_K, TSR_WTYPE_INT4G,
 };
 
 static int type_wanted(const char *list, tsr_wtype t) {
@@ -104,11 +106,21 @@ int main(int argc, char **argv) {
             float *wf = malloc(sizeof(float) * (size_t)(rows * cols)), *x = malloc(sizeof(float) * 8 * (size_t)cols);
             float *y = malloc(sizeof(float) * 8 * (size_t)rows);
             if (!wd || !wf || !x || !y) return 1;
-            for (int64_t r = 0; r < rows; r++)
-                if (tsr_ggml_dequantize((tsr_ggml_type)t, wd + (size_t)r * rb, wf + r * cols, cols) != TSR_OK) return 1;
-            for (int64_t i = 0; i < 8 * cols; i++) x[i] = frand(-1, 1);
             tsr_wtensor w;
-            if (tsr_wtensor_init(&w, t, rows, cols, 0, wd) != TSR_OK) return 1;
+            if (tsr_wtensor_init(&w, t, rows, cols, 128, wd) != TSR_OK) return 1;
+            uint8_t *planes = NULL;
+            if (t == TSR_WTYPE_INT4G) {
+                const size_t ng = (size_t)(rows * (cols / 128));
+                planes = malloc(3 * ng);
+                for (size_t i = 0; i < ng; i++) {
+                    const uint16_t h = tsr_f32_to_f16(frand(0.002f, 0.02f));
+                    memcpy(planes + 2 * i, &h, 2), planes[2 * ng + i] = (uint8_t)(rnd32() % 16);
+                }
+                w.scales = planes, w.zeros = planes + 2 * ng;
+            }
+            if (tsr_wtensor_dequantize_rows(&w, 0, rows, wf) != TSR_OK) return 1;
+            rb = tsr_wtensor_bytes(&w) / (size_t)rows;
+            for (int64_t i = 0; i < 8 * cols; i++) x[i] = frand(-1, 1);
             void *work = malloc(tsr_qmatmul_work_size(t, 8, cols) + 1);
             for (int nt = 1; nt <= 8; nt += 7) {
                 for (int th = 1; th <= 2; th++) {
@@ -141,7 +153,7 @@ int main(int argc, char **argv) {
                     fflush(stdout);
                 }
             }
-            free(work), free(wd), free(wf), free(x), free(y);
+            free(work), free(wd), free(wf), free(x), free(y), free(planes);
         }
     }
     tsr_cpu_pool_free(pools[0]);
