@@ -14,6 +14,7 @@ int tsr_cmd_bench(int argc, char **argv);
 int tsr_cmd_serve(int argc, char **argv);
 int tsr_cmd_client(int argc, char **argv);
 int tsr_cmd_eval(int argc, char **argv);
+int tsr_cmd_lite(int argc, char **argv);
 /* `tessera bench SUB` rows (dispatched by the table in tools/cmd_bench.c) */
 int tsr_bench_tokenizer(int argc, char **argv);
 int tsr_bench_generate(int argc, char **argv);

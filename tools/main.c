@@ -23,6 +23,7 @@ static const tsr_command tsr__commands[] = {
     {"serve", tsr_cmd_serve, "serve a model: OpenAI API + SSE, gRPC, web chat page, /metrics (mpirun -np N: TP)"},
     {"client", tsr_cmd_client, "chat with a running server (http://host:port or grpc://host:port)"},
     {"eval", tsr_cmd_eval, "evaluate a model: ppl (perplexity over a text file, llama.cpp's definition)"},
+    {"lite", tsr_cmd_lite, "offline quantization: auto_awq (4-bit AWQ into an AutoAWQ GEMM checkpoint)"},
     {"convert", tsr_cmd_convert, "HF directory or GGUF -> a workspace split for N ranks"},
     {NULL, NULL, NULL},
 };
