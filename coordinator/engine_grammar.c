@@ -18,6 +18,9 @@ tsr_status tsr__engine_grammar_compile(const tsr_engine_request *rq, tsr__req *r
     if (rq->ignore_eos)
         return tsr_errorf(TSR_ERR_INVALID_ARG, "ignore_eos cannot be combined with structured output (the output "
                           "ends when its JSON value is complete)");
+    if (rq->sampling.min_tokens > 0)   /* it could ban the end when nothing else is allowed */
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "min_tokens cannot be combined with structured output (the output "
+                          "ends when its JSON value is complete)");
     if (rq->json_schema) return tsr_grammar_compile(rq->json_schema, strlen(rq->json_schema), &r->grammar);
     return tsr_grammar_compile_functions(rq->tool_functions, &r->grammar);
 }

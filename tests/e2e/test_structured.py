@@ -162,7 +162,10 @@ def test_tool_results_in_the_history(client):
         "type": "object", "properties": {"n": {"type": "integer", "minimum": 0}}}}}]}, "tools", "'minimum'"),
     ({"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice", "nope"),
     ({"tool_choice": "required"}, "tool_choice", "tools"),
-], ids=["pattern", "format", "ambiguous_anyOf", "tool_minimum", "unknown_function", "required_without_tools"])
+    ({"response_format": {"type": "json_object"}, "extra_body": {"ignore_eos": True}}, "response_format", "ignore_eos"),
+    ({"response_format": {"type": "json_object"}, "extra_body": {"min_tokens": 2}}, "response_format", "min_tokens"),
+], ids=["pattern", "format", "ambiguous_anyOf", "tool_minimum", "unknown_function", "required_without_tools",
+        "ignore_eos", "min_tokens"])
 def test_what_the_grammar_cannot_honour_is_refused(client, kw, param, word):
     with pytest.raises(openai.BadRequestError) as ei:
         ask(client, "Hi", max_tokens=2, **kw)
