@@ -2,6 +2,7 @@
  * logical tensor belong to a rank. */
 #include "worker/shard_rules.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const tsr_shard_rule tsr__rules[TSR_W_COUNT] = {
@@ -133,4 +134,43 @@ void tsr__shard_local_slice(const tsr_model_config *c, const tsr_shard *sh, tsr_
     tsr__unit_range(c, sh, r->unit, &first, &n, &us);
     if (r->split == TSR_SPLIT_OUT) *r0 = first * us, *nr = n * us;
     else *c0 = first * us, *nc = n * us;
+}
+
+/* Whether every cut rank r of `size` makes in kind k falls on a block edge of w. */
+static bool tsr__cuts_whole(const tsr_model_config *c, tsr_wkind k, const tsr_wtensor *w, int r, int size) {
+    tsr_shard sh;
+    if (tsr_shard_plan(c, r, size, &sh) != TSR_OK) {
+        tsr_clear_error();
+        return false;
+    }
+    int64_t r0, nr, c0, nc;
+    tsr__shard_local_slice(c, &sh, k, &r0, &nr, &c0, &nc);
+    int64_t ur = tsr_wtensor_split_unit(w, TSR_SPLIT_ROWS), uc = tsr_wtensor_split_unit(w, TSR_SPLIT_COLS);
+    if (ur <= 0 || uc <= 0) return false;
+    return r0 % ur == 0 && (r0 + nr) % ur == 0 && c0 % uc == 0 && (c0 + nc) % uc == 0;
+}
+
+tsr_status tsr_shard_check_blocks(const tsr_model_config *c, tsr_wkind k, const tsr_wtensor *w, const char *name,
+                                  int rank, int size) {
+    if (tsr__cuts_whole(c, k, w, rank, size)) return TSR_OK;
+    char ok[160] = "";
+    size_t len = 0;
+    for (int t = 1; t <= 2 * size && len + 16 < sizeof ok; t++) {
+        bool all = true;
+        for (int r = 0; r < t && all; r++) all = tsr__cuts_whole(c, k, w, r, t);
+        if (all) len += (size_t)snprintf(ok + len, sizeof ok - len, "%s%d", len ? ", " : "", t);
+    }
+    if (!len) snprintf(ok, sizeof ok, "none up to %d", 2 * size);
+    tsr_shard sh;
+    TSR_TRY(tsr_shard_plan(c, rank, size, &sh));
+    int64_t r0, nr, c0, nc;
+    tsr__shard_local_slice(c, &sh, k, &r0, &nr, &c0, &nc);
+    bool cols = c0 != 0 || nc != w->cols;
+    return tsr_errorf(TSR_ERR_INVALID_ARG,
+                      "tensor '%s' (%s [%lld, %lld]): rank %d of %d would hold %s %lld..%lld, which cuts a block of "
+                      "%lld; TP sizes that would work: %s",
+                      name, tsr_wtype_name(w->type), (long long)w->rows, (long long)w->cols, rank, size,
+                      cols ? "columns (in)" : "rows (out)", (long long)(cols ? c0 : r0),
+                      (long long)(cols ? c0 + nc : r0 + nr),
+                      (long long)tsr_wtensor_split_unit(w, cols ? TSR_SPLIT_COLS : TSR_SPLIT_ROWS), ok);
 }

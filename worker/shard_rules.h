@@ -10,6 +10,7 @@
 
 #include "common/model_config.h"
 #include "common/status.h"
+#include "common/wtype.h"
 #include "worker/model.h"
 
 /* The logical tensors of a Llama-family layer stack, in HF orientation [out, in]. */
@@ -74,5 +75,14 @@ void tsr__shard_global_shape(const tsr_model_config *c, tsr_wkind k, int64_t *ro
 /* This rank's slice of a kind: rows [r0, r0 + nr), columns [c0, c0 + nc) of the HF tensor. */
 void tsr__shard_local_slice(const tsr_model_config *c, const tsr_shard *sh, tsr_wkind k, int64_t *r0, int64_t *nr,
                             int64_t *c0, int64_t *nc);
+
+/* OK when rank `rank` of a group of `size`'s slice of kind k (tsr__shard_local_slice) starts and
+ * ends on block edges of w, the whole tensor as stored (common/wtype.h; row offsets of a view
+ * that begins at row v_r0, column v_c0 of the tensor are its own).  Otherwise INVALID_ARG naming
+ * the tensor, the block, and the group sizes up to 2 size whose every rank's slice keeps whole
+ * blocks.  Balanced splits may be uneven (9 heads on 4 ranks), so this checks the cuts the plan
+ * makes, not equal parts. */
+tsr_status tsr_shard_check_blocks(const tsr_model_config *c, tsr_wkind k, const tsr_wtensor *w, const char *name,
+                                  int rank, int size);
 
 #endif

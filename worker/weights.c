@@ -132,9 +132,8 @@ static tsr_status tsr__load_views(tsr__slice_reader *L, const tsr_wkind *kinds, 
         else snprintf(name, sizeof name, "%s", r->what);
         int64_t r0, nr, c0, nc;
         tsr__shard_local_slice(&m->cfg, &m->shard, kinds[i], &r0, &nr, &c0, &nc);
-        tsr_split_axis axis = nr != full.rows ? TSR_SPLIT_ROWS : TSR_SPLIT_COLS;
-        if ((nr != full.rows || nc != full.cols) && m->shard.size > 1)
-            TSR_TRY(tsr_wtensor_check_split(&full, name, axis, m->shard.size));
+        if ((nr != full.rows || nc != full.cols) && m->shard.size > 1 && v_r0 == 0 && v_c0 == 0)
+            TSR_TRY(tsr_shard_check_blocks(&m->cfg, kinds[i], &full, name, m->shard.rank, m->shard.size));
         tsr_wtensor part = full;
         if (nr != full.rows) TSR_TRY(tsr_wtensor_slice(&full, name, TSR_SPLIT_ROWS, r0 - v_r0, nr, &part));
         if (nc != full.cols) {

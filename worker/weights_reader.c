@@ -37,9 +37,11 @@ tsr_status tsr__reader_check(tsr__slice_reader *L, tsr_wkind k, int layer, bool 
     }
     TSR_TRY(st);
     tsr__shard_global_shape(&L->m->cfg, k, &wr, &wc);
+    char lbuf[16];
+    snprintf(lbuf, sizeof lbuf, "%d", layer);
     if (rows != wr || cols != wc)
-        return tsr_errorf(TSR_ERR_FORMAT, "%s%s%.0d: shape [%lld, %lld] does not match the config's [%lld, %lld]",
-                          r->what, r->per_layer ? " of layer " : "", r->per_layer ? layer : 0, (long long)rows,
+        return tsr_errorf(TSR_ERR_FORMAT, "%s%s%s: shape [%lld, %lld] does not match the config's [%lld, %lld]",
+                          r->what, r->per_layer ? " of layer " : "", r->per_layer ? lbuf : "", (long long)rows,
                           (long long)cols, (long long)wr, (long long)wc);
     return TSR_OK;
 }

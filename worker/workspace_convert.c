@@ -24,14 +24,13 @@
  * GGUF's per-head Q/K permutation undone row by row), the columns of a row-parallel split cut at
  * a block edge.  *out: [nr][row bytes] of the wtensor type, malloc'd. */
 static tsr_status tsr__copy_blocks(tsr__src *src, tsr_wkind k, int layer, const tsr_wtensor *full, int64_t r0,
-                                   int64_t nr, int64_t c0, int64_t nc, int tp, void **out, size_t *row_bytes) {
+                                   int64_t nr, int64_t c0, int64_t nc, void **out, size_t *row_bytes) {
     char name[96];
     const tsr_shard_rule *rule = tsr_shard_rule_of(k);
     if (rule->per_layer) snprintf(name, sizeof name, "%s of layer %d", rule->what, layer);
     else snprintf(name, sizeof name, "%s", rule->what);
     tsr_wtensor part = *full;
     if (nc != full->cols) {
-        if (tp > 1) TSR_TRY(tsr_wtensor_check_split(full, name, TSR_SPLIT_COLS, tp));
         TSR_TRY(tsr_wtensor_slice(full, name, TSR_SPLIT_COLS, c0, nc, &part));
     }
     TSR_TRY(tsr_wtype_row_bytes(part.type, nc, row_bytes));
@@ -88,8 +87,15 @@ tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, 
             }
             if (rs == TSR_OK && tsr_wtype_block_size(full.type) > 1) {
                 size_t rb;
-                st = tsr__copy_blocks(src, (tsr_wkind)k, layer < 0 ? 0 : layer, &full, r0 - v_r0, nr, c0 - v_c0, nc, size,
-                                      &bufs[n], &rb);
+                char what[96];
+                if (layer >= 0) snprintf(what, sizeof what, "%s of layer %d", tsr_shard_rule_of((tsr_wkind)k)->what, layer);
+                else snprintf(what, sizeof what, "%s", tsr_shard_rule_of((tsr_wkind)k)->what);
+                if (size > 1 && v_r0 == 0 && v_c0 == 0) {
+                    st = tsr_shard_check_blocks(&cfg, (tsr_wkind)k, &full, what, rank, size);
+                    if (st != TSR_OK) break;
+                }
+                st = tsr__copy_blocks(src, (tsr_wkind)k, layer < 0 ? 0 : layer, &full, r0 - v_r0, nr, c0 - v_c0, nc, &bufs[n],
+                                      &rb);
                 if (st != TSR_OK) break;
                 tsr__ws_tensor_name(names[n], sizeof names[n], (tsr_wkind)k, layer < 0 ? 0 : layer);
                 ts[n] = (tsr_st_write_tensor){.name = names[n], .dtype = TSR_U8, .n_dims = 2,
