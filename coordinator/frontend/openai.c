@@ -12,18 +12,6 @@
 
 #include "coordinator/frontend/fe.h"
 
-void tsr__fe_seterr(tsr__fe_error *e, int status, const char *type, const char *param, const char *code,
-                    const char *fmt, ...) {
-    e->status = status;
-    e->type = type;
-    e->param = param;
-    e->code = code;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(e->message, sizeof e->message, fmt, ap);
-    va_end(ap);
-}
-
 char *tsr__fe_error_json(const tsr__fe_error *e) {
     cJSON *root = cJSON_CreateObject(), *o = cJSON_AddObjectToObject(root, "error");
     char *msg = tsr__fe_utf8_sanitize(e->message, strlen(e->message));
@@ -87,12 +75,6 @@ char *tsr__fe_utf8_sanitize(const char *s, size_t n) {
     }
     out[o] = 0;
     return out;
-}
-
-void tsr__fe_make_id(const char *prefix, char *out, size_t cap) {
-    static uint64_t counter;
-    uint64_t a = tsr_sampling_random_seed(), b = ++counter ^ (uint64_t)time(NULL);
-    snprintf(out, cap, "%s-%016llx%08llx", prefix, (unsigned long long)a, (unsigned long long)(b & 0xffffffffu));
 }
 
 bool tsr__fe_key_equal(const char *given, size_t given_len, const char *key) {
