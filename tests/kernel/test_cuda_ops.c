@@ -352,7 +352,8 @@ static void test_rope(const char *name, tsr_rope_type type, bool logn, int64_t n
     batch B;
     batch_make(&B, 3, past, new_, 16);
     int64_t ld = (n_head + 2 * n_kv) * hd, n = B.n_tok * ld;
-    tsr_rope_params p = {type, 10000.0f, 4.0f, 1.0f, 4.0f, 16, 32, hd, logn, false};
+    tsr_rope_params p = {.type = type, .theta = 10000.0f, .factor = 4.0f, .low_freq_factor = 1.0f, .high_freq_factor = 4.0f,
+                         .original_max_pos = 16, .max_pos = 32, .rot_dim = hd, .use_logn_attn = logn};
     if (type == TSR_ROPE_LLAMA3) p.theta = 500000.0f;
     float *x = rand_vec(n, 2.0f);
     float *cx = cpu_put(x, n);
@@ -381,7 +382,8 @@ static void test_rope_kv_write(const char *name, tsr_rope_type type, bool logn, 
     tsr_kv_layout kv = {block_len, n_kv, hd, 0, NULL};
     int64_t cache_n = B.n_blocks_total * n_kv * block_len * hd;
     int64_t ld = (n_head + 2 * n_kv) * hd, n = B.n_tok * ld;
-    tsr_rope_params p = {type, 10000.0f, 4.0f, 1.0f, 4.0f, 16, 32, hd, logn, false};
+    tsr_rope_params p = {.type = type, .theta = 10000.0f, .factor = 4.0f, .low_freq_factor = 1.0f, .high_freq_factor = 4.0f,
+                         .original_max_pos = 16, .max_pos = 32, .rot_dim = hd, .use_logn_attn = logn};
     if (type == TSR_ROPE_LLAMA3) p.theta = 500000.0f;
     float *x = rand_vec(n, 2.0f), *kc = rand_vec(cache_n, 1.0f), *vc = rand_vec(cache_n, 1.0f);
     float *cx = cpu_put(x, n), *c_kc = cpu_put(kc, cache_n), *c_vc = cpu_put(vc, cache_n);
