@@ -177,6 +177,8 @@ int tsr_cmd_lite(int argc, char **argv) {
         FILE *f = argc < 2 ? stderr : stdout;
         if (tsr_cli_is_root())
             fprintf(f, "usage: tessera lite <tool> [options]\n\ntools:\n"
+                       "  calibrate    activation statistics (K/V ranges and more) into DIR/calib_stats.safetensors\n"
+                       "  kv_qparams   static int8/int4 KV cache parameters from them, into a workspace\n"
                        "  auto_awq     4-bit AWQ weight quantization into an AutoAWQ GEMM checkpoint (tessera lite auto_awq --help)\n");
         return argc < 2 ? 1 : 0;
     }
@@ -185,6 +187,12 @@ int tsr_cmd_lite(int argc, char **argv) {
         argv[1] = name;
         return tsr__lite_auto_awq(argc - 1, argv + 1);
     }
-    tsr_cli_err("tessera lite: unknown tool '%s' (known: auto_awq)\n", argv[1]);
+    if (!strcmp(argv[1], "calibrate") || !strcmp(argv[1], "kv_qparams")) {
+        static char cal[] = "lite calibrate", kvq[] = "lite kv_qparams";
+        bool is_cal = !strcmp(argv[1], "calibrate");
+        argv[1] = is_cal ? cal : kvq;
+        return is_cal ? tsr_lite_calibrate(argc - 1, argv + 1) : tsr_lite_kv_qparams(argc - 1, argv + 1);
+    }
+    tsr_cli_err("tessera lite: unknown tool '%s' (known: calibrate, kv_qparams, auto_awq)\n", argv[1]);
     return 1;
 }

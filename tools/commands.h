@@ -15,6 +15,9 @@ int tsr_cmd_serve(int argc, char **argv);
 int tsr_cmd_client(int argc, char **argv);
 int tsr_cmd_eval(int argc, char **argv);
 int tsr_cmd_lite(int argc, char **argv);
+/* `tessera lite calibrate` / `lite kv_qparams` (tools/cmd_lite_kv.c), argv[0] the tool */
+int tsr_lite_calibrate(int argc, char **argv);
+int tsr_lite_kv_qparams(int argc, char **argv);
 /* `tessera bench SUB` rows (dispatched by the table in tools/cmd_bench.c) */
 int tsr_bench_tokenizer(int argc, char **argv);
 int tsr_bench_generate(int argc, char **argv);
