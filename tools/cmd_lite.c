@@ -65,11 +65,14 @@ static int tsr__lite_tokens(const char *model_path, const char *text, const char
 static int tsr__lite_auto_awq(int argc, char **argv) {
     const char *text = NULL, *ids = NULL, *dir = NULL, *backend = "auto";
     int64_t bits = 4, group = 128, samples = 128, seqlen = 512, rows = 256, threads = 0, n_grid = 20;
-    bool search = false, rtn = false, no_awq = false;
+    bool search = false, rtn = false, no_awq = false, clip = false, clip_qk = false, duo = false;
     const tsr_opt opts[] = {
         {"--w-bits", TSR_OPT_INT, &bits, "N", "weight bits (4; the only width written)"},
         {"--w-group-size", TSR_OPT_INT, &group, "G", "input channels per quantization group (default 128)"},
         {"--search-scale", TSR_OPT_FLAG, &search, NULL, "grid-search the scale exponent per layer group (output MSE)"},
+        {"--duo-scaling", TSR_OPT_FLAG, &duo, NULL, "the search also tries scales from activation and weight magnitudes"},
+        {"--auto-clip", TSR_OPT_FLAG, &clip, NULL, "clip each (output row, group) weight range by the ratio of least output error"},
+        {"--clip-qk", TSR_OPT_FLAG, &clip_qk, NULL, "with --auto-clip, clip q_proj and k_proj too (AutoAWQ does not)"},
         {"--rtn", TSR_OPT_FLAG, &rtn, NULL, "round to nearest: the same groups, no activation-aware scales"},
         {"--no-awq", TSR_OPT_FLAG, &no_awq, NULL, "the same as --rtn"},
         {"--calib-text", TSR_OPT_STR, &text, "FILE", "calibration text (default " TSR__LITE_DEFAULT_TEXT ", Debian base-files)"},
@@ -90,7 +93,8 @@ static int tsr__lite_auto_awq(int argc, char **argv) {
                            "activations folded into the preceding norm or linear layer, then asymmetric group "
                            "quantization with zero points.  Writes an AutoAWQ GEMM checkpoint (model.safetensors, "
                            "config.json with quantization_config, tokenizer) and awq_report.json to DIR.  Uses "
-                           "DIR/calib_stats.safetensors when present (and no search), else calibrates and writes it.",
+                           "DIR/calib_stats.safetensors when present (and neither search nor clipping), else "
+                           "calibrates and writes it.",
                            opts, argc, argv, pos, 1, &n_pos);
     if (rc == TSR_CLI_HELP) return 0;
     if (rc != TSR_CLI_OK) return 1;
@@ -108,13 +112,22 @@ static int tsr__lite_auto_awq(int argc, char **argv) {
                     "--search-tokens positive, --calib-seqlen >= 2, --n-grid >= 2\n");
         return 1;
     }
+    if (duo && !search) {
+        tsr_cli_err("tessera lite auto_awq: --duo-scaling widens --search-scale's grid: give --search-scale too\n");
+        return 1;
+    }
+    if (clip_qk && !clip) {
+        tsr_cli_err("tessera lite auto_awq: --clip-qk needs --auto-clip\n");
+        return 1;
+    }
     if (search && rtn) {
         tsr_cli_err("tessera lite auto_awq: --search-scale and --rtn exclude each other\n");
         return 1;
     }
     const char *model_path = tsr_cli_model_or_default(n_pos ? pos[0] : NULL);
     if (!model_path) return 1;
-    tsr_awq_opts o = {.bits = bits, .group = group, .search = search, .rtn = rtn, .n_grid = n_grid, .alpha = 0.5};
+    tsr_awq_opts o = {.bits = bits, .group = group, .search = search, .rtn = rtn, .n_grid = n_grid, .alpha = 0.5,
+                      .duo = duo, .clip = clip, .clip_qk = clip_qk, .n_clip = 20};
     if (tsr_lite_auto_awq_check(model_path, &o) != TSR_OK) {
         tsr_cli_err("tessera lite auto_awq: %s\n", tsr_last_error());
         return 1;
@@ -122,7 +135,7 @@ static int tsr__lite_auto_awq(int argc, char **argv) {
     tsr_lite_stats *stats = NULL;
     char *stats_path = tsr_path_join(dir, "calib_stats.safetensors");
     int status = 1;
-    if (!search && !text && !ids && tsr_path_exists(stats_path)) {
+    if (!search && !clip && !text && !ids && tsr_path_exists(stats_path)) {
         if (tsr_lite_stats_read(stats_path, &stats) != TSR_OK) {
             tsr_cli_err("tessera lite auto_awq: %s\n", tsr_last_error());
             goto done;
@@ -165,6 +178,7 @@ static int tsr__lite_auto_awq(int argc, char **argv) {
     }
     printf("wrote %s (AutoAWQ GEMM, %lld-bit, group %lld, %s)\n", dir, (long long)bits, (long long)group,
            rtn ? "round to nearest" : search ? "AWQ, searched scales" : "AWQ");
+    if (clip) printf("  weights clipped per group (auto_clip)\n");
     status = 0;
 done:
     tsr_lite_stats_free(stats);

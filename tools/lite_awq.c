@@ -89,39 +89,147 @@ static double tsr__awq_group_err(const tsr__awq_group *G, const float *X, int64_
     return cnt ? err / (double)cnt : 0;
 }
 
-static void tsr__awq_scales(const tsr_lite_point *p, double alpha, float *s) {
+/* Per input channel magnitudes of a group: xm = absmean of the activations; wm = the mean over the
+ * group's output rows of |w| / (absmax of its quantization group).  tie > 1 (o under GQA): the
+ * channels of the tie query heads of one KV head (head_dim hd) get their mean. */
+static void tsr__awq_mags(const tsr__awq_group *G, const tsr_lite_point *p, int64_t g, int64_t tie, int64_t hd,
+                          float *xm, float *wm) {
+    int64_t in = G->in, rows = 0;
+    for (int64_t c = 0; c < in; c++) xm[c] = tsr_lite_absmean(p, c), wm[c] = 0;
+    for (int j = 0; j < G->nw; j++)
+        for (int64_t o = 0; o < G->out[j]; o++, rows++)
+            for (int64_t gi = 0; gi < in / g; gi++) {
+                const float *r = G->w[j] + o * in + gi * g;
+                float mx = 0;
+                for (int64_t i = 0; i < g; i++) mx = fmaxf(mx, fabsf(r[i]));
+                for (int64_t i = 0; i < g; i++) wm[gi * g + i] += mx > 0 ? fabsf(r[i]) / mx : 0;
+            }
+    for (int64_t c = 0; c < in; c++) wm[c] /= (float)(rows ? rows : 1);
+    for (int64_t h0 = 0; tie > 1 && h0 < in; h0 += tie * hd)
+        for (int64_t j = 0; j < hd; j++)
+            for (int v = 0; v < 2; v++) {
+                float *a = v ? wm : xm, m = 0;
+                for (int64_t r = 0; r < tie; r++) m += a[h0 + r * hd + j];
+                for (int64_t r = 0; r < tie; r++) a[h0 + r * hd + j] = m / (float)tie;
+            }
+}
+
+/* s = xm^alpha (duo: / (wm^(1-alpha) + 1e-4)), at least 1e-4, over sqrt(max * min). */
+static void tsr__awq_scales(const float *xm, const float *wm, int64_t dim, bool duo, double alpha, float *s) {
     float mx = 0, mn = INFINITY;
-    for (int64_t c = 0; c < p->dim; c++) {
-        s[c] = (float)pow(fmax(tsr_lite_absmean(p, c), 1e-4), alpha);
-        if (s[c] < 1e-4f) s[c] = 1e-4f;
+    for (int64_t c = 0; c < dim; c++) {
+        double v = pow(fmax(xm[c], 1e-4), alpha);
+        if (duo) v /= pow(fmax(wm[c], 1e-8), 1 - alpha) + 1e-4;
+        s[c] = v < 1e-4 ? 1e-4f : (float)v;
         mx = fmaxf(mx, s[c]), mn = fminf(mn, s[c]);
     }
     float norm = sqrtf(mx * mn);
-    for (int64_t c = 0; c < p->dim; c++) s[c] /= norm;
+    for (int64_t c = 0; c < dim; c++) s[c] /= norm;
 }
 
-/* Picks the scales of group G from point p into s; fills the report entry. */
-static void tsr__awq_choose(const tsr__awq_group *G, const tsr_lite_point *p, const tsr_awq_opts *o, float *s,
-                            tsr__awq_scratch *t, cJSON *rep) {
+/* Picks the scales of group G from point p into s (xm, wm: scratch of G->in); fills the report
+ * entry. */
+static void tsr__awq_choose(const tsr__awq_group *G, const tsr_lite_point *p, const tsr_awq_opts *o, int64_t tie,
+                            int64_t hd, float *s, float *xm, float *wm, tsr__awq_scratch *t, cJSON *rep) {
     double best_a = o->rtn ? 0 : o->alpha, best_e = -1, rtn_e = -1;
-    bool rows = p->n_rows > 0;
+    bool rows = p->n_rows > 0, best_duo = false;
+    tsr__awq_mags(G, p, o->group, tie, hd, xm, wm);
     if (o->search && !o->rtn && rows) {
-        for (int64_t i = 0; i < o->n_grid; i++) {
-            double a = (double)i / (double)o->n_grid;
-            tsr__awq_scales(p, a, s);
-            double e = tsr__awq_group_err(G, p->rows, p->n_rows, s, o->group, t);
-            if (i == 0) rtn_e = e;
-            if (best_e < 0 || e < best_e) best_e = e, best_a = a;
-        }
+        for (int duo = 0; duo <= (o->duo ? 1 : 0); duo++)
+            for (int64_t i = 0; i < o->n_grid; i++) {
+                double a = (double)i / (double)o->n_grid;
+                if (duo && i == 0) continue; /* wm^-1 alone */
+                tsr__awq_scales(xm, wm, G->in, duo, a, s);
+                double e = tsr__awq_group_err(G, p->rows, p->n_rows, s, o->group, t);
+                if (i == 0) rtn_e = e;
+                if (best_e < 0 || e < best_e) best_e = e, best_a = a, best_duo = duo;
+            }
     }
-    tsr__awq_scales(p, best_a, s);
+    tsr__awq_scales(xm, wm, G->in, best_duo, best_a, s);
     if (rows && best_e < 0) best_e = tsr__awq_group_err(G, p->rows, p->n_rows, s, o->group, t);
     if (rows && rtn_e < 0) rtn_e = best_a == 0 ? best_e : tsr__awq_group_err(G, p->rows, p->n_rows, NULL, o->group, t);
     cJSON_AddNumberToObject(rep, "alpha", best_a);
+    if (o->duo) cJSON_AddBoolToObject(rep, "duo", best_duo);
     if (rows) {
         cJSON_AddNumberToObject(rep, "mse", best_e);
         cJSON_AddNumberToObject(rep, "mse_rtn", rtn_e);
     }
+}
+
+/* Output MSE on rows X [n][in] of w [out][in] quantized, against ref [out][in]. */
+static double tsr__awq_lin_err(const float *w, const float *ref, int64_t out, int64_t in, int64_t g, const float *X,
+                               int64_t n, tsr__awq_scratch *t) {
+    int64_t ng = in / g;
+    tsr__awq_quant(w, out, in, g, t->q, t->sc, t->z);
+    for (int64_t o = 0; o < out; o++)
+        for (int64_t i = 0; i < in; i++)
+            t->d[o * in + i] = ((float)t->q[o * in + i] - (float)t->z[o * ng + i / g]) * t->sc[o * ng + i / g] - ref[o * in + i];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)in, 1.0f, X, (int)in, t->d, (int)in,
+                0.0f, t->y, (int)out);
+    double err = 0;
+    for (int64_t i = 0; i < n * out; i++) err += (double)t->y[i] * t->y[i];
+    return n > 0 && out > 0 ? err / (double)(n * out) : 0;
+}
+
+/* auto_clip of w [out][in] on rows X [n][in] (the layer's input in w's scaled space): per output
+ * row and group, the ratio r (1 - 0.5 i / n_clip) whose clamp of w to r [min, max] gives the
+ * smallest error of the group's share of the output, then w is clamped.  Kept only when the
+ * layer's output MSE drops: *e0 / *e1 the MSE without / with, *mean_r the mean ratio. */
+static tsr_status tsr__awq_clip(float *w, int64_t out, int64_t in, int64_t g, const float *X, int64_t n,
+                                int64_t n_clip, tsr__awq_scratch *t, double *e0, double *e1, double *mean_r) {
+    int64_t ng = in / g;
+    double *best = malloc(sizeof(double) * (size_t)(out * ng));
+    float *br = malloc(sizeof(float) * (size_t)(out * ng)), *lo = malloc(sizeof(float) * (size_t)(out * ng)),
+          *hi = malloc(sizeof(float) * (size_t)(out * ng)), *w0 = malloc(sizeof(float) * (size_t)(out * in));
+    if (!best || !br || !lo || !hi || !w0) {
+        free(best), free(br), free(lo), free(hi), free(w0);
+        return tsr_errorf(TSR_ERR_OOM, "out of memory clipping weights");
+    }
+    memcpy(w0, w, sizeof(float) * (size_t)(out * in));
+    for (int64_t o = 0; o < out; o++)
+        for (int64_t gi = 0; gi < ng; gi++) {
+            const float *r = w + o * in + gi * g;
+            float mx = r[0], mn = r[0];
+            for (int64_t i = 1; i < g; i++) mx = fmaxf(mx, r[i]), mn = fminf(mn, r[i]);
+            lo[o * ng + gi] = mn, hi[o * ng + gi] = mx;
+        }
+    for (int64_t k = 0; k < n_clip; k++) {
+        float ratio = 1.0f - 0.5f * (float)k / (float)n_clip;
+        float *d = t->d;
+        for (int64_t o = 0; o < out; o++)
+            for (int64_t gi = 0; gi < ng; gi++) {
+                float l = lo[o * ng + gi], h = hi[o * ng + gi];
+                l = l < 0 ? l * ratio : l, h = h > 0 ? h * ratio : h;
+                for (int64_t i = gi * g; i < gi * g + g; i++) d[o * in + i] = fminf(fmaxf(w0[o * in + i], l), h);
+            }
+        tsr__awq_quant(d, out, in, g, t->q, t->sc, t->z);
+        for (int64_t o = 0; o < out; o++)
+            for (int64_t i = 0; i < in; i++)
+                d[o * in + i] = ((float)t->q[o * in + i] - (float)t->z[o * ng + i / g]) * t->sc[o * ng + i / g] - w0[o * in + i];
+        for (int64_t gi = 0; gi < ng; gi++) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)out, (int)g, 1.0f, X + gi * g, (int)in,
+                        d + gi * g, (int)in, 0.0f, t->y, (int)out);
+            for (int64_t o = 0; o < out; o++) {
+                double e = 0;
+                for (int64_t r = 0; r < n; r++) e += (double)t->y[r * out + o] * t->y[r * out + o];
+                if (k == 0 || e < best[o * ng + gi]) best[o * ng + gi] = e, br[o * ng + gi] = ratio;
+            }
+        }
+    }
+    double rs = 0;
+    for (int64_t o = 0; o < out; o++)
+        for (int64_t gi = 0; gi < ng; gi++) {
+            float ratio = br[o * ng + gi], l = lo[o * ng + gi], h = hi[o * ng + gi];
+            l = l < 0 ? l * ratio : l, h = h > 0 ? h * ratio : h;
+            rs += ratio;
+            for (int64_t i = gi * g; i < gi * g + g; i++) w[o * in + i] = fminf(fmaxf(w0[o * in + i], l), h);
+        }
+    *e0 = tsr__awq_lin_err(w0, w0, out, in, g, X, n, t);
+    *e1 = tsr__awq_lin_err(w, w0, out, in, g, X, n, t);
+    *mean_r = rs / (double)(out * ng);
+    if (*e1 >= *e0) memcpy(w, w0, sizeof(float) * (size_t)(out * in)), *e1 = *e0, *mean_r = 1;
+    free(best), free(br), free(lo), free(hi), free(w0);
+    return TSR_OK;
 }
 
 /* The checkpoint being built: tensors and their buffers. */
@@ -361,6 +469,7 @@ tsr_status tsr_lite_auto_awq(const char *model_path, const tsr_lite_stats *stats
     tsr__awq_out c = {0};
     cJSON *report = cJSON_CreateObject(), *layers = cJSON_AddArrayToObject(report, "layers");
     cJSON_AddStringToObject(report, "method", o->rtn ? "rtn" : o->search ? "awq-search" : "awq");
+    cJSON_AddBoolToObject(report, "clip", o->clip);
     cJSON_AddNumberToObject(report, "group_size", (double)o->group);
     cJSON_AddNumberToObject(report, "rows", (double)stats->pt[0].n_rows);
     double tot[2] = {0, 0};
@@ -371,8 +480,11 @@ tsr_status tsr_lite_auto_awq(const char *model_path, const tsr_lite_stats *stats
     tsr__awq_scratch t = {.d = malloc(sizeof(float) * (size_t)maxw), .sc = malloc(sizeof(float) * (size_t)maxw),
                           .q = malloc((size_t)maxw), .z = malloc((size_t)maxw),
                           .y = malloc(sizeof(float) * (size_t)(maxo * (stats->pt[0].n_rows + 1)))};
-    float *s = malloc(sizeof(float) * (size_t)(ff > d ? (ff > dq ? ff : dq) : (d > dq ? d : dq)));
-    if (st == TSR_OK && (!t.d || !t.sc || !t.q || !t.z || !t.y || !s || !report))
+    int64_t maxd = ff > d ? (ff > dq ? ff : dq) : (d > dq ? d : dq), rep = dkv ? dq / dkv : 1;
+    float *s = malloc(sizeof(float) * (size_t)(6 * maxd)), *xs = malloc(sizeof(float) * (size_t)(maxd * (stats->pt[0].n_rows + 1)));
+    double clip_tot[2] = {0, 0};
+    int64_t n_clip_tot = 0;
+    if (st == TSR_OK && (!t.d || !t.sc || !t.q || !t.z || !t.y || !s || !xs || !report))
         st = tsr_errorf(TSR_ERR_OOM, "out of memory");
     /* embeddings, final norm, LM head: f16 */
     static const struct { tsr_wkind k; const char *name; } glob[] = {
@@ -396,47 +508,67 @@ tsr_status tsr_lite_auto_awq(const char *model_path, const tsr_lite_stats *stats
         const tsr_lite_point *P = &stats->pt[(int64_t)l * TSR_LITE_N_POINTS];
         cJSON *lj = cJSON_CreateObject();
         cJSON_AddItemToArray(layers, lj);
+        /* scales of the four groups: S[0] q|k|v, S[1] o, S[2] gate|up, S[3] down */
+        float *S[4] = {s, s + maxd, s + 2 * maxd, s + 3 * maxd}, *xm = s + 4 * maxd, *wm = s + 5 * maxd;
         if (st == TSR_OK) { /* q|k|v: scales into input_layernorm */
             tsr__awq_group G = {.w = {w[I_Q], w[I_K], w[I_V]}, .out = {dq, dkv, dkv}, .nw = 3, .in = d};
             cJSON *r = cJSON_AddObjectToObject(lj, "qkv");
-            tsr__awq_choose(&G, &P[TSR_OBS_QKV_IN], o, s, &t, r);
+            tsr__awq_choose(&G, &P[TSR_OBS_QKV_IN], o, 1, hd, S[0], xm, wm, &t, r);
             for (int j = 0; j < 3; j++)
                 for (int64_t row = 0; row < G.out[j]; row++)
-                    for (int64_t i = 0; i < d; i++) G.w[j][row * d + i] *= s[i];
-            for (int64_t i = 0; i < d; i++) w[I_AN][i] /= s[i];
+                    for (int64_t i = 0; i < d; i++) G.w[j][row * d + i] *= S[0][i];
+            for (int64_t i = 0; i < d; i++) w[I_AN][i] /= S[0][i];
         }
-        if (st == TSR_OK) { /* o: scales into v_proj's rows when the shapes allow (no GQA) */
+        if (st == TSR_OK) { /* o: scales into v_proj's rows, tied across the query heads of a KV head */
             tsr__awq_group G = {.w = {w[I_O]}, .out = {d}, .nw = 1, .in = dq};
             cJSON *r = cJSON_AddObjectToObject(lj, "o");
-            tsr_awq_opts oo = *o;
-            if (dkv != dq) oo.rtn = true;
-            tsr__awq_choose(&G, &P[TSR_OBS_O_IN], &oo, s, &t, r);
-            if (dkv == dq) {
-                for (int64_t row = 0; row < d; row++)
-                    for (int64_t i = 0; i < dq; i++) w[I_O][row * dq + i] *= s[i];
-                for (int64_t row = 0; row < dkv; row++) {
-                    for (int64_t i = 0; i < d; i++) w[I_V][row * d + i] /= s[row];
-                    if (w[I_VB]) w[I_VB][row] /= s[row];
-                }
+            tsr__awq_choose(&G, &P[TSR_OBS_O_IN], o, rep, hd, S[1], xm, wm, &t, r);
+            for (int64_t row = 0; row < d; row++)
+                for (int64_t i = 0; i < dq; i++) w[I_O][row * dq + i] *= S[1][i];
+            for (int64_t row = 0; row < dkv; row++) { /* KV head row / hd is query head (row / hd) * rep's */
+                float sv = S[1][(row / hd) * rep * hd + row % hd];
+                for (int64_t i = 0; i < d; i++) w[I_V][row * d + i] /= sv;
+                if (w[I_VB]) w[I_VB][row] /= sv;
             }
         }
         if (st == TSR_OK) { /* gate|up: scales into post_attention_layernorm */
             tsr__awq_group G = {.w = {w[I_G], w[I_U]}, .out = {ff, ff}, .nw = 2, .in = d};
             cJSON *r = cJSON_AddObjectToObject(lj, "gate_up");
-            tsr__awq_choose(&G, &P[TSR_OBS_GATE_UP_IN], o, s, &t, r);
+            tsr__awq_choose(&G, &P[TSR_OBS_GATE_UP_IN], o, 1, hd, S[2], xm, wm, &t, r);
             for (int j = 0; j < 2; j++)
                 for (int64_t row = 0; row < ff; row++)
-                    for (int64_t i = 0; i < d; i++) G.w[j][row * d + i] *= s[i];
-            for (int64_t i = 0; i < d; i++) w[I_FN][i] /= s[i];
+                    for (int64_t i = 0; i < d; i++) G.w[j][row * d + i] *= S[2][i];
+            for (int64_t i = 0; i < d; i++) w[I_FN][i] /= S[2][i];
         }
         if (st == TSR_OK) { /* down: scales into up_proj's rows */
             tsr__awq_group G = {.w = {w[I_D]}, .out = {d}, .nw = 1, .in = ff};
             cJSON *r = cJSON_AddObjectToObject(lj, "down");
-            tsr__awq_choose(&G, &P[TSR_OBS_DOWN_IN], o, s, &t, r);
+            tsr__awq_choose(&G, &P[TSR_OBS_DOWN_IN], o, 1, hd, S[3], xm, wm, &t, r);
             for (int64_t row = 0; row < d; row++)
-                for (int64_t i = 0; i < ff; i++) w[I_D][row * ff + i] *= s[i];
+                for (int64_t i = 0; i < ff; i++) w[I_D][row * ff + i] *= S[3][i];
             for (int64_t row = 0; row < ff; row++)
-                for (int64_t i = 0; i < d; i++) w[I_U][row * d + i] /= s[row];
+                for (int64_t i = 0; i < d; i++) w[I_U][row * d + i] /= S[3][row];
+        }
+        if (st == TSR_OK && o->clip && P[0].n_rows) { /* auto_clip on the rows in the scaled space */
+            static const struct { int i, grp, pt; const char *name; } cl[] = {
+                {I_Q, 0, TSR_OBS_QKV_IN, "q_proj"}, {I_K, 0, TSR_OBS_QKV_IN, "k_proj"}, {I_V, 0, TSR_OBS_QKV_IN, "v_proj"},
+                {I_O, 1, TSR_OBS_O_IN, "o_proj"}, {I_G, 2, TSR_OBS_GATE_UP_IN, "gate_proj"},
+                {I_U, 2, TSR_OBS_GATE_UP_IN, "up_proj"}, {I_D, 3, TSR_OBS_DOWN_IN, "down_proj"}};
+            int64_t co[7] = {dq, dkv, dkv, d, ff, ff, d}, ci[7] = {d, d, d, dq, d, d, ff};
+            cJSON *r = cJSON_AddObjectToObject(lj, "clip");
+            for (int j = 0; j < 7 && st == TSR_OK; j++) {
+                if (!o->clip_qk && (cl[j].i == I_Q || cl[j].i == I_K)) continue;
+                const tsr_lite_point *pp = &P[cl[j].pt];
+                for (int64_t row = 0; row < pp->n_rows; row++)
+                    for (int64_t i = 0; i < ci[j]; i++) xs[row * ci[j] + i] = pp->rows[row * ci[j] + i] / S[cl[j].grp][i];
+                double e0 = 0, e1 = 0, mr = 1;
+                st = tsr__awq_clip(w[cl[j].i], co[j], ci[j], o->group, xs, pp->n_rows, o->n_clip, &t, &e0, &e1, &mr);
+                cJSON *e = cJSON_AddObjectToObject(r, cl[j].name);
+                cJSON_AddNumberToObject(e, "mse", e1);
+                cJSON_AddNumberToObject(e, "mse_noclip", e0);
+                cJSON_AddNumberToObject(e, "mean_ratio", mr);
+                clip_tot[0] += e1, clip_tot[1] += e0, n_clip_tot++;
+            }
         }
         for (cJSON *g = lj->child; g; g = g->next) {
             cJSON *e = cJSON_GetObjectItem(g, "mse"), *er = cJSON_GetObjectItem(g, "mse_rtn");
@@ -477,6 +609,10 @@ tsr_status tsr_lite_auto_awq(const char *model_path, const tsr_lite_stats *stats
             cJSON_AddNumberToObject(report, "mean_mse", tot[0] / (double)n_tot);
             cJSON_AddNumberToObject(report, "mean_mse_rtn", tot[1] / (double)n_tot);
         }
+        if (n_clip_tot) {
+            cJSON_AddNumberToObject(report, "mean_clip_mse", clip_tot[0] / (double)n_clip_tot);
+            cJSON_AddNumberToObject(report, "mean_clip_mse_noclip", clip_tot[1] / (double)n_clip_tot);
+        }
         char *js = cJSON_Print(report), *p = tsr_path_join(dir, "awq_report.json");
         st = js && p ? tsr_write_file(p, js, strlen(js)) : tsr_errorf(TSR_ERR_OOM, "out of memory");
         if (st == TSR_OK && n_tot)
@@ -488,7 +624,7 @@ tsr_status tsr_lite_auto_awq(const char *model_path, const tsr_lite_stats *stats
     cJSON_Delete(report);
     for (int64_t i = 0; i < c.n; i++) free(c.bufs[i]);
     free(c.bufs), free(c.names), free(c.ts);
-    free(t.d), free(t.sc), free(t.q), free(t.z), free(t.y), free(s);
+    free(t.d), free(t.sc), free(t.q), free(t.z), free(t.y), free(s), free(xs);
     tsr__reader_free(&L);
     src->close(src);
     return st;

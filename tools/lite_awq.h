@@ -15,7 +15,17 @@
  * output 8j + [0,2,4,6,1,3,5,7][p]; norms, embeddings, LM head and biases f16), config.json with
  * quantization_config, the tokenizer (an HF source's files, a GGUF's metadata as tokenizer.gguf),
  * and awq_report.json (per layer and group: alpha, output MSE of the chosen scales and of RTN on
- * the kept calibration rows, when rows were kept). */
+ * the kept calibration rows, when rows were kept).
+ *
+ * Under GQA the o scales are tied across the query heads of one KV head (the mean of their
+ * channels' statistics), so they fold into v_proj's rows too.  --duo-scaling adds AutoAWQ's duo
+ * scales s = absmean(x)^a / wmean^(1-a) (wmean: per input channel, the mean over output rows of
+ * |w| over its group's absmax) to the search grid.  auto_clip (after scaling): per linear layer
+ * (not q/k unless clip_qk), per output row and group, the range [min, max] is shrunk to
+ * r [min, max] for the r of 1 - 0.5 i / n_clip minimizing that group's share of the output error
+ * on the kept rows (as AutoAWQ, which clips symmetrically), and the weights are clamped to it;
+ * the report gives each clipped layer's output MSE with and without clipping (clipping is kept
+ * only where it lowers it). */
 #ifndef TSR_LITE_AWQ_H
 #define TSR_LITE_AWQ_H
 
@@ -32,6 +42,10 @@ typedef struct tsr_awq_opts {
     bool rtn;              /* no scaling: round to nearest */
     int64_t n_grid;        /* 20 */
     double alpha;          /* without search: 0.5 */
+    bool duo;              /* the search also tries duo scales absmean(x)^a / wmean(w)^(1-a) */
+    bool clip;             /* auto_clip: per (output row, group) range clipping (needs kept rows) */
+    bool clip_qk;          /* clip q_proj and k_proj too (AutoAWQ skips them) */
+    int64_t n_clip;        /* clipping ratios 1 - 0.5 i / n_clip, i < n_clip (20) */
 } tsr_awq_opts;
 
 /* Refuses (by name) what cannot be written: bits, a group size that does not divide an input

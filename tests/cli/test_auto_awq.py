@@ -94,7 +94,7 @@ def forward(w, cfg, ids):
 
 @pytest.fixture(scope="module")
 def mha(tmp_path_factory):
-    """llama_mha (4 heads = 4 KV heads, so v -> o is scaled too) quantized three ways, g32."""
+    """llama_mha (4 heads = 4 KV heads, so v -> o is scaled too) quantized four ways, g32."""
     src = FIX / "llama_mha"
     exp = json.loads((src / "expected.json").read_text())
     seq = {s["name"]: (s["ids"], np.load(src / s["logits_file"])) for s in exp["sequences"]}
@@ -103,7 +103,7 @@ def mha(tmp_path_factory):
     ids = root / "calib.txt"
     ids.write_text(" ".join(map(str, rng.integers(3, exp["vocab_size"], 8 * 64))))
     out = {}
-    for name, extra in [("awq", []), ("search", ["--search-scale"]), ("rtn", ["--rtn"])]:
+    for name, extra in [("awq", []), ("search", ["--search-scale"]), ("rtn", ["--rtn"]), ("clip", ["--auto-clip"])]:
         d = root / name
         r = awq(src, "--w-group-size", 32, "--calib-ids", ids, "--calib-seqlen", 64, *extra, "--work-dir", d)
         assert r.returncode == 0, r.stderr
@@ -156,11 +156,12 @@ def test_dequantized_checkpoint_gives_the_models_logits(mha):
     # about 30% of its logits' RMS whatever the scales; a wrongly folded scale costs far more
     assert max(err.values()) < 0.4, err
     assert err["search"] <= err["rtn"] * 1.02 and err["awq"] <= err["rtn"] * 1.05, err
+    assert err["clip"] <= err["awq"] * 1.02, err
 
 
 def test_search_scale_error_not_above_default_nor_rtn(mha):
     _, _, out, _ = mha
-    rep = {k: json.loads((d / "awq_report.json").read_text()) for k, d in out.items()}
+    rep = {k: json.loads((d / "awq_report.json").read_text()) for k, d in out.items() if k != "clip"}
     assert rep["search"]["method"] == "awq-search" and rep["rtn"]["method"] == "rtn"
     n = 0
     for ls, la, lr in zip(rep["search"]["layers"], rep["awq"]["layers"], rep["rtn"]["layers"]):
@@ -171,6 +172,56 @@ def test_search_scale_error_not_above_default_nor_rtn(mha):
             n += 1
     assert n == 8
     assert rep["search"]["mean_mse"] < rep["rtn"]["mean_mse"]
+
+
+def test_auto_clip_lowers_each_layers_output_mse(mha):
+    """--auto-clip: v, o, gate, up and down (not q, k) clipped per (row, group); each clipped layer's
+    output MSE on the calibration rows is at most its unclipped one and their sum lower in every
+    layer; the weights lie inside the unclipped ones' group ranges, and some were cut."""
+    src, _, out, _ = mha
+    rep = json.loads((out["clip"] / "awq_report.json").read_text())
+    noclip = json.loads((out["awq"] / "awq_report.json").read_text())
+    assert rep["clip"] is True and noclip["clip"] is False and "clip" not in noclip["layers"][0]
+    cut = 0
+    for layer in rep["layers"]:
+        c = layer["clip"]
+        assert sorted(c) == ["down_proj", "gate_proj", "o_proj", "up_proj", "v_proj"], c
+        for name, e in c.items():
+            assert e["mse"] <= e["mse_noclip"] * (1 + 1e-9), (name, e)
+            assert 0.5 < e["mean_ratio"] <= 1
+        assert sum(e["mse"] for e in c.values()) < sum(e["mse_noclip"] for e in c.values()), c
+    assert rep["mean_clip_mse"] < rep["mean_clip_mse_noclip"]
+    a, b = load_awq(out["awq"], 32), load_awq(out["clip"], 32)
+    for k in a:
+        if k.endswith(("q_proj.weight", "k_proj.weight")):
+            assert np.array_equal(a[k], b[k]), k       # the same scales, not clipped
+        elif k.endswith("_proj.weight"):
+            ga, gb = a[k].reshape(a[k].shape[0], -1, 32), b[k].reshape(b[k].shape[0], -1, 32)
+            span = lambda g: g.max(-1) - g.min(-1)
+            assert np.all(span(gb) <= span(ga) * 1.02 + 1e-6), k
+            cut += int(np.sum(span(gb) < span(ga) * 0.97))
+    assert cut > 0
+
+
+def test_gqa_o_proj_scales_fold_into_v(tmp_path):
+    """llama_gqa_tied_sharded (4 query heads on 2 KV heads): o's scales, tied over the query heads
+    of a KV head, fold into v_proj's rows; the dequantized checkpoint still gives HF's logits as
+    closely as round-to-nearest does (a scale folded into the wrong KV head costs far more)."""
+    src = FIX / "llama_gqa_tied_sharded"
+    exp = json.loads((src / "expected.json").read_text())
+    cfg = json.loads((src / "config.json").read_text())
+    ids, ref = {s["name"]: (s["ids"], np.load(src / s["logits_file"])) for s in exp["sequences"]}["long"]
+    calib = tmp_path / "calib.txt"
+    calib.write_text(" ".join(map(str, np.random.default_rng(3).integers(3, exp["vocab_size"], 4 * 64))))
+    err = {}
+    for name, extra in [("awq", []), ("rtn", ["--rtn"])]:
+        r = awq(src, "--w-group-size", 32, "--calib-ids", calib, "--calib-seqlen", 64, *extra, "--work-dir", tmp_path / name)
+        assert r.returncode == 0, r.stderr
+        lg = forward(load_awq(tmp_path / name, 32), cfg, ids)
+        err[name] = np.sqrt(((lg - ref) ** 2).mean() / (ref ** 2).mean())
+    rep = json.loads((tmp_path / "awq" / "awq_report.json").read_text())
+    assert all(l["o"]["alpha"] == 0.5 for l in rep["layers"]), rep["layers"]
+    assert err["awq"] < 0.4 and err["awq"] <= err["rtn"] * 1.05, err
 
 
 def test_work_dir_statistics_are_reused(mha, tmp_path):
@@ -190,6 +241,8 @@ def test_work_dir_statistics_are_reused(mha, tmp_path):
     (["--w-group-size", 96], "does not divide hidden_size"),
     (["--w-group-size", 48], "multiple of 32"),
     (["--search-scale", "--rtn"], "exclude each other"),
+    (["--duo-scaling"], "give --search-scale too"),
+    (["--clip-qk"], "needs --auto-clip"),
 ])
 def test_refusals(mha, tmp_path, args, msg):
     src = mha[0]
