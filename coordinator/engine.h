@@ -39,7 +39,8 @@ typedef struct tsr_engine_config {
     const char *backend;             /* "auto" | "cpu" | "cuda"; NULL: auto */
     const char *chat_template;       /* name or LMDeploy JSON file; NULL: from the model */
     int64_t tp;                      /* expected group size (0: whatever mpirun gave) */
-    int64_t max_batch_size;          /* sequences per step (0: config.ini's, else 64) */
+    int64_t max_batch_size;          /* sequences per step (0: config.ini's, else
+                                        tsr_engine_default_max_batch for the pool and device) */
     int64_t max_prefill_token_num;   /* per-step token budget for prefill chunks (0: config.ini's, else 2048) */
     int64_t session_len;             /* max tokens of one sequence/session (0: the model's) */
     double cache_max_entry_count;    /* KV pool: < 1 fraction of free memory, >= 1 blocks (0: default) */
@@ -207,6 +208,10 @@ typedef struct tsr_engine_stats {
     int64_t preemptions_total;
     int64_t sessions;
     int64_t steps;
+    /* per step that ran a forward pass: the time inside it (forward + sampling, "busy") and the
+     * whole step (inbox, plan, commit, forward, stop checks, detokenizing, events); their
+     * difference is the engine's own overhead */
+    double step_busy_s, step_wall_s;
 } tsr_engine_stats;
 
 void tsr_engine_get_stats(tsr_engine *e, tsr_engine_stats *s);
@@ -222,7 +227,16 @@ const tsr_tokenizer *tsr_engine_tokenizer(const tsr_engine *e);
 const tsr_chat_template *tsr_engine_chat_template(const tsr_engine *e);
 const char *tsr_engine_model_name(const tsr_engine *e);
 int64_t tsr_engine_session_len(const tsr_engine *e);
-int64_t tsr_engine_max_batch_size(const tsr_engine *e);   /* in force: flag > config.ini > 64 */
+int64_t tsr_engine_max_batch_size(const tsr_engine *e);   /* in force: flag > config.ini > default */
+/* The default max_batch_size: the sequences the KV pool holds at min(session_len, 2048) tokens
+ * each (at least 1), capped by the device: 256 on a GPU, 64 on the CPU backend (its steps are
+ * slow: 64 rows already cost ~0.4 s per step with the default model on 2 cores, see README). */
+#define TSR_ENGINE_MAX_BATCH_GPU 256
+#define TSR_ENGINE_MAX_BATCH_CPU 64
+int64_t tsr_engine_default_max_batch(int64_t pool_tokens, int64_t session_len, bool gpu);
+/* tsr_tokenizer_encode on the engine's tokenizer under its lock (the word cache is not
+ * thread-safe and submissions encode on other threads); any thread.  No tokenizer: an error. */
+tsr_status tsr_engine_encode(tsr_engine *e, const char *text, size_t len, bool add_special, int32_t **ids, int64_t *n);
 /* Token ids a prompt may use (the tokenizer's vocabulary, within the model's). */
 int64_t tsr_engine_vocab_size(const tsr_engine *e);
 /* Bytes of rank 0's weights (what one decode step of one sequence reads there). */

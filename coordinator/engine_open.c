@@ -31,7 +31,8 @@
 void tsr_engine_config_default(tsr_engine_config *c) {
     memset(c, 0, sizeof *c);
     c->backend = "auto";
-    /* max_batch_size and max_prefill_token_num stay 0: a workspace's config.ini, else 64 / 2048 */
+    /* max_batch_size and max_prefill_token_num stay 0: a workspace's config.ini, else the
+     * pool's and device's default (tsr_engine_default_max_batch) / 2048 */
     c->enable_prefix_cache = true;
     c->progress = true;
     c->quant_policy = -1;   /* config.ini's, else 0 */
@@ -82,7 +83,7 @@ tsr_status tsr_engine_open(const tsr_engine_config *c, int *argc, char ***argv, 
         if (!e->cfg.max_batch_size) e->cfg.max_batch_size = k.max_batch_size;
         if (!e->cfg.max_prefill_token_num) e->cfg.max_prefill_token_num = k.max_prefill_token_num;
     }
-    if (e->cfg.max_batch_size == 0) e->cfg.max_batch_size = 64;
+    /* max_batch_size still 0: set from the KV pool once the runtime is open (below) */
     if (e->cfg.max_prefill_token_num == 0) e->cfg.max_prefill_token_num = 2048;
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->tok_mu, NULL);
@@ -127,6 +128,14 @@ tsr_status tsr_engine_open(const tsr_engine_config *c, int *argc, char ***argv, 
     if (e->tok_vocab <= 0 || e->tok_vocab > e->vocab) e->tok_vocab = e->vocab;
     e->session_len = e->rt.session_len > 0 ? e->rt.session_len : 4096;
     e->block_len = e->rt.kv.layout.block_len;
+    if (e->cfg.max_batch_size == 0) {
+        const bool gpu = strcmp(e->rt.be->ops->name, "cpu") != 0;
+        e->cfg.max_batch_size = tsr_engine_default_max_batch(tsr_runtime_kv_tokens(&e->rt), e->session_len, gpu);
+        TSR_LOGI("default max_batch_size %lld: a KV pool of %lld tokens at min(session_len, 2048) per "
+                 "sequence, at most %d on %s", (long long)e->cfg.max_batch_size,
+                 (long long)tsr_runtime_kv_tokens(&e->rt), gpu ? TSR_ENGINE_MAX_BATCH_GPU : TSR_ENGINE_MAX_BATCH_CPU,
+                 gpu ? "a GPU" : "the CPU backend");
+    }
 
     int32_t cand[TSR__MAX_EOS];
     int nc = 0;
@@ -223,5 +232,21 @@ const tsr_chat_template *tsr_engine_chat_template(const tsr_engine *e) { return 
 const char *tsr_engine_model_name(const tsr_engine *e) { return e->model_name; }
 int64_t tsr_engine_session_len(const tsr_engine *e) { return e->session_len; }
 int64_t tsr_engine_max_batch_size(const tsr_engine *e) { return e->cfg.max_batch_size; }
+
+tsr_status tsr_engine_encode(tsr_engine *e, const char *text, size_t len, bool add_special, int32_t **ids, int64_t *n) {
+    if (!e->tok) return tsr_errorf(TSR_ERR_UNSUPPORTED, "the model has no tokenizer");
+    pthread_mutex_lock(&e->tok_mu);
+    tsr_status rc = tsr_tokenizer_encode(e->tok, text, len, add_special, true, ids, n);
+    pthread_mutex_unlock(&e->tok_mu);
+    return rc;
+}
+
+int64_t tsr_engine_default_max_batch(int64_t pool_tokens, int64_t session_len, bool gpu) {
+    const int64_t per_seq = session_len > 0 && session_len < 2048 ? session_len : 2048;
+    const int64_t cap = gpu ? TSR_ENGINE_MAX_BATCH_GPU : TSR_ENGINE_MAX_BATCH_CPU;
+    int64_t n = (pool_tokens + per_seq / 2) / per_seq;   /* rounded */
+    if (n < 1) n = 1;
+    return n < cap ? n : cap;
+}
 int64_t tsr_engine_vocab_size(const tsr_engine *e) { return e->tok_vocab; }
 size_t tsr_engine_weight_bytes(const tsr_engine *e) { return e->rt.model->weight_bytes; }

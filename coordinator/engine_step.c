@@ -143,19 +143,20 @@ out:
     return rc;
 }
 
-static void tsr__step(tsr_engine *e) {
+/* Returns true when a forward pass ran (the step counts in the busy/wall figures). */
+static bool tsr__step(tsr_engine *e) {
     tsr_sched_plan *p = &e->plan;
     tsr_status rc = tsr_sched_make_plan(e->sched, p);
     if (rc != TSR_OK) {
         TSR_LOGE("engine: planning failed: %s", tsr_last_error());
-        return;
+        return false;
     }
     tsr_sched_commit(e->sched, p);
     for (int64_t i = 0; i < p->n_fail; i++) {
         tsr__req *r = p->fail[i]->user;
         tsr__engine_finish(e, r, TSR_FINISH_ERROR, TSR_ERR_KV_FULL, "the request does not fit the KV cache");
     }
-    if (p->n_entries == 0) return;
+    if (p->n_entries == 0) return false;
     for (int64_t i = 0; i < p->n_entries; i++) {
         tsr_sched_seq *q = p->entries[i].seq;
         tsr__req *r = q->user;
@@ -180,10 +181,13 @@ static void tsr__step(tsr_engine *e) {
     }
     bool plp = false;
     for (int64_t i = 0; i < p->n_entries; i++) plp |= tsr__wants_plp(p->entries[i].seq->user, p->entries[i].seq);
+    const double t_fwd = tsr_now();
     if (plp) rc = tsr__forward_with_plp(e, p->n_entries);
     else rc = tsr_forward_sample(e->rt.fs, &e->rt.kv, &step, e->samples, e->tok_vocab, e->sampled, e->sample_res);
+    const double busy = tsr_now() - t_fwd;
     pthread_mutex_lock(&e->mu);
     e->st.steps++;
+    e->st.step_busy_s += busy;
     pthread_mutex_unlock(&e->mu);
     if (rc != TSR_OK) {
         char msg[512];
@@ -191,11 +195,11 @@ static void tsr__step(tsr_engine *e) {
         TSR_LOGE("engine: %s", msg);
         if (rc == TSR_ERR_COMM || tsr_group_broken(NULL)) {
             tsr__go_fatal(e, rc == TSR_ERR_COMM ? rc : TSR_ERR_COMM, msg);
-            return;
+            return true;
         }
         /* a failure of this step only (memory): its requests end with the error, the rest go on */
         for (int64_t i = 0; i < p->n_entries; i++) tsr__engine_finish(e, p->entries[i].seq->user, TSR_FINISH_ERROR, rc, msg);
-        return;
+        return true;
     }
     /* Entries first advance, then sample: finishing one request never touches another's. */
     for (int64_t i = 0; i < p->n_entries; i++) tsr_sched_advance(e->sched, p->entries[i].seq, p->entries[i].n_new);
@@ -209,7 +213,7 @@ static void tsr__step(tsr_engine *e) {
             continue;
         }
         tsr__engine_sample_one(e, q->user, e->sampled[i], &e->sample_res[i]);
-    }
+    }    return true;
 }
 
 static void tsr__step_loop(tsr_engine *e) {
@@ -240,6 +244,7 @@ static void tsr__step_loop(tsr_engine *e) {
         e->cancels = NULL;
         bool stopping = e->stopping;
         pthread_mutex_unlock(&e->mu);
+        const double t_step = tsr_now();   /* the wall time of a step: from here to its stats */
         if (beat && !stopping && tsr_exec_heartbeat(&e->rt.exec) != TSR_OK) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s", tsr_last_error());
@@ -287,8 +292,14 @@ static void tsr__step_loop(tsr_engine *e) {
                 if (!s->busy && now - s->last_used > e->cfg.session_ttl_s) tsr__engine_session_end(e, s);
             }
         }
-        tsr__step(e);
+        const bool ran = tsr__step(e);
         tsr__engine_update_stats(e);
+        if (ran) {
+            const double wall = tsr_now() - t_step;
+            pthread_mutex_lock(&e->mu);
+            e->st.step_wall_s += wall;
+            pthread_mutex_unlock(&e->mu);
+        }
     }
 }
 
@@ -311,7 +322,9 @@ void *tsr__engine_step_main(void *arg) {
     o.load_format = c->load_format;
     o.session_len_fallback = c->session_len_fallback;
     o.kv_one_session_fallback = c->kv_one_session_fallback;
-    o.max_batch_size = c->max_batch_size;
+    /* the CPU pool's cap: at most the sequences one step can run (not yet known when it is the
+     * default, which follows from the pool: the CPU backend's cap then) */
+    o.max_batch_size = c->max_batch_size > 0 ? c->max_batch_size : TSR_ENGINE_MAX_BATCH_CPU;
     o.quant_policy = c->quant_policy;
     tsr_status rc = tsr_runtime_open(&e->rt, &o, e->argc, e->argv);
     pthread_mutex_lock(&e->mu);

@@ -295,6 +295,32 @@ static bool tsr__bs_wait_healthy(const char *host, const char *port, pid_t pid, 
     return false;
 }
 
+/* The engine's step counters from GET /metrics: v = {steps, busy s, wall s}; false when the
+ * server does not report them (an older one). */
+static bool tsr__bs_step_counters(const tsr__bs *b, double v[3]) {
+    static const char *const names[3] = {"\ntessera_engine_steps_total ", "\ntessera_step_busy_seconds_total ",
+                                         "\ntessera_step_wall_seconds_total "};
+    int fd = tsr_cli_tcp_connect(b->host, b->port);
+    if (fd < 0) return false;
+    char q[512], *r = malloc(1 << 16);
+    int ql = snprintf(q, sizeof q, "GET /metrics HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n%s%s%s\r\n", b->host,
+                      b->port, b->key ? "Authorization: Bearer " : "", b->key ? b->key : "", b->key ? "\r\n" : "");
+    size_t n = 0;
+    if (r && tsr__bs_send_all(fd, q, (size_t)ql))
+        for (ssize_t k; n + 1 < (1 << 16) && ((k = read(fd, r + n, (1 << 16) - 1 - n)) > 0 || (k < 0 && errno == EINTR));)
+            n += k > 0 ? (size_t)k : 0;
+    close(fd);
+    bool ok = r != NULL;
+    if (r) r[n] = 0;
+    for (int i = 0; i < 3 && ok; i++) {
+        const char *at = strstr(r, names[i]);
+        ok = at != NULL;
+        if (ok) v[i] = strtod(at + strlen(names[i]), NULL);
+    }
+    free(r);
+    return ok;
+}
+
 static int tsr__bs_free_port(void) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
@@ -502,6 +528,8 @@ int tsr_bench_serve(int argc, char **argv) {
     fflush(stdout);
     int nt = (int)(duration > 0 || conc < n_req ? conc : n_req);
     pthread_t *th = calloc((size_t)nt, sizeof *th);
+    double steps0[3], steps1[3];
+    bool have_steps = tsr__bs_step_counters(&b, steps0);
     double t0 = tsr_now(), every = duration >= 100 ? 10 : duration >= 20 ? 5 : 1, next_line = t0 + every;
     if (duration > 0) b.deadline = t0 + duration;
     for (int i = 0; i < nt; i++) pthread_create(&th[i], NULL, tsr__bs_worker, &b);
@@ -551,6 +579,12 @@ int tsr_bench_serve(int argc, char **argv) {
     printf("ITL  p50 / p99:   %.1f / %.1f ms   (%zu gaps)\n", 1e3 * tsr__bs_pct(b.itl, b.n_itl, 0.5),
            1e3 * tsr__bs_pct(b.itl, b.n_itl, 0.99), b.n_itl);
     printf("latency p50 / p99: %.2f / %.2f s per request\n", tsr__bs_pct(e2e, ok, 0.5), tsr__bs_pct(e2e, ok, 0.99));
+    if (have_steps && tsr__bs_step_counters(&b, steps1) && steps1[0] > steps0[0]) {
+        /* busy: inside the forward pass and sampling; the rest of each step is the engine's own */
+        const double n = steps1[0] - steps0[0], busy = steps1[1] - steps0[1], sw = steps1[2] - steps0[2];
+        printf("engine steps:     %.0f, busy %.2f / wall %.2f ms per step (%.1f%% busy, overhead %.3f ms per step)\n", n,
+               1e3 * busy / n, 1e3 * sw / n, sw > 0 ? 100 * busy / sw : 0, 1e3 * (sw - busy) / n);
+    }
     if (b.first_error[0]) printf("first error: %s\n", b.first_error);
     fflush(stdout);
     bool json_ok = !json_path || tsr__bs_write_json(json_path, &b, conc, duration, wall, ttft, e2e, ok);

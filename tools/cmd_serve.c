@@ -55,7 +55,7 @@ int tsr_cmd_serve(int argc, char **argv) {
         {"--tp", TSR_OPT_INT, &tp, "N", "tensor-parallel ranks expected (run under mpirun -np N)"},
         {"--backend", TSR_OPT_STR, &backend, "B", "auto | cpu | cuda (default auto)"},
         {"--load-format", TSR_OPT_STR, &load_format, "F", TSR_LOAD_FORMAT_HELP},
-        {"--max-batch-size", TSR_OPT_INT, &max_batch, "N", "sequences per engine step (default: config.ini's, else 64)"},
+        {"--max-batch-size", TSR_OPT_INT, &max_batch, "N", "sequences per engine step (default: config.ini's, else KV pool tokens / min(session_len, 2048), at most 256 on a GPU, 64 on CPU)"},
         {"--max-prefill-token-num", TSR_OPT_INT, &max_prefill, "N", "prefill tokens per step (default: config.ini's max_context_token_num, else 2048)"},
         {"--cache-max-entry-count", TSR_OPT_STR, &cache_arg, "F", "KV pool: < 1 fraction of free memory, >= 1 blocks"},
         {"--cache-block-seq-len", TSR_OPT_INT, &block_len, "N", "tokens per KV block (default 64)"},
@@ -177,7 +177,7 @@ int tsr_cmd_serve(int argc, char **argv) {
     ec.load_format = load_format;
     ec.chat_template = chat_template;
     ec.tp = tp;
-    ec.max_batch_size = max_batch == INT64_MIN ? 0 : max_batch;   /* not given: config.ini's, else 64 */
+    ec.max_batch_size = max_batch == INT64_MIN ? 0 : max_batch;   /* not given: config.ini's, else from the KV pool */
     if (max_prefill > 0) ec.max_prefill_token_num = max_prefill;
     ec.session_len = session_len;
     ec.cache_max_entry_count = cache;

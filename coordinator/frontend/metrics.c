@@ -118,6 +118,12 @@ char *tsr__fe_metrics_render(const tsr__fe_metrics *m, const tsr_engine_stats *s
     tsr__gauge(&b, "counter", "tessera_preemptions_total", "Sequences preempted for lack of KV blocks.", (long long)s->preemptions_total);
     tsr__gauge(&b, "gauge", "tessera_sessions", "Interactive sessions holding KV.", (long long)s->sessions);
     tsr__gauge(&b, "counter", "tessera_engine_steps_total", "Engine steps run.", (long long)s->steps);
+    /* busy vs wall per step: the engine's own overhead is wall - busy */
+    tsr__bp(&b, "# HELP tessera_step_busy_seconds_total Time of engine steps inside the forward pass and sampling.\n"
+                "# TYPE tessera_step_busy_seconds_total counter\ntessera_step_busy_seconds_total %.6f\n", s->step_busy_s);
+    tsr__bp(&b, "# HELP tessera_step_wall_seconds_total Wall time of engine steps (inbox, plan, forward, sampling, "
+                "outputs).\n# TYPE tessera_step_wall_seconds_total counter\ntessera_step_wall_seconds_total %.6f\n",
+            s->step_wall_s);
     tsr__gauge(&b, "gauge", "tessera_connections", "Open client connections (HTTP and gRPC).", (long long)connections);
     tsr__gauge(&b, "gauge", "tessera_draining", "1 after SIGTERM: new requests are refused.", draining ? 1 : 0);
     return b.s;

@@ -70,3 +70,17 @@ def test_turbomind_keys_nothing_reads_are_warned_about(tessera, ws):
         (ws / "config.ini").write_text(ini)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stderr.count("step_length, use_context_fmha: TurboMind's, no effect in Tessera") == 1, p.stderr[-2000:]
+
+
+def test_default_batch_size_follows_the_kv_pool(tessera, smollm2):
+    # issue 15: neither a flag nor config.ini (a GGUF file): the pool's tokens / min(session_len,
+    # 2048), rounded, at least 1, at most 64 on the CPU backend; a flag still wins
+    small = ["--cache-block-seq-len", 16, "--session-len", 256]
+    line = serve_line(tessera, smollm2, *small, "--cache-max-entry-count", 32)   # 512 tokens / 256
+    assert "KV 32 blocks x 16 = 512 tokens" in line and "max_batch_size 2," in line, line
+    line = serve_line(tessera, smollm2, *small, "--cache-max-entry-count", 8)    # 128 tokens: at least 1
+    assert "max_batch_size 1," in line, line
+    line = serve_line(tessera, smollm2, *small, "--cache-max-entry-count", 4096)  # 65536 / 256: the CPU cap
+    assert "max_batch_size 64," in line, line
+    line = serve_line(tessera, smollm2, *small, "--cache-max-entry-count", 32, "--max-batch-size", 7)
+    assert "max_batch_size 7," in line, line

@@ -19,6 +19,9 @@ def test_bench_serve_small_run(server):
         m = re.search(re.escape(label) + r"\s+([0-9.]+)", out)
         assert m and float(m.group(1)) > 0, (label, out)
     assert "requests 4/4 100%" in p.stderr   # progress
+    # the engine's steps from /metrics: busy (forward + sampling) within wall, overhead shown
+    m = re.search(r"engine steps:\s+(\d+), busy ([0-9.]+) / wall ([0-9.]+) ms per step", out)
+    assert m and int(m.group(1)) >= 5 and 0 < float(m.group(2)) <= float(m.group(3)), out
 
 
 def test_bench_serve_reports_a_dead_url():
