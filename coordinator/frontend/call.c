@@ -177,9 +177,17 @@ void tsr__call_on_async(uv_async_t *a) {
     pthread_mutex_unlock(&s->mu);
     while (n) {
         tsr__evnode *next = n->next;
-        tsr__dispatch(n);
-        free(n->text);
-        free(n);
+        tsr__call *c = n->choice->call;
+        if (c->submitting) {   /* its submission's results are not in yet: after them */
+            n->next = NULL;
+            if (c->held_tail) c->held_tail->next = n;
+            else c->held = n;
+            c->held_tail = n;
+        } else {
+            tsr__dispatch(n);
+            free(n->text);
+            free(n);
+        }
         n = next;
     }
 }
@@ -222,31 +230,94 @@ tsr__call *tsr__call_new(tsr__srv *s, int api, tsr__fe_params *p, void *owner, c
     return c;
 }
 
-bool tsr__call_submit(tsr__call *c, tsr__fe_error *err) {
-    tsr__srv *s = c->srv;
-    if (s->inflight + c->n > s->cfg.max_running + s->cfg.max_queue) {
-        /* a bounded queue: what it cannot hold is told to come back (429 + Retry-After) */
-        s->metrics.queue_refused++;
-        tsr__fe_seterr(err, 429, "rate_limit_error", NULL, "queue_full",
-                       "the server is at capacity (%lld running or waiting, --max-queue %lld); retry later",
-                       (long long)s->inflight, (long long)s->cfg.max_queue);
-        return false;
-    }
+/* Any thread: submits the choices in order, stopping at the first refusal; writes only the
+ * call's sub_* fields (the loop reads them once this is over). */
+static void tsr__call_submit_choices(tsr__call *c) {
     for (int i = 0; i < c->n; i++) {
         tsr_engine_request r;
         tsr__fe_to_engine(&c->p, i, &r);
-        uint64_t rid = 0;
         tsr_engine_error ee;
-        if (tsr_engine_submit_ex(c->srv->engine, &r, tsr__engine_cb, &c->ch[i], &rid, &ee) != TSR_OK) {
-            tsr__fe_engine_error(&ee, c->p.messages != NULL, err);
-            return false;
+        if (tsr_engine_submit_ex(c->srv->engine, &r, tsr__engine_cb, &c->ch[i], &c->sub_rid[i], &ee) != TSR_OK) {
+            tsr__fe_engine_error(&ee, c->p.messages != NULL, &c->sub_err);
+            c->sub_failed = true;
+            return;
         }
-        c->ch[i].rid = rid;
-        c->ch[i].submitted = true;
-        c->outstanding++;
-        s->inflight++;
+        c->sub_ok[i] = true;
     }
-    return true;
+}
+
+/* The loop takes the submission's results: the choices that did not go in give back what
+ * tsr__call_submit reserved for them, the owner hears how it went, and the events that
+ * arrived meanwhile are handed over in order. */
+static void tsr__call_submitted(tsr__call *c, bool later) {
+    tsr__srv *s = c->srv;
+    c->submitting = false;
+    for (int i = 0; i < c->n; i++) {
+        if (c->sub_ok[i]) {
+            c->ch[i].rid = c->sub_rid[i];
+            c->ch[i].submitted = true;
+        } else {
+            c->outstanding--;
+            s->inflight--;
+        }
+    }
+    /* held events belong to submitted choices whose DONE is not dispatched yet: while there are
+     * any, the call stays alive through whatever the owner does below */
+    tsr__evnode *n = c->held;
+    c->held = c->held_tail = NULL;
+    if (c->owner) {
+        c->ops->on_submitted(c, c->sub_failed ? &c->sub_err : NULL, later);
+    } else {   /* the owner went away while a worker submitted */
+        for (int i = 0; i < c->n; i++)
+            if (c->ch[i].submitted && !c->ch[i].done) tsr_engine_cancel(s->engine, c->ch[i].rid);
+        if (c->outstanding == 0) {
+            tsr__call_free(c);
+            tsr__call_drain_check(s);
+            return;
+        }
+    }
+    while (n) {
+        tsr__evnode *next = n->next;
+        tsr__dispatch(n);
+        free(n->text);
+        free(n);
+        n = next;
+    }
+}
+
+static void tsr__call_submit_work(uv_work_t *w) { tsr__call_submit_choices(w->data); }
+
+static void tsr__call_submit_after(uv_work_t *w, int status) {
+    (void)status;   /* never cancelled: the loop runs until every call is over */
+    tsr__call_submitted(w->data, true);
+}
+
+void tsr__call_submit(tsr__call *c) {
+    tsr__srv *s = c->srv;
+    memset(c->sub_ok, 0, sizeof c->sub_ok);
+    c->sub_failed = false;
+    if (s->inflight + c->n > s->cfg.max_running + s->cfg.max_queue) {
+        /* a bounded queue: what it cannot hold is told to come back (429 + Retry-After) */
+        s->metrics.queue_refused++;
+        tsr__fe_seterr(&c->sub_err, 429, "rate_limit_error", NULL, "queue_full",
+                       "the server is at capacity (%lld running or waiting, --max-queue %lld); retry later",
+                       (long long)s->inflight, (long long)s->cfg.max_queue);
+        c->sub_failed = true;
+        c->ops->on_submitted(c, &c->sub_err, false);
+        return;
+    }
+    /* reserved now (the queue bound holds while workers submit); given back per choice refused */
+    c->outstanding += c->n;
+    s->inflight += c->n;
+    const bool tokenizes = !c->p.session_id && !c->p.prompt_ids && (c->p.prompt || c->p.messages);
+    if (tokenizes) {
+        c->submitting = true;
+        c->work.data = c;
+        if (uv_queue_work(s->loop, &c->work, tsr__call_submit_work, tsr__call_submit_after) == 0) return;
+        c->submitting = false;   /* no thread pool: here, then */
+    }
+    tsr__call_submit_choices(c);
+    tsr__call_submitted(c, false);
 }
 
 void tsr__call_detach(tsr__call *c) {

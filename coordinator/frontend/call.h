@@ -45,6 +45,10 @@ typedef struct tsr__call_ops {
     void (*on_token)(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev);
     void (*on_done)(tsr__call *c, tsr__choice *ch, const tsr_engine_event *ev);
     void (*on_complete)(tsr__call *c);   /* every choice is done; the owner must detach */
+    /* tsr__call_submit is over: err NULL (every choice runs) or the refusal (the owner then
+     * detaches and answers it); later: called from the loop after a worker thread tokenized,
+     * not from inside tsr__call_submit (a gRPC owner then flushes its connection) */
+    void (*on_submitted)(tsr__call *c, const tsr__fe_error *err, bool later);
 } tsr__call_ops;
 
 struct tsr__call {
@@ -59,6 +63,15 @@ struct tsr__call {
     int n;                           /* choices running (best_of when it exceeds n) */
     int64_t dropped_tokens;          /* completion tokens of best_of choices not answered */
     tsr__choice ch[TSR__FE_MAX_N];
+    /* submission (call.c): a worker thread tokenizes and submits while the loop goes on; the
+     * engine's events for the call wait in held until the loop has taken the results */
+    bool submitting;
+    uv_work_t work;
+    tsr__evnode *held, *held_tail;
+    bool sub_ok[TSR__FE_MAX_N];
+    uint64_t sub_rid[TSR__FE_MAX_N];
+    bool sub_failed;
+    tsr__fe_error sub_err;
 };
 
 /* The event queue's loop side: s->async is initialized with this (s as its data). */
@@ -69,9 +82,13 @@ void tsr__call_queue_close(tsr__srv *s);
 
 /* A call for params p (taken over: the call frees it). */
 tsr__call *tsr__call_new(tsr__srv *s, int api, tsr__fe_params *p, void *owner, const tsr__call_ops *ops);
-/* Submits every choice.  On failure cancels what went in, leaves a message in err, and returns
- * false; the caller then detaches (tsr__call_detach) and answers with err. */
-bool tsr__call_submit(tsr__call *c, tsr__fe_error *err);
+/* Submits every choice; ops->on_submitted says how it went (the owner answers a refusal, or
+ * starts its stream).  A request with text to tokenize (a prompt or chat messages outside a
+ * session) is tokenized and submitted on libuv's thread pool, so that a huge prompt does not
+ * hold the loop (other connections, /health); on_submitted then comes later, from the loop, and
+ * not at all when the owner detached meanwhile.  Anything else (a full queue, token ids,
+ * sessions) is answered from inside this call. */
+void tsr__call_submit(tsr__call *c);
 /* The owner lets go (client gone or answer complete): cancels what still runs; the call frees
  * itself once nothing is outstanding. */
 void tsr__call_detach(tsr__call *c);

@@ -124,7 +124,23 @@ static void tsr__g_on_complete(tsr__call *c) {
     tsr__grpc_flush(s);
 }
 
-static const tsr__call_ops tsr__grpc_ops = {tsr__g_on_token, tsr__g_on_done, tsr__g_on_complete};
+/* The gRPC code for a refused call, from the HTTP status the front end chose for it. */
+static int tsr__g_code(int http_status);
+
+/* The call is submitted (or refused: the stream ends here). */
+static void tsr__g_on_submitted(tsr__call *c, const tsr__fe_error *err, bool later) {
+    tsr__gstream *s = c->owner;
+    if (err) {
+        s->call = NULL;
+        tsr__call_detach(c);
+        tsr__grpc_finish(s, tsr__g_code(err->status), err->message);
+    } else if (tsr__g_streams(s)) {
+        tsr__grpc_start_response(s);   /* headers now */
+    }
+    if (later) tsr__grpc_flush(s);   /* inside nghttp2's callbacks the connection flushes itself */
+}
+
+static const tsr__call_ops tsr__grpc_ops = {tsr__g_on_token, tsr__g_on_done, tsr__g_on_complete, tsr__g_on_submitted};
 
 /* SamplingParams -> params, by the rules HTTP's requests follow (openai.c); proto3's zero means
  * "not set" for the knobs whose zero is invalid. */
@@ -198,17 +214,24 @@ static int tsr__g_code(int http_status) {
     }
 }
 
+/* A copy of str that p owns (the call may tokenize on a worker thread after the request
+ * message is freed); NULL when out of memory. */
+static const char *tsr__g_own(tsr__fe_params *p, const char *str) {
+    char *c = strdup(str), **o = c ? realloc(p->owned, sizeof *o * (size_t)(p->n_owned + 1)) : NULL;
+    if (!o) {
+        free(c);
+        return NULL;
+    }
+    p->owned = o;
+    o[p->n_owned++] = c;
+    return c;
+}
+
 static void tsr__g_submit(tsr__gstream *s, tsr__fe_params *p) {
     tsr__call *call = tsr__call_new(s->srv, 3, p, s, &tsr__grpc_ops);
     if (!call) return tsr__grpc_finish(s, TSR__GRPC_RESOURCE_EXHAUSTED, "out of memory");
     s->call = call;
-    tsr__fe_error err;
-    if (!tsr__call_submit(call, &err)) {
-        s->call = NULL;
-        tsr__call_detach(call);
-        return tsr__grpc_finish(s, tsr__g_code(err.status), err.message);
-    }
-    if (tsr__g_streams(s)) tsr__grpc_start_response(s);   /* headers now */
+    tsr__call_submit(call);   /* tsr__g_on_submitted goes on */
 }
 
 static bool tsr__g_model_ok(tsr__gstream *s, const char *model) {
@@ -328,7 +351,7 @@ void tsr__grpc_service_handle(tsr__gstream *s) {
         const tsr_tokenizer *tok = tsr_engine_tokenizer(srv->engine);
         int32_t *ids = NULL;
         int64_t n_ids = 0;
-        if (!tok || tsr_tokenizer_encode(tok, q->text, strlen(q->text), q->add_special_tokens, true, &ids, &n_ids) != TSR_OK) {
+        if (!tok || tsr_engine_encode(srv->engine, q->text, strlen(q->text), q->add_special_tokens, &ids, &n_ids) != TSR_OK) {
             tessera__v1__tokenize_request__free_unpacked(q, NULL);
             return tsr__grpc_finish(s, TSR__GRPC_INVALID_ARGUMENT, tok ? tsr_last_error() : "the model has no tokenizer");
         }
@@ -356,11 +379,14 @@ void tsr__grpc_service_handle(tsr__gstream *s) {
             tsr__grpc_finish(s, TSR__GRPC_INVALID_ARGUMENT, "prompt or prompt_ids is required");
             ok = false;
         }
-        p.prompt = q->prompt;
+        p.prompt = tsr__g_own(&p, q->prompt);
+        if (ok && !p.prompt) {
+            tsr__grpc_finish(s, TSR__GRPC_RESOURCE_EXHAUSTED, "out of memory");
+            ok = false;
+        }
         p.session_id = q->session_id;
-        if (ok) tsr__g_submit(s, &p);   /* the engine copies what it keeps at submit */
+        if (ok) tsr__g_submit(s, &p);
         else tsr__fe_params_free(&p);
-        if (s->call) s->call->p.prompt = NULL;
         tessera__v1__generate_request__free_unpacked(q, NULL);
         return;
     }
@@ -386,8 +412,13 @@ void tsr__grpc_service_handle(tsr__gstream *s) {
                 ok = false;
                 break;
             }
-            p.messages[i].role = r;
-            p.messages[i].content = q->messages[i]->content;
+            p.messages[i].role = tsr__g_own(&p, r);
+            p.messages[i].content = tsr__g_own(&p, q->messages[i]->content);
+            if (!p.messages[i].role || !p.messages[i].content) {
+                tsr__grpc_finish(s, TSR__GRPC_RESOURCE_EXHAUSTED, "out of memory");
+                ok = false;
+                break;
+            }
         }
         p.n_messages = (int64_t)q->n_messages;
         p.session_id = q->session_id;

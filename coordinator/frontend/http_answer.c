@@ -329,4 +329,18 @@ static void tsr__http_on_complete(tsr__call *c) {
     /* tsr__dispatch frees the call now that it has no owner and nothing outstanding */
 }
 
-const tsr__call_ops tsr__http_ops = {tsr__http_on_token, tsr__http_on_done, tsr__http_on_complete};
+/* The call is submitted (or refused: answered here). */
+static void tsr__http_on_submitted(tsr__call *call, const tsr__fe_error *err, bool later) {
+    (void)later;
+    tsr__conn *c = call->owner;
+    if (err) {
+        c->call = NULL;
+        tsr__call_detach(call);
+        tsr__http_respond_error(c, err);
+        return;
+    }
+    if (call->p.stream) tsr__http_stream_begin(c, call->api == 2 ? "application/x-ndjson" : "text/event-stream");
+}
+
+const tsr__call_ops tsr__http_ops = {tsr__http_on_token, tsr__http_on_done, tsr__http_on_complete,
+                                     tsr__http_on_submitted};

@@ -228,11 +228,5 @@ void tsr__http_route(tsr__conn *c) {
     tsr__call *call = tsr__call_new(s, api, &p, c, &tsr__http_ops);
     if (!call) return tsr__http_error(c, 500, "server_error", NULL, NULL, "out of memory");
     c->call = call;
-    if (!tsr__call_submit(call, &err)) {
-        c->call = NULL;
-        tsr__call_detach(call);
-        return tsr__http_respond_error(c, &err);
-    }
-    if (call->p.stream) tsr__http_stream_begin(c, api == 2 ? "application/x-ndjson" : "text/event-stream");
-    /* the answer continues from the engine's events (tsr__http_ops) */
+    tsr__call_submit(call);   /* the answer continues in tsr__http_on_submitted, then the engine's events */
 }

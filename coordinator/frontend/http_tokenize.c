@@ -111,7 +111,7 @@ static void tsr__tokenize(tsr__conn *c) {
     const tsr_tokenizer *tok = tsr_engine_tokenizer(c->srv->engine);
     int32_t *ids = NULL;
     int64_t n = 0;
-    tsr_status st = tok ? tsr_tokenizer_encode(tok, text, strlen(text), add_special, true, &ids, &n) : TSR_ERR_INVALID_ARG;
+    tsr_status st = tok ? tsr_engine_encode(c->srv->engine, text, strlen(text), add_special, &ids, &n) : TSR_ERR_INVALID_ARG;
     free(text);
     if (st != TSR_OK)
         return tsr__http_error(c, 400, "invalid_request_error", "prompt", "invalid_value",
