@@ -7,7 +7,11 @@
  *             gives the same tokens as replaying the whole history without a session
  *   cancel    random cancellations and session ends leave every KV block free; a request that
  *             cannot fit is refused at submit
+ *   mixed     chunked prefill mixed with decode: while a 400-token prompt is prefilled in chunks
+ *             of 16 (25 steps), a running request keeps decoding one token per step, and its
+ *             tokens are the ones it gets alone
  * Prints what it compared; exit code 0 when everything matched. */
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -246,14 +250,74 @@ static int scenario_cancel(const char *model) {
     return g_fail ? 1 : 0;
 }
 
+/* mixed: A decodes; B's long prompt arrives; B's first token comes after its 25 chunks, and by
+ * then A must have had a token in (nearly) every one of those steps. */
+static atomic_int g_a_tokens;
+static int g_a_at_b_first = -1;
+
+static void on_event_a(void *user, const tsr_engine_event *ev) {
+    on_event(user, ev);
+    if (ev->type == TSR_EVENT_TOKEN) atomic_fetch_add(&g_a_tokens, 1);
+}
+
+static void on_event_b(void *user, const tsr_engine_event *ev) {
+    result *r = user;
+    if (ev->type == TSR_EVENT_TOKEN && r->n == 0) g_a_at_b_first = atomic_load(&g_a_tokens);
+    on_event(user, ev);
+}
+
+static int scenario_mixed(const char *model) {
+    enum { BUDGET = 16, LONG = 400, GEN_A = 60 };
+    tsr_engine *e = open_engine(model, 0, BUDGET, 16, false);
+    int32_t pa[8] = {1, 510, 733, 1022, 4096, 77, 901, 12}, pb[LONG];
+    for (int i = 0; i < LONG; i++) pb[i] = 500 + (i * 37) % 20000;
+    static result a, b, alone;
+    tsr_engine_request rq;
+    tsr_engine_request_default(&rq);
+    rq.prompt_ids = pa;
+    rq.n_prompt_ids = 8;
+    rq.max_new_tokens = GEN_A;
+    rq.sampling.temperature = 0;
+    rq.ignore_eos = true;
+    EXPECT(tsr_engine_submit(e, &rq, on_event_a, &a, NULL) == TSR_OK, "submit A: %s", tsr_last_error());
+    while (atomic_load(&g_a_tokens) < 2) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    const int a_at_submit = atomic_load(&g_a_tokens);
+    tsr_engine_request rb = rq;
+    rb.prompt_ids = pb;
+    rb.n_prompt_ids = LONG;
+    rb.max_new_tokens = 4;
+    EXPECT(tsr_engine_submit(e, &rb, on_event_b, &b, NULL) == TSR_OK, "submit B: %s", tsr_last_error());
+    tsr_engine_drain(e);
+    /* A alone, for its tokens */
+    EXPECT(tsr_engine_submit(e, &rq, on_event, &alone, NULL) == TSR_OK, "submit A alone: %s", tsr_last_error());
+    tsr_engine_drain(e);
+    const int chunks = (LONG + BUDGET - 1) / BUDGET, during = g_a_at_b_first - a_at_submit;
+    printf("mixed: B's %d-token prompt in %d chunks of %d; A decoded %d tokens meanwhile (%d before B came)\n", LONG,
+           chunks, BUDGET, during, a_at_submit);
+    EXPECT(b.done && b.n == 4 && a.done && a.n == GEN_A, "A %d/%d tokens, B %d/4", a.n, GEN_A, b.n);
+    /* a step or two of slack: B may arrive between A's steps */
+    EXPECT(during >= chunks - 2, "A decoded only %d tokens while B's prompt took %d chunks: decode stalled", during,
+           chunks);
+    for (int i = 0; i < GEN_A; i++) EXPECT(a.toks[i] == alone.toks[i], "A's token %d differs from A alone", i);
+    tsr_engine_stats st;
+    tsr_engine_get_stats(e, &st);
+    EXPECT(st.kv_blocks_used == 0, "%lld blocks still used", (long long)st.kv_blocks_used);
+    tsr_engine_close(e);
+    return g_fail ? 1 : 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: engine_check MODEL batch [alone|base|preempt|chunked] | session | cancel\n");
+        fprintf(stderr, "usage: engine_check MODEL batch [alone|base|preempt|chunked] | session | cancel | mixed\n");
         return 2;
     }
     if (!strcmp(argv[2], "batch")) return scenario_batch(argv[1], argc > 3 ? argv[3] : "base");
     if (!strcmp(argv[2], "session")) return scenario_session(argv[1]);
     if (!strcmp(argv[2], "cancel")) return scenario_cancel(argv[1]);
+    if (!strcmp(argv[2], "mixed")) return scenario_mixed(argv[1]);
     fprintf(stderr, "unknown scenario %s\n", argv[2]);
     return 2;
 }

@@ -72,3 +72,10 @@ def test_cancellations_free_every_block_and_too_long_is_refused():
     assert "refused:" in out and "session_len" in out
     m = re.search(r"blocks used (\d+), free (\d+) \(cached \d+\) of (\d+)", out)
     assert m and int(m.group(1)) == 0 and m.group(2) == m.group(3), out
+
+
+def test_decode_goes_on_while_a_long_prompt_is_prefilled_in_chunks():
+    # issue 15: each step runs every running decode plus prefill chunks within the budget
+    out = run("mixed")
+    m = re.search(r"A decoded (\d+) tokens meanwhile", out)
+    assert m and int(m.group(1)) >= 23, out
