@@ -79,6 +79,15 @@ void tsr_kvq_quantize_row(const float *x, int64_t hd, int64_t bits, const float 
     }
 }
 
+void tsr_kvq_quantize_row_g(const float *x, int64_t hd, int64_t bits, int64_t ng, const float *sz, uint8_t *codes,
+                            uint16_t *params) {
+    const int64_t gl = hd / ng;
+    TSR_ASSERT(ng >= 1 && hd % ng == 0 && gl % 2 == 0);
+    for (int64_t g = 0; g < ng; g++)
+        tsr_kvq_quantize_row(x + g * gl, gl, bits, sz, codes + tsr_kvq_row_bytes(bits, g * gl), &params[2 * g],
+                             &params[2 * g + 1]);
+}
+
 void tsr_kvq_dequantize_row(const uint8_t *codes, int64_t hd, int64_t bits, uint16_t scale, uint16_t zero,
                             float *out) {
     const float s = tsr_f16_to_f32(scale), z = tsr_f16_to_f32(zero);

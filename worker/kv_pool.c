@@ -12,8 +12,10 @@
 
 size_t tsr_kv_block_bytes(const tsr_model *m, int64_t block_len, int64_t quant_policy) {
     if (block_len <= 0) block_len = TSR_KV_DEFAULT_BLOCK_LEN;
-    return (size_t)m->cfg.n_layer * 2 * (size_t)m->shard.n_kv_head *
-           tsr_kvq_slot_bytes(quant_policy, block_len, m->cfg.head_dim, tsr_dtype_size(m->be->dtype));
+    size_t es = tsr_dtype_size(m->be->dtype);
+    return (size_t)m->cfg.n_layer * (size_t)m->shard.n_kv_head *
+           (tsr_kvq_slot_bytes(quant_policy, block_len, m->cfg.head_dim, es, 0) +
+            tsr_kvq_slot_bytes(quant_policy, block_len, m->cfg.head_dim, es, 1));
 }
 
 tsr_status tsr_kv_pool_init(tsr_kv_pool *p, tsr_backend *be, int64_t n_layer, int64_t n_kv_head_local,
@@ -40,8 +42,10 @@ tsr_status tsr_kv_pool_init_q(tsr_kv_pool *p, tsr_backend *be, int64_t n_layer, 
     p->n_layer = n_layer;
     p->n_blocks = n_blocks;
     p->part_bytes = (size_t)n_blocks * (size_t)n_kv_head_local *
-                    tsr_kvq_slot_bytes(bits, block_len, head_dim, tsr_dtype_size(be->dtype));
-    size_t total = p->part_bytes * 2 * (size_t)n_layer;
+                    tsr_kvq_slot_bytes(bits, block_len, head_dim, tsr_dtype_size(be->dtype), 0);
+    p->v_part_bytes = (size_t)n_blocks * (size_t)n_kv_head_local *
+                      tsr_kvq_slot_bytes(bits, block_len, head_dim, tsr_dtype_size(be->dtype), 1);
+    size_t total = (p->part_bytes + p->v_part_bytes) * (size_t)n_layer;
     if (be->ops->host_memory) {
         /* Host memory: anonymous pages are zero and become resident only when a block is first
          * written, so an idle pool costs nothing and start-up does not touch it. */
@@ -119,19 +123,19 @@ void tsr_kv_pool_free(tsr_kv_pool *p) {
 
 void *tsr_kv_pool_k(const tsr_kv_pool *p, int64_t layer) {
     TSR_ASSERT(layer >= 0 && layer < p->n_layer);
-    return (char *)p->data + (size_t)(2 * layer) * p->part_bytes;
+    return (char *)p->data + (size_t)layer * (p->part_bytes + p->v_part_bytes);
 }
 
 void *tsr_kv_pool_v(const tsr_kv_pool *p, int64_t layer) {
     TSR_ASSERT(layer >= 0 && layer < p->n_layer);
-    return (char *)p->data + (size_t)(2 * layer + 1) * p->part_bytes;
+    return (char *)p->data + (size_t)layer * (p->part_bytes + p->v_part_bytes) + p->part_bytes;
 }
 
 void *tsr_kv_pool_slot(const tsr_kv_pool *p, int64_t layer, int v, int32_t block, int64_t head) {
     TSR_ASSERT(layer >= 0 && layer < p->n_layer && (v == 0 || v == 1) && block >= 0 && block < p->n_blocks &&
                head >= 0 && head < p->layout.n_kv_head);
     size_t slot = tsr_kvq_slot_bytes(p->layout.quant_bits, p->layout.block_len, p->layout.head_dim,
-                                     tsr_dtype_size(p->be->dtype));
-    return (char *)p->data + (size_t)(2 * layer + v) * p->part_bytes +
+                                     tsr_dtype_size(p->be->dtype), v);
+    return (char *)(v ? tsr_kv_pool_v(p, layer) : tsr_kv_pool_k(p, layer)) +
            ((size_t)block * (size_t)p->layout.n_kv_head + (size_t)head) * slot;
 }

@@ -7,7 +7,8 @@
  *   [n_layer][2 (K, V)][n_blocks][n_kv_head_l][block_len][head_dim]
  * (tsr_kv_layout in kernels/backend.h describes one layer's K or V part).  With quant_policy 8
  * or 4 the innermost [block_len][head_dim] of each (block, head) becomes int8 / int4 codes plus a
- * per-token (scale, zero) (kernels/kv_quant.h): the same block ids, fewer bytes per block. */
+ * per-token (scale, zero) (kernels/kv_quant.h): the same block ids, fewer bytes per block.  With
+ * int4 a layer's K part is larger than its V part (K keeps a pair per group of channels). */
 #ifndef TSR_KV_POOL_H
 #define TSR_KV_POOL_H
 
@@ -26,7 +27,8 @@ typedef struct tsr_kv_pool {
     int64_t n_layer;
     int64_t n_blocks;
     void *data;                   // [n_layer][2][n_blocks][n_kv_head_l][block_len][head_dim]
-    size_t part_bytes;            /* bytes of one layer's K (or V): n_blocks * block bytes */
+    size_t part_bytes;            /* bytes of one layer's K: n_blocks * block bytes */
+    size_t v_part_bytes;          /* ... and of its V (less than K's with int4: K has group params) */
     size_t mapped_bytes;          /* host backends: the anonymous mapping's size (0: ops->alloc) */
     float *static_qp;             // [n_layer][n_kv_head_l][4] host (kv_qparams), or NULL: online
     tsr_kv_layout *layers;        // [n_layer] layouts pointing into static_qp, or NULL

@@ -13,9 +13,9 @@
 #include "kernels/cpu/cpu_internal.h"
 #include "kernels/kv_quant.h"
 
-/* Start of one (block, head) slot of a quantized layer part. */
-static inline const uint8_t *tsr__kvq_slot(const void *cache, const tsr_kv_layout *kv, int64_t block, int64_t head) {
-    size_t sb = tsr_kvq_slot_bytes(kv->quant_bits, kv->block_len, kv->head_dim, 0);
+/* Start of one (block, head) slot of a quantized layer's K (v == 0) or V (v == 1) part. */
+static inline const uint8_t *tsr__kvq_slot(const void *cache, const tsr_kv_layout *kv, int64_t block, int64_t head, int v) {
+    size_t sb = tsr_kvq_slot_bytes(kv->quant_bits, kv->block_len, kv->head_dim, 0, v);
     return (const uint8_t *)cache + (size_t)(block * kv->n_kv_head + head) * sb;
 }
 
@@ -37,16 +37,17 @@ void tsr__cpu_kv_write_q(tsr_backend *be, void *k_cache, void *v_cache, const ts
             for (int64_t g = 0; g < kv->n_kv_head; g++) {
                 const float *qp = kv->static_qp ? kv->static_qp + 4 * g : NULL;
                 for (int part = 0; part < 2; part++) {
-                    uint8_t *base = (uint8_t *)tsr__kvq_slot(part ? v_cache : k_cache, kv, blk, g);
+                    const int64_t ng = tsr_kvq_n_groups(bits, hd, part);
+                    uint8_t *base = (uint8_t *)tsr__kvq_slot(part ? v_cache : k_cache, kv, blk, g, part);
                     const float *x = (const float *)(part ? v : k) + t * ld + g * hd;
                     if (rot) {
                         memcpy(tmp, x, sizeof(float) * (size_t)hd);
                         tsr_kvq_hadamard(tmp, hd);
                         x = tmp;
                     }
-                    uint16_t sz[2];
-                    tsr_kvq_quantize_row(x, hd, bits, qp ? qp + 2 * part : NULL, base + slot * rb, &sz[0], &sz[1]);
-                    memcpy(base + bl * rb + slot * sizeof sz, sz, sizeof sz);
+                    uint16_t sz[2 * TSR_KVQ_MAX_HEAD_DIM / TSR_KVQ_K_GROUP];
+                    tsr_kvq_quantize_row_g(x, hd, bits, ng, qp ? qp + 2 * part : NULL, base + slot * rb, sz);
+                    memcpy(base + bl * rb + slot * ng * 2 * sizeof(uint16_t), sz, (size_t)ng * 2 * sizeof(uint16_t));
                 }
             }
         }
@@ -86,9 +87,11 @@ static inline void tsr__unpack_u4(const uint8_t *c, int64_t n, float *out) {
     }
 }
 
-static inline void tsr__kvq_params(const uint8_t *slot, int64_t bl, size_t rb, int64_t i, float *s, float *z) {
+/* (scale, zero) of group g of row i of a slot with ng pairs per row */
+static inline void tsr__kvq_params(const uint8_t *slot, int64_t bl, size_t rb, int64_t ng, int64_t i, int64_t g,
+                                   float *s, float *z) {
     uint16_t sz[2];
-    memcpy(sz, slot + bl * rb + i * sizeof sz, sizeof sz);
+    memcpy(sz, slot + bl * rb + (i * ng + g) * sizeof sz, sizeof sz);
     *s = tsr_f16_to_f32(sz[0]);
     *z = tsr_f16_to_f32(sz[1]);
 }
@@ -102,6 +105,7 @@ static void tsr__attnq_items(void *ctx, int64_t i0, int64_t i1, int tid) {
     float *sc = j->scratch + tid * j->scratch_per_thread;
     float tmp[TSR_KVQ_MAX_HEAD_DIM], qrot[TSR_KVQ_MAX_HEAD_DIM];
     const int rot = tsr_kvq_rotated(bits, hd, kv->static_qp);
+    const int64_t ngk = tsr_kvq_n_groups(bits, hd, 0), gl = hd / ngk;
     for (int64_t it = i0; it < i1; it++) {
         int64_t t = it / j->n_head, h = it % j->n_head, g = h / group;
         int64_t s = tsr__seq_of(j->b, t);
@@ -116,20 +120,23 @@ static void tsr__attnq_items(void *ctx, int64_t i0, int64_t i1, int tid) {
             tsr_kvq_hadamard(qrot, hd);
             qv = qrot;
         }
-        float qsum = 0;
-        for (int64_t i = 0; i < hd; i++) qsum += qv[i];
+        float qsum[TSR_KVQ_MAX_HEAD_DIM / TSR_KVQ_K_GROUP] = {0};   /* per K group */
+        for (int64_t i = 0; i < hd; i++) qsum[i / gl] += qv[i];
         float mx = -INFINITY;
         for (int64_t p = p0; p < n_vis; p++) {
-            const uint8_t *slot = tsr__kvq_slot(j->kc, kv, bt[p / bl], g), *codes = slot + (p % bl) * rb;
-            float ks, kz, d;
-            tsr__kvq_params(slot, bl, rb, p % bl, &ks, &kz);
+            const uint8_t *slot = tsr__kvq_slot(j->kc, kv, bt[p / bl], g, 0), *codes = slot + (p % bl) * rb;
+            float ks, kz, v = 0;
             if (bits == 8) {
-                d = tsr__dot_u8(qv, codes, hd);
+                tsr__kvq_params(slot, bl, rb, 1, p % bl, 0, &ks, &kz);
+                v = ks * tsr__dot_u8(qv, codes, hd) + kz * qsum[0];
             } else {
                 tsr__unpack_u4(codes, hd, tmp);
-                d = tsr__dot(qv, tmp, hd);
+                for (int64_t k = 0; k < ngk; k++) {
+                    tsr__kvq_params(slot, bl, rb, ngk, p % bl, k, &ks, &kz);
+                    v += ks * tsr__dot(qv + k * gl, tmp + k * gl, gl) + kz * qsum[k];
+                }
             }
-            float v = (ks * d + kz * qsum) * j->scale;
+            v *= j->scale;
             sc[p] = v;
             if (v > mx) mx = v;
         }
@@ -142,9 +149,9 @@ static void tsr__attnq_items(void *ctx, int64_t i0, int64_t i1, int tid) {
         float *restrict o = j->out + t * j->n_head * hd + h * hd;
         for (int64_t i = 0; i < hd; i++) o[i] = 0;
         for (int64_t p = p0; p < n_vis; p++) {
-            const uint8_t *slot = tsr__kvq_slot(j->vc, kv, bt[p / bl], g), *codes = slot + (p % bl) * rb;
+            const uint8_t *slot = tsr__kvq_slot(j->vc, kv, bt[p / bl], g, 1), *codes = slot + (p % bl) * rb;
             float vs, vz, w = sc[p] * inv;
-            tsr__kvq_params(slot, bl, rb, p % bl, &vs, &vz);
+            tsr__kvq_params(slot, bl, rb, 1, p % bl, 0, &vs, &vz);
             const float ws = w * vs;
             zacc += w * vz;
             if (bits == 8) {

@@ -57,8 +57,9 @@ def test_generate_int8_int4_sane_and_kv_bytes_printed(smollm2):
     ids4, e4 = gen(smollm2, "--quant-policy", 4)
     l0, l8, l4 = kv_line(e0), kv_line(e8), kv_line(e4)
     assert l0[0] == 0 and l8[:2] == (8, "int8, online per-token scales") and l4[:2] == (4, "int4, online per-token scales")
-    # SmolLM2-135M: 30 layers x K,V x 3 KV heads x head_dim 64: f32 256 B, int8 64 + 4, int4 32 + 4 per head
-    assert (l0[2], l8[2], l4[2]) == (30 * 2 * 3 * 256, 30 * 2 * 3 * 68, 30 * 2 * 3 * 36)
+    # SmolLM2-135M: 30 layers x K,V x 3 KV heads x head_dim 64: f32 256 B, int8 64 + 4 per head,
+    # int4 V 32 + 4 and K 32 + 4 x 4 (a scale and zero per 16 channels)
+    assert (l0[2], l8[2], l4[2]) == (30 * 2 * 3 * 256, 30 * 2 * 3 * 68, 30 * 3 * (48 + 36))
     # greedy: int8 follows the f32 cache token for token here; int4 stays on topic
     assert ids8[:8] == ids0[:8], (ids0, ids8)
     r = run("generate", smollm2, "--prompt", PROMPT, "--temperature", 0, "--max-new-tokens", 8, "--quant-policy", 4)
@@ -74,12 +75,12 @@ def ppl(model, policy, *extra):
     return d["ppl"]
 
 
-def test_eval_ppl_int8_within_1pct_int4_within_8pct(smollm2):
+def test_eval_ppl_int8_within_1pct_int4_within_5pct(smollm2):
     p0, p8, p4 = ppl(smollm2, 0), ppl(smollm2, 8), ppl(smollm2, 4)
     assert abs(p8 / p0 - 1) < 0.01, (p0, p8)
-    # measured +5.5% here and +6.3% on the whole text at --ctx 512 (README): the 5% is
-    # not met by this 135M model's K at 4 bits (V alone costs 0.5%)
-    assert abs(p4 / p0 - 1) < 0.08, (p0, p4)
+    # int4 K in groups of 16 channels: measured +4.8% here (one pair per K row: +5.5%) and +4.7%
+    # on the workspace over the whole text at --ctx 512 (README)
+    assert abs(p4 / p0 - 1) < 0.05, (p0, p4)
 
 
 @pytest.fixture(scope="module")

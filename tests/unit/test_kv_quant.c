@@ -75,6 +75,27 @@ static void test_rows(void) {
     CHECK_NEAR(tsr_kvq_static_zero(0.5f, 1.0f, 4), 1.0f - 4.0f, 1e-6);
 }
 
+/* int4 K groups: a loud channel in the first group costs the other groups nothing */
+static void test_groups(void) {
+    const int64_t hd = 64, G = TSR_KVQ_K_GROUP, ng = hd / G;
+    float x[64], y[64];
+    uint8_t codes[32];
+    uint16_t pr[2 * 64];
+    CHECK(G == 16);
+    CHECK(tsr_kvq_n_groups(4, 64, 0) == 4 && tsr_kvq_n_groups(4, 64, 1) == 1 && tsr_kvq_n_groups(8, 64, 0) == 1);
+    CHECK(tsr_kvq_n_groups(4, 16, 0) == 1 && tsr_kvq_n_groups(4, 40, 0) == 1 && tsr_kvq_n_groups(4, 128, 0) == 8);
+    CHECK(tsr_kvq_slot_bytes(4, 16, 64, 0, 0) == 16 * 48 && tsr_kvq_slot_bytes(4, 16, 64, 0, 1) == 16 * 36);
+    CHECK(tsr_kvq_slot_bytes(8, 16, 64, 0, 0) == 16 * 68 && tsr_kvq_slot_bytes(8, 16, 64, 0, 1) == 16 * 68);
+    for (int64_t i = 0; i < hd; i++) x[i] = frand() + (i == 5 ? 40.0f : 0.0f);
+    tsr_kvq_quantize_row_g(x, hd, 4, ng, NULL, codes, pr);
+    for (int64_t g = 0; g < ng; g++) tsr_kvq_dequantize_row(codes + g * G / 2, G, 4, pr[2 * g], pr[2 * g + 1], y + g * G);
+    double e1 = 0;
+    for (int64_t i = G; i < hd; i++) e1 += (y[i] - x[i]) * (y[i] - x[i]);
+    CHECK_MSG(sqrt(e1 / (double)(hd - G)) < 0.1, "other groups' rms %g (one pair per row: about 0.8)",
+              sqrt(e1 / (double)(hd - G)));
+    CHECK_NEAR(y[5], x[5], 2.0);
+}
+
 static void test_hadamard(void) {
     float x[64], y[64];
     double n0 = 0, n1 = 0;
@@ -125,8 +146,8 @@ static double attn_case(tsr_backend *be, int64_t bits, int64_t nq, int64_t nkv, 
     float *chan = malloc(sizeof(float) * (size_t)(nkv * hd));
     for (int64_t i = 0; i < nkv * hd; i++) chan[i] = (i % 17 == 3 ? 6.0f : 1.0f) * frand();
     float *qp = malloc(sizeof(float) * 4 * (size_t)nkv);
-    size_t fbytes = (size_t)total * (size_t)nkv * tsr_kvq_slot_bytes(0, bl, hd, sizeof(float));
-    size_t qbytes = (size_t)total * (size_t)nkv * tsr_kvq_slot_bytes(bits, bl, hd, 0);
+    size_t fbytes = (size_t)total * (size_t)nkv * tsr_kvq_slot_bytes(0, bl, hd, sizeof(float), 0);
+    size_t qbytes = (size_t)total * (size_t)nkv * tsr_kvq_slot_bytes(bits, bl, hd, 0, 0);   /* K's >= V's */
     float *kf = malloc(fbytes), *vf = malloc(fbytes);
     uint8_t *kq = malloc(qbytes), *vq = malloc(qbytes);
     int64_t ld = (nq + 2 * nkv) * hd;
@@ -243,10 +264,13 @@ static void test_pool_bytes(tsr_backend *be) {
     CHECK(tsr_kv_pool_init_q(&p0, be, 3, 2, 64, 64, 10, 0) == TSR_OK);
     CHECK(tsr_kv_pool_init_q(&p8, be, 3, 2, 64, 64, 10, 8) == TSR_OK);
     CHECK(tsr_kv_pool_init_q(&p4, be, 3, 2, 64, 64, 10, 4) == TSR_OK);
-    /* f32: 256 B per token-head; int8: 64 + 4; int4: 32 + 4 */
-    CHECK(p0.part_bytes == (size_t)10 * 2 * 64 * 256);
-    CHECK(p8.part_bytes == (size_t)10 * 2 * 64 * 68);
-    CHECK(p4.part_bytes == (size_t)10 * 2 * 64 * 36);
+    /* f32: 256 B per token-head; int8: 64 + 4; int4: V 32 + 4, K 32 + 4 groups x 4 */
+    CHECK(p0.part_bytes == (size_t)10 * 2 * 64 * 256 && p0.v_part_bytes == p0.part_bytes);
+    CHECK(p8.part_bytes == (size_t)10 * 2 * 64 * 68 && p8.v_part_bytes == p8.part_bytes);
+    CHECK(p4.part_bytes == (size_t)10 * 2 * 64 * 48 && p4.v_part_bytes == (size_t)10 * 2 * 64 * 36);
+    CHECK((char *)tsr_kv_pool_slot(&p4, 1, 1, 3, 1) - (char *)p4.data ==
+          (ptrdiff_t)(p4.part_bytes * 2 + p4.v_part_bytes + (3 * 2 + 1) * 64 * 36));
+    CHECK((char *)tsr_kv_pool_slot(&p4, 2, 0, 0, 0) == (char *)tsr_kv_pool_k(&p4, 2));
     CHECK((char *)tsr_kv_pool_slot(&p8, 1, 1, 3, 1) - (char *)p8.data == (ptrdiff_t)(3 * p8.part_bytes + (3 * 2 + 1) * 64 * 68));
     CHECK(tsr_kv_pool_layout(&p8, 2)->quant_bits == 8 && tsr_kv_pool_layout(&p8, 2)->static_qp == NULL);
     float qp[3 * 2 * 4];
@@ -269,6 +293,7 @@ int main(void) {
     test_policy_check();
     test_rows();
     test_hadamard();
+    test_groups();
     int threads[] = {1, 3};
     for (int i = 0; i < 2; i++) {
         tsr_backend *be = tsr_backend_cpu_init(threads[i]);
