@@ -169,3 +169,102 @@ def test_serve_int8_openai_prefix_cache_and_batching(smollm2, tmp_path):
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
         log.close()
+
+
+# --- the static flow: convert -> lite calibrate -> lite kv_qparams -> serve the workspace ---------
+
+QP_LINE = re.compile(r"^Layer (\d+) MP (\d+) qparam: k_scale (\S+) k_zp (\S+) v_scale (\S+) v_zp (\S+)$", re.M)
+
+
+def kv_stats(calib, layer):
+    """Per KV head (min, max, absmax) of K and V from calib_stats.safetensors (3 heads x 64)."""
+    from safetensors.numpy import load_file
+    t = load_file(str(calib / "calib_stats.safetensors"))
+    out = {}
+    for p in ("k", "v"):
+        mn, mx, am = (t[f"layers.{layer}.{p}.{s}"].reshape(3, 64) for s in ("min", "max", "absmax"))
+        out[p] = (mn.min(1), mx.max(1), am.max(1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def calibrated(tessera, smollm2, tmp_path_factory):
+    d = tmp_path_factory.mktemp("kvstatic")
+    r = subprocess.run([tessera, "convert", smollm2, "--dst", d / "ws"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    # calibrated on the workspace itself: its K channels are in the order it serves them
+    r = run("lite", "calibrate", d / "ws", "--calib-samples", 4, "--calib-seqlen", 256, "--work-dir", d / "q")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "calibration windows 4/4 100%" in r.stderr and "4 windows of 256 tokens, 30 layers" in r.stdout, r.stderr[-2000:]
+    return d
+
+
+def test_lite_kv_qparams_int8_static_flow(calibrated):
+    ws, q = calibrated / "ws", calibrated / "q"
+    r = run("lite", "kv_qparams", "--work-dir", q, "--workspace", ws)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = QP_LINE.findall(r.stdout)
+    assert [(int(l), int(m)) for l, m, *_ in lines] == [(l, 0) for l in range(30)], r.stdout[:2000]
+    assert re.search(r"^quant_policy = 8$", (ws / "config.ini").read_text(), re.M)
+    j = json.loads((ws / "kv_qparams.json").read_text())
+    assert (j["bits"], j["symmetric"], j["n_layer"], j["n_kv_head"]) == (8, False, 30, 3)
+    for layer in (0, 17, 29):
+        st = kv_stats(q, layer)
+        for p in ("k", "v"):
+            mn, mx, _ = st[p]
+            want_s, want_z = (mx - mn) / 255, (mn + mx) / 2       # LMDeploy's asymmetric parameters
+            got_s, got_z = j[f"{p}_scale"][layer], j[f"{p}_zp"][layer]
+            assert all(abs(a - b) <= 1e-6 * max(1, abs(b)) for a, b in zip(got_s + got_z, [*want_s, *want_z])), (layer, p)
+            printed = lines[layer][2 if p == "k" else 4], lines[layer][3 if p == "k" else 5]
+            assert [float(x) for x in printed[0].split(",")] == pytest.approx(list(want_s), rel=1e-5)
+            assert [float(x) for x in printed[1].split(",")] == pytest.approx(list(want_z), rel=1e-5, abs=1e-6)
+    # the runtime serves the workspace with them: config.ini's policy, the static parameters said so
+    ids, err = gen(ws)
+    assert kv_line(err)[:2] == (8, "int8, static kv_qparams") and len(ids) == 16
+    r = run("eval", "ppl", ws, "--text", TEXT, "--ctx", 256, "--max-windows", 4, "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    d8 = json.loads(r.stdout)
+    assert d8["quant_policy"] == 8 and d8["kv_static"] is True
+    p0 = ppl(ws, 0)
+    assert abs(d8["ppl"] / p0 - 1) < 0.01, (p0, d8["ppl"])
+
+
+def test_lite_kv_qparams_sym_int4_and_tp2(calibrated, tessera, smollm2, tmp_path):
+    q = calibrated / "q"
+    ws2 = tmp_path / "ws2"
+    r = subprocess.run([tessera, "convert", smollm2, "--dst", ws2, "--tp", "2"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = run("lite", "kv_qparams", "--work-dir", q, "--workspace", ws2, "--kv-sym", "--kv-bits", 4, "--tp", 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = QP_LINE.findall(r.stdout)
+    # 3 KV heads on 2 ranks: heads 0, 1 on rank 0 and head 2 on rank 1 (the shard plan's split)
+    assert [(int(l), int(m)) for l, m, *_ in lines] == [(l, m) for l in range(30) for m in (0, 1)]
+    assert [len(x[2].split(",")) for x in lines[:2]] == [2, 1]
+    j = json.loads((ws2 / "kv_qparams.json").read_text())
+    assert (j["bits"], j["symmetric"]) == (4, True)
+    st = kv_stats(q, 3)
+    assert j["k_scale"][3] == pytest.approx(list(st["k"][2] / 7), rel=1e-6)   # absmax / (2^(4-1) - 1)
+    assert j["v_zp"][3] == [0, 0, 0]
+    assert [float(x) for x in lines[7][2].split(",")] == pytest.approx(list(st["k"][2][2:] / 7), rel=1e-5)  # layer 3, MP 1
+    assert re.search(r"^quant_policy = 4$", (ws2 / "config.ini").read_text(), re.M)
+
+
+def test_lite_calibrate_kv_qparams_bad_args_refused(calibrated, tmp_path):
+    ws, q = calibrated / "ws", calibrated / "q"
+    cases = [
+        (["lite", "kv_qparams", "--work-dir", q, "--workspace", ws, "--kv-bits", 5], "--kv-bits 5: must be 8 (int8) or 4"),
+        (["lite", "kv_qparams", "--work-dir", q, "--workspace", ws, "--tp", 2], "tensor_para_size 1; give --tp 1"),
+        (["lite", "kv_qparams", "--work-dir", tmp_path / "none", "--workspace", ws], "run tessera lite calibrate"),
+        (["lite", "kv_qparams", "--work-dir", q, "--workspace", q], "not a workspace"),
+        (["lite", "kv_qparams", "--work-dir", q], "--workspace WS"),
+        (["lite", "calibrate", ws], "--work-dir DIR"),
+        (["lite", "calibrate", ws, "--work-dir", tmp_path / "c", "--calib-seqlen", 100000], "fewer than one window"),
+        (["lite", "calibrate", ws, "--work-dir", tmp_path / "c", "--calib-samples", 0], "--calib-samples must be positive"),
+        (["lite", "nosuch"], "known: calibrate, kv_qparams, auto_awq"),
+    ]
+    before = (ws / "kv_qparams.json").read_text() if (ws / "kv_qparams.json").exists() else None
+    for args, msg in cases:
+        r = run(*args, timeout=120)
+        assert r.returncode != 0 and msg in r.stderr, (args, r.stderr[-2000:])
+    after = (ws / "kv_qparams.json").read_text() if (ws / "kv_qparams.json").exists() else None
+    assert before == after   # a refused run writes nothing
