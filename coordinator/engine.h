@@ -228,8 +228,9 @@ const tsr_chat_template *tsr_engine_chat_template(const tsr_engine *e);
 const char *tsr_engine_model_name(const tsr_engine *e);
 int64_t tsr_engine_session_len(const tsr_engine *e);
 int64_t tsr_engine_max_batch_size(const tsr_engine *e);   /* in force: flag > config.ini > default */
-/* The default max_batch_size: the sequences the KV pool holds at min(session_len, 2048) tokens
- * each (at least 1), capped by the device: 256 on a GPU, 64 on the CPU backend (its steps are
+/* The default max_batch_size: the sequences the KV pool holds at min(session_len, 512) tokens
+ * each (a typical request; a longer one is preempted and recomputed when the pool runs short), at
+ * least 1, capped by the device: 256 on a GPU, 64 on the CPU backend (its steps are
  * slow: 64 rows already cost ~0.4 s per step with the default model on 2 cores, see README). */
 #define TSR_ENGINE_MAX_BATCH_GPU 256
 #define TSR_ENGINE_MAX_BATCH_CPU 64

@@ -131,7 +131,7 @@ tsr_status tsr_engine_open(const tsr_engine_config *c, int *argc, char ***argv, 
     if (e->cfg.max_batch_size == 0) {
         const bool gpu = strcmp(e->rt.be->ops->name, "cpu") != 0;
         e->cfg.max_batch_size = tsr_engine_default_max_batch(tsr_runtime_kv_tokens(&e->rt), e->session_len, gpu);
-        TSR_LOGI("default max_batch_size %lld: a KV pool of %lld tokens at min(session_len, 2048) per "
+        TSR_LOGI("default max_batch_size %lld: a KV pool of %lld tokens at min(session_len, 512) per "
                  "sequence, at most %d on %s", (long long)e->cfg.max_batch_size,
                  (long long)tsr_runtime_kv_tokens(&e->rt), gpu ? TSR_ENGINE_MAX_BATCH_GPU : TSR_ENGINE_MAX_BATCH_CPU,
                  gpu ? "a GPU" : "the CPU backend");
@@ -242,7 +242,7 @@ tsr_status tsr_engine_encode(tsr_engine *e, const char *text, size_t len, bool a
 }
 
 int64_t tsr_engine_default_max_batch(int64_t pool_tokens, int64_t session_len, bool gpu) {
-    const int64_t per_seq = session_len > 0 && session_len < 2048 ? session_len : 2048;
+    const int64_t per_seq = session_len > 0 && session_len < 512 ? session_len : 512;
     const int64_t cap = gpu ? TSR_ENGINE_MAX_BATCH_GPU : TSR_ENGINE_MAX_BATCH_CPU;
     int64_t n = (pool_tokens + per_seq / 2) / per_seq;   /* rounded */
     if (n < 1) n = 1;

@@ -55,7 +55,7 @@ int tsr_cmd_serve(int argc, char **argv) {
         {"--tp", TSR_OPT_INT, &tp, "N", "tensor-parallel ranks expected (run under mpirun -np N)"},
         {"--backend", TSR_OPT_STR, &backend, "B", "auto | cpu | cuda (default auto)"},
         {"--load-format", TSR_OPT_STR, &load_format, "F", TSR_LOAD_FORMAT_HELP},
-        {"--max-batch-size", TSR_OPT_INT, &max_batch, "N", "sequences per engine step (default: config.ini's, else KV pool tokens / min(session_len, 2048), at most 256 on a GPU, 64 on CPU)"},
+        {"--max-batch-size", TSR_OPT_INT, &max_batch, "N", "sequences per engine step (default: config.ini's, else KV pool tokens / min(session_len, 512), at most 256 on a GPU, 64 on CPU)"},
         {"--max-prefill-token-num", TSR_OPT_INT, &max_prefill, "N", "prefill tokens per step (default: config.ini's max_context_token_num, else 2048)"},
         {"--cache-max-entry-count", TSR_OPT_STR, &cache_arg, "F", "KV pool: < 1 fraction of free memory, >= 1 blocks"},
         {"--cache-block-seq-len", TSR_OPT_INT, &block_len, "N", "tokens per KV block (default 64)"},

@@ -74,7 +74,8 @@ def test_turbomind_keys_nothing_reads_are_warned_about(tessera, ws):
 
 def test_default_batch_size_follows_the_kv_pool(tessera, smollm2):
     # issue 15: neither a flag nor config.ini (a GGUF file): the pool's tokens / min(session_len,
-    # 2048), rounded, at least 1, at most 64 on the CPU backend; a flag still wins
+    # 512) (a typical request; preemption covers longer ones), rounded, at least 1, at most 64 on
+    # the CPU backend; a flag still wins
     small = ["--cache-block-seq-len", 16, "--session-len", 256]
     line = serve_line(tessera, smollm2, *small, "--cache-max-entry-count", 32)   # 512 tokens / 256
     assert "KV 32 blocks x 16 = 512 tokens" in line and "max_batch_size 2," in line, line
