@@ -23,5 +23,5 @@ ctest --test-dir build-asan -L unit --output-on-failure -j2
 echo "== fuzzing (every harness in tests/fuzz, 15 s each) ==" >&2
 bash ci/fuzz.sh 15
 echo "== python suites ==" >&2
-.venv/bin/python -m pytest -q -rs tests "$@"
+.venv/bin/python -m pytest -q -rs --durations=20 tests "$@"
 echo "all tests passed in $(( $(date +%s) - start )) s" >&2
