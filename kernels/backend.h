@@ -61,6 +61,10 @@ typedef struct tsr_kv_layout {
      * (online) unless static_qp holds this layer's calibrated parameters. */
     int64_t quant_bits;
     const float *static_qp;   // [n_kv_head][4] host: K scale, K zero, V scale, V zero (or NULL)
+    /* Calibrated per-channel K offsets (int4 `lite kv_qparams`), subtracted from K before it is
+     * quantized and never added back: q . (k - c) differs from q . k by q . c, the same for every
+     * key of a query, which softmax ignores. */
+    const float *k_shift;     // [n_kv_head][head_dim] host (or NULL)
 } tsr_kv_layout;
 
 /* RoPE, HF style (rotate_half / GPT-NeoX: dimension i pairs with i + rot_dim/2).

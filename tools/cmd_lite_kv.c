@@ -4,7 +4,9 @@
  * head (worker/kv_qparams.h), prints them per layer and TP rank as LMDeploy does, writes them into
  * a workspace and sets its config.ini's quant_policy.  Per-head ranges are taken over a head's
  * channels, so they do not depend on the channel order (a GGUF's K is interleaved per head,
- * a workspace's is HF's): statistics of the GGUF a workspace came from serve that workspace. */
+ * a workspace's is HF's): statistics of the GGUF a workspace came from serve that workspace.
+ * int4 also writes each K channel's midpoint (kv_qparams.h k_channel_zp), which does depend on
+ * it: the statistics file says its K order and channels are put in the workspace's (HF) order. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -250,6 +252,27 @@ int tsr_lite_kv_qparams(int argc, char **argv) {
                 o[1] = sym ? 0.0f : 0.5f * (mn + mx);
             }
         }
+    if (bits == 4) {   /* K channel midpoints, in the workspace's (HF) channel order */
+        if (s->k_gguf_order < 0) {
+            tsr_cli_err("tessera lite kv_qparams: %s does not say its K channel order (an older file): run tessera lite "
+                        "calibrate again\n", path);
+            goto done;
+        }
+        q.head_dim = hd;
+        q.k_chan = malloc(sizeof(float) * (size_t)(L * H * hd));
+        if (!q.k_chan) {
+            tsr_cli_err("tessera lite kv_qparams: out of memory\n");
+            goto done;
+        }
+        for (int64_t l = 0; l < L; l++) {
+            const tsr_lite_point *p = &s->pt[l * TSR_LITE_N_POINTS + TSR_OBS_K];
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t j = 0; j < hd; j++) {   /* GGUF dim j is HF's (j % 2) * hd/2 + j / 2 */
+                    int64_t c = h * hd + j, to = h * hd + (s->k_gguf_order ? (j % 2) * (hd / 2) + j / 2 : j);
+                    q.k_chan[l * H * hd + to] = 0.5f * (p->min[c] + p->max[c]);
+                }
+        }
+    }
     for (int64_t l = 0; l < L; l++)
         for (int r = 0; r < tp; r++) {
             tsr_shard sh;
@@ -272,9 +295,10 @@ int tsr_lite_kv_qparams(int argc, char **argv) {
         tsr_cli_err("tessera lite kv_qparams: %s\n", tsr_last_error());
         goto done;
     }
-    printf("wrote %s/%s (int%lld, %s, %lld layers x %lld KV heads, TP %lld) and quant_policy = %lld in %s/config.ini\n",
+    printf("wrote %s/%s (int%lld, %s, %lld layers x %lld KV heads, TP %lld%s) and quant_policy = %lld in %s/config.ini\n",
            ws, TSR_KV_QPARAMS_FILE, (long long)bits, sym ? "symmetric" : "asymmetric", (long long)L, (long long)H,
-           (long long)tp, (long long)bits, ws);
+           (long long)tp, bits == 4 ? ", K channel midpoints: the runtime uses these with online int4 scales" : "",
+           (long long)bits, ws);
     status = 0;
 done:
     tsr_kv_qparams_free(&q);

@@ -102,6 +102,7 @@ tsr_status tsr_lite_stats_collect(tsr_runtime *rt, const int32_t *toks, int64_t 
     TSR_TRY(tsr__lite_stats_alloc(&rt->model->cfg, &s));
     s->samples = n_win;
     s->seqlen = seqlen;
+    s->k_gguf_order = rt->model->qk_interleaved ? 1 : 0;
     tsr_status st = TSR_OK;
     if (keep_rows > 0) {
         int64_t total = n_win * seqlen, stride = (total + keep_rows - 1) / keep_rows;
@@ -169,7 +170,8 @@ tsr_status tsr_lite_stats_write(const tsr_lite_stats *s, const char *path) {
         snprintf(smp_s, sizeof smp_s, "%lld", (long long)s->samples);
         snprintf(len_s, sizeof len_s, "%lld", (long long)s->seqlen);
         const char *meta[] = {"format", "tessera-calib-stats", "version", "1", "model", s->model, "tokens", tok_s,
-                              "samples", smp_s, "seqlen", len_s, NULL};
+                              "samples", smp_s, "seqlen", len_s, "k_order",
+                              s->k_gguf_order > 0 ? "gguf" : s->k_gguf_order == 0 ? "hf" : "unknown", NULL};
         st = tsr_safetensors_write(path, ts, n, meta);
     }
     for (int64_t i = 0; bufs && i < n; i++) free(bufs[i]);
@@ -205,6 +207,8 @@ tsr_status tsr_lite_stats_read(const char *path, tsr_lite_stats **out) {
         s->samples = v ? atoll(v) : 0;
         v = tsr_safetensors_metadata(f, "seqlen");
         s->seqlen = v ? atoll(v) : 0;
+        v = tsr_safetensors_metadata(f, "k_order");
+        s->k_gguf_order = !v ? -1 : !strcmp(v, "gguf") ? 1 : !strcmp(v, "hf") ? 0 : -1;
         v = tsr_safetensors_metadata(f, "model");
         snprintf(s->model, sizeof s->model, "%s", v ? v : "");
     }

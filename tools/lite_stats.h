@@ -8,7 +8,9 @@
  *                                  STAT:  max | min | mean | absmax | absmean
  * (k and v: [n_kv_head * head_dim], head-major, as the cache stores them), and metadata
  * format "tessera-calib-stats", version "1", model, tokens (observed per point), samples,
- * seqlen.  Single rank only (the observer sees one rank's shard). */
+ * seqlen, k_order ("hf", or "gguf" when K's dims were in a GGUF's interleaved order: per head,
+ * dim 2i is HF's i and 2i + 1 HF's i + head_dim/2).  Single rank only (the observer sees one
+ * rank's shard). */
 #ifndef TSR_LITE_STATS_H
 #define TSR_LITE_STATS_H
 
@@ -33,6 +35,7 @@ typedef struct tsr_lite_stats {
     int64_t n_layer;
     tsr_lite_point *pt;     /* [n_layer][TSR_LITE_N_POINTS] */
     int64_t samples, seqlen;
+    int k_gguf_order;       /* 1: K dims in GGUF's interleaved order, 0: HF's, -1: unknown (older file) */
     char model[512];
 } tsr_lite_stats;
 

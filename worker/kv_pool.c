@@ -107,6 +107,34 @@ tsr_status tsr_kv_pool_set_static(tsr_kv_pool *p, const float *qp) {
     return TSR_OK;
 }
 
+tsr_status tsr_kv_pool_set_k_shift(tsr_kv_pool *p, const float *shift) {
+    const int64_t n = p->n_layer * p->layout.n_kv_head * p->layout.head_dim;
+    if (p->layout.quant_bits != 4) return tsr_errorf(TSR_ERR_INVALID_ARG, "K channel offsets need quant_policy 4");
+    float *ks = malloc(sizeof(float) * (size_t)n);
+    tsr_kv_layout *ls = p->layers ? p->layers : malloc(sizeof *ls * (size_t)p->n_layer);
+    if (!ks || !ls) {
+        free(ks);
+        if (ls != p->layers) free(ls);
+        return tsr_errorf(TSR_ERR_OOM, "KV pool: K channel offsets");
+    }
+    for (int64_t i = 0; i < n; i++) {
+        if (!isfinite(shift[i])) {
+            free(ks);
+            if (ls != p->layers) free(ls);
+            return tsr_errorf(TSR_ERR_FORMAT, "K channel offsets: value %lld is not finite", (long long)i);
+        }
+        ks[i] = shift[i];
+    }
+    for (int64_t l = 0; l < p->n_layer; l++) {
+        if (!p->layers) ls[l] = p->layout;
+        ls[l].k_shift = ks + l * p->layout.n_kv_head * p->layout.head_dim;
+    }
+    free(p->k_shift);
+    p->k_shift = ks;
+    p->layers = ls;
+    return TSR_OK;
+}
+
 const tsr_kv_layout *tsr_kv_pool_layout(const tsr_kv_pool *p, int64_t layer) {
     TSR_ASSERT(layer >= 0 && layer < p->n_layer);
     return p->layers ? &p->layers[layer] : &p->layout;
@@ -115,6 +143,7 @@ const tsr_kv_layout *tsr_kv_pool_layout(const tsr_kv_pool *p, int64_t layer) {
 void tsr_kv_pool_free(tsr_kv_pool *p) {
     if (!p || !p->be) return;
     free(p->static_qp);
+    free(p->k_shift);
     free(p->layers);
     if (p->mapped_bytes) munmap(p->data, p->mapped_bytes);
     else p->be->ops->dfree(p->be, p->data);

@@ -31,7 +31,8 @@ typedef struct tsr_kv_pool {
     size_t v_part_bytes;          /* ... and of its V (less than K's with int4: K has group params) */
     size_t mapped_bytes;          /* host backends: the anonymous mapping's size (0: ops->alloc) */
     float *static_qp;             // [n_layer][n_kv_head_l][4] host (kv_qparams), or NULL: online
-    tsr_kv_layout *layers;        // [n_layer] layouts pointing into static_qp, or NULL
+    float *k_shift;               // [n_layer][n_kv_head_l][head_dim] host (kv_qparams' K channel offsets), or NULL
+    tsr_kv_layout *layers;        // [n_layer] layouts pointing into static_qp / k_shift, or NULL
 } tsr_kv_pool;
 
 /* Bytes one block takes across all layers, K and V (for sizing from a memory budget), with KV
@@ -52,6 +53,9 @@ tsr_status tsr_kv_pool_init_for_model_q(tsr_kv_pool *p, const tsr_model *m, int6
  * K scale, K zp, V scale, V zp in LMDeploy's convention (value = signed code * scale + zp);
  * from now on the writer uses them instead of each token's range. */
 tsr_status tsr_kv_pool_set_static(tsr_kv_pool *p, const float *qp);
+/* Calibrated K channel offsets of an int4 pool (kernels/backend.h k_shift): shift
+ * [n_layer][n_kv_head_l][head_dim], copied; quantization stays online. */
+tsr_status tsr_kv_pool_set_k_shift(tsr_kv_pool *p, const float *shift);
 void tsr_kv_pool_free(tsr_kv_pool *p);
 
 /* The layout layer l's ops take (carries that layer's static parameters, if any). */

@@ -68,6 +68,36 @@ tsr_status tsr_kv_qparams_load(const char *dir, tsr_kv_qparams *q, bool *found) 
             }
         }
     }
+    const cJSON *kc = cJSON_GetObjectItemCaseSensitive(root, "k_channel_zp"),
+                *hdj = cJSON_GetObjectItemCaseSensitive(root, "head_dim");
+    if (st == TSR_OK && kc) {
+        if (!cJSON_IsNumber(hdj) || hdj->valueint < 1 || hdj->valueint > 65536 || !cJSON_IsArray(kc) ||
+            cJSON_GetArraySize(kc) != q->n_layer)
+            st = tsr_errorf(TSR_ERR_FORMAT, "%s: \"k_channel_zp\" needs a positive \"head_dim\" and %lld lists", path,
+                            (long long)q->n_layer);
+        else if (!(q->k_chan = malloc(sizeof(float) * (size_t)(q->n_layer * q->n_kv_head * hdj->valueint))))
+            st = tsr_errorf(TSR_ERR_OOM, "%s", path);
+        else
+            q->head_dim = hdj->valueint;
+        const int64_t w = q->n_kv_head * q->head_dim;
+        for (int64_t l = 0; l < q->n_layer && st == TSR_OK; l++) {
+            const cJSON *row = cJSON_GetArrayItem(kc, (int)l);
+            if (!cJSON_IsArray(row) || cJSON_GetArraySize(row) != w) {
+                st = tsr_errorf(TSR_ERR_FORMAT, "%s: \"k_channel_zp\"[%lld] must hold %lld numbers", path, (long long)l,
+                                (long long)w);
+                break;
+            }
+            int64_t c = 0;
+            for (const cJSON *v = row->child; v; v = v->next, c++) {
+                if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)) {
+                    st = tsr_errorf(TSR_ERR_FORMAT, "%s: \"k_channel_zp\"[%lld][%lld] is not a number", path,
+                                    (long long)l, (long long)c);
+                    break;
+                }
+                q->k_chan[l * w + c] = (float)v->valuedouble;
+            }
+        }
+    }
     cJSON_Delete(root);
     free(text);
     free(path);
@@ -97,6 +127,16 @@ tsr_status tsr_kv_qparams_save(const char *dir, const tsr_kv_qparams *q) {
             cJSON_AddItemToArray(a, row);
         }
     }
+    if (q->k_chan) {
+        cJSON_AddNumberToObject(root, "head_dim", (double)q->head_dim);
+        cJSON *a = cJSON_AddArrayToObject(root, "k_channel_zp");
+        const int64_t w = q->n_kv_head * q->head_dim;
+        for (int64_t l = 0; l < q->n_layer; l++) {
+            cJSON *row = cJSON_CreateArray();
+            for (int64_t c = 0; c < w; c++) cJSON_AddItemToArray(row, cJSON_CreateNumber((double)q->k_chan[l * w + c]));
+            cJSON_AddItemToArray(a, row);
+        }
+    }
     char *s = cJSON_Print(root);
     cJSON_Delete(root);
     char *path = tsr_path_join(dir, TSR_KV_QPARAMS_FILE);
@@ -115,7 +155,18 @@ float *tsr_kv_qparams_local(const tsr_kv_qparams *q, int64_t head0, int64_t n) {
     return out;
 }
 
+float *tsr_kv_qparams_local_chan(const tsr_kv_qparams *q, int64_t head0, int64_t n) {
+    if (!q->k_chan || head0 < 0 || head0 + n > q->n_kv_head) return NULL;
+    const int64_t hd = q->head_dim;
+    float *out = malloc(sizeof(float) * (size_t)(q->n_layer * n * hd));
+    if (!out) return NULL;
+    for (int64_t l = 0; l < q->n_layer; l++)
+        memcpy(out + l * n * hd, q->k_chan + (l * q->n_kv_head + head0) * hd, sizeof(float) * (size_t)(n * hd));
+    return out;
+}
+
 void tsr_kv_qparams_free(tsr_kv_qparams *q) {
     free(q->qp);
+    free(q->k_chan);
     memset(q, 0, sizeof *q);
 }

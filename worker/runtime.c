@@ -146,6 +146,13 @@ static tsr_status tsr__kv_static(tsr_runtime *rt, const char *dir) {
         st = tsr_errorf(TSR_ERR_FORMAT, "%s/%s: %lld layers x %lld KV heads, the model has %lld x %lld", dir,
                         TSR_KV_QPARAMS_FILE, (long long)q.n_layer, (long long)q.n_kv_head,
                         (long long)rt->model->cfg.n_layer, (long long)rt->model->cfg.n_kv_head);
+    } else if (q.bits == 4 && q.k_chan) {   /* int4: K channel offsets, online scales (kv_qparams.h) */
+        float *local = q.head_dim == rt->model->cfg.head_dim ? tsr_kv_qparams_local_chan(&q, sh->kv_head0, sh->n_kv_head) : NULL;
+        st = local ? tsr_kv_pool_set_k_shift(&rt->kv, local)
+                   : tsr_errorf(TSR_ERR_FORMAT, "%s/%s: k_channel_zp of head_dim %lld, the model's is %lld", dir,
+                                TSR_KV_QPARAMS_FILE, (long long)q.head_dim, (long long)rt->model->cfg.head_dim);
+        free(local);
+        rt->kv_static = st == TSR_OK;
     } else {
         float *local = tsr_kv_qparams_local(&q, sh->kv_head0, sh->n_kv_head);
         st = local ? tsr_kv_pool_set_static(&rt->kv, local) : tsr_errorf(TSR_ERR_OOM, "kv_qparams");
@@ -353,7 +360,11 @@ void tsr_runtime_describe_kv(const tsr_runtime *rt, char *buf, size_t cap) {
     const char *what = rt->quant_policy == 8 ? "int8" : rt->quant_policy == 4 ? "int4" : tsr_dtype_name(rt->be->dtype);
     snprintf(buf, cap, "KV cache quant_policy %lld (%s%s): %zu bytes/token/rank, pool %lld tokens = %lld sessions of %lld",
              (long long)rt->quant_policy, what,
-             !rt->quant_policy ? "" : rt->kv_static ? ", static kv_qparams" : ", online per-token scales", per_tok,
+             !rt->quant_policy ? ""
+             : rt->kv.k_shift ? ", static kv_qparams K channel offsets + online per-token scales"
+             : rt->kv_static  ? ", static kv_qparams"
+                              : ", online per-token scales",
+             per_tok,
              (long long)tokens, (long long)(rt->session_len > 0 ? tokens / rt->session_len : 0),
              (long long)rt->session_len);
 }

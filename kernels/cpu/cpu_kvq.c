@@ -40,8 +40,12 @@ void tsr__cpu_kv_write_q(tsr_backend *be, void *k_cache, void *v_cache, const ts
                     const int64_t ng = tsr_kvq_n_groups(bits, hd, part);
                     uint8_t *base = (uint8_t *)tsr__kvq_slot(part ? v_cache : k_cache, kv, blk, g, part);
                     const float *x = (const float *)(part ? v : k) + t * ld + g * hd;
+                    if (!part && kv->k_shift) {   /* softmax ignores a shift of every key (backend.h) */
+                        for (int64_t i = 0; i < hd; i++) tmp[i] = x[i] - kv->k_shift[g * hd + i];
+                        x = tmp;
+                    }
                     if (rot) {
-                        memcpy(tmp, x, sizeof(float) * (size_t)hd);
+                        if (x != tmp) memcpy(tmp, x, sizeof(float) * (size_t)hd);
                         tsr_kvq_hadamard(tmp, hd);
                         x = tmp;
                     }

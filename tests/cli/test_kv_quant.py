@@ -249,6 +249,48 @@ def test_lite_kv_qparams_sym_int4_and_tp2(calibrated, tessera, smollm2, tmp_path
     assert re.search(r"^quant_policy = 4$", (ws2 / "config.ini").read_text(), re.M)
 
 
+def test_lite_kv_qparams_int4_k_channel_offsets(calibrated, tessera, smollm2, tmp_path):
+    """int4 kv_qparams: each K channel's midpoint, subtracted before online int4 quantization
+    (softmax ignores a shift of every key): closer to policy 0 than online int4 alone.  The
+    statistics of the GGUF (K in its interleaved order) give the same offsets in the workspace's
+    HF order as those of the workspace itself."""
+    from safetensors import safe_open
+    ws4 = tmp_path / "ws4"
+    r = subprocess.run([tessera, "convert", smollm2, "--dst", ws4], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = run("lite", "kv_qparams", "--work-dir", calibrated / "q", "--workspace", ws4, "--kv-bits", 4)
+    assert r.returncode == 0 and "K channel midpoints" in r.stdout, r.stderr[-3000:]
+    j = json.loads((ws4 / "kv_qparams.json").read_text())
+    assert j["head_dim"] == 64 and len(j["k_channel_zp"]) == 30 and len(j["k_channel_zp"][0]) == 192
+    from safetensors.numpy import load_file
+    t = load_file(str(calibrated / "q" / "calib_stats.safetensors"))
+    want = (t["layers.5.k.min"] + t["layers.5.k.max"]) / 2
+    assert j["k_channel_zp"][5] == pytest.approx(list(want), rel=1e-6, abs=1e-7)
+    with safe_open(str(calibrated / "q" / "calib_stats.safetensors"), "np") as f:
+        assert f.metadata()["k_order"] == "hf"
+    ids, err = gen(ws4)
+    assert kv_line(err)[:2] == (4, "int4, static kv_qparams K channel offsets + online per-token scales")
+    r = run("eval", "ppl", ws4, "--text", TEXT, "--ctx", 256, "--max-windows", 4, "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    d4 = json.loads(r.stdout)
+    assert d4["quant_policy"] == 4 and d4["kv_static"] is True
+    p0, p4_online = ppl(ws4, 0), ppl(smollm2, 4)
+    assert d4["ppl"] < p4_online and abs(d4["ppl"] / p0 - 1) < 0.05, (p0, p4_online, d4["ppl"])
+    # the GGUF's statistics: K dims interleaved per head, put back in HF order
+    r = run("lite", "calibrate", smollm2, "--calib-samples", 4, "--calib-seqlen", 256, "--work-dir", tmp_path / "qg")
+    assert r.returncode == 0, r.stderr[-3000:]
+    with safe_open(str(tmp_path / "qg" / "calib_stats.safetensors"), "np") as f:
+        assert f.metadata()["k_order"] == "gguf"
+    ws5 = tmp_path / "ws5"
+    r = subprocess.run([tessera, "convert", smollm2, "--dst", ws5], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    r = run("lite", "kv_qparams", "--work-dir", tmp_path / "qg", "--workspace", ws5, "--kv-bits", 4)
+    assert r.returncode == 0, r.stderr[-3000:]
+    j5 = json.loads((ws5 / "kv_qparams.json").read_text())
+    for layer in (0, 5, 29):
+        assert j5["k_channel_zp"][layer] == pytest.approx(j["k_channel_zp"][layer], abs=1e-3), layer
+
+
 def test_lite_calibrate_kv_qparams_bad_args_refused(calibrated, tmp_path):
     ws, q = calibrated / "ws", calibrated / "q"
     cases = [

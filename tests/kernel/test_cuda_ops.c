@@ -379,7 +379,7 @@ static void test_rope_kv_write(const char *name, tsr_rope_type type, bool logn, 
     int64_t past[3] = {0, 70, 5}, new_[3] = {9, 1, 40};
     batch B;
     batch_make(&B, 3, past, new_, block_len);
-    tsr_kv_layout kv = {block_len, n_kv, hd, 0, NULL};
+    tsr_kv_layout kv = {block_len, n_kv, hd, 0, NULL, NULL};
     int64_t cache_n = B.n_blocks_total * n_kv * block_len * hd;
     int64_t ld = (n_head + 2 * n_kv) * hd, n = B.n_tok * ld;
     tsr_rope_params p = {.type = type, .theta = 10000.0f, .factor = 4.0f, .low_freq_factor = 1.0f, .high_freq_factor = 4.0f,
@@ -416,7 +416,7 @@ static void test_attention(const char *name, int n_seq, const int64_t *past, con
                            int64_t n_kv, int64_t hd, int64_t block_len) {
     batch B;
     batch_make(&B, n_seq, past, new_, block_len);
-    tsr_kv_layout kv = {block_len, n_kv, hd, 0, NULL};
+    tsr_kv_layout kv = {block_len, n_kv, hd, 0, NULL, NULL};
     int64_t cache_n = B.n_blocks_total * n_kv * block_len * hd;
     int64_t ld = (n_head + 2 * n_kv) * hd, n_q = B.n_tok * ld, n_out = B.n_tok * n_head * hd;
     float *kc = rand_vec(cache_n, 1.0f), *vc = rand_vec(cache_n, 1.0f), *qkv = rand_vec(n_q, 1.5f);

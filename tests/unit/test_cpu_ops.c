@@ -266,7 +266,7 @@ static void test_attention_case(tsr_backend *be, int64_t nq, int64_t nkv, int64_
 
     /* dense K/V per sequence: [ctx][nkv][hd]; the cached prefix goes in through kv_write as
      * an earlier "step", then the new tokens as this step */
-    tsr_kv_layout lay = {bl, nkv, hd, 0, NULL};
+    tsr_kv_layout lay = {bl, nkv, hd, 0, NULL, NULL};
     size_t cache_n = (size_t)(pool_blocks * nkv * bl * hd);
     float *kc = be->ops->alloc(be, sizeof(float) * cache_n), *vc = be->ops->alloc(be, sizeof(float) * cache_n);
     for (size_t i = 0; i < cache_n; i++) kc[i] = vc[i] = NAN; /* poison: unwritten slots must not be read */

@@ -141,7 +141,7 @@ static double attn_case(tsr_backend *be, int64_t bits, int64_t nq, int64_t nkv, 
         for (int64_t i = 0; i < seqs[s].n_new; i++) pos[t++] = (int32_t)(seqs[s].n_past + i);
     }
     q_start[n_seq] = (int32_t)n_tok;
-    tsr_kv_layout lf = {bl, nkv, hd, 0, NULL}, lq = {bl, nkv, hd, bits, NULL};
+    tsr_kv_layout lf = {bl, nkv, hd, 0, NULL, NULL}, lq = {bl, nkv, hd, bits, NULL, NULL};
     /* keys with a per-channel offset and a few loud channels, as real K has */
     float *chan = malloc(sizeof(float) * (size_t)(nkv * hd));
     for (int64_t i = 0; i < nkv * hd; i++) chan[i] = (i % 17 == 3 ? 6.0f : 1.0f) * frand();
@@ -284,6 +284,16 @@ static void test_pool_bytes(tsr_backend *be) {
     tsr_kv_pool pb;
     CHECK(tsr_kv_pool_init_q(&pb, be, 3, 2, 64, 64, 10, 3) == TSR_ERR_INVALID_ARG);
     CHECK(tsr_kv_pool_init_q(&pb, be, 3, 2, 63, 64, 10, 4) == TSR_ERR_UNSUPPORTED);   /* odd head_dim */
+    /* int4 K channel offsets (kv_qparams k_channel_zp): per layer, this rank's heads x head_dim */
+    float *shift = malloc(sizeof(float) * 3 * 2 * 64);
+    for (int i = 0; i < 3 * 2 * 64; i++) shift[i] = (float)i;
+    CHECK(tsr_kv_pool_set_k_shift(&p8, shift) == TSR_ERR_INVALID_ARG);   /* int4 only */
+    CHECK(tsr_kv_pool_set_k_shift(&p4, shift) == TSR_OK);
+    CHECK(tsr_kv_pool_layout(&p4, 2)->k_shift[5] == 2 * 128 + 5 && tsr_kv_pool_layout(&p4, 2)->static_qp == NULL);
+    CHECK(tsr_kv_pool_layout(&p4, 2)->quant_bits == 4 && tsr_kv_pool_layout(&p4, 0)->k_shift[0] == 0);
+    shift[7] = NAN;
+    CHECK(tsr_kv_pool_set_k_shift(&p4, shift) == TSR_ERR_FORMAT);
+    free(shift);
     tsr_kv_pool_free(&p0);
     tsr_kv_pool_free(&p8);
     tsr_kv_pool_free(&p4);
