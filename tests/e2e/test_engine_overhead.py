@@ -65,7 +65,9 @@ def test_health_answers_while_a_huge_prompt_is_tokenized(tserver):
     assert st == 400 and ans["error"]["code"] == "context_length_exceeded", (st, ans)
     assert "session_len 2048" in ans["error"]["message"], ans
     assert max(lat) < 0.2, f"/health took up to {max(lat):.3f} s while a prompt was tokenized ({out['s']:.2f} s)"
-    assert out["s"] > 0.25 and len(lat) >= 5, (out["s"], len(lat))   # the probes overlapped it
+    # the probes overlapped it (how long tokenizing takes depends on the machine: count the probes
+    # that ran while the request was open, not seconds)
+    assert len(lat) >= 5, (out["s"], len(lat))
     # clients gone while their prompts are tokenized: the calls end when the workers are done
     body = json.dumps({"prompt": huge_prompt(1_000_000), "max_tokens": 4, "stream": True}).encode()
     socks = [post_raw(tserver, body) for _ in range(3)]
