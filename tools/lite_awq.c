@@ -21,6 +21,7 @@
 #include "common/tensor.h"
 #include "worker/weights.h"
 #include "worker/weights_reader.h"
+#include "worker/workspace_convert.h"
 
 static const int tsr__awq_order[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 
@@ -326,14 +327,6 @@ static tsr_status tsr__awq_read(tsr__slice_reader *L, tsr_wkind k, int layer, fl
     return TSR_OK;
 }
 
-static tsr_status tsr__awq_copy(const char *src, const char *dst) {
-    char *data;
-    size_t len;
-    TSR_TRY(tsr_read_file(src, (size_t)1 << 30, &data, &len));
-    tsr_status st = tsr_write_file(dst, data, len);
-    free(data);
-    return st;
-}
 
 /* config.json: an HF source's own with quantization_config set; a GGUF's llama fields. */
 static tsr_status tsr__awq_config(const char *model_path, const tsr_model_config *cfg, const tsr_awq_opts *o,
@@ -390,28 +383,6 @@ static tsr_status tsr__awq_config(const char *model_path, const tsr_model_config
     return st;
 }
 
-static tsr_status tsr__awq_tokenizer(const char *model_path, const char *dir) {
-    if (!tsr_path_is_dir(model_path)) {
-        tsr_gguf *g;
-        TSR_TRY(tsr_gguf_open(model_path, &g));
-        static const char *const keep[] = {"tokenizer.", "general.", NULL};
-        char *dst = tsr_path_join(dir, "tokenizer.gguf");
-        tsr_status st = tsr_gguf_write_metadata(dst, g, keep);
-        free(dst);
-        tsr_gguf_close(g);
-        return st;
-    }
-    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
-                                        "special_tokens_map.json", "tokenizer.gguf", NULL};
-    for (const char *const *f = files; *f; f++) {
-        char *src = tsr_path_join(model_path, *f), *dst = tsr_path_join(dir, *f);
-        tsr_status st = tsr_path_exists(src) ? tsr__awq_copy(src, dst) : TSR_OK;
-        free(src);
-        free(dst);
-        TSR_TRY(st);
-    }
-    return TSR_OK;
-}
 
 /* Checks that the model can be written in this layout before anything is read. */
 static tsr_status tsr__awq_check(const tsr_model_config *cfg, const tsr_awq_opts *o, const char *model_path) {
@@ -603,7 +574,7 @@ tsr_status tsr_lite_auto_awq(const char *model_path, const tsr_lite_stats *stats
         free(p);
     }
     if (st == TSR_OK) st = tsr__awq_config(model_path, &cfg, o, dir);
-    if (st == TSR_OK) st = tsr__awq_tokenizer(model_path, dir);
+    if (st == TSR_OK) st = tsr_copy_tokenizer(model_path, dir);
     if (st == TSR_OK) {
         if (n_tot) {
             cJSON_AddNumberToObject(report, "mean_mse", tot[0] / (double)n_tot);

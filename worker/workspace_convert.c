@@ -159,6 +159,29 @@ static tsr_status tsr__copy_file(const char *src, const char *dst) {
     return st;
 }
 
+tsr_status tsr_copy_tokenizer(const char *model_path, const char *dir) {
+    if (!tsr_path_is_dir(model_path)) {
+        tsr_gguf *g;
+        TSR_TRY(tsr_gguf_open(model_path, &g));
+        static const char *const keep[] = {"tokenizer.", "general.", NULL};
+        char *dst = tsr_path_join(dir, "tokenizer.gguf");
+        tsr_status st = tsr_gguf_write_metadata(dst, g, keep);
+        free(dst);
+        tsr_gguf_close(g);
+        return st;
+    }
+    static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
+                                        "special_tokens_map.json", "tokenizer.gguf", NULL};
+    for (const char *const *f = files; *f; f++) {
+        char *src = tsr_path_join(model_path, *f), *dst = tsr_path_join(dir, *f);
+        tsr_status st = tsr_path_exists(src) ? tsr__copy_file(src, dst) : TSR_OK;
+        free(src);
+        free(dst);
+        TSR_TRY(st);
+    }
+    return TSR_OK;
+}
+
 tsr_status tsr_workspace_convert(const char *model_path, const char *dir, int tp, tsr_dtype dtype, bool keep_quantized) {
     if (tp < 1) return tsr_errorf(TSR_ERR_INVALID_ARG, "--tp must be at least 1");
     tsr_model_config cfg;
@@ -170,26 +193,7 @@ tsr_status tsr_workspace_convert(const char *model_path, const char *dir, int tp
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)
         return tsr_errorf(TSR_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
     /* tokenizer and chat template, in the form they came in */
-    if (!tsr_path_is_dir(model_path)) {
-        tsr_gguf *g;
-        TSR_TRY(tsr_gguf_open(model_path, &g));
-        static const char *const keep[] = {"tokenizer.", "general.", NULL};
-        char *dst = tsr_path_join(dir, "tokenizer.gguf");
-        tsr_status st = tsr_gguf_write_metadata(dst, g, keep);
-        free(dst);
-        tsr_gguf_close(g);
-        TSR_TRY(st);
-    } else {
-        static const char *const files[] = {"tokenizer.json", "tokenizer_config.json", "generation_config.json",
-                                            "special_tokens_map.json", NULL};
-        for (const char *const *f = files; *f; f++) {
-            char *src = tsr_path_join(model_path, *f), *dst = tsr_path_join(dir, *f);
-            tsr_status st = tsr_path_exists(src) ? tsr__copy_file(src, dst) : TSR_OK;
-            free(src);
-            free(dst);
-            TSR_TRY(st);
-        }
-    }
+    TSR_TRY(tsr_copy_tokenizer(model_path, dir));
     for (int r = 0; r < tp; r++) {
         char name[64];
         snprintf(name, sizeof name, "rank%d.safetensors", r);

@@ -19,4 +19,9 @@ tsr_status tsr_workspace_convert(const char *model_path, const char *dir, int tp
 tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, tsr_dtype dtype, bool keep_quantized,
                                     const char *out_path);
 
+/* The tokenizer and chat template of a model, in the form they came in, into dir: a GGUF's
+ * tokenizer metadata as tokenizer.gguf, an HF directory's tokenizer files copied (a workspace, an
+ * auto_awq checkpoint). */
+tsr_status tsr_copy_tokenizer(const char *model_path, const char *dir);
+
 #endif
