@@ -11,13 +11,16 @@
 #include "worker/workspace_convert.h"
 
 int tsr_cmd_convert(int argc, char **argv) {
-    const char *dst = NULL, *dtype_s = "bf16";
-    int64_t tp = 1;
+    const char *dst = NULL, *dtype_s = "bf16", *model_format = NULL;
+    int64_t tp = 1, group_size = 0;
     bool dequantize = false;
     const tsr_opt opts[] = {
         {"--dst", TSR_OPT_STR, &dst, "DIR", "the workspace directory to write (required)"},
         {"--tp", TSR_OPT_INT, &tp, "N", "tensor-parallel size to split for (default 1)"},
         {"--dtype", TSR_OPT_STR, &dtype_s, "TYPE", "storage type of the 16/32-bit weights: bf16 (default), f16 or f32"},
+        {"--model-format", TSR_OPT_STR, &model_format, "F",
+         "check the model is F: hf, gguf, awq, gptq or compressed-tensors (LMDeploy's flag; the format is read from the model)"},
+        {"--group-size", TSR_OPT_INT, &group_size, "G", "with --model-format awq/gptq/...: check the checkpoint's group size"},
         {"--dequantize", TSR_OPT_FLAG, &dequantize, NULL,
          "store a GGUF's quantized matrices as --dtype too (default: they keep their blocks)"},
         {NULL, 0, NULL, NULL, NULL},
@@ -49,6 +52,14 @@ int tsr_cmd_convert(int argc, char **argv) {
     }
     const char *model = tsr_cli_model_or_default(n_pos ? pos[0] : NULL);
     if (!model) return 1;
+    if (group_size < 0 || (group_size > 0 && !model_format)) {
+        tsr_cli_err("tessera convert: --group-size must be positive and goes with --model-format\n");
+        return 1;
+    }
+    if (model_format && tsr_workspace_check_model_format(model, model_format, group_size) != TSR_OK) {
+        tsr_cli_err("tessera convert: %s\n", tsr_last_error());
+        return 1;
+    }
     double t0 = tsr_now();
     if (tsr_workspace_convert(model, dst, (int)tp, dt, !dequantize) != TSR_OK) {
         tsr_cli_err("tessera convert: %s\n", tsr_last_error());

@@ -45,6 +45,10 @@ static tsr_status tsr__ws_qtype(tsr__ws_src *s, const char *name, tsr_wtype *wt,
     const char *cs = tsr_safetensors_metadata(s->st, key);
     char *end = NULL;
     long long c = cs ? strtoll(cs, &end, 10) : 0;
+    if (!strcmp(tn, tsr_wtype_name(TSR_WTYPE_INT4G)) && cs && *end == 0 && c > 0) {
+        *wt = TSR_WTYPE_INT4G, *cols = c;
+        return TSR_OK;
+    }
     for (int g = 0; g < 64; g++) {
         tsr_wtype t;
         if (tsr_wtype_from_ggml((tsr_ggml_type)g, &t) != TSR_OK) {
@@ -111,6 +115,9 @@ static tsr_status tsr__ws_shape(tsr__src *base, tsr_wkind k, int layer, int64_t 
     return TSR_OK;
 }
 
+static tsr_status tsr__ws_int4g(tsr__ws_src *s, const char *name, const tsr_st_tensor *t, int64_t cols,
+                                tsr_wtensor *out);
+
 static tsr_status tsr__ws_read(tsr__src *base, tsr_wkind k, int layer, const int64_t *rows, int64_t n_rows,
                                int64_t c0, int64_t n_cols, float *dst) {
     const tsr_st_tensor *t;
@@ -121,6 +128,21 @@ static tsr_status tsr__ws_read(tsr__src *base, tsr_wkind k, int layer, const int
     char name[128];
     tsr__weights_name(name, sizeof name, tsr__ws_names, k, layer);
     TSR_TRY(tsr__ws_qtype((tsr__ws_src *)base, name, &wt, &qcols));
+    if (qcols && wt == TSR_WTYPE_INT4G) {
+        tsr_wtensor w;
+        TSR_TRY(tsr__ws_int4g((tsr__ws_src *)base, name, t, qcols, &w));
+        float *row = malloc(sizeof(float) * (size_t)qcols);
+        if (!row) return tsr_errorf(TSR_ERR_OOM, "out of memory reading '%s'", name);
+        tsr_status st = TSR_OK;
+        for (int64_t i = 0; i < n_rows && st == TSR_OK; i++) {
+            int64_t r = rows[i] - lr0;
+            TSR_ASSERT(r >= 0 && r < t->shape[0] && c0 - lc0 >= 0 && c0 - lc0 + n_cols <= qcols);
+            st = tsr_wtensor_dequantize_rows(&w, r, 1, row);
+            if (st == TSR_OK) memcpy(dst + i * n_cols, row + (c0 - lc0), sizeof(float) * (size_t)n_cols);
+        }
+        free(row);
+        return st;
+    }
     if (qcols) {   /* whole rows of blocks dequantized, the column range copied out */
         TSR_ASSERT(c0 - lc0 >= 0 && c0 - lc0 + n_cols <= qcols);
         float *row = malloc(sizeof(float) * (size_t)qcols);
@@ -148,6 +170,32 @@ static tsr_status tsr__ws_read(tsr__src *base, tsr_wkind k, int layer, const int
     return TSR_OK;
 }
 
+/* An INT4G matrix from its planes: NAME (packed rows), NAME.scales (f16) and, when asymmetric,
+ * NAME.zeros (workspace_convert.c), checked against the group size in the metadata. */
+static tsr_status tsr__ws_int4g(tsr__ws_src *s, const char *name, const tsr_st_tensor *t, int64_t cols,
+                                tsr_wtensor *out) {
+    char key[160];
+    snprintf(key, sizeof key, "tsr.group.%s", name);
+    const char *gs = tsr_safetensors_metadata(s->st, key);
+    char *end = NULL;
+    long long g = gs ? strtoll(gs, &end, 10) : 0;
+    snprintf(key, sizeof key, "%s.scales", name);
+    const tsr_st_tensor *d = tsr_safetensors_find(s->st, key);
+    snprintf(key, sizeof key, "%s.zeros", name);
+    const tsr_st_tensor *z = tsr_safetensors_find(s->st, key);
+    const int64_t rows = t->shape[0], ng = g > 0 ? cols / g : 0;
+    if (!gs || *end || g <= 0 || cols % g || !d || d->dtype != TSR_F16 || d->n_dims != 2 || d->shape[0] != rows ||
+        d->shape[1] != ng || (z && (z->dtype != TSR_U8 || z->n_dims != 2 || z->shape[0] != rows || z->shape[1] != ng)))
+        return tsr_errorf(TSR_ERR_FORMAT, "%s: 4-bit matrix '%s' lacks consistent group size, scales or zero points "
+                          "(convert it again)", s->dir, name);
+    TSR_TRY(tsr_wtensor_init(out, TSR_WTYPE_INT4G, rows, cols, g, t->data));
+    out->scales = d->data;
+    out->zeros = z ? z->data : NULL;
+    out->scale_stride = (size_t)ng * 2;
+    out->zero_stride = (size_t)ng;
+    return TSR_OK;
+}
+
 /* Quantized tensors only (float ones are read as f32 copies, as before). */
 static tsr_status tsr__ws_raw(tsr__src *base, tsr_wkind k, int layer, tsr_wtensor *out, int64_t *row0, int64_t *col0) {
     tsr__ws_src *s = (tsr__ws_src *)base;
@@ -159,6 +207,7 @@ static tsr_status tsr__ws_raw(tsr__src *base, tsr_wkind k, int layer, tsr_wtenso
     int64_t qcols;
     TSR_TRY(tsr__ws_qtype(s, name, &wt, &qcols));
     if (!qcols) return tsr_errorf(TSR_ERR_UNSUPPORTED, "'%s' is not quantized", name);
+    if (wt == TSR_WTYPE_INT4G) return tsr__ws_int4g(s, name, t, qcols, out);
     return tsr_wtensor_init(out, wt, t->shape[0], qcols, 0, t->data);
 }
 

@@ -16,6 +16,7 @@
 #include "common/safetensors.h"
 #include "common/wtype.h"
 #include "worker/weights.h"
+#include "worker/weights_hf_quant.h"
 #include "worker/weights_reader.h"
 #include "worker/weights_workspace.h"
 #include "worker/workspace.h"
@@ -44,6 +45,30 @@ static tsr_status tsr__copy_blocks(tsr__src *src, tsr_wkind k, int layer, const 
     return TSR_OK;
 }
 
+/* This rank's slice of an INT4G matrix (an AWQ / GPTQ / compressed-tensors checkpoint as the
+ * loader converts it): packed rows, f16 scales and byte zero points of its groups, each a dense
+ * plane.  out[0..2] are malloc'd (out[2] NULL when the format is symmetric). */
+static tsr_status tsr__copy_int4g(const tsr_wtensor *full, int64_t r0, int64_t nr, int64_t c0, int64_t nc, void **out) {
+    const int64_t g = full->block, ng = nc / g;
+    TSR_ASSERT(g > 0 && c0 % g == 0 && nc % g == 0);
+    const size_t rb = (size_t)nc / 2;
+    uint8_t *q = malloc(rb * (size_t)nr), *z = full->zeros ? malloc((size_t)(ng * nr)) : NULL;
+    uint16_t *d = malloc(sizeof(uint16_t) * (size_t)(ng * nr));
+    if (!q || !d || (full->zeros && !z)) {
+        free(q), free(d), free(z);
+        return tsr_errorf(TSR_ERR_OOM, "out of memory copying a 4-bit matrix");
+    }
+    for (int64_t i = 0; i < nr; i++) {
+        memcpy(q + (size_t)i * rb, (const uint8_t *)full->data + (size_t)(r0 + i) * full->row_stride + (size_t)c0 / 2, rb);
+        memcpy(d + i * ng, (const uint8_t *)full->scales + (size_t)(r0 + i) * full->scale_stride + (size_t)(c0 / g) * 2,
+               sizeof(uint16_t) * (size_t)ng);
+        if (z) memcpy(z + i * ng, (const uint8_t *)full->zeros + (size_t)(r0 + i) * full->zero_stride + (size_t)(c0 / g),
+                      (size_t)ng);
+    }
+    out[0] = q, out[1] = d, out[2] = z;
+    return TSR_OK;
+}
+
 tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, tsr_dtype dtype, bool keep_quantized,
                                     const char *out_path) {
     if (dtype != TSR_F32 && dtype != TSR_F16 && dtype != TSR_BF16)
@@ -57,13 +82,13 @@ tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, 
     tsr_status st = tsr_shard_plan(&cfg, rank, size, &m.shard);
     src->shard = &m.shard;
     tsr__slice_reader L = {.m = &m, .src = src};
-    int64_t n_max = 2 + 16 * cfg.n_layer, n = 0, n_meta = 0;
+    int64_t n_max = 2 + 3 * 16 * cfg.n_layer, n = 0, n_meta = 0;
     tsr_st_write_tensor *ts = calloc((size_t)n_max, sizeof *ts);
     char (*names)[96] = calloc((size_t)n_max, sizeof *names);
     void **bufs = calloc((size_t)n_max, sizeof *bufs);
     /* per quantized tensor: "tsr.wtype.NAME" = type, "tsr.cols.NAME" = its columns */
-    char (*meta_s)[112] = calloc((size_t)(4 * n_max), sizeof *meta_s);
-    const char **meta = calloc((size_t)(4 * n_max + 8), sizeof *meta);
+    char (*meta_s)[112] = calloc((size_t)(6 * n_max), sizeof *meta_s);
+    const char **meta = calloc((size_t)(6 * n_max + 8), sizeof *meta);
     if (!ts || !names || !bufs || !meta_s || !meta) st = tsr_errorf(TSR_ERR_OOM, "out of memory");
     for (int layer = -1; layer < (int)cfg.n_layer && st == TSR_OK; layer++) {
         for (int k = 0; k < TSR_W_COUNT && st == TSR_OK; k++) {
@@ -85,6 +110,37 @@ tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, 
                 st = rs;
                 break;
             }
+            if (rs == TSR_OK && full.type == TSR_WTYPE_INT4G) {
+                char what[96];
+                if (layer >= 0) snprintf(what, sizeof what, "%s of layer %d", tsr_shard_rule_of((tsr_wkind)k)->what, layer);
+                else snprintf(what, sizeof what, "%s", tsr_shard_rule_of((tsr_wkind)k)->what);
+                if (size > 1 && v_r0 == 0 && v_c0 == 0) {
+                    st = tsr_shard_check_blocks(&cfg, (tsr_wkind)k, &full, what, rank, size);
+                    if (st != TSR_OK) break;
+                }
+                void *planes[3] = {NULL, NULL, NULL};
+                st = tsr__copy_int4g(&full, r0 - v_r0, nr, c0 - v_c0, nc, planes);
+                if (st != TSR_OK) break;
+                const int64_t ng = nc / full.block;
+                static const char *const suffix[3] = {"", ".scales", ".zeros"};
+                for (int pl = 0; pl < 3 && planes[pl]; pl++) {
+                    bufs[n] = planes[pl];
+                    tsr__ws_tensor_name(names[n], sizeof names[n], (tsr_wkind)k, layer < 0 ? 0 : layer);
+                    strncat(names[n], suffix[pl], sizeof names[n] - strlen(names[n]) - 1);
+                    ts[n] = (tsr_st_write_tensor){.name = names[n], .dtype = pl == 1 ? TSR_F16 : TSR_U8, .n_dims = 2,
+                                                  .shape = {nr, pl == 0 ? nc / 2 : ng}, .data = bufs[n]};
+                    n++;
+                }
+                const char *base = names[n - (planes[2] ? 3 : 2)];
+                snprintf(meta_s[6 * n_meta], sizeof meta_s[0], "tsr.wtype.%s", base);
+                snprintf(meta_s[6 * n_meta + 1], sizeof meta_s[0], "%s", tsr_wtype_name(full.type));
+                snprintf(meta_s[6 * n_meta + 2], sizeof meta_s[0], "tsr.cols.%s", base);
+                snprintf(meta_s[6 * n_meta + 3], sizeof meta_s[0], "%lld", (long long)nc);
+                snprintf(meta_s[6 * n_meta + 4], sizeof meta_s[0], "tsr.group.%s", base);
+                snprintf(meta_s[6 * n_meta + 5], sizeof meta_s[0], "%lld", (long long)full.block);
+                n_meta++;
+                continue;
+            }
             if (rs == TSR_OK && tsr_wtype_block_size(full.type) > 1) {
                 size_t rb;
                 char what[96];
@@ -100,10 +156,12 @@ tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, 
                 tsr__ws_tensor_name(names[n], sizeof names[n], (tsr_wkind)k, layer < 0 ? 0 : layer);
                 ts[n] = (tsr_st_write_tensor){.name = names[n], .dtype = TSR_U8, .n_dims = 2,
                                               .shape = {nr, (int64_t)rb}, .data = bufs[n]};
-                snprintf(meta_s[4 * n_meta], sizeof meta_s[0], "tsr.wtype.%s", names[n]);
-                snprintf(meta_s[4 * n_meta + 1], sizeof meta_s[0], "%s", tsr_wtype_name(full.type));
-                snprintf(meta_s[4 * n_meta + 2], sizeof meta_s[0], "tsr.cols.%s", names[n]);
-                snprintf(meta_s[4 * n_meta + 3], sizeof meta_s[0], "%lld", (long long)nc);
+                snprintf(meta_s[6 * n_meta], sizeof meta_s[0], "tsr.wtype.%s", names[n]);
+                snprintf(meta_s[6 * n_meta + 1], sizeof meta_s[0], "%s", tsr_wtype_name(full.type));
+                snprintf(meta_s[6 * n_meta + 2], sizeof meta_s[0], "tsr.cols.%s", names[n]);
+                snprintf(meta_s[6 * n_meta + 3], sizeof meta_s[0], "%lld", (long long)nc);
+                snprintf(meta_s[6 * n_meta + 4], sizeof meta_s[0], "tsr.group.%s", names[n]);
+                snprintf(meta_s[6 * n_meta + 5], sizeof meta_s[0], "%lld", (long long)tsr_wtype_block_size(full.type));
                 n_meta++, n++;
                 continue;
             }
@@ -135,7 +193,7 @@ tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, 
         const char *head[] = {"format", "tessera-workspace", "rank", rank_s, "tensor_para_size", size_s};
         int64_t nm = 0;
         for (size_t i = 0; i < sizeof head / sizeof head[0]; i++) meta[nm++] = head[i];
-        for (int64_t i = 0; i < 4 * n_meta; i++) meta[nm++] = meta_s[i];
+        for (int64_t i = 0; i < 6 * n_meta; i++) meta[nm++] = meta_s[i];
         meta[nm] = NULL;
         st = tsr_safetensors_write(out_path, ts, n, meta);
     }
@@ -204,4 +262,34 @@ tsr_status tsr_workspace_convert(const char *model_path, const char *dir, int tp
         TSR_TRY(st);
     }
     return tsr_workspace_write_config(dir, &cfg, tp, dtype, cfg.max_position_embeddings);
+}
+
+tsr_status tsr_workspace_check_model_format(const char *model_path, const char *format, int64_t group) {
+    static const char *const names[] = {[TSR__HFQ_NONE] = "unquantized", [TSR__HFQ_AWQ] = "awq",
+                                        [TSR__HFQ_GPTQ] = "gptq", [TSR__HFQ_CT] = "compressed-tensors"};
+    bool dir = tsr_path_is_dir(model_path);
+    if (!strcmp(format, "gguf") || !strcmp(format, "hf")) {
+        if (dir == !strcmp(format, "hf")) return TSR_OK;
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "--model-format %s, but %s is %s", format, model_path,
+                          dir ? "an HF directory" : "not an HF directory");
+    }
+    tsr__hfq_method want = !strcmp(format, "awq") ? TSR__HFQ_AWQ : !strcmp(format, "gptq") ? TSR__HFQ_GPTQ
+                           : !strcmp(format, "compressed-tensors") ? TSR__HFQ_CT : TSR__HFQ_NONE;
+    if (want == TSR__HFQ_NONE)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "--model-format '%s': hf, gguf, awq, gptq or compressed-tensors", format);
+    if (!dir)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "--model-format %s names a quantized HF checkpoint, but %s is a file",
+                          format, model_path);
+    char *cj = tsr_path_join(model_path, "config.json");
+    tsr__hfq q;
+    tsr_status st = tsr__hfq_parse(cj, &q);
+    free(cj);
+    TSR_TRY(st);
+    if (q.method != want)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "--model-format %s, but %s is %s (its config.json's quantization_config)",
+                          format, model_path, names[q.method]);
+    if (group > 0 && q.group != group)
+        return tsr_errorf(TSR_ERR_INVALID_ARG, "--group-size %lld, but %s is quantized in groups of %lld", (long long)group,
+                          model_path, (long long)q.group);
+    return TSR_OK;
 }

@@ -24,4 +24,10 @@ tsr_status tsr_workspace_write_rank(const char *model_path, int rank, int size, 
  * auto_awq checkpoint). */
 tsr_status tsr_copy_tokenizer(const char *model_path, const char *dir);
 
+/* `convert --model-format F [--group-size G]` (LMDeploy's flags): OK when the model is what F
+ * names -- "awq", "gptq" or "compressed-tensors": an HF directory whose quantization_config has
+ * that quant_method (and, when group > 0, that group size); "hf": an HF directory; "gguf": a
+ * GGUF file -- else INVALID_ARG saying what the model is. */
+tsr_status tsr_workspace_check_model_format(const char *model_path, const char *format, int64_t group);
+
 #endif

@@ -172,3 +172,48 @@ def test_compressed_tensors_8bit_and_activation_schemes_are_refused(tmp_path):
     def w4a8(qc):
         qc["config_groups"]["group_0"]["input_activations"] = {"num_bits": 8, "type": "int"}
     assert "quantizes activations too" in refused(tmp_path / "b", "ct_asym_g32", w4a8)
+
+
+@pytest.mark.parametrize("name", ["awq_g32", "gptq_g32", "ct_asym_g32"])
+def test_convert_keeps_int4_groups(name, tmp_path):
+    """`tessera convert --model-format awq|gptq|compressed-tensors` (LMDeploy's flow) writes the
+    4-bit layers as INT4G planes (packed rows, f16 scales, zero points), not a dequantized copy:
+    the workspace computes exactly what the checkpoint does, also split for TP 2, and holds far
+    fewer bytes than the bf16 copy of --dequantize."""
+    fmt = {"awq_g32": "awq", "gptq_g32": "gptq", "ct_asym_g32": "compressed-tensors"}[name]
+    ws, ws2, deq = tmp_path / "ws", tmp_path / "ws2", tmp_path / "deq"
+    r = run(["convert", FIX / name, "--dst", ws, "--dtype", "f32", "--model-format", fmt, "--group-size", 32])
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run(["inspect", ws / "rank0.safetensors"])
+    assert r.returncode == 0 and "INT4G" in r.stdout and "layers.0.q.scales" in r.stdout, r.stdout[-2000:]
+    ids = [1, 5, 9, 17, 33, 65, 129, 200, 7, 3]
+    for lf in ("auto", "dequantized"):
+        ref, _ = logits(FIX / name, ids, tmp_path, lf)
+        (tmp_path / "w").mkdir(exist_ok=True)
+        got, _ = logits(ws, ids, tmp_path / "w", lf)
+        assert float(np.abs(ref - got).max()) <= 1e-6 * max(1.0, float(np.abs(ref).max())), lf
+    r = run(["convert", FIX / name, "--dst", ws2, "--dtype", "f32", "--tp", 2])
+    assert r.returncode == 0, r.stderr[-2000:]
+    ref, _ = logits(FIX / name, ids, tmp_path, "dequantized")
+    (tmp_path / "t").mkdir()
+    got, _ = logits(ws2, ids, tmp_path / "t", "dequantized", n=2)
+    assert float(np.abs(ref - got).max()) <= TIGHT * max(1.0, float(np.abs(ref).max()))
+    r = run(["convert", FIX / name, "--dst", deq, "--dtype", "bf16", "--dequantize"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    q = sum(p.stat().st_size for p in ws.glob("rank*.safetensors"))   # f32 norms/embeddings there
+    r = run(["convert", FIX / name, "--dst", tmp_path / "q16", "--dtype", "bf16"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    q16 = (tmp_path / "q16" / "rank0.safetensors").stat().st_size
+    assert q16 < (deq / "rank0.safetensors").stat().st_size, (q16, q)
+
+
+def test_convert_model_format_is_checked(tmp_path):
+    """--model-format / --group-size are checked against the checkpoint, never ignored."""
+    for args, msg in [(["--model-format", "gptq"], "is awq"), (["--model-format", "awq", "--group-size", 64],
+                                                               "groups of 32"),
+                      (["--model-format", "llama"], "hf, gguf, awq, gptq or compressed-tensors"),
+                      (["--group-size", 32], "goes with --model-format")]:
+        r = run(["convert", FIX / "awq_g32", "--dst", tmp_path / "x"] + args)
+        assert r.returncode != 0 and msg in r.stderr, (args, r.stderr[-1000:])
+    r = run(["convert", FIX / "ct_sym_g64", "--dst", tmp_path / "y", "--tp", 2])
+    assert r.returncode != 0 and "cuts a block of 64" in r.stderr and "would work: 1" in r.stderr, r.stderr[-1000:]
