@@ -69,4 +69,11 @@ void tsr__cpu_attention_q(tsr_backend *be, void *out, const void *q, int64_t ld_
                           const void *v_cache, const tsr_kv_layout *kv, int64_t n_head, const tsr_attn_batch *b,
                           float scale);
 
+/* Attention's shared plumbing (cpu_attention.c, used by cpu_kvq.c too): grow the per-thread
+ * score scratch to max_ctx, and run fn over the (token, head) items of a batch on the pool (on the
+ * caller's thread when the work is small). */
+void tsr__cpu_attn_scratch(tsr__cpu_ctx *c, int64_t max_ctx);
+void tsr__cpu_attn_run(tsr__cpu_ctx *c, const tsr_attn_batch *b, int64_t n_head, int64_t head_dim, tsr_cpu_task_fn fn,
+                       void *job);
+
 #endif

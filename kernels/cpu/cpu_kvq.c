@@ -176,17 +176,7 @@ void tsr__cpu_attention_q(tsr_backend *be, void *out, const void *q, int64_t ld_
     tsr__cpu_ctx *c = tsr__ctx(be);
     TSR_ASSERT(n_head % kv->n_kv_head == 0 && kv->head_dim <= TSR_KVQ_MAX_HEAD_DIM && kv->head_dim % 2 == 0);
     TSR_ASSERT(kv->quant_bits == 8 || kv->quant_bits == 4);
-    int nt = tsr_cpu_pool_size(c->pool);
-    if (b->max_ctx > c->scratch_per_thread) {
-        int64_t per = (b->max_ctx + 255) / 256 * 256;
-        float *s = realloc(c->scratch, sizeof(float) * (size_t)(per * nt));
-        TSR_ASSERT(s);
-        c->scratch = s;
-        c->scratch_per_thread = per;
-    }
+    tsr__cpu_attn_scratch(c, b->max_ctx);
     tsr__attnq_job j = {out, q, ld_q, k_cache, v_cache, kv, n_head, b, scale, c->scratch, c->scratch_per_thread};
-    int64_t items = b->n_tok * n_head;
-    int64_t grain = items / (nt * 8) > 0 ? items / (nt * 8) : 1;
-    if (items * b->max_ctx * kv->head_dim < TSR__SERIAL_WORK) tsr__attnq_items(&j, 0, items, 0);
-    else tsr_cpu_pool_run(c->pool, items, grain, tsr__attnq_items, &j);
+    tsr__cpu_attn_run(c, b, n_head, kv->head_dim, tsr__attnq_items, &j);
 }
