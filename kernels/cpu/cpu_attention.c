@@ -111,23 +111,3 @@ void tsr__cpu_attention(tsr_backend *be, void *out, const void *q, int64_t ld_q,
     tsr__attn_job j = {out, q, ld_q, k_cache, v_cache, kv, n_head, b, scale, c->scratch, c->scratch_per_thread};
     tsr__cpu_attn_run(c, b, n_head, kv->head_dim, tsr__attn_items, &j);
 }
-
-void tsr__cpu_attn_scratch(tsr__cpu_ctx *c, int64_t max_ctx) {
-    if (max_ctx <= c->scratch_per_thread) return;
-    int64_t per = (max_ctx + 255) / 256 * 256;
-    float *s = realloc(c->scratch, sizeof(float) * (size_t)(per * tsr_cpu_pool_size(c->pool)));
-    TSR_ASSERT(s);
-    c->scratch = s;
-    c->scratch_per_thread = per;
-}
-
-void tsr__cpu_attn_run(tsr__cpu_ctx *c, const tsr_attn_batch *b, int64_t n_head, int64_t head_dim, tsr_cpu_task_fn fn,
-                       void *job) {
-    int nt = tsr_cpu_pool_size(c->pool);
-    int64_t items = b->n_tok * n_head;
-    /* Causal rows differ in length, so hand out small ranges dynamically. */
-    int64_t grain = items / (nt * 8) > 0 ? items / (nt * 8) : 1;
-    if (items * b->max_ctx * head_dim < TSR__SERIAL_WORK) fn(job, 0, items, 0);
-    else tsr_cpu_pool_run(c->pool, items, grain, fn, job);
-}
-
